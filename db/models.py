@@ -1,0 +1,194 @@
+"""The schema: studies, batches, predictions, model versions, evaluation reports and nightly runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, dt.datetime: DateTime(timezone=True)}
+
+
+class StudyStatus(str, enum.Enum):
+    queued = "queued"
+    processing = "processing"
+    done = "done"
+    rejected = "rejected"
+    failed = "failed"
+
+    @classmethod
+    def final(cls) -> tuple[StudyStatus, ...]:
+        return (cls.done, cls.rejected, cls.failed)
+
+
+class Batch(Base):
+    """One submit, nightly or rescreen run: the unit an operator follows with ``screen status``."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), default="submit")  # submit|nightly|rescreen
+    source: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=func.now())
+    n_files: Mapped[int] = mapped_column(Integer, default=0)
+    n_new: Mapped[int] = mapped_column(Integer, default=0)
+    n_duplicate: Mapped[int] = mapped_column(Integer, default=0)
+    n_skipped: Mapped[int] = mapped_column(Integer, default=0)
+    n_tasks: Mapped[int] = mapped_column(Integer, default=0)
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+
+    studies: Mapped[list[Study]] = relationship(back_populates="batch")
+
+
+class Study(Base):
+    """One image file: registered once by content hash (and SOP Instance UID when DICOM)."""
+
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    source_path: Mapped[str] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(16))  # dicom|png|jpeg
+    status: Mapped[StudyStatus] = mapped_column(
+        Enum(StudyStatus, native_enum=False, length=16, validate_strings=True),
+        default=StudyStatus.queued,
+        index=True,
+    )
+    reason: Mapped[str | None] = mapped_column(Text)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=func.now())
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, server_default=func.now()
+    )
+    finished_at: Mapped[dt.datetime | None]
+
+    # DICOM metadata (never the patient's name or id in the clear: patient_key is a keyed hash).
+    patient_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    series_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    accession_number: Mapped[str | None] = mapped_column(String(64))
+    study_date: Mapped[str | None] = mapped_column(String(8))
+    modality: Mapped[str | None] = mapped_column(String(16))
+    body_part: Mapped[str | None] = mapped_column(String(64))
+    view_position: Mapped[str | None] = mapped_column(String(16))
+    patient_age: Mapped[str | None] = mapped_column(String(8))
+    patient_sex: Mapped[str | None] = mapped_column(String(8))
+    manufacturer: Mapped[str | None] = mapped_column(String(128))
+    photometric_interpretation: Mapped[str | None] = mapped_column(String(32))
+    transfer_syntax: Mapped[str | None] = mapped_column(String(64))
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    batch: Mapped[Batch | None] = relationship(back_populates="studies")
+    predictions: Mapped[list[Prediction]] = relationship(back_populates="study")
+
+
+class ModelVersion(Base):
+    """A model file the tool has used, identified by its content hash."""
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(64))
+    file_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    input_spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    threshold: Mapped[float] = mapped_column(Float)
+    target_recall: Mapped[float | None] = mapped_column(Float)
+    trained: Mapped[bool] = mapped_column(Boolean, default=False)
+    sidecar: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.version}" + ("" if self.trained else " (untrained)")
+
+
+class Prediction(Base):
+    """One model's verdict on one study; the database forbids a second one for the same pair."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (UniqueConstraint("study_id", "model_version_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"))
+    probability: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    flagged: Mapped[bool] = mapped_column(Boolean, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        default=utcnow, server_default=func.now(), index=True
+    )
+
+    study: Mapped[Study] = relationship(back_populates="predictions")
+    model_version: Mapped[ModelVersion] = relationship()
+
+
+class EvaluationReport(Base):
+    """Metrics of one model version on one labelled dataset, with the rendered report's path."""
+
+    __tablename__ = "evaluation_reports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    dataset: Mapped[str] = mapped_column(Text)
+    n: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    report_path: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+    model_version: Mapped[ModelVersion] = relationship()
+
+
+class Run(Base):
+    """Summary of one nightly run over the inbox folders."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), default="nightly")
+    inboxes: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"))
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None]
+    n_new: Mapped[int] = mapped_column(Integer, default=0)
+    n_done: Mapped[int] = mapped_column(Integer, default=0)
+    n_flagged: Mapped[int] = mapped_column(Integer, default=0)
+    n_rejected: Mapped[int] = mapped_column(Integer, default=0)
+    n_failed: Mapped[int] = mapped_column(Integer, default=0)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running|finished|error
+    error: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,75 @@
+"""Engines and sessions; the schema is brought to the newest migration on first use of a URL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from pneumoscreen.db.migrate import upgrade
+
+_lock = threading.Lock()
+_makers: dict[str, sessionmaker[Session]] = {}
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL + a busy timeout let the CLI read while a worker writes.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def create_migrated_engine(url: str) -> Engine:
+    """A new engine for ``url`` whose database has been upgraded to the newest migration."""
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 30}
+    else:
+        kwargs["pool_pre_ping"] = True
+    engine = create_engine(url, **kwargs)
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    upgrade(engine)
+    return engine
+
+
+def get_engine(url: str) -> Engine:
+    """The process's engine for ``url`` (created and migrated on first use)."""
+    return _maker(url).kw["bind"]
+
+
+def _maker(url: str) -> sessionmaker[Session]:
+    with _lock:
+        if url not in _makers:
+            _makers[url] = sessionmaker(create_migrated_engine(url), expire_on_commit=False)
+        return _makers[url]
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """One transaction: commit on success, roll back on error. The caller owns it."""
+    if url is None:
+        from pneumoscreen.worker.settings import get_settings
+
+        url = get_settings().effective_database_url
+    with _maker(url).begin() as session:
+        yield session
+
+
+def reset_engines() -> None:
+    """Dispose of every cached engine (tests; a worker process after fork)."""
+    with _lock:
+        for maker in _makers.values():
+            maker.kw["bind"].dispose(close=False)
+        _makers.clear()

@@ -1,0 +1,161 @@
+"""The model contract: a ``.keras`` file plus a JSON sidecar that travels with it.
+
+The sidecar holds what serving needs besides the weights: version, input size, the recall-tuned
+threshold, the target recall, the file's sha256 and whether the network was trained at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pneumoscreen.model.preprocess import preprocess
+
+BUNDLED_NAME = "pneumoscreen-cnn.keras"
+
+
+def bundled_model_path() -> Path:
+    return Path(str(resources.files("pneumoscreen.model") / "bundled" / BUNDLED_NAME))
+
+
+def sidecar_path(model_path: Path) -> Path:
+    return Path(model_path).with_suffix(".json")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ModelFileError(RuntimeError):
+    """The model file or its sidecar is missing, inconsistent or unreadable."""
+
+
+@dataclass
+class ModelSpec:
+    """The sidecar's contents."""
+
+    name: str
+    version: str
+    input_size: int
+    threshold: float
+    trained: bool
+    sha256: str = ""
+    channels: int = 1
+    target_recall: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelSpec:
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        missing = {"name", "version", "input_size", "threshold", "trained"} - data.keys()
+        if missing:
+            raise ModelFileError(f"model sidecar lacks {sorted(missing)}")
+        extra = {k: v for k, v in data.items() if k not in known}
+        return cls(**{k: v for k, v in data.items() if k in known}, extra=extra)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        extra = data.pop("extra")
+        return {**data, **extra}
+
+    @property
+    def input_spec(self) -> dict[str, Any]:
+        return {"height": self.input_size, "width": self.input_size, "channels": self.channels,
+                "range": [0.0, 1.0], "preprocess": "pneumoscreen.model.preprocess"}
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.version}" + ("" if self.trained else " (untrained)")
+
+
+def write_sidecar(model_path: Path, spec: ModelSpec) -> Path:
+    """Write the sidecar for ``model_path``, stamping the file's current sha256 into it."""
+    spec.sha256 = file_sha256(model_path)
+    path = sidecar_path(model_path)
+    path.write_text(json.dumps(spec.to_json(), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_spec(model_path: Path) -> ModelSpec:
+    side = sidecar_path(model_path)
+    if not Path(model_path).is_file():
+        raise ModelFileError(f"model file {model_path} does not exist")
+    if not side.is_file():
+        raise ModelFileError(f"model sidecar {side} does not exist (it must sit beside the model)")
+    try:
+        return ModelSpec.from_json(json.loads(side.read_text()))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ModelFileError(f"model sidecar {side} is not valid: {exc}") from exc
+
+
+class LoadedModel:
+    """A Keras model with its spec; ``predict_batch`` is the single batched inference call."""
+
+    def __init__(self, path: Path, spec: ModelSpec, keras_model: Any, device: str) -> None:
+        self.path = path
+        self.spec = spec
+        self.keras_model = keras_model
+        self.device = device
+
+    def preprocess(self, grey: np.ndarray) -> np.ndarray:
+        return preprocess(grey, self.spec.input_size)
+
+    def predict_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Pneumonia probabilities for an ``(n, size, size, 1)`` batch, in one model call."""
+        import tensorflow as tf
+
+        batch = np.asarray(batch, dtype=np.float32)
+        expected = (self.spec.input_size, self.spec.input_size, self.spec.channels)
+        if batch.ndim != 4 or batch.shape[1:] != expected:
+            raise ValueError(f"batch shape {batch.shape} does not match input {expected}")
+        if len(batch) == 0:
+            return np.zeros((0,), dtype=np.float32)
+        with tf.device(self.device):
+            out = self.keras_model(batch, training=False)
+        return np.asarray(out, dtype=np.float32).reshape(-1)
+
+
+_cache: dict[tuple[str, str], LoadedModel] = {}
+_cache_lock = threading.Lock()
+
+
+def load_model(path: Path | str | None = None, *, verify: bool = True,
+               runtime: Any | None = None) -> LoadedModel:
+    """Load (once per process) the model at ``path``, default the bundled one.
+
+    ``verify`` checks the file against the sidecar's sha256, so a swapped file cannot pass as
+    another version. ``runtime`` is a :class:`~pneumoscreen.model.runtime.RuntimeConfig`.
+    """
+    from pneumoscreen.model.runtime import RuntimeConfig, configure
+
+    model_path = Path(path) if path else bundled_model_path()
+    spec = read_spec(model_path)
+    sha = file_sha256(model_path)
+    if verify and spec.sha256 and spec.sha256 != sha:
+        raise ModelFileError(
+            f"{model_path} has sha256 {sha[:12]}…, its sidecar says {spec.sha256[:12]}…"
+        )
+    spec.sha256 = sha
+    key = (str(model_path.resolve()), sha)
+    with _cache_lock:
+        if key not in _cache:
+            device = configure(runtime or RuntimeConfig())
+            import keras
+
+            try:
+                keras_model = keras.saving.load_model(model_path, compile=False)
+            except Exception as exc:  # keras raises many types for a bad archive
+                raise ModelFileError(f"cannot load {model_path}: {exc}") from exc
+            _cache[key] = LoadedModel(model_path, spec, keras_model, device)
+        return _cache[key]
