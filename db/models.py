@@ -1,10 +1,10 @@
-"""The schema: studies, batches, predictions, model versions, evaluation reports and nightly runs."""
+"""The schema: studies, batches, predictions, model versions, evaluation reports, nightly runs."""
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -37,7 +37,7 @@ def utcnow() -> dt.datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dict[str, Any]: JSON, dt.datetime: DateTime(timezone=True)}
+    type_annotation_map: ClassVar = {dict[str, Any]: JSON, dt.datetime: DateTime(timezone=True)}
 
 
 class StudyStatus(str, enum.Enum):

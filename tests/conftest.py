@@ -41,7 +41,7 @@ def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
 @pytest.fixture
 def shared_dir() -> Path:
     if not SHARED.is_dir():
-        pytest.skip(f"../shared is absent ({SHARED}): the DICOM files and training images live there")
+        pytest.skip(f"../shared is absent ({SHARED}): it holds the DICOM files and training images")
     return SHARED
 
 

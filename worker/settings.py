@@ -1,4 +1,4 @@
-"""One settings object for the whole tool, read from ``SCREEN_*`` variables and an optional TOML file.
+"""One settings object for the tool, read from ``SCREEN_*`` variables and an optional TOML file.
 
 Precedence, highest first: explicit keyword arguments, environment variables, the config file
 (``SCREEN_CONFIG`` or ``<user config dir>/config.toml``), the embedded defaults below.
@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     model_path: Path | None = Field(None, description="A .keras file; default: the bundled model.")
     batch_size: int = Field(32, ge=1, le=4096, description="Studies per task and per model call.")
     patient_key: str | None = Field(
-        None, description="Key for pseudonymising patient ids; default: generated once in data_dir."
+        None, description="Key for pseudonymising patient ids; default: made once in data_dir."
     )
 
     # Ingestion policy (what gets screened); data, not code branches.
@@ -60,6 +60,17 @@ class Settings(BaseSettings):
     reject_view_positions: list[str] = ["LL", "RL", "LATERAL", "LAT", "RLD", "LLD"]
     max_pixels: int = Field(60_000_000, ge=1, description="Rows*Columns limit (decompression bombs).")
     reduced_resolution: bool = Field(True, description="Decode J2K at a lower resolution level.")
+    reduced_min_side: int = Field(
+        512, ge=64, description="Reduced decoding keeps at least this many pixels per side."
+    )
+    reject_presentation_intents: list[str] = ["FOR PROCESSING"]
+    non_image_modalities: list[str] = [
+        "SR", "PR", "KO", "DOC", "REG", "SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD",
+        "ECG", "HD", "AU", "PLAN", "FID", "RWV",
+    ]
+    window_percentiles: tuple[float, float] = Field(
+        (0.5, 99.5), description="Robust window when the file has no VOI LUT or window."
+    )
 
     # Worker runtime.
     decode_threads: int = Field(2, ge=1, le=64, description="Threads decoding the next batch.")

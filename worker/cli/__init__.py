@@ -7,9 +7,9 @@ import os
 # Before TensorFlow can be imported anywhere: keep its C++ start-up chatter off the terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import typer  # noqa: E402
+import typer
 
-from pneumoscreen.worker.cli import (  # noqa: E402
+from pneumoscreen.worker.cli import (
     ingest_cmds,
     model_cmds,
     ops_cmds,

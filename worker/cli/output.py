@@ -9,7 +9,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
 import typer
-
 from rich.console import Console
 from rich.table import Table
 

@@ -1,0 +1,275 @@
+"""``screen submit``, ``screen flagged``, ``screen status`` and ``screen studies``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from pneumoscreen.worker.cli.output import (
+    Format,
+    FormatCsv,
+    console,
+    err_console,
+    fail,
+    make_table,
+    print_json,
+)
+
+FLAGGED_COLUMNS = ["study_id", "patient", "modality", "view", "probability", "threshold", "model",
+                   "screened_at", "path"]
+STUDY_COLUMNS = ["study_id", "status", "reason", "probability", "flagged", "format", "path"]
+# Headers and cell shapes for the terminal; JSON and CSV keep the full values.
+SHORT = {"study_id": "study", "probability": "prob.", "threshold": "thr.",
+         "screened_at": "screened", "path": "file", "modality": "mod."}
+
+
+def _cell(column: str, value: Any) -> Any:
+    if value is None:
+        return ""
+    if column == "path":
+        return Path(value).name
+    if column == "screened_at":
+        return value[5:16].replace("T", " ")
+    if column == "model":
+        return value.split(":", 1)[-1].replace(" (untrained)", "*")
+    if column == "flagged":
+        return "yes" if value else "no"
+    return value
+
+
+def rows_table(title: str, columns: list[str], rows: list[dict[str, Any]]) -> Any:
+    return make_table(title, [SHORT.get(c, c) for c in columns],
+                      [[_cell(c, r[c]) for c in columns] for r in rows])
+STAGE_LABELS = {"scan": "Reading headers", "register": "Registering", "screen": "Screening"}
+
+
+class RichReporter:
+    """Maps the submit stages onto one Rich progress bar each."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+
+    def start(self, stage: str, total: int) -> None:
+        self.tasks[stage] = self.progress.add_task(STAGE_LABELS.get(stage, stage), total=total)
+
+    def advance(self, stage: str, n: int = 1) -> None:
+        self.progress.advance(self.tasks[stage], n)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err_console, transient=False)
+
+
+def _parse_since(value: str | None) -> dt.datetime | None:
+    """ISO date/time, or a duration like 30m, 12h, 7d (that long ago)."""
+    if not value:
+        return None
+    units = {"m": "minutes", "h": "hours", "d": "days"}
+    if value[-1] in units and value[:-1].isdigit():
+        delta = dt.timedelta(**{units[value[-1]]: int(value[:-1])})
+        return dt.datetime.now(dt.timezone.utc) - delta
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"--since {value!r}: give an ISO date/time (2026-11-23T08:00) or 30m / 12h / 7d")
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def flagged_table(rows: list[dict[str, Any]], *, fresh: set[int] | None = None,
+                  title: str = "Flagged studies") -> Any:
+    table = rows_table(title, FLAGGED_COLUMNS, rows)
+    for i, row in enumerate(rows):
+        if fresh and row["prediction_id"] in fresh:
+            table.rows[i].style = "bold yellow"
+    if any(not r["trained"] for r in rows):
+        table.caption = ("[red]* UNTRAINED placeholder model: these flags are meaningless, "
+                         "for trying the pipeline only[/]")
+    return table
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.command()(submit)
+    app.command()(flagged)
+    app.command()(status)
+    app.command()(studies)
+
+
+def submit(
+    folder: Annotated[Path, typer.Argument(help="Folder (or one file) of DICOM, PNG or JPEG.")],
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", min=1, help="Studies per task and model call [default: settings].")] = None,
+    no_recursive: Annotated[bool, typer.Option(
+        "--no-recursive", help="Only the folder itself, not its sub-folders.")] = False,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="With a broker: wait until every study is final, then list flags.")] = False,
+) -> None:
+    """Register every new study under FOLDER and screen it.
+
+    Each file is registered once (by content hash, and SOP Instance UID for DICOM): submitting the
+    same folder again adds nothing. With no broker configured the studies are screened here, with
+    a progress bar, and the flagged table is printed; with a broker one task per batch is queued
+    and the command returns at once.
+    """
+    from pneumoscreen.worker.settings import get_settings
+    from pneumoscreen.worker.submit import BrokerUnavailable, submit_folder
+
+    settings = get_settings()
+    if not folder.exists():
+        fail(f"{folder} does not exist")
+    try:
+        with _progress() as progress:
+            result = submit_folder(folder, settings=settings, recursive=not no_recursive,
+                                   batch_size=batch_size, reporter=RichReporter(progress))
+    except BrokerUnavailable as exc:
+        fail(str(exc), code=3)
+    console.print(
+        f"Batch [bold]{result.batch_id}[/]: {result.n_files} files, {result.n_new} new studies "
+        f"({len(result.queued_ids)} to screen, {result.n_rejected} rejected, "
+        f"{result.n_failed} failed), {result.n_duplicate} already registered, "
+        f"{result.n_skipped} not images; {result.n_tasks} tasks.", highlight=False)
+    if result.n_new == 0 and result.n_duplicate:
+        console.print("Nothing new: every image here was submitted before.")
+    if settings.eager or wait:
+        if wait and not settings.eager:
+            _wait_for(result.batch_id)
+        _print_batch(result.batch_id)
+    else:
+        console.print(f"Queued. Follow with [bold]screen status {result.batch_id}[/] "
+                      "and [bold]screen flagged[/].")
+
+
+def _wait_for(batch_id: int, poll: float = 1.0) -> None:
+    from pneumoscreen.db import session_scope
+    from pneumoscreen.worker.results import status_counts
+
+    with console.status("Waiting for the worker…"):
+        while True:
+            with session_scope() as session:
+                counts = status_counts(session=session, batch_id=batch_id)
+            if counts["queued"] == 0 and counts["processing"] == 0:
+                return
+            time.sleep(poll)
+
+
+def _print_batch(batch_id: int) -> None:
+    from pneumoscreen.db import session_scope
+    from pneumoscreen.worker.results import studies as study_rows
+
+    with session_scope() as session:
+        rows = study_rows(session=session, batch_id=batch_id)
+    console.print(rows_table(f"Batch {batch_id}", STUDY_COLUMNS, rows))
+    _print_flagged(since=None, limit=50)
+
+
+def _print_flagged(since: dt.datetime | None, limit: int | None) -> None:
+    from pneumoscreen.db import session_scope
+    from pneumoscreen.worker.results import flagged as flagged_rows
+
+    with session_scope() as session:
+        rows = flagged_rows(session=session, since=since, limit=limit)
+    console.print(flagged_table(rows))
+
+
+def flagged(
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh in place until Ctrl-C.")] = False,
+    since: Annotated[str | None, typer.Option(
+        help="Only cases screened since an ISO time or 30m / 12h / 7d ago.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many rows.")] = 100,
+    fmt: Annotated[FormatCsv, typer.Option("--format", help="Output format.")] = FormatCsv.table,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 2.0,
+    model_version: Annotated[str | None, typer.Option(
+        "--model", help="Only this model version's flags [default: each study's newest].")] = None,
+) -> None:
+    """Flagged studies, highest probability first: the radiologist's reading list."""
+    from pneumoscreen.db import session_scope
+    from pneumoscreen.worker.results import flagged as flagged_rows
+
+    since_at = _parse_since(since)
+
+    def fetch() -> list[dict[str, Any]]:
+        with session_scope() as session:
+            return flagged_rows(session=session, since=since_at, limit=limit,
+                                model_version=model_version)
+
+    if not watch:
+        rows = fetch()
+        if fmt == FormatCsv.json:
+            print_json(rows)
+        elif fmt == FormatCsv.csv:
+            import csv
+            import sys
+
+            fields = list(rows[0]) if rows else FLAGGED_COLUMNS
+            writer = csv.DictWriter(sys.stdout, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        else:
+            console.print(flagged_table(rows))
+        return
+    seen: set[int] | None = None
+    try:
+        with Live(console=console, auto_refresh=False, screen=False) as live:
+            while True:
+                rows = fetch()
+                ids = {r["prediction_id"] for r in rows}
+                fresh = set() if seen is None else ids - seen
+                seen = ids if seen is None else seen | ids
+                stamp = dt.datetime.now().strftime("%H:%M:%S")
+                title = f"Flagged ({len(rows)}, {len(fresh)} new) at {stamp}; Ctrl-C stops"
+                live.update(flagged_table(rows, fresh=fresh, title=title), refresh=True)
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+
+
+def status(
+    batch: Annotated[int | None, typer.Argument(help="A batch id [default: all studies].")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+) -> None:
+    """Counts of studies by status, for one batch or for everything."""
+    from pneumoscreen.db import session_scope
+    from pneumoscreen.worker.results import batch_summary, status_counts
+
+    with session_scope() as session:
+        if batch is None:
+            data: dict[str, Any] = {"batch": None, "counts": status_counts(session=session)}
+        else:
+            summary = batch_summary(batch, session=session)
+            if summary is None:
+                fail(f"no batch with id {batch}")
+            data = summary
+    if fmt == Format.json:
+        print_json(data)
+        return
+    counts = data["counts"]
+    title = "All studies" if batch is None else f"Batch {batch} ({data['source']})"
+    console.print(make_table(title, list(counts), [list(counts.values())]))
+
+
+def studies(
+    batch: Annotated[int | None, typer.Option(help="Only this batch.")] = None,
+    status_: Annotated[str | None, typer.Option(
+        "--status", help="queued, processing, done, rejected or failed.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many rows.")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+) -> None:
+    """One row per study: path, status, reason, probability, flagged."""
+    from pneumoscreen.db import StudyStatus, session_scope
+    from pneumoscreen.worker.results import studies as study_rows
+
+    if status_ and status_ not in {s.value for s in StudyStatus}:
+        fail(f"--status {status_!r}: choose one of {', '.join(s.value for s in StudyStatus)}")
+    with session_scope() as session:
+        rows = study_rows(session=session, batch_id=batch, status=status_, limit=limit)
+    if fmt == Format.json:
+        print_json(rows)
+    else:
+        console.print(rows_table("Studies", STUDY_COLUMNS, rows))

@@ -1,0 +1,131 @@
+"""``screen config``, ``screen db …``, ``screen worker`` and ``screen beat``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from pneumoscreen.worker.cli.output import Format, console, fail, make_table, print_json
+
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.command()(config)
+    app.add_typer(db_app, name="db")
+    app.command()(worker)
+    app.command()(beat)
+
+
+def effective_settings() -> dict[str, Any]:
+    """Settings as printed: URLs with passwords masked, the patient key never shown."""
+    from pneumoscreen.model.bundle import bundled_model_path
+    from pneumoscreen.worker.settings import default_config_file, get_settings
+    from pneumoscreen.worker.submit import mask_url
+
+    settings = get_settings()
+    data = settings.model_dump(mode="json")
+    data["database_url"] = mask_url(settings.effective_database_url)
+    data["broker_url"] = mask_url(settings.broker_url) or None
+    data["result_backend"] = mask_url(settings.result_backend) or None
+    data["patient_key"] = "***" if settings.patient_key else f"(generated, in {settings.data_dir})"
+    data["model_path"] = str(settings.model_path or bundled_model_path())
+    data["mode"] = "in-process (no broker)" if settings.eager else "queue"
+    data["config_file"] = str(default_config_file())
+    return data
+
+
+def config(
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+) -> None:
+    """Print the effective settings (environment SCREEN_*, config file, defaults)."""
+    data = effective_settings()
+    if fmt == Format.json:
+        print_json(data)
+        return
+    console.print(make_table("Effective settings", ["setting", "value", "environment variable"],
+                             [[k, v, f"SCREEN_{k.upper()}"] for k, v in data.items()]))
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Apply the migrations up to REVISION (the tool also does this on first use)."""
+    from sqlalchemy import create_engine
+
+    from pneumoscreen.db.migrate import current, upgrade
+    from pneumoscreen.worker.settings import get_settings
+    from pneumoscreen.worker.submit import mask_url
+
+    url = get_settings().effective_database_url
+    engine = create_engine(url)
+    try:
+        upgrade(engine, revision)
+        console.print(f"{mask_url(url)} is at revision {current(engine)}", highlight=False)
+    except Exception as exc:
+        fail(f"cannot upgrade {mask_url(url)}: {exc}")
+    finally:
+        engine.dispose()
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's current revision."""
+    from sqlalchemy import create_engine
+
+    from pneumoscreen.db.migrate import current
+    from pneumoscreen.worker.settings import get_settings
+
+    engine = create_engine(get_settings().effective_database_url)
+    try:
+        console.print(current(engine) or "(empty database)")
+    finally:
+        engine.dispose()
+
+
+def worker(
+    concurrency: Annotated[int, typer.Option(
+        min=1, help="Worker processes: one per GPU; on CPU one (TensorFlow uses every core).",
+    )] = 1,
+    queues: Annotated[str, typer.Option(help="Comma-separated queues to consume.")] = "celery",
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    hostname: Annotated[str | None, typer.Option(help="Worker node name.")] = None,
+    max_tasks_per_child: Annotated[int | None, typer.Option(
+        help="Recycle a process after this many batches.")] = None,
+) -> None:
+    """Start a Celery worker on the configured broker (SCREEN_BROKER_URL)."""
+    from pneumoscreen.worker.celery_app import configure
+    from pneumoscreen.worker.settings import get_settings
+    from pneumoscreen.worker.submit import mask_url
+
+    settings = get_settings()
+    if settings.eager:
+        fail("no broker configured: set SCREEN_BROKER_URL (e.g. redis://127.0.0.1:6379/0); "
+             "without one, `screen submit` screens in-process and needs no worker")
+    celery = configure(settings)
+    console.print(f"worker on {mask_url(settings.broker_url)}, database "
+                  f"{mask_url(settings.effective_database_url)}", highlight=False)
+    argv = ["worker", f"--concurrency={concurrency}", f"--queues={queues}",
+            f"--loglevel={loglevel}", "--pool=prefork", "--without-gossip", "--without-mingle"]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    if max_tasks_per_child:
+        argv.append(f"--max-tasks-per-child={max_tasks_per_child}")
+    celery.worker_main(argv)
+
+
+def beat(
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+) -> None:
+    """Start Celery beat: it submits the inbox folders on the nightly schedule."""
+    from pneumoscreen.worker.celery_app import configure
+    from pneumoscreen.worker.settings import get_settings
+
+    settings = get_settings()
+    if settings.eager:
+        fail("no broker configured: beat needs SCREEN_BROKER_URL; or run `screen nightly` "
+             "from cron")
+    celery = configure(settings)
+    celery.start(["beat", f"--loglevel={loglevel}"])

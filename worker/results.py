@@ -1,0 +1,126 @@
+"""Read-side queries behind ``screen flagged``, ``screen status`` and ``screen studies``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from pneumoscreen.db import Batch, ModelVersion, Prediction, Study, StudyStatus
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite hands back naive datetimes; they were written in UTC
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.isoformat(timespec="seconds")
+
+
+def _latest_prediction_ids() -> Any:
+    """Per study, the id of its newest prediction (re-screening keeps the older ones)."""
+    return select(func.max(Prediction.id).label("id")).group_by(Prediction.study_id).subquery()
+
+
+def flagged(*, session: Session, since: dt.datetime | None = None, limit: int | None = 100,
+            model_version: str | None = None) -> list[dict[str, Any]]:
+    """Flagged cases, highest probability first, one row per study (its newest prediction)."""
+    latest = _latest_prediction_ids()
+    query = (
+        select(Prediction, Study, ModelVersion)
+        .join(Study, Prediction.study_id == Study.id)
+        .join(ModelVersion, Prediction.model_version_id == ModelVersion.id)
+        .where(Prediction.flagged.is_(True))
+        .order_by(Prediction.probability.desc(), Prediction.id)
+    )
+    if model_version:
+        query = query.where(ModelVersion.version == model_version)
+    else:
+        query = query.where(Prediction.id.in_(select(latest.c.id)))
+    if since is not None:
+        query = query.where(Prediction.created_at >= since)
+    if limit:
+        query = query.limit(limit)
+    return [
+        {
+            "prediction_id": pred.id,
+            "study_id": study.id,
+            "path": study.source_path,
+            "patient": study.patient_key[:12] if study.patient_key else None,
+            "accession": study.accession_number,
+            "modality": study.modality,
+            "view": study.view_position,
+            "probability": round(pred.probability, 4),
+            "threshold": round(pred.threshold, 4),
+            "model": mv.label,
+            "trained": mv.trained,
+            "screened_at": _iso(pred.created_at),
+        }
+        for pred, study, mv in session.execute(query).all()
+    ]
+
+
+def status_counts(*, session: Session, batch_id: int | None = None) -> dict[str, int]:
+    query = select(Study.status, func.count()).group_by(Study.status)
+    if batch_id is not None:
+        query = query.where(Study.batch_id == batch_id)
+    counts = {s.value: 0 for s in StudyStatus}
+    for status, n in session.execute(query).all():
+        counts[StudyStatus(status).value] = n
+    counts["total"] = sum(counts.values())
+    if batch_id is None:
+        counts["flagged"] = session.scalar(
+            select(func.count()).select_from(Prediction)
+            .where(Prediction.id.in_(select(_latest_prediction_ids().c.id)),
+                   Prediction.flagged.is_(True))) or 0
+    else:
+        counts["flagged"] = session.scalar(
+            select(func.count()).select_from(Prediction).join(Study)
+            .where(Study.batch_id == batch_id, Prediction.flagged.is_(True),
+                   Prediction.id.in_(select(_latest_prediction_ids().c.id)))) or 0
+    return counts
+
+
+def batch_summary(batch_id: int, *, session: Session) -> dict[str, Any] | None:
+    batch = session.get(Batch, batch_id)
+    if batch is None:
+        return None
+    return {"batch": batch.id, "kind": batch.kind, "source": batch.source,
+            "created_at": _iso(batch.created_at), "files": batch.n_files, "new": batch.n_new,
+            "duplicates": batch.n_duplicate, "not_images": batch.n_skipped,
+            "tasks": batch.n_tasks, "counts": status_counts(session=session, batch_id=batch_id)}
+
+
+def studies(*, session: Session, batch_id: int | None = None, status: str | None = None,
+            limit: int | None = None) -> list[dict[str, Any]]:
+    """One row per study with its newest prediction, if any."""
+    latest = _latest_prediction_ids()
+    query = (
+        select(Study, Prediction)
+        .outerjoin(Prediction, (Prediction.study_id == Study.id)
+                   & Prediction.id.in_(select(latest.c.id)))
+        .order_by(Study.id)
+    )
+    if batch_id is not None:
+        query = query.where(Study.batch_id == batch_id)
+    if status:
+        query = query.where(Study.status == StudyStatus(status))
+    if limit:
+        query = query.limit(limit)
+    return [
+        {
+            "study_id": study.id,
+            "path": study.source_path,
+            "format": study.format,
+            "status": study.status.value,
+            "reason": study.reason,
+            "probability": None if pred is None else round(pred.probability, 4),
+            "flagged": None if pred is None else pred.flagged,
+            "modality": study.modality,
+            "batch": study.batch_id,
+            "updated_at": _iso(study.updated_at),
+        }
+        for study, pred in session.execute(query).all()
+    ]

@@ -1,0 +1,213 @@
+"""Register the studies of a folder once each and enqueue them in batches.
+
+Registration is one transaction; enqueueing happens after it commits, so a broker that is down
+leaves queued studies behind (``screen resume`` sends them) and never a half-written batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from pneumoscreen.db import Batch, Study, StudyStatus, session_scope
+from pneumoscreen.db.models import utcnow
+from pneumoscreen.model.bundle import file_sha256
+from pneumoscreen.worker.discovery import iter_files
+from pneumoscreen.worker.ingest import IngestError, probe, sniff_format
+from pneumoscreen.worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Reporter(Protocol):
+    """Progress sink: the CLI passes a Rich progress bar, tests and the beat task pass nothing."""
+
+    def start(self, stage: str, total: int) -> None: ...
+    def advance(self, stage: str, n: int = 1) -> None: ...
+
+
+class _Silent:
+    def start(self, stage: str, total: int) -> None:
+        pass
+
+    def advance(self, stage: str, n: int = 1) -> None:
+        pass
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker refused the tasks; the studies stay queued in the database."""
+
+
+@dataclass
+class SubmitResult:
+    batch_id: int
+    n_files: int = 0
+    n_new: int = 0
+    n_duplicate: int = 0
+    n_skipped: int = 0  # not an image
+    n_rejected: int = 0
+    n_failed: int = 0
+    n_tasks: int = 0
+    queued_ids: list[int] = field(default_factory=list)
+    task_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Candidate:
+    path: Path
+    format: str
+    sha256: str
+    sop_instance_uid: str | None = None
+    status: StudyStatus = StudyStatus.queued
+    reason: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+def examine(path: Path, settings: Settings) -> Candidate | None:
+    """Hash and probe one file: None if it is not an image at all."""
+    try:
+        fmt = sniff_format(path)
+    except OSError as exc:
+        return Candidate(path, "unknown", _path_hash(path), status=StudyStatus.failed,
+                         reason=f"cannot read file: {exc.strerror or exc}")
+    if fmt is None:
+        return None
+    sha = file_sha256(path)
+    try:
+        found = probe(path, settings)
+    except IngestError as exc:
+        return Candidate(path, fmt, sha, status=StudyStatus(exc.status), reason=str(exc))
+    return Candidate(path, found.format, sha, found.sop_instance_uid, metadata=found.metadata)
+
+
+def _path_hash(path: Path) -> str:
+    # An unreadable file has no content hash; key it by path so it is still recorded once.
+    import hashlib
+
+    return hashlib.sha256(b"unreadable:" + str(path.resolve()).encode()).hexdigest()
+
+
+def register(candidates: Iterable[Candidate], batch: Batch, *, session: Session,
+             reporter: Reporter) -> tuple[list[int], int]:
+    """Insert the studies not seen before (by content hash or SOP Instance UID)."""
+    new_ids: list[int] = []
+    duplicates = 0
+    columns = set(Study.__table__.columns.keys())
+    for cand in candidates:
+        reporter.advance("register")
+        clauses = [Study.sha256 == cand.sha256]
+        if cand.sop_instance_uid:
+            clauses.append(Study.sop_instance_uid == cand.sop_instance_uid)
+        if session.scalar(select(Study.id).where(or_(*clauses)).limit(1)) is not None:
+            duplicates += 1
+            continue
+        study = Study(sha256=cand.sha256, sop_instance_uid=cand.sop_instance_uid,
+                      source_path=str(cand.path.resolve()), format=cand.format,
+                      status=cand.status, reason=cand.reason, batch=batch,
+                      **{k: v for k, v in cand.metadata.items() if k in columns})
+        if cand.status in StudyStatus.final():
+            study.finished_at = utcnow()
+        try:
+            with session.begin_nested():  # a concurrent submit may have registered it meanwhile
+                session.add(study)
+        except IntegrityError:
+            duplicates += 1
+            continue
+        new_ids.append(study.id)
+    return new_ids, duplicates
+
+
+def submit_folder(folder: Path, *, settings: Settings, recursive: bool = True,
+                  batch_size: int | None = None, reporter: Reporter | None = None,
+                  kind: str = "submit") -> SubmitResult:
+    """Register every new study under ``folder`` and enqueue the screenable ones."""
+    reporter = reporter or _Silent()
+    folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"{folder} does not exist")
+    paths = list(iter_files(folder, recursive=recursive))
+    reporter.start("scan", len(paths))
+    candidates: list[Candidate] = []
+    skipped = 0
+    for path in paths:
+        cand = examine(path, settings)
+        reporter.advance("scan")
+        if cand is None:
+            skipped += 1
+        else:
+            candidates.append(cand)
+
+    reporter.start("register", len(candidates))
+    with session_scope(settings.effective_database_url) as session:
+        batch = Batch(kind=kind, source=str(folder.resolve()), n_files=len(paths),
+                      n_skipped=skipped)
+        session.add(batch)
+        session.flush()
+        new_ids, duplicates = register(candidates, batch, session=session, reporter=reporter)
+        batch.n_new, batch.n_duplicate = len(new_ids), duplicates
+        rows = session.execute(select(Study.id, Study.status).where(Study.id.in_(new_ids))).all()
+        result = SubmitResult(batch_id=batch.id, n_files=len(paths), n_new=len(new_ids),
+                              n_duplicate=duplicates, n_skipped=skipped)
+        for study_id, status in rows:
+            if status == StudyStatus.queued:
+                result.queued_ids.append(study_id)
+            elif status == StudyStatus.rejected:
+                result.n_rejected += 1
+            elif status == StudyStatus.failed:
+                result.n_failed += 1
+        result.queued_ids.sort()
+
+    enqueue(result, settings=settings, batch_size=batch_size, reporter=reporter)
+    return result
+
+
+def chunks(ids: Sequence[int], size: int) -> list[list[int]]:
+    return [list(ids[i:i + size]) for i in range(0, len(ids), size)]
+
+
+def enqueue(result: SubmitResult, *, settings: Settings, batch_size: int | None,
+            reporter: Reporter, rescreen: bool = False) -> None:
+    """One task per batch of queued studies; with no broker they run here, one after another."""
+    from pneumoscreen.worker.celery_app import configure
+    from pneumoscreen.worker.tasks import screen_batch_task
+
+    configure(settings)
+    groups = chunks(result.queued_ids, batch_size or settings.batch_size)
+    reporter.start("screen", len(result.queued_ids))
+    for group in groups:
+        try:
+            async_result = screen_batch_task.apply_async(
+                args=[group], kwargs={"batch_id": result.batch_id, "rescreen": rescreen})
+        except Exception as exc:
+            if settings.eager:
+                raise
+            raise BrokerUnavailable(
+                f"cannot reach the broker at {mask_url(settings.broker_url)}: {exc}. "
+                f"{len(result.queued_ids)} studies stay queued; run `screen resume` once the "
+                "broker is back.") from exc
+        result.task_ids.append(async_result.id)
+        result.n_tasks += 1
+        reporter.advance("screen", len(group))
+    with session_scope(settings.effective_database_url) as session:
+        batch = session.get(Batch, result.batch_id)
+        if batch is not None:
+            batch.n_tasks = (batch.n_tasks or 0) + result.n_tasks
+
+
+def mask_url(url: str | None) -> str:
+    """A URL with its password replaced by ***, for printing and logging."""
+    if not url:
+        return ""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1] if "@" in url else url
