@@ -13,11 +13,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SCREEN_SHARED_DIR", REPO.parent / "shared"))
-SAMPLES = REPO / "samples"
 PG_ADMIN_URL = os.environ.get(
     "SCREEN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-REDIS_URL = os.environ.get("SCREEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 @pytest.fixture(autouse=True)

@@ -133,6 +133,18 @@ class Settings(BaseSettings):
         return path.read_text().strip().encode()
 
 
+def mask_url(url: str | None) -> str:
+    """A URL with its password replaced by ***, for printing and logging."""
+    if not url:
+        return ""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not an SQLAlchemy-style URL: keep only what follows the credentials
+        return url.rsplit("@", 1)[-1]
+
+
 @functools.lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings (cached; tests call ``get_settings.cache_clear()``)."""

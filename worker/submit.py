@@ -21,7 +21,7 @@ from pneumoscreen.db.models import utcnow
 from pneumoscreen.model.bundle import file_sha256
 from pneumoscreen.worker.discovery import iter_files
 from pneumoscreen.worker.ingest import IngestError, probe, sniff_format
-from pneumoscreen.worker.settings import Settings
+from pneumoscreen.worker.settings import Settings, mask_url
 
 log = logging.getLogger(__name__)
 
@@ -199,15 +199,3 @@ def enqueue(result: SubmitResult, *, settings: Settings, batch_size: int | None,
         batch = session.get(Batch, result.batch_id)
         if batch is not None:
             batch.n_tasks = (batch.n_tasks or 0) + result.n_tasks
-
-
-def mask_url(url: str | None) -> str:
-    """A URL with its password replaced by ***, for printing and logging."""
-    if not url:
-        return ""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1] if "@" in url else url

@@ -21,8 +21,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 def effective_settings() -> dict[str, Any]:
     """Settings as printed: URLs with passwords masked, the patient key never shown."""
     from pneumoscreen.model.bundle import bundled_model_path
-    from pneumoscreen.worker.settings import default_config_file, get_settings
-    from pneumoscreen.worker.submit import mask_url
+    from pneumoscreen.worker.settings import default_config_file, get_settings, mask_url
 
     settings = get_settings()
     data = settings.model_dump(mode="json")
@@ -56,8 +55,7 @@ def db_upgrade(
     from sqlalchemy import create_engine
 
     from pneumoscreen.db.migrate import current, upgrade
-    from pneumoscreen.worker.settings import get_settings
-    from pneumoscreen.worker.submit import mask_url
+    from pneumoscreen.worker.settings import get_settings, mask_url
 
     url = get_settings().effective_database_url
     engine = create_engine(url)
@@ -97,8 +95,7 @@ def worker(
 ) -> None:
     """Start a Celery worker on the configured broker (SCREEN_BROKER_URL)."""
     from pneumoscreen.worker.celery_app import configure
-    from pneumoscreen.worker.settings import get_settings
-    from pneumoscreen.worker.submit import mask_url
+    from pneumoscreen.worker.settings import get_settings, mask_url
 
     settings = get_settings()
     if settings.eager:

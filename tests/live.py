@@ -1,0 +1,101 @@
+"""Real services for integration tests: a clean Redis database and `screen worker` subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+WORKER_START_TIMEOUT = 90.0
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+REDIS_URL = os.environ.get("SCREEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def redis_or_skip(url: str) -> None:
+    """Flush the test's Redis database, or skip when Redis is not running."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2)
+        client.flushdb()
+        client.close()
+    except redis.exceptions.ConnectionError:
+        pytest.skip(f"Redis is not reachable at {url}")
+
+
+def screen_env(*, data_dir: Path, database_url: str, broker_url: str,
+               **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCREEN_")}
+    env.update(SCREEN_DATA_DIR=str(data_dir), SCREEN_DATABASE_URL=database_url,
+               SCREEN_BROKER_URL=broker_url, SCREEN_CONFIG=str(data_dir / "none.toml"),
+               TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def screen_cmd(*args: str) -> list[str]:
+    """The installed CLI, run with this interpreter (works in a venv without activating it)."""
+    return [sys.executable, "-c", "from pneumoscreen.worker.cli import main; main()", *args]
+
+
+def run_screen(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(screen_cmd(*args), env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+class WorkerProcess:
+    """`screen worker` in its own process group, with its log kept for failure messages."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, name: str = "w1",
+                 *extra: str) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            screen_cmd("worker", "--hostname", f"{name}@%h", "--loglevel", "INFO", *extra),
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = WORKER_START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{self.log()}")
+            if " ready." in self.log():
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"worker not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: the parent and its pool children die at once."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+        self._log.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(30)
+        self._log.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
+               on_timeout: Callable[[], str] = lambda: "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{on_timeout()}")

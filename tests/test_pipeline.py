@@ -1,0 +1,210 @@
+"""The pipeline end to end in-process (no broker: Celery eager), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from PIL import Image
+from typer.testing import CliRunner
+
+from pneumoscreen.db import Batch, ModelVersion, Prediction, Study, StudyStatus, session_scope
+from pneumoscreen.model import load_model
+from pneumoscreen.worker.batch import screen_batch
+from pneumoscreen.worker.cli import app
+from pneumoscreen.worker.settings import get_settings
+from pneumoscreen.worker.submit import submit_folder
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+EXPECTED = {  # what samples/README.md promises
+    "cr_chest_mono2_12bit_windowed.dcm": "done",
+    "dx_chest_mono1_14bit.dcm": "done",
+    "cr_chest_jpeg_baseline.dcm": "done",
+    "chest_export.png": "done",
+    "chest_export_opacity.jpg": "done",
+    "ct_chest_rejected.dcm": "rejected",
+    "broken_truncated.dcm": "failed",
+}
+
+
+@pytest.fixture
+def samples(tmp_path: Path) -> Path:
+    folder = tmp_path / "samples"
+    shutil.copytree(SAMPLES, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    return folder
+
+
+@pytest.fixture
+def settings(db_url: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("SCREEN_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def _states(url: str) -> dict[str, tuple[str, str | None]]:
+    with session_scope(url) as s:
+        return {Path(st.source_path).name: (st.status.value, st.reason)
+                for st in s.scalars(sa.select(Study))}
+
+
+@pytest.mark.postgres
+class TestSubmit:
+    def test_samples_end_in_their_expected_states(self, samples: Path, settings) -> None:
+        result = submit_folder(samples, settings=settings)
+        assert result.n_skipped == 2  # notes.txt and README.md are not images
+        assert result.n_new == len(EXPECTED)
+        states = _states(settings.effective_database_url)
+        assert {name: st for name, (st, _) in states.items()} == EXPECTED
+        assert all(reason for name, (st, reason) in states.items() if st != "done")
+        with session_scope(settings.effective_database_url) as s:
+            n_pred = s.scalar(sa.select(sa.func.count()).select_from(Prediction))
+            batch = s.get(Batch, result.batch_id)
+            assert batch.n_new == len(EXPECTED) and batch.n_skipped == 2
+        assert n_pred == 5
+
+    def test_second_submit_adds_nothing(self, samples: Path, settings) -> None:
+        submit_folder(samples, settings=settings)
+        again = submit_folder(samples, settings=settings)
+        assert again.n_new == 0 and again.n_duplicate == len(EXPECTED)
+        assert again.n_tasks == 0
+        with session_scope(settings.effective_database_url) as s:
+            assert s.scalar(sa.select(sa.func.count()).select_from(Study)) == len(EXPECTED)
+
+    def test_same_content_under_another_name_is_one_study(self, samples: Path, settings) -> None:
+        shutil.copy(samples / "chest_export.png", samples / "copy_of_export.png")
+        result = submit_folder(samples, settings=settings)
+        assert result.n_new == len(EXPECTED) and result.n_duplicate == 1
+
+    def test_batches_split_by_batch_size(self, samples: Path, settings) -> None:
+        result = submit_folder(samples, settings=settings, batch_size=2)
+        assert result.n_tasks == 3  # five screenable studies in batches of two
+
+    def test_no_recursive(self, samples: Path, settings) -> None:
+        sub = samples / "sub"
+        sub.mkdir()
+        shutil.move(samples / "chest_export.png", sub / "chest_export.png")
+        flat = submit_folder(samples, settings=settings, recursive=False)
+        assert flat.n_new == len(EXPECTED) - 1
+        deep = submit_folder(samples, settings=settings)
+        assert deep.n_new == 1
+
+
+class TestBatch:
+    @pytest.fixture(autouse=True)
+    def _no_enqueue(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Register without screening, as if a broker had taken the tasks."""
+        from pneumoscreen.worker import submit as submit_mod
+
+        monkeypatch.setattr(submit_mod, "enqueue", lambda result, **kw: None)
+
+    def _register(self, folder: Path, settings) -> list[int]:  # type: ignore[no-untyped-def]
+        return submit_folder(folder, settings=settings).queued_ids
+
+    def test_one_model_call_per_batch_and_bad_files_fail_alone(self, tmp_path: Path) -> None:
+        settings = get_settings()
+        folder = tmp_path / "in"
+        folder.mkdir()
+        rng = np.random.default_rng(0)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (64, 80), np.uint8)).save(folder / f"ok{i}.png")
+        good = (folder / "ok0.png").read_bytes()
+        (folder / "truncated.png").write_bytes(good[:60])
+        (folder / "empty.jpg").write_bytes(b"\xff\xd8\xff")
+        ids = self._register(folder, settings)
+        assert len(ids) == 6
+
+        model = load_model()
+        calls: list[int] = []
+        original = model.predict_batch
+
+        def counting(batch: np.ndarray) -> np.ndarray:
+            calls.append(len(batch))
+            return original(batch)
+
+        model.predict_batch = counting  # type: ignore[method-assign]
+        try:
+            outcome = screen_batch(ids, settings, model=model)
+        finally:
+            model.predict_batch = original  # type: ignore[method-assign]
+        assert calls == [4]
+        assert (outcome.screened, outcome.failed) == (4, 2)
+        states = _states(settings.effective_database_url)
+        assert states["truncated.png"][0] == "failed" and states["truncated.png"][1]
+        assert states["empty.jpg"][0] == "failed"
+        assert all(states[f"ok{i}.png"][0] == "done" for i in range(4))
+
+    def test_running_a_batch_twice_screens_nothing_twice(self, tmp_path: Path) -> None:
+        settings = get_settings()
+        folder = tmp_path / "in"
+        folder.mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((32, 32), 40 * i, np.uint8)).save(folder / f"{i}.png")
+        ids = self._register(folder, settings)
+        first = screen_batch(ids, settings)
+        second = screen_batch(ids, settings)  # a redelivered task
+        assert first.screened == 3 and second.screened == 0 and second.skipped == 3
+        with session_scope(settings.effective_database_url) as s:
+            assert s.scalar(sa.select(sa.func.count()).select_from(Prediction)) == 3
+            mv = s.scalars(sa.select(ModelVersion)).one()
+            assert mv.file_sha256 == load_model().spec.sha256
+
+    def test_flag_follows_the_threshold(self, tmp_path: Path) -> None:
+        settings = get_settings()
+        folder = tmp_path / "in"
+        folder.mkdir()
+        Image.fromarray(np.full((32, 32), 99, np.uint8)).save(folder / "a.png")
+        ids = self._register(folder, settings)
+        screen_batch(ids, settings)
+        with session_scope(settings.effective_database_url) as s:
+            pred = s.scalars(sa.select(Prediction)).one()
+            assert pred.flagged == (pred.probability >= pred.threshold)
+            assert pred.threshold == load_model().spec.threshold
+            assert s.get(Study, pred.study_id).status is StudyStatus.done
+
+
+class TestCli:
+    def test_submit_twice_then_read_results(self, samples: Path) -> None:
+        runner = CliRunner()
+        first = runner.invoke(app, ["submit", str(samples)])
+        assert first.exit_code == 0, first.output
+        assert "7 new studies" in first.stdout and "Flagged" in first.stdout
+        second = runner.invoke(app, ["submit", str(samples)])
+        assert "0 new studies" in second.stdout and "Nothing new" in second.stdout
+
+        status = json.loads(runner.invoke(app, ["status", "--format", "json"]).stdout)
+        assert status["counts"] == {**status["counts"], "done": 5, "rejected": 1, "failed": 1,
+                                    "queued": 0, "processing": 0, "total": 7}
+        rows = json.loads(runner.invoke(app, ["studies", "--format", "json"]).stdout)
+        assert {Path(r["path"]).name: r["status"] for r in rows} == EXPECTED
+        assert all({"path", "status", "reason", "probability", "flagged"} <= r.keys()
+                   for r in rows)
+        flagged = json.loads(runner.invoke(app, ["flagged", "--format", "json"]).stdout)
+        probs = [r["probability"] for r in flagged]
+        assert probs == sorted(probs, reverse=True)
+        assert len(flagged) == sum(bool(r["flagged"]) for r in rows)
+
+        csv_out = runner.invoke(app, ["flagged", "--format", "csv"]).stdout.splitlines()
+        assert csv_out[0].startswith("prediction_id,study_id,path")
+        assert len(csv_out) == len(flagged) + 1
+
+    def test_clear_errors(self, tmp_path: Path) -> None:
+        runner = CliRunner()
+        missing = runner.invoke(app, ["submit", str(tmp_path / "nope")])
+        assert missing.exit_code == 1 and "does not exist" in missing.output
+        bad = runner.invoke(app, ["studies", "--status", "weird"])
+        assert bad.exit_code == 1 and "choose one of" in bad.output
+        since = runner.invoke(app, ["flagged", "--since", "yesterday"])
+        assert since.exit_code == 1 and "--since" in since.output
+        assert runner.invoke(app, ["status", "999"]).exit_code == 1
+
+    def test_untrained_model_is_announced(self, samples: Path) -> None:
+        from pneumoscreen.model.bundle import read_spec
+
+        runner = CliRunner()
+        out = runner.invoke(app, ["submit", str(samples)]).stdout
+        spec = read_spec(load_model().path)
+        assert ("UNTRAINED" in out) == (not spec.trained)
