@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     max_pixels: int = Field(60_000_000, ge=1, description="Rows*Columns limit (decompression bombs).")
     reduced_resolution: bool = Field(True, description="Decode J2K at a lower resolution level.")
     reduced_min_side: int = Field(
-        512, ge=64, description="Reduced decoding keeps at least this many pixels per side."
+        256, ge=64, description="Reduced decoding keeps at least this many pixels per side."
     )
     reject_presentation_intents: list[str] = ["FOR PROCESSING"]
     non_image_modalities: list[str] = [
@@ -74,8 +74,15 @@ class Settings(BaseSettings):
 
     # Worker runtime.
     decode_threads: int = Field(2, ge=1, le=64, description="Threads decoding the next batch.")
+    model_batch_size: int = Field(
+        16, ge=1, le=4096,
+        description="Studies per model call inside a task; the next chunk decodes meanwhile.",
+    )
     visibility_timeout: int = Field(
-        3600, ge=60, description="Seconds before Redis redelivers an unacknowledged task."
+        3600, ge=5,
+        description="Seconds before Redis redelivers an unacknowledged task; also the lease "
+        "after which a study left processing by a dead worker is screened again. Keep it "
+        "longer than any batch (and than task_time_limit).",
     )
     task_time_limit: int = Field(1800, ge=10, description="Hard time limit of one batch task (s).")
     device: str | None = Field(None, description="TensorFlow device, e.g. /GPU:0; default: auto.")
@@ -83,10 +90,22 @@ class Settings(BaseSettings):
     memory_growth: bool = Field(True, description="Allocate GPU memory as needed.")
     tf_intra_threads: int = Field(0, ge=0, description="TensorFlow intra-op threads; 0 = auto.")
     tf_inter_threads: int = Field(0, ge=0, description="TensorFlow inter-op threads; 0 = auto.")
+    gpu_per_process: bool = Field(
+        False, description="With --concurrency N on N GPUs: pool process i sees only GPU i."
+    )
 
     # Nightly runs.
     inbox_dirs: list[Path] = []
     nightly_cron: str = Field("0 2 * * *", description="Celery beat schedule for nightly runs.")
+    nightly_timezone: str = Field("UTC", description="Time zone of nightly_cron (IANA name).")
+
+    @field_validator("nightly_cron")
+    @classmethod
+    def _five_cron_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"nightly_cron {value!r} must have 5 fields: minute hour day "
+                             "month weekday, e.g. '0 2 * * *'")
+        return value
 
     @field_validator("database_url", "broker_url", "result_backend", mode="before")
     @classmethod

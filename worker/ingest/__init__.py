@@ -3,10 +3,18 @@
 Every outcome is one of: a decoded grey image in [0, 1] (MONOCHROME2 sense) ready for
 ``pneumoscreen.model.preprocess``, a :class:`RejectedStudy` (a valid file we must not screen) or a
 :class:`FailedStudy` (a file we could not read). Reasons are short, human and carry no patient data.
+
+Modules, one job each: ``sniff`` (format by content), ``dicom_header`` (read + Image Pixel checks),
+``metadata`` (tags → Study columns, keyed patient hash), ``policy`` (acceptance rules from
+Settings), ``codestream`` (JPEG/J2K main headers), ``dicom_decode`` (pixel data → stored values),
+``pixels`` (the standard's pixel steps), ``raster`` (PNG/JPEG), ``inspection`` (``screen inspect``),
+``api`` (this facade).
 """
 
+from pneumoscreen.worker.ingest.api import load_grey, probe
 from pneumoscreen.worker.ingest.errors import FailedStudy, IngestError, RejectedStudy
-from pneumoscreen.worker.ingest.reader import Decoded, Probe, load_grey, probe, sniff_format
+from pneumoscreen.worker.ingest.results import Decoded, Probe
+from pneumoscreen.worker.ingest.sniff import sniff_format
 
 __all__ = [
     "Decoded",

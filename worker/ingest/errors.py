@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class IngestError(Exception):
-    """Base: ``status`` is the study status it leads to, ``str(exc)`` the stored reason."""
+    """Base: ``status`` is the study status it leads to, ``str(exc)`` the stored reason.
+
+    ``metadata`` and ``sop_instance_uid`` carry what the header told us before the decision (when
+    it was readable), so a rejected or failed study is still listed with its UIDs and modality.
+    """
 
     status = "failed"
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        sop_instance_uid: str | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.metadata: dict[str, Any] = metadata or {}
+        self.sop_instance_uid = sop_instance_uid
 
 
 class RejectedStudy(IngestError):

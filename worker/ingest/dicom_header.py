@@ -1,0 +1,229 @@
+"""Read a DICOM file (header only, or with pixels) and check its Image Pixel module.
+
+Every pydicom error becomes a :class:`FailedStudy` whose reason says what was wrong; pydicom's
+warnings are collected (they explain odd files in ``screen inspect``) instead of being printed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+)
+
+from pneumoscreen.worker.ingest.errors import FailedStudy
+from pneumoscreen.worker.ingest.metadata import COLUMNS, META_KEYWORDS, text, transfer_syntax
+
+PIXEL_DATA = Tag(0x7FE0, 0x0010)
+REQUIRED_PIXEL_KEYWORDS = (
+    "Rows", "Columns", "BitsAllocated", "BitsStored", "PixelRepresentation", "SamplesPerPixel",
+    "PhotometricInterpretation",
+)
+MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
+COLOUR = (
+    "RGB", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT", "PALETTE COLOR",
+)
+# Every tag ingestion reads; converted while pydicom's warnings are being collected.
+USED_KEYWORDS = (
+    *REQUIRED_PIXEL_KEYWORDS, *(kw for kw, _ in COLUMNS.values()), *META_KEYWORDS, "PatientID",
+    "PatientName", "SOPInstanceUID", "HighBit", "RescaleSlope", "RescaleIntercept", "RescaleType",
+    "WindowCenter", "WindowWidth", "VOILUTFunction", "PixelPaddingValue", "PixelPaddingRangeLimit",
+    "ViewCodeSequence", "VOILUTSequence", "ModalityLUTSequence",
+)
+# A dataset must name at least one of these to count as DICOM when it has neither preamble nor meta.
+_IDENTIFYING = ("SOPClassUID", "SOPInstanceUID", "Modality", "Rows", "StudyInstanceUID")
+
+
+def short(exc: BaseException, limit: int = 160) -> str:
+    """An exception as a one-line reason fragment."""
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    return msg if len(msg) <= limit else msg[: limit - 1] + "…"
+
+
+def check_deflated_size(path: Path, limit: int) -> None:
+    """Refuse a Deflated Explicit VR data set that would inflate beyond ``limit`` bytes.
+
+    pydicom inflates such files whole while reading the header, so a deflate bomb must be caught
+    before ``dcmread``: stream-inflate and count, keeping nothing.
+    """
+    import zlib
+
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    with open(path, "rb") as fh:
+        try:
+            read_preamble(fh, force=True)
+            meta = _read_file_meta_info(fh)
+        except Exception:  # not Part-10 or odd meta: dcmread will tell what is wrong
+            return
+        if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+            return
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        total = 0
+        while chunk := fh.read(1 << 20):
+            try:
+                total += len(inflater.decompress(chunk, limit + 1 - total))
+                while inflater.unconsumed_tail and total <= limit:
+                    total += len(inflater.decompress(inflater.unconsumed_tail, limit + 1 - total))
+            except zlib.error as exc:
+                raise FailedStudy(f"deflated data set is corrupt: {short(exc)}") from exc
+            if total > limit:
+                raise FailedStudy(
+                    f"deflated data set inflates beyond {limit} bytes (max_pixels guard)"
+                )
+
+
+def read_dataset(
+    path: Path,
+    *,
+    pixels: bool,
+    notes: list[str] | None = None,
+    max_bytes: int | None = None,
+) -> Dataset:
+    """Parse ``path`` as DICOM (``force``: no preamble or no meta is fine) or raise FailedStudy.
+
+    ``max_bytes`` bounds what a deflated data set may inflate to.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise FailedStudy(f"cannot read file: {exc.strerror or short(exc)}") from exc
+    if size == 0:
+        raise FailedStudy("empty file (0 bytes)")
+    if max_bytes is not None:
+        check_deflated_size(path, max_bytes)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = pydicom.dcmread(path, force=True, stop_before_pixels=not pixels)
+            # Element values are parsed lazily; touch the ones we use so that errors surface here.
+            for kw in USED_KEYWORDS:
+                ds.get(kw)
+        except OSError as exc:
+            raise FailedStudy(f"cannot read file: {exc.strerror or short(exc)}") from exc
+        except Exception as exc:
+            raise FailedStudy(f"unreadable DICOM ({type(exc).__name__}): {short(exc)}") from exc
+    if notes is not None:
+        notes.extend(f"pydicom: {short(w.message, 120)}" for w in caught[:5])
+    has_meta = bool(getattr(ds, "file_meta", None))
+    if not has_meta and not any(kw in ds for kw in _IDENTIFYING):
+        raise FailedStudy(
+            "not a DICOM file: no preamble, no file meta and no SOP Class UID, Modality or Rows"
+        )
+    infer_transfer_syntax(ds, notes)
+    return ds
+
+
+def infer_transfer_syntax(ds: Dataset, notes: list[str] | None = None) -> UID | None:
+    """Set a missing (0002,0010) Transfer Syntax UID from how pydicom parsed the data set.
+
+    Native data: the encoding pydicom detected (implicit/explicit VR, little/big endian), as
+    pydicom itself does. Encapsulated data: the codec named by the first fragment's markers.
+    """
+    ts = transfer_syntax(ds)
+    if ts:
+        return ts
+    elem = ds.get(PIXEL_DATA) if PIXEL_DATA in ds else None
+    uid: UID | None = None
+    if elem is not None and elem.is_undefined_length:
+        uid = _codec_from_fragments(elem.value)
+    elif ds.is_little_endian is False:
+        uid = ExplicitVRBigEndian
+    elif ds.is_implicit_VR is False:
+        uid = ExplicitVRLittleEndian
+    else:
+        uid = ImplicitVRLittleEndian
+    if uid is None:
+        return None
+    if not getattr(ds, "file_meta", None):
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = uid
+    if notes is not None:
+        notes.append(f"transfer syntax inferred: {uid.name}")
+    return uid
+
+
+def _codec_from_fragments(value: bytes) -> UID | None:
+    try:
+        from pydicom.encaps import generate_fragments
+
+        frag = next(f for f in generate_fragments(value) if f)
+    except Exception:
+        return None
+    if frag.startswith(b"\xff\x4f\xff\x51"):
+        return JPEG2000  # the lossy UID's decoder reads lossless codestreams too
+    if frag.startswith(b"\xff\xd8"):
+        from pneumoscreen.worker.ingest.codestream import jpeg_info
+
+        info = jpeg_info(frag)
+        sof = {8: JPEGBaseline8Bit, 12: JPEGExtended12Bit}
+        if info is None:
+            return None
+        if b"\xff\xf7" in frag[:4096]:
+            return JPEGLSLossless
+        if b"\xff\xc3" in frag[:4096]:
+            return JPEGLosslessSV1
+        return sof.get(info.precision, JPEGExtended12Bit)
+    return None
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    value = ds.get(keyword)
+    try:
+        return int(value) if value is not None and str(value).strip() != "" else None
+    except (TypeError, ValueError):
+        return None
+
+
+def check_image_pixel(ds: Dataset, max_pixels: int) -> None:
+    """Validate the Image Pixel module (PS3.3 C.7.6.3) from the header; raise FailedStudy."""
+    missing = [kw for kw in REQUIRED_PIXEL_KEYWORDS if _int_or_text(ds, kw) is None]
+    if missing:
+        named = ", ".join(f"{kw} {Tag(pydicom.datadict.tag_for_keyword(kw))}" for kw in missing)
+        raise FailedStudy(f"missing Image Pixel attributes: {named}")
+    rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
+    alloc, stored = _int(ds, "BitsAllocated"), _int(ds, "BitsStored")
+    spp, rep = _int(ds, "SamplesPerPixel"), _int(ds, "PixelRepresentation")
+    pi = (text(ds, "PhotometricInterpretation") or "").upper()
+    if not rows or not cols or rows < 1 or cols < 1:
+        raise FailedStudy(f"Rows x Columns {rows} x {cols}: an image needs at least one pixel")
+    if rows * cols > max_pixels:
+        raise FailedStudy(
+            f"Rows x Columns {rows} x {cols} = {rows * cols} pixels exceeds the limit of "
+            f"{max_pixels} (max_pixels)"
+        )
+    if alloc not in (1, 8, 16, 32):
+        raise FailedStudy(f"Bits Allocated {alloc} is not supported (allowed: 1, 8, 16, 32)")
+    if stored is None or not 1 <= stored <= alloc:
+        raise FailedStudy(f"Bits Stored {stored} must lie in 1..Bits Allocated ({alloc})")
+    if rep not in (0, 1):
+        raise FailedStudy(f"Pixel Representation {rep} must be 0 (unsigned) or 1 (signed)")
+    if spp not in (1, 3):
+        raise FailedStudy(f"Samples per Pixel {spp} is not supported (allowed: 1, 3)")
+    if pi not in MONOCHROME + COLOUR:
+        raise FailedStudy(
+            f"Photometric Interpretation {pi or '(blank)'} is not supported "
+            f"(allowed: {', '.join(MONOCHROME + COLOUR)})"
+        )
+    if (pi in MONOCHROME or pi == "PALETTE COLOR") != (spp == 1):
+        raise FailedStudy(f"Photometric Interpretation {pi} does not match Samples per Pixel {spp}")
+
+
+def _int_or_text(ds: Dataset, keyword: str) -> object | None:
+    value = text(ds, keyword)
+    return value if value not in (None, "") else None

@@ -1,0 +1,121 @@
+"""What gets screened: acceptance rules as data (from Settings), checked on the header only."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+
+from pneumoscreen.worker.ingest.errors import RejectedStudy
+from pneumoscreen.worker.ingest.metadata import text
+from pneumoscreen.worker.settings import Settings
+
+# SOP classes that hold no radiograph, by their PS3.6 names: reports, presentation states, RT
+# objects, waveforms, key-object selections, registrations, segmentations, encapsulated documents.
+NON_IMAGE_SOP_CLASS = re.compile(
+    r"SR Storage|Presentation State|Key Object|Waveform|Encapsulated|^RT (?!Image)|Registration|"
+    r"Segmentation|Raw Data|Directory|Measurement|Surface|Tractography|Spectroscopy|Dose SR",
+    re.IGNORECASE,
+)
+LATERAL_VIEW = re.compile(r"\blateral\b", re.IGNORECASE)
+
+
+def _listed(values: list[str]) -> str:
+    return ", ".join(v for v in values if v) or "(none)"
+
+
+@dataclass(frozen=True)
+class AcceptancePolicy:
+    """The rules; build with :meth:`from_settings`. Values are compared upper-cased and stripped."""
+
+    modalities: tuple[str, ...]
+    body_parts: tuple[str, ...]
+    reject_views: tuple[str, ...]
+    reject_intents: tuple[str, ...]
+    non_image_modalities: tuple[str, ...]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AcceptancePolicy:
+        def norm(values: list[str]) -> tuple[str, ...]:
+            return tuple(v.strip().upper() for v in values)
+
+        return cls(
+            norm(settings.accept_modalities),
+            norm(settings.accept_body_parts),
+            norm(settings.reject_view_positions),
+            norm(settings.reject_presentation_intents),
+            norm(settings.non_image_modalities),
+        )
+
+    def check_object(self, ds: Dataset) -> None:
+        """Reject non-image objects (SR, presentation states, RT…) before anything else."""
+        sop_class = text(ds, "SOPClassUID")
+        if not sop_class and getattr(ds, "file_meta", None):
+            sop_class = text(ds.file_meta, "MediaStorageSOPClassUID")  # e.g. DICOMDIR
+        if sop_class:
+            name = UID(sop_class).name
+            if NON_IMAGE_SOP_CLASS.search(name):
+                raise RejectedStudy(
+                    f"SOP Class UID {sop_class} ({name}) is not an image: "
+                    "non-image objects are not screened"
+                )
+        modality = (text(ds, "Modality") or "").upper()
+        if modality in self.non_image_modalities and modality:
+            raise RejectedStudy(
+                f"Modality {modality} is a non-image object "
+                f"(accepted: {_listed(list(self.modalities))})"
+            )
+
+    def check_study(self, ds: Dataset) -> None:
+        """Reject images that are not a frontal chest CR/DX radiograph."""
+        modality = (text(ds, "Modality") or "").upper()
+        if modality not in self.modalities:
+            raise RejectedStudy(
+                f"Modality {modality or '(blank)'} is not screened "
+                f"(accepted: {_listed(list(self.modalities))})"
+            )
+        part = (text(ds, "BodyPartExamined") or "").upper()
+        if part not in self.body_parts:
+            blank = " or blank" if "" in self.body_parts else ""
+            raise RejectedStudy(
+                f"Body Part Examined {part or '(blank)'} is not screened "
+                f"(accepted: {_listed(list(self.body_parts))}{blank})"
+            )
+        view = (text(ds, "ViewPosition") or "").upper()
+        if view and view in self.reject_views:
+            raise RejectedStudy(
+                f"View Position {view} is not screened "
+                f"(lateral views are rejected: {_listed(list(self.reject_views))})"
+            )
+        for item in _view_codes(ds):
+            meaning = text(item, "CodeMeaning", 128) or ""
+            if LATERAL_VIEW.search(meaning):
+                raise RejectedStudy(
+                    f"View Code Sequence '{meaning}' is a lateral view: "
+                    "lateral views are not screened"
+                )
+        intent = (text(ds, "PresentationIntentType") or "").upper()
+        if intent and intent in self.reject_intents:
+            raise RejectedStudy(
+                f"Presentation Intent Type {intent} is not screened "
+                "(only images FOR PRESENTATION are)"
+            )
+        frames = text(ds, "NumberOfFrames")
+        try:
+            n_frames = int(float(frames)) if frames else 1
+        except ValueError:
+            n_frames = 1  # validated with the pixel attributes; unparseable means "not given"
+        if n_frames > 1:
+            raise RejectedStudy(
+                f"Number of Frames {n_frames}: multi-frame objects are not screened"
+            )
+
+
+def _view_codes(ds: Dataset) -> list[Dataset]:
+    try:
+        seq = ds.get("ViewCodeSequence")
+        return list(seq) if seq else []
+    except Exception:  # a malformed sequence is not a reason to reject
+        return []
