@@ -1,9 +1,197 @@
-"""Commands of this group (not yet written)."""
+"""Ingestion commands: ``screen inspect FILE`` and ``screen bench decode``."""
 
 from __future__ import annotations
 
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from pneumoscreen.worker.cli.output import Format, console, fail, make_table, print_json
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def _model_input_size(settings: Any) -> int:
+    """The input size of the configured (or bundled) model, read from its sidecar only."""
+    from pneumoscreen.model.preprocess import DEFAULT_INPUT_SIZE
+
+    try:
+        from pneumoscreen.model.bundle import bundled_model_path, read_spec
+
+        return read_spec(settings.model_path or bundled_model_path()).input_size
+    except Exception:  # no readable sidecar: the documented default input size
+        return DEFAULT_INPUT_SIZE
+
+
+def inspect_cmd(
+    file: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="A DICOM, PNG or JPEG file."
+    ),
+    png: Path | None = typer.Option(
+        None, "--png", help="Write the normalised image, as the model gets it, to this PNG."
+    ),
+    full: bool = typer.Option(False, "--full", help="Decode at full resolution."),
+    fmt: Format = typer.Option(Format.table, "--format", help="table or json."),
+) -> None:
+    """Show what the ingester sees: tags used, decision and reason, pixel steps."""
+    from pneumoscreen.worker.ingest.inspection import inspect_file
+    from pneumoscreen.worker.settings import get_settings
+
+    settings = get_settings()
+    result = inspect_file(file, settings, reduced=False if full else None)
+    written = None
+    if png is not None and result.grey is not None:
+        written = _write_png(result.grey, png, _model_input_size(settings))
+    data = result.to_dict()
+    data["png"] = str(written) if written else None
+    if fmt is Format.json:
+        print_json(data)
+    else:
+        _print_inspection(data)
+    if png is not None and written is None:
+        fail(f"no image written: the study is {result.decision} ({result.reason})")
+
+
+def _write_png(grey: Any, out: Path, size: int) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    from pneumoscreen.model.preprocess import preprocess
+
+    net = preprocess(grey, size)[..., 0]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.round(net * 255).astype(np.uint8), mode="L").save(out)
+    return out
+
+
+def _print_inspection(data: dict[str, Any]) -> None:
+    colour = {"done": "green", "rejected": "yellow", "failed": "red"}.get(data["decision"], "")
+    console.print(f"[bold]{data['path']}[/]  format: {data['format'] or 'not an image'}")
+    reason = f": {data['reason']}" if data["reason"] else " (would be screened)"
+    decision = data["decision"] + reason
+    console.print(f"decision: [{colour}]{decision}[/]", highlight=False)
+    if data["tags"]:
+        console.print(make_table("Tags used", ["tag", "value"], sorted(data["tags"].items())))
+    if data["steps"]:
+        rows = [(i + 1, s) for i, s in enumerate(data["steps"])]
+        console.print(make_table("Pixel steps", ["#", "step"], rows))
+    if "image" in data:
+        img = data["image"]
+        console.print(f"grey image {img['shape'][0]} x {img['shape'][1]}, "
+                      f"min {img['min']} max {img['max']} mean {img['mean']}")
+    if data.get("png"):
+        console.print(f"network input written to {data['png']}")
+
+
+def default_chest_folder() -> Path | None:
+    """``../shared/dicom/chest`` from SCREEN_SHARED_DIR, the working directory or the repo."""
+    roots = [Path(os.environ["SCREEN_SHARED_DIR"])] if os.environ.get("SCREEN_SHARED_DIR") else []
+    roots += [Path.cwd().parent / "shared", _REPO.parent / "shared"]
+    for root in roots:
+        if (root / "dicom" / "chest").is_dir():
+            return root / "dicom" / "chest"
+    return None
+
+
+def measure(path: Path, settings: Any, *, reduced: bool, repeat: int, size: int) -> dict[str, Any]:
+    """Median seconds of ``load_grey`` + ``preprocess`` over ``repeat`` runs, after a warm-up."""
+    from pneumoscreen.model.preprocess import preprocess
+    from pneumoscreen.worker.ingest import load_grey
+
+    decoded = load_grey(path, settings, reduced=reduced)  # warm-up (file cache, codec set-up)
+    net = preprocess(decoded.grey, size)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        decoded = load_grey(path, settings, reduced=reduced)
+        net = preprocess(decoded.grey, size)
+        times.append(time.perf_counter() - start)
+    return {"seconds": statistics.median(times), "shape": list(decoded.grey.shape), "net": net,
+            "transfer_syntax": _ts_keyword(decoded.metadata.get("transfer_syntax"))}
+
+
+def _ts_keyword(uid: str | None) -> str | None:
+    from pydicom.uid import UID
+
+    return (UID(uid).keyword or uid) if uid else None
+
+
+def bench_decode(
+    folder: Path | None = typer.Argument(
+        None, help="Folder of DICOM files; default ../shared/dicom/chest."
+    ),
+    repeat: int = typer.Option(3, min=1, help="Timed runs per file and mode (median kept)."),
+    fmt: Format = typer.Option(Format.table, "--format", help="table or json."),
+) -> None:
+    """Decode + normalise throughput per file, full versus reduced resolution, in one run."""
+    import numpy as np
+
+    from pneumoscreen.worker.ingest import IngestError
+    from pneumoscreen.worker.settings import get_settings
+
+    folder = folder or default_chest_folder()
+    if folder is None or not folder.is_dir():
+        fail("no folder to benchmark: pass one, or put the shared data at ../shared/dicom/chest")
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    if not files:
+        fail(f"{folder} holds no files")
+    settings = get_settings()
+    size = _model_input_size(settings)
+    rows: list[dict[str, Any]] = []
+    for path in files:
+        try:
+            full = measure(path, settings, reduced=False, repeat=repeat, size=size)
+            red = measure(path, settings, reduced=True, repeat=repeat, size=size)
+        except IngestError as exc:
+            rows.append({"file": path.name, "error": f"{exc.status}: {exc}"})
+            continue
+        rows.append({
+            "file": path.name,
+            "transfer_syntax": full["transfer_syntax"],
+            "full_shape": full["shape"],
+            "reduced_shape": red["shape"],
+            "full_ms": round(full["seconds"] * 1000, 1),
+            "reduced_ms": round(red["seconds"] * 1000, 1),
+            "speedup": round(full["seconds"] / red["seconds"], 2),
+            # How far the network input moves: the price of decoding fewer pixels.
+            "input_mean_abs_diff": round(float(np.abs(full["net"] - red["net"]).mean()), 4),
+        })
+    timed = [r for r in rows if "error" not in r]
+    summary: dict[str, Any] = {"folder": str(folder), "files": len(files), "timed": len(timed),
+                               "repeat": repeat, "input_size": size}
+    if timed:
+        t_full = sum(r["full_ms"] for r in timed) / 1000
+        t_red = sum(r["reduced_ms"] for r in timed) / 1000
+        summary.update({
+            "full_files_per_s": round(len(timed) / t_full, 2),
+            "reduced_files_per_s": round(len(timed) / t_red, 2),
+            "speedup": round(t_full / t_red, 2),
+        })
+    if fmt is Format.json:
+        print_json({"files": rows, "summary": summary})
+        return
+    columns = ["file", "transfer syntax", "full", "reduced", "full ms", "reduced ms", "speed-up",
+               "input Δ"]
+    table_rows = [
+        (r["file"], r.get("transfer_syntax"), "x".join(map(str, r.get("full_shape", []))),
+         "x".join(map(str, r.get("reduced_shape", []))), r.get("full_ms"), r.get("reduced_ms"),
+         f"{r['speedup']}x" if "speedup" in r else r.get("error"), r.get("input_mean_abs_diff"))
+        for r in rows
+    ]
+    console.print(make_table(f"decode + normalise, median of {repeat}", columns, table_rows))
+    if timed:
+        console.print(
+            f"{len(timed)} files: full {summary['full_files_per_s']} files/s, reduced "
+            f"{summary['reduced_files_per_s']} files/s, speed-up {summary['speedup']}x "
+            f"(network input {size}x{size})"
+        )
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Add this module's commands to ``screen`` and ``screen bench``."""
+    app.command("inspect")(inspect_cmd)
+    bench_app.command("decode")(bench_decode)

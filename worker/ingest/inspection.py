@@ -1,0 +1,78 @@
+"""What the ingester sees in one file (``screen inspect``): tags, decision, pixel steps, image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pneumoscreen.worker.ingest.api import load_grey
+from pneumoscreen.worker.ingest.dicom_header import USED_KEYWORDS, read_dataset
+from pneumoscreen.worker.ingest.errors import IngestError
+from pneumoscreen.worker.ingest.metadata import text, transfer_syntax
+from pneumoscreen.worker.ingest.sniff import sniff_format
+from pneumoscreen.worker.settings import Settings
+
+# Never shown, even to the operator at the console: pseudonymisation is the point.
+_HIDDEN = frozenset({"PatientID", "PatientName"})
+
+
+@dataclass
+class Inspection:
+    """The outcome ``screen`` would store for a file, and how it got there."""
+
+    path: str
+    format: str | None
+    decision: str  # done | rejected | failed
+    reason: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    steps: list[str] = field(default_factory=list)
+    grey: np.ndarray | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "grey"}
+        if self.grey is not None:
+            g = self.grey
+            out["image"] = {"shape": list(g.shape), "min": round(float(g.min()), 4),
+                            "max": round(float(g.max()), 4), "mean": round(float(g.mean()), 4)}
+        return out
+
+
+def used_tags(path: Path) -> dict[str, str]:
+    """The header values ingestion reads (patient identity excluded), as display strings."""
+    try:
+        ds = read_dataset(path, pixels=False)
+    except IngestError:
+        return {}
+    tags: dict[str, str] = {}
+    ts = transfer_syntax(ds)
+    if ts:
+        tags["TransferSyntaxUID"] = f"{ts} ({ts.name})"
+    for kw in USED_KEYWORDS:
+        if kw in _HIDDEN or kw not in ds:
+            continue
+        value = ds.get(kw)
+        if kw.endswith("Sequence"):
+            tags[kw] = f"{len(value or [])} item(s)"
+        else:
+            tags[kw] = text(ds, kw, 128) or ""
+    return tags
+
+
+def inspect_file(path: Path, settings: Settings, *, reduced: bool | None = None) -> Inspection:
+    """Run the real ``load_grey`` on ``path`` and collect everything worth showing."""
+    path = Path(path)
+    try:
+        fmt = sniff_format(path)
+    except OSError:
+        fmt = None
+    tags = used_tags(path) if fmt == "dicom" else {}
+    try:
+        decoded = load_grey(path, settings, reduced=reduced)
+    except IngestError as exc:
+        return Inspection(str(path), fmt, exc.status, str(exc), tags, exc.metadata)
+    return Inspection(str(path), decoded.format, "done", None, tags, decoded.metadata,
+                      decoded.steps, decoded.grey)
