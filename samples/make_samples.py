@@ -126,10 +126,11 @@ def make_all() -> list[Path]:
     set_pixels(ds, (phantom(seed=4) * 2000).astype(np.uint16), 12, "MONOCHROME2")
     made.append(write(ds, "ct_chest_rejected.dcm"))
 
-    # A truncated DICOM: must end as a failed study, alone.
-    good = (HERE / "cr_chest_mono2_12bit_windowed.dcm").read_bytes()
-    broken = HERE / "broken_truncated.dcm"
-    broken.write_bytes(good[: len(good) // 3])
+    # A truncated DICOM (a valid header, a third of its pixels): must end as a failed study, alone.
+    ds = base_dataset("broken", CR_STORAGE, "CR")
+    set_pixels(ds, (phantom(seed=7) * 4095).astype(np.uint16), 12, "MONOCHROME2")
+    broken = write(ds, "broken_truncated.dcm")
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 3])
     made.append(broken)
 
     # Plain PNG and JPEG exports.

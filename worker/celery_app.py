@@ -18,7 +18,7 @@ def configure(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     eager = settings.eager
     app.conf.update(
-        broker_url=settings.broker_url or "memory://",
+        broker_url=settings.broker_url or "memory://localhost/",
         result_backend=settings.result_backend,
         task_always_eager=eager,
         task_eager_propagates=eager,

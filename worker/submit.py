@@ -110,7 +110,7 @@ def register(candidates: Iterable[Candidate], batch: Batch, *, session: Session,
             continue
         study = Study(sha256=cand.sha256, sop_instance_uid=cand.sop_instance_uid,
                       source_path=str(cand.path.resolve()), format=cand.format,
-                      status=cand.status, reason=cand.reason, batch=batch,
+                      status=cand.status, reason=cand.reason, batch_id=batch.id,
                       **{k: v for k, v in cand.metadata.items() if k in columns})
         if cand.status in StudyStatus.final():
             study.finished_at = utcnow()
