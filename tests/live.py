@@ -44,7 +44,8 @@ def screen_cmd(*args: str) -> list[str]:
     return [sys.executable, "-c", "from pneumoscreen.worker.cli import main; main()", *args]
 
 
-def run_screen(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_screen(env: dict[str, str], *args: str,
+               timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(screen_cmd(*args), env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
 
