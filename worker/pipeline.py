@@ -1,0 +1,58 @@
+"""Decode the next chunk of studies in a thread pool while the model runs on the current one.
+
+A bounded producer/consumer: the consumer (the model, then the database write) holds one chunk
+while at most ``prefetch`` further chunks decode, so a task of any size keeps about two chunks of
+tensors in memory and the CPU/GPU is never idle waiting for decoding after the first chunk.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def split(items: Sequence[T], size: int) -> list[list[T]]:
+    """``items`` in consecutive chunks of at most ``size``."""
+    if size < 1:
+        raise ValueError(f"chunk size must be at least 1, got {size}")
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]
+
+
+def prefetched(items: Sequence[T], work: Callable[[T], R], *, chunk_size: int, threads: int,
+               prefetch: int = 1) -> Iterator[list[R]]:
+    """Yield ``[work(item) for item in chunk]`` chunk by chunk, in order.
+
+    While the caller handles chunk k, chunks k+1 … k+``prefetch`` are being worked on in a pool
+    of ``threads``; no more is started before the caller asks for the next chunk, which is what
+    keeps memory flat however long ``items`` is. Closing the generator early cancels what has
+    not started yet.
+    """
+    if prefetch < 0:
+        raise ValueError(f"prefetch must be >= 0, got {prefetch}")
+    groups = iter(split(items, chunk_size))
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode")
+    pending: deque[list[Future[R]]] = deque()
+
+    def start_next() -> bool:
+        group = next(groups, None)
+        if group is None:
+            return False
+        pending.append([pool.submit(work, item) for item in group])
+        return True
+
+    try:
+        start_next()
+        while pending:
+            futures = pending.popleft()
+            results = [f.result() for f in futures]
+            # Top up before handing over: these decode while the caller runs the model.
+            while len(pending) < prefetch and start_next():
+                pass
+            yield results
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
