@@ -34,6 +34,8 @@ def _cell(column: str, value: Any) -> Any:
         return ""
     if column == "path":
         return Path(value).name
+    if column == "patient":
+        return value[:8]
     if column == "screened_at":
         return value[5:16].replace("T", " ")
     if column == "model":
@@ -85,13 +87,18 @@ def _parse_since(value: str | None) -> dt.datetime | None:
 
 def flagged_table(rows: list[dict[str, Any]], *, fresh: set[int] | None = None,
                   title: str = "Flagged studies") -> Any:
-    table = rows_table(title, FLAGGED_COLUMNS, rows)
+    """The reading list; the model goes in the caption when every row shares one."""
+    models = {r["model"] for r in rows}
+    columns = [c for c in FLAGGED_COLUMNS if c != "model" or len(models) > 1]
+    table = rows_table(title, columns, rows)
     for i, row in enumerate(rows):
         if fresh and row["prediction_id"] in fresh:
             table.rows[i].style = "bold yellow"
+    notes = [f"model {models.pop()}"] if len(models) == 1 else []
     if any(not r["trained"] for r in rows):
-        table.caption = ("[red]* UNTRAINED placeholder model: these flags are meaningless, "
-                         "for trying the pipeline only[/]")
+        notes.append("[red]UNTRAINED placeholder model (*): its flags are meaningless, "
+                     "for trying the pipeline only[/]")
+    table.caption = "; ".join(notes) or None
     return table
 
 
@@ -165,7 +172,8 @@ def _print_batch(batch_id: int) -> None:
 
     with session_scope() as session:
         rows = study_rows(session=session, batch_id=batch_id)
-    console.print(rows_table(f"Batch {batch_id}", STUDY_COLUMNS, rows))
+    if rows:
+        console.print(rows_table(f"Batch {batch_id}", STUDY_COLUMNS, rows))
     _print_flagged(since=None, limit=50)
 
 
