@@ -1,9 +1,287 @@
-"""Commands of this group (not yet written)."""
+"""Model commands: ``screen train``, ``screen evaluate``, ``screen predict``, ``screen reports``.
+
+TensorFlow is imported inside the commands so ``screen --help`` stays fast.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import math
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from pneumoscreen.worker.cli.output import (
+    Format,
+    console,
+    err_console,
+    fail,
+    make_table,
+    print_json,
+)
+
+
+def _stamp() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def _runtime() -> Any:
+    from pneumoscreen.model.runtime import RuntimeConfig
+    from pneumoscreen.worker.settings import get_settings
+
+    s = get_settings()
+    return RuntimeConfig(device=s.device, mixed_precision=s.mixed_precision,
+                         memory_growth=s.memory_growth, intra_threads=s.tf_intra_threads,
+                         inter_threads=s.tf_inter_threads)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _ci(m: dict[str, Any], key: str) -> str:
+    ci = (m.get("ci95") or {}).get(key)
+    return f" (95% CI {ci[0]:.3f} to {ci[1]:.3f})" if ci else ""
+
+
+class _RichHook:
+    """Draws :class:`pneumoscreen.model.train.ProgressHook` events with a Rich progress bar."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+        self.task: Any = None
+        self.epochs = 0
+
+    def stage(self, text: str) -> None:
+        console.log(text)
+
+    def files(self, total: int) -> Any:
+        task = self.progress.add_task("preprocessing", total=total)
+        return lambda n: self.progress.advance(task, n)
+
+    def batch(self, step: int, steps: int) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task("epoch 1", total=steps or None)
+        self.progress.update(self.task, completed=step, total=steps or None)
+
+    def epoch(self, epoch: int, epochs: int, logs: dict[str, float]) -> None:
+        console.log(
+            f"epoch {epoch}/{epochs}  loss {logs.get('loss', 0):.4f}  auc {logs.get('auc', 0):.4f}"
+            f"  val_loss {logs.get('val_loss', 0):.4f}  val_auc {logs.get('val_auc', 0):.4f}"
+            f"  lr {logs.get('learning_rate', 0):.2e}")
+        if self.task is not None:
+            self.progress.update(self.task, description=f"epoch {epoch + 1}", completed=0)
+
+
+def train_cmd(
+    data_dir: Path = typer.Argument(..., help="Kaggle layout (train/{NORMAL,PNEUMONIA}/…) or a "
+                                    "folder holding NORMAL/ and PNEUMONIA/.", exists=True,
+                                    file_okay=False),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default: runs/<time>)."),
+    arch: str = typer.Option("cnn-s", help="Architecture: cnn-s, cnn-m or cnn-xs."),
+    input_size: int = typer.Option(128, min=32, max=512, help="Square input size in pixels."),
+    epochs: int = typer.Option(30, min=1, help="Maximum epochs (early stopping usually ends "
+                               "sooner)."),
+    batch_size: int = typer.Option(32, min=1),
+    learning_rate: float = typer.Option(1e-3, min=1e-6),
+    patience: int = typer.Option(6, min=1, help="Early-stopping patience on validation AUC."),
+    target_recall: float = typer.Option(0.95, min=0.5, max=1.0, help="The threshold is the "
+                                        "highest one reaching this recall on validation."),
+    seed: int = typer.Option(42, help="Seed of the patient split, the shuffling and the weights."),
+    cache_dir: Path | None = typer.Option(None, help="Where preprocessed arrays are cached "
+                                          "(default: OUT/cache)."),
+    max_files: int | None = typer.Option(None, min=2, help="Use only the first N files per class "
+                                         "(smoke runs)."),
+    version: str | None = typer.Option(None, help="Version string (default: 1.0.0+<time>)."),
+    register: bool = typer.Option(True, help="Record the model version and its internal-test "
+                                  "evaluation in the database."),
+) -> None:
+    """Train the CNN: split train/ by patient into train / validation / internal test, train with
+    augmentation, early stopping and learning-rate reduction, choose the recall-tuned threshold on
+    validation and report the internal test with 95% bootstrap intervals."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from pneumoscreen.model.train import TrainConfig, train
+
+    out = out or Path("runs") / _stamp()
+    cfg = TrainConfig(data_dir=data_dir, out_dir=out, arch=arch, input_size=input_size,
+                      epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                      patience=patience, target_recall=target_recall, seed=seed,
+                      cache_dir=cache_dir, max_files=max_files, version=version,
+                      register=register)
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        try:
+            result = train(cfg, _RichHook(progress), runtime=_runtime())
+        except (ValueError, FileNotFoundError) as exc:
+            fail(str(exc))
+    spec, m = result.spec, result.internal_test
+    console.print(f"[bold]model[/] {result.model_path} ({spec.label}), "
+                  f"{spec.extra['architecture']['params']:,} parameters, "
+                  f"trained in {result.seconds / 60:.1f} min")
+    console.print(f"threshold {spec.threshold:.4f} (validation recall ≥ {spec.target_recall})")
+    if m:
+        console.print(f"internal test (n={m['n']}): AUC {m['auc']:.4f}{_ci(m, 'auc')}, "
+                      f"recall {m['recall']:.3f}{_ci(m, 'recall')}, "
+                      f"specificity {m['specificity']:.3f}{_ci(m, 'specificity')}")
+
+
+def _load(model: Path | None) -> Any:
+    from pneumoscreen.model.bundle import ModelFileError, load_model
+
+    try:
+        loaded = load_model(model, runtime=_runtime())
+    except ModelFileError as exc:
+        fail(str(exc))
+    if not loaded.spec.trained:
+        err_console.print(f"[yellow]warning:[/] {loaded.spec.label} is an untrained placeholder: "
+                          "its figures mean nothing")
+    return loaded
+
+
+def evaluate_cmd(
+    data_dir: Path = typer.Argument(..., exists=True, file_okay=False,
+                                    help="A folder with NORMAL/ and PNEUMONIA/ (DICOM, PNG or "
+                                    "JPEG), or the Kaggle layout (its test/ is used unless "
+                                    "--split says otherwise)."),
+    model: Path | None = typer.Option(None, "--model", help="A .keras file with its sidecar "
+                                      "(default: the configured or bundled model)."),
+    split: str | None = typer.Option(
+        None, "--split", help="internal-test, validation or train: that part of the model's "
+        "saved patient split (split_manifest.json beside the model), read from DATA_DIR/train; "
+        "test or val: that Kaggle folder."),
+    out: Path | None = typer.Option(None, "--out", help="Report folder (default: "
+                                    "reports/<time>)."),
+    fmt: Format = typer.Option(Format.table, "--format", help="table, or json: one JSON object "
+                               "on stdout and nothing else."),
+    save: bool = typer.Option(True, help="Store the evaluation in the database."),
+) -> None:
+    """Evaluate a model on labelled images with the serving preprocessing: AUC, recall,
+    specificity (with 95% bootstrap intervals), precision, accuracy and F1 at the model's tuned
+    threshold, an HTML report with plots, and a row in the evaluation_reports table."""
+    import shlex
+    import sys
+
+    from pneumoscreen.model.evaluate import evaluate, headline, resolve_dataset, store
+    from pneumoscreen.model.report import write_report
+    from pneumoscreen.worker.settings import get_settings
+
+    loaded = _load(model or get_settings().model_path)
+    try:
+        dataset = resolve_dataset(data_dir, split, loaded)
+        ev = evaluate(loaded, dataset)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    out = out or Path("reports") / _stamp()
+    command = "screen " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report = write_report(ev, out, model_label=loaded.spec.label,
+                          history=loaded.spec.extra.get("history"), command=command)
+    report_id = store(ev, loaded, report) if save else None
+    m = ev.metrics
+    if fmt is Format.json:
+        print_json({**headline(m), "report": str(report), "report_id": report_id})
+        return
+    console.print(f"[bold]{loaded.spec.label}[/] on {m['dataset']}")
+    rows = [("n", f"{m['n']} ({m['n_pneumonia']} pneumonia, {m['n_normal']} normal"
+                  f", {m['unreadable']} unreadable)"),
+            ("AUC", _fmt(m["auc"], 4) + _ci(m, "auc")),
+            ("threshold", _fmt(m["threshold"], 4)),
+            ("recall", _fmt(m["recall"]) + _ci(m, "recall")),
+            ("specificity", _fmt(m["specificity"]) + _ci(m, "specificity")),
+            ("precision", _fmt(m["precision"])), ("accuracy", _fmt(m["accuracy"])),
+            ("F1", _fmt(m["f1"])),
+            ("confusion", f"TP {m['tp']}  FP {m['fp']}  TN {m['tn']}  FN {m['fn']}"),
+            ("at 0.5", f"recall {_fmt(m['at_0.5']['recall'])}, specificity "
+                       f"{_fmt(m['at_0.5']['specificity'])}")]
+    console.print(make_table(None, ["metric", "value"], rows))
+    console.print(f"report: {report}" + (f" (stored as evaluation report {report_id})"
+                                         if report_id else ""))
+
+
+def predict_cmd(
+    files: list[Path] = typer.Argument(..., help="DICOM, PNG or JPEG files."),
+    model: Path | None = typer.Option(None, "--model", help="A .keras file with its sidecar "
+                                      "(default: the configured or bundled model)."),
+    fmt: Format = typer.Option(Format.table, "--format", help="table or json."),
+) -> None:
+    """Screen single files without the queue: each file's pneumonia probability, the threshold
+    and whether it would be flagged, or why it cannot be screened. Nothing is stored."""
+    import numpy as np
+
+    from pneumoscreen.model.preprocess import InputRangeError
+    from pneumoscreen.worker.ingest import IngestError, load_grey
+    from pneumoscreen.worker.settings import get_settings
+
+    loaded = _load(model or get_settings().model_path)
+    threshold = loaded.spec.threshold
+    results: list[dict[str, Any]] = []
+    batch: list[np.ndarray] = []
+    for path in files:
+        entry: dict[str, Any] = {"file": str(path), "probability": None, "flagged": None}
+        try:
+            if not path.is_file():
+                raise FileNotFoundError("no such file")
+            batch.append(loaded.preprocess(load_grey(path).grey))
+            entry["status"] = "screened"
+        except (IngestError, InputRangeError, OSError) as exc:
+            kind = "rejected" if type(exc).__name__ == "RejectedStudy" else "failed"
+            entry.update(status=kind, reason=str(exc) or type(exc).__name__)
+        results.append(entry)
+    if batch:
+        probs = iter(loaded.predict_batch(np.stack(batch)).tolist())
+        for entry in results:
+            if entry["status"] == "screened":
+                p = float(next(probs))
+                entry.update(probability=p, flagged=p >= threshold)
+    if fmt is Format.json:
+        print_json({"model": loaded.spec.label, "sha256": loaded.spec.sha256,
+                    "threshold": threshold, "results": results})
+        return
+    console.print(f"model {loaded.spec.label}, threshold {threshold:.4f} "
+                  f"(flagged when probability ≥ threshold)")
+    console.print(make_table(None, ["file", "probability", "flagged", "note"], [
+        (r["file"], _fmt(r["probability"], 4),
+         {True: "[bold red]FLAGGED[/]", False: "no", None: "—"}[r["flagged"]],
+         r.get("reason", "")) for r in results]))
+
+
+def reports_cmd(
+    limit: int = typer.Option(20, min=1, help="Newest N reports."),
+    fmt: Format = typer.Option(Format.table, "--format", help="table or json."),
+) -> None:
+    """List stored evaluation reports, newest first."""
+    from sqlalchemy import select
+
+    from pneumoscreen.db.models import EvaluationReport
+    from pneumoscreen.db.session import session_scope
+
+    with session_scope() as session:
+        rows = session.scalars(select(EvaluationReport).order_by(
+            EvaluationReport.id.desc()).limit(limit)).all()
+        data = [{"id": r.id, "created_at": r.created_at, "model": r.model_version.label,
+                 "dataset": r.dataset, "n": r.n,
+                 **{k: r.metrics.get(k) for k in ("auc", "threshold", "recall", "specificity",
+                                                  "precision", "accuracy", "f1")},
+                 "report_path": r.report_path} for r in rows]
+    if fmt is Format.json:
+        print_json(data)
+        return
+    if not data:
+        console.print("no evaluation reports yet: run screen evaluate")
+        return
+    console.print(make_table("Evaluation reports", [
+        "id", "created", "model", "dataset", "n", "AUC", "threshold", "recall", "spec.", "report"],
+        [(d["id"], f"{d['created_at']:%Y-%m-%d %H:%M}", d["model"], d["dataset"], d["n"],
+          _fmt(d["auc"], 4), _fmt(d["threshold"], 4), _fmt(d["recall"]),
+          _fmt(d["specificity"]), d["report_path"] or "") for d in data]))
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Add this module's commands to ``screen`` and ``screen bench``."""
+    app.command("train")(train_cmd)
+    app.command("evaluate")(evaluate_cmd)
+    app.command("predict")(predict_cmd)
+    app.command("reports")(reports_cmd)

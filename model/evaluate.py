@@ -1,0 +1,136 @@
+"""Evaluation: serving preprocessing and the model over a labelled folder, metrics, stored report.
+
+The images go through exactly what serving does (``load_grey`` -> ``preprocess`` ->
+``LoadedModel.predict_batch``) and flagged means ``probability >= spec.threshold``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pneumoscreen.model import metrics as M
+from pneumoscreen.model.bundle import LoadedModel
+from pneumoscreen.model.dataset import (
+    CLASSES,
+    MANIFEST_NAME,
+    SPLITS,
+    Sample,
+    is_labelled_dir,
+    load_arrays,
+    scan_labelled,
+    split_from_manifest,
+    training_root,
+)
+
+KAGGLE_SPLITS = ("test", "val")
+BOOT_SEED = 42  # the same seed ``screen train`` uses by default, so both print the same intervals
+N_BOOT = 2000
+
+
+@dataclass
+class Dataset:
+    """The labelled files to evaluate and a human description of where they came from."""
+
+    samples: list[Sample]
+    description: str
+
+
+@dataclass
+class Evaluation:
+    dataset: Dataset
+    y: np.ndarray
+    scores: np.ndarray
+    x: np.ndarray
+    samples: list[Sample]
+    metrics: dict[str, Any]
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+
+def manifest_for(model: LoadedModel) -> Path:
+    """The split manifest saved beside the model by ``screen train``."""
+    name = (model.spec.extra.get("training") or {}).get("split_manifest", MANIFEST_NAME)
+    return Path(model.path).parent / name
+
+
+def resolve_dataset(data_dir: Path, split: str | None, model: LoadedModel,
+                    manifest: Path | None = None) -> Dataset:
+    """Which files to evaluate.
+
+    - ``split`` one of ``train``/``validation``/``internal-test``: that part of the model's saved
+      patient split, read from ``DATA_DIR/train`` (Kaggle layout) or ``DATA_DIR``.
+    - ``split`` ``test`` or ``val``: the Kaggle folder of that name.
+    - no split: ``DATA_DIR`` itself when it holds NORMAL/ and PNEUMONIA/, else ``DATA_DIR/test``.
+    """
+    data_dir = Path(data_dir)
+    if split in SPLITS:
+        path = manifest or manifest_for(model)
+        if not path.is_file():
+            raise FileNotFoundError(f"split manifest {path} not found: --split {split} needs the "
+                                    "manifest ``screen train`` saved beside the model")
+        root = training_root(data_dir)
+        parts = split_from_manifest(json.loads(path.read_text()), root).parts()
+        return Dataset(parts[split], f"{root} [{split} split of {path.name}]")
+    if split in KAGGLE_SPLITS:
+        root = data_dir / split
+    elif split is not None:
+        raise ValueError(f"unknown split {split!r}: use one of {[*SPLITS, *KAGGLE_SPLITS]}")
+    elif is_labelled_dir(data_dir):
+        root = data_dir
+    else:
+        root = data_dir / "test"
+    if not is_labelled_dir(root):
+        raise FileNotFoundError(
+            f"{root} has no NORMAL/ or PNEUMONIA/ folder; pass a labelled folder, or "
+            "--split internal-test to evaluate the model's own held-out patients")
+    return Dataset(scan_labelled(root), str(root))
+
+
+def evaluate(model: LoadedModel, dataset: Dataset, *, batch_size: int = 64,
+             n_boot: int = N_BOOT, progress: Any = None) -> Evaluation:
+    """Score every readable file of ``dataset`` and compute the metrics at the model's threshold."""
+    if not dataset.samples:
+        raise ValueError(f"no image files in {dataset.description}")
+    arrays = load_arrays(dataset.samples, model.spec.input_size, progress=progress)
+    if len(arrays.y) == 0:
+        raise ValueError(f"none of the {len(dataset.samples)} files could be read")
+    scores = np.concatenate([model.predict_batch(arrays.x[i:i + batch_size])
+                             for i in range(0, len(arrays.x), batch_size)])
+    summary = M.summarize(arrays.y, scores, model.spec.threshold, n_boot=n_boot, seed=BOOT_SEED)
+    summary["unreadable"] = len(arrays.errors)
+    summary["dataset"] = dataset.description
+    summary["model"] = {"name": model.spec.name, "version": model.spec.version,
+                        "sha256": model.spec.sha256, "trained": model.spec.trained,
+                        "target_recall": model.spec.target_recall}
+    return Evaluation(dataset, arrays.y, scores, arrays.x, arrays.samples, summary,
+                      arrays.errors)
+
+
+def headline(m: dict[str, Any]) -> dict[str, Any]:
+    """The figures ``--format json`` promises, then the rest."""
+    keys = ("n", "auc", "threshold", "recall", "specificity", "precision", "accuracy", "f1")
+    return {**{k: m[k] for k in keys}, **{k: v for k, v in m.items() if k not in keys}}
+
+
+def store(ev: Evaluation, model: LoadedModel, report_path: Path | None) -> int:
+    """Save the evaluation as an ``evaluation_reports`` row; returns its id."""
+    from pneumoscreen.db.models import EvaluationReport
+    from pneumoscreen.db.repository import model_version_for
+    from pneumoscreen.db.session import session_scope
+
+    metrics = json.loads(json.dumps(ev.metrics, default=float).replace("NaN", "null"))
+    with session_scope() as session:
+        mv = model_version_for(model.spec, session=session)
+        row = EvaluationReport(model_version_id=mv.id, dataset=ev.dataset.description,
+                               n=int(ev.metrics["n"]), metrics=metrics,
+                               report_path=str(report_path) if report_path else None)
+        session.add(row)
+        session.flush()
+        return int(row.id)
+
+
+__all__ = ["CLASSES", "Dataset", "Evaluation", "evaluate", "headline", "resolve_dataset", "store"]

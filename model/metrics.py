@@ -1,0 +1,110 @@
+"""Screening metrics: the recall-tuned threshold, metrics at a threshold, bootstrap intervals.
+
+Everything is computed with scikit-learn; this module only decides which figures to compute and
+what "flagged" means (``probability >= threshold``, the same rule serving uses).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn import metrics as skm
+
+
+def flagged(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Serving's rule: a study is flagged when its probability reaches the threshold."""
+    return (np.asarray(scores) >= threshold).astype(np.int32)
+
+
+def select_threshold(y_true: np.ndarray, scores: np.ndarray, target_recall: float = 0.95) -> float:
+    """The highest threshold whose recall (sensitivity) on these labels reaches ``target_recall``.
+
+    ``roc_curve`` lists every distinct score as a candidate threshold with its true positive rate;
+    recall only falls as the threshold rises, so the answer is the largest candidate with
+    ``tpr >= target``. Call it with validation labels and scores only.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    scores = np.asarray(scores, dtype=np.float64)
+    if not 0 < target_recall <= 1:
+        raise ValueError(f"target recall must lie in (0, 1], got {target_recall}")
+    if y_true.sum() == 0:
+        raise ValueError("no positive cases: recall is undefined, cannot tune a threshold")
+    _, tpr, thresholds = skm.roc_curve(y_true, scores, drop_intermediate=False)
+    ok = (tpr >= target_recall - 1e-12) & np.isfinite(thresholds)
+    return float(np.max(thresholds[ok]))
+
+
+def _safe_div(a: float, b: float) -> float:
+    return float(a / b) if b else float("nan")
+
+
+def metrics_at(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Confusion counts and the usual rates at one threshold (NaN where undefined)."""
+    y_true = np.asarray(y_true).astype(int)
+    pred = flagged(scores, threshold)
+    tn, fp, fn, tp = (int(v) for v in skm.confusion_matrix(y_true, pred, labels=[0, 1]).ravel())
+    return {
+        "threshold": float(threshold),
+        "tp": tp, "fp": fp, "tn": tn, "fn": fn,
+        "recall": float(skm.recall_score(y_true, pred, zero_division=np.nan)),
+        "specificity": _safe_div(tn, tn + fp),
+        "precision": float(skm.precision_score(y_true, pred, zero_division=np.nan)),
+        "npv": _safe_div(tn, tn + fn),
+        "accuracy": float(skm.accuracy_score(y_true, pred)),
+        "f1": float(skm.f1_score(y_true, pred, zero_division=np.nan)),
+    }
+
+
+def bootstrap_ci(y_true: np.ndarray, scores: np.ndarray, threshold: float, *,
+                 n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals (resampling images) for recall, specificity and AUC."""
+    y_true = np.asarray(y_true).astype(int)
+    scores = np.asarray(scores, dtype=np.float64)
+    pred = flagged(scores, threshold)
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    rec, spec, auc = [], [], []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        yt, yp = y_true[idx], pred[idx]
+        pos, neg = yt == 1, yt == 0
+        if pos.any():
+            rec.append(yp[pos].mean())
+        if neg.any():
+            spec.append(1.0 - yp[neg].mean())
+        if pos.any() and neg.any():
+            auc.append(skm.roc_auc_score(yt, scores[idx]))
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+
+    def ci(vals: list[float]) -> list[float]:
+        return [float(np.percentile(vals, lo)), float(np.percentile(vals, hi))] if vals else []
+
+    return {"recall": ci(rec), "specificity": ci(spec), "auc": ci(auc)}
+
+
+def summarize(y_true: np.ndarray, scores: np.ndarray, threshold: float, *,
+              n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """All figures of an evaluation: AUC, average precision, Brier, metrics at the tuned
+    threshold and at 0.5, 95% bootstrap intervals and the classification report."""
+    y_true = np.asarray(y_true).astype(int)
+    scores = np.asarray(scores, dtype=np.float64)
+    both = len(set(y_true.tolist())) == 2
+    out: dict[str, Any] = {
+        "n": len(y_true),
+        "n_pneumonia": int(y_true.sum()),
+        "n_normal": int((y_true == 0).sum()),
+        "auc": float(skm.roc_auc_score(y_true, scores)) if both else float("nan"),
+        "average_precision": (float(skm.average_precision_score(y_true, scores))
+                              if y_true.any() else float("nan")),
+        "brier": float(skm.brier_score_loss(y_true, scores)) if len(y_true) else float("nan"),
+    }
+    out.update(metrics_at(y_true, scores, threshold))
+    out["at_0.5"] = metrics_at(y_true, scores, 0.5)
+    out["ci95"] = (bootstrap_ci(y_true, scores, threshold, n_boot=n_boot, seed=seed)
+                   if n_boot else {})
+    out["ci_method"] = f"percentile bootstrap over images, {n_boot} resamples, seed {seed}"
+    out["classification_report"] = skm.classification_report(
+        y_true, flagged(scores, threshold), labels=[0, 1], target_names=["NORMAL", "PNEUMONIA"],
+        output_dict=True, zero_division=0)
+    return out

@@ -1,0 +1,210 @@
+"""The evaluation report: matplotlib PNGs (Agg backend) and one self-contained-folder HTML page."""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pneumoscreen.model.evaluate import Evaluation
+from pneumoscreen.model.metrics import flagged
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a worker; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path.name
+
+
+def plot_roc(ev: Evaluation, path: Path) -> str:
+    from sklearn.metrics import roc_curve
+
+    plt = _plt()
+    fpr, tpr, _ = roc_curve(ev.y, ev.scores)
+    m = ev.metrics
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot(fpr, tpr, lw=2, label=f"AUC {m['auc']:.4f}")
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
+    ax.scatter([1 - m["specificity"]], [m["recall"]], color="red", zorder=3,
+               label=f"threshold {m['threshold']:.3f}")
+    ax.set(xlabel="1 - specificity", ylabel="recall (sensitivity)", title="ROC")
+    ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def plot_pr(ev: Evaluation, path: Path) -> str:
+    from sklearn.metrics import precision_recall_curve
+
+    plt = _plt()
+    prec, rec, _ = precision_recall_curve(ev.y, ev.scores)
+    m = ev.metrics
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot(rec, prec, lw=2, label=f"AP {m['average_precision']:.4f}")
+    ax.scatter([m["recall"]], [m["precision"]], color="red", zorder=3,
+               label=f"threshold {m['threshold']:.3f}")
+    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall", ylim=(0, 1.02))
+    ax.legend(loc="lower left")
+    return _save(fig, path)
+
+
+def plot_confusion(m: dict[str, Any], title: str, path: Path) -> str:
+    plt = _plt()
+    cm = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
+    fig, ax = plt.subplots(figsize=(3.8, 3.4))
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(v), ha="center", va="center",
+                color="white" if v > cm.max() / 2 else "black", fontsize=13)
+    ax.set_xticks([0, 1], ["not flagged", "flagged"])
+    ax.set_yticks([0, 1], ["NORMAL", "PNEUMONIA"])
+    ax.set(xlabel="prediction", ylabel="truth", title=title)
+    return _save(fig, path)
+
+
+def plot_calibration(ev: Evaluation, path: Path) -> str:
+    from sklearn.calibration import calibration_curve
+
+    plt = _plt()
+    frac, mean = calibration_curve(ev.y, ev.scores, n_bins=10, strategy="quantile")
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot(mean, frac, "o-", label=f"model (Brier {ev.metrics['brier']:.3f})")
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect")
+    ax.set(xlabel="mean predicted probability", ylabel="fraction with pneumonia",
+           title="Calibration (deciles)")
+    ax.legend(loc="upper left")
+    return _save(fig, path)
+
+
+def plot_history(history: dict[str, list[float]], path: Path) -> str:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
+    epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    for ax, key in zip(axes, ("loss", "auc"), strict=True):
+        if key in history:
+            ax.plot(epochs, history[key], label=f"train {key}")
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], label=f"validation {key}")
+        ax.set(xlabel="epoch", title=key)
+        ax.legend()
+    if "val_loss" in history:  # the first epochs' BatchNorm statistics can put val_loss far off
+        axes[0].set_ylim(0, min(2.0, max(history["val_loss"])) * 1.05)
+    return _save(fig, path)
+
+
+def plot_examples(ev: Evaluation, path: Path, per_group: int = 6) -> str:
+    """The most confident true/false positives/negatives at the tuned threshold."""
+    plt = _plt()
+    pred = flagged(ev.scores, ev.metrics["threshold"])
+    groups = [("true positive", (ev.y == 1) & (pred == 1), -1),
+              ("false positive", (ev.y == 0) & (pred == 1), -1),
+              ("false negative", (ev.y == 1) & (pred == 0), 1),
+              ("true negative", (ev.y == 0) & (pred == 0), 1)]
+    fig, axes = plt.subplots(4, per_group, figsize=(1.8 * per_group, 8.2), squeeze=False)
+    for row, (name, mask, order) in enumerate(groups):
+        idx = np.flatnonzero(mask)
+        # Positives: highest scores first; negatives: lowest first (the model's surest calls).
+        idx = idx[np.argsort(order * ev.scores[idx], kind="stable")][:per_group]
+        for col in range(per_group):
+            ax = axes[row, col]
+            ax.axis("off")
+            if col < len(idx):
+                i = idx[col]
+                ax.imshow(ev.x[i, ..., 0], cmap="gray", vmin=0, vmax=1)
+                ax.set_title(f"{Path(ev.samples[i].rel).name[:18]}\np={ev.scores[i]:.3f}",
+                             fontsize=7)
+        axes[row, 0].text(-0.1, 0.5, f"{name}\n({int(mask.sum())})", ha="right", va="center",
+                          transform=axes[row, 0].transAxes, fontsize=9)
+    fig.subplots_adjust(left=0.12)
+    return _save(fig, path)
+
+
+def _num(v: Any) -> str:
+    if isinstance(v, float):
+        return "n/a" if math.isnan(v) else f"{v:.4f}"
+    return html.escape(str(v))
+
+
+def _ci(m: dict[str, Any], key: str) -> str:
+    ci = (m.get("ci95") or {}).get(key)
+    return f"{ci[0]:.4f} to {ci[1]:.4f}" if ci else ""
+
+
+def write_report(ev: Evaluation, out_dir: Path, *, model_label: str,
+                 history: dict[str, list[float]] | None = None, command: str = "") -> Path:
+    """Write the PNGs and ``report.html`` into ``out_dir``; returns the HTML path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    m = ev.metrics
+    both = len(set(ev.y.tolist())) == 2
+    figures: list[tuple[str, str]] = []
+    if both:
+        figures += [("ROC", plot_roc(ev, out_dir / "roc.png")),
+                    ("Precision-recall", plot_pr(ev, out_dir / "pr.png"))]
+    figures += [
+        ("Confusion matrix at the tuned threshold",
+         plot_confusion(m, f"threshold {m['threshold']:.3f}", out_dir / "confusion_tuned.png")),
+        ("Confusion matrix at 0.5", plot_confusion(m["at_0.5"], "threshold 0.5",
+                                                   out_dir / "confusion_05.png")),
+    ]
+    if both:
+        figures.append(("Calibration", plot_calibration(ev, out_dir / "calibration.png")))
+    if history and history.get("loss"):
+        figures.append(("Training curves", plot_history(history, out_dir / "history.png")))
+    figures.append(("Examples at the tuned threshold", plot_examples(ev, out_dir / "examples.png")))
+
+    rows = [("n (readable)", m["n"]),
+            ("pneumonia / normal", f"{m['n_pneumonia']} / {m['n_normal']}"),
+            ("unreadable files", m.get("unreadable", 0)), ("AUC", m["auc"]),
+            ("threshold", m["threshold"]), ("recall", m["recall"]),
+            ("specificity", m["specificity"]), ("precision", m["precision"]), ("NPV", m["npv"]),
+            ("accuracy", m["accuracy"]), ("F1", m["f1"]), ("Brier score", m["brier"])]
+    metric_rows = "\n".join(
+        f"<tr><td>{html.escape(k)}</td><td>{_num(v)}</td>"
+        f"<td>{_ci(m, {'AUC': 'auc', 'recall': 'recall', 'specificity': 'specificity'}.get(k, ''))}"
+        "</td></tr>" for k, v in rows)
+    cr = m["classification_report"]
+    cr_rows = "\n".join(
+        f"<tr><td>{html.escape(name)}</td>" + "".join(
+            f"<td>{_num(float(cr[name][k]))}</td>" for k in ("precision", "recall", "f1-score",
+                                                              "support")) + "</tr>"
+        for name in ("NORMAL", "PNEUMONIA", "macro avg", "weighted avg") if name in cr)
+    figs = "\n".join(f"<figure><img src='{f}' alt='{html.escape(t)}'><figcaption>"
+                     f"{html.escape(t)}</figcaption></figure>" for t, f in figures)
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>pneumoscreen evaluation</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:.3em .7em}}
+figure{{display:inline-block;margin:.5em;vertical-align:top}}img{{max-width:100%}}
+.note{{color:#555;font-size:.9em}}</style></head><body>
+<h1>pneumoscreen evaluation</h1>
+<p><b>model</b> {html.escape(model_label)} (sha256 {html.escape(m['model']['sha256'][:12])}…)<br>
+<b>dataset</b> {html.escape(m['dataset'])}<br>
+<b>command</b> <code>{html.escape(command)}</code></p>
+<p class="note">Flagged means probability ≥ threshold. Intervals: {html.escape(m['ci_method'])}.
+A triage aid that orders a reading list, not a diagnosis.</p>
+<h2>Metrics at the tuned threshold</h2>
+<table><tr><th>metric</th><th>value</th><th>95% CI</th></tr>
+{metric_rows}</table>
+<h2>Classification report (tuned threshold)</h2>
+<table><tr><th></th><th>precision</th><th>recall</th><th>f1</th><th>support</th></tr>
+{cr_rows}</table>
+<h2>Plots</h2>
+{figs}
+</body></html>
+"""
+    path = out_dir / "report.html"
+    path.write_text(page)
+    return path

@@ -1,0 +1,101 @@
+"""Threshold selection and metrics, checked against scikit-learn and hand-built cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from pneumoscreen.model import metrics as M
+
+
+class TestSelectThreshold:
+    def test_picks_the_highest_threshold_reaching_the_target(self) -> None:
+        # 10 positives scored 0.1..1.0, 5 negatives below 0.35.
+        pos = np.linspace(0.1, 1.0, 10)
+        neg = np.array([0.05, 0.12, 0.22, 0.3, 0.33])
+        y = np.r_[np.ones(10), np.zeros(5)]
+        s = np.r_[pos, neg]
+        # recall >= 0.8 needs 8 of 10 positives: scores 0.3..1.0, so the threshold is 0.3.
+        assert M.select_threshold(y, s, 0.8) == pytest.approx(0.3)
+        # recall >= 0.75 also needs 8 of 10 (7 give 0.7): same answer.
+        assert M.select_threshold(y, s, 0.75) == pytest.approx(0.3)
+        # recall 1.0 needs every positive: the lowest positive score.
+        assert M.select_threshold(y, s, 1.0) == pytest.approx(0.1)
+        # recall 0.1: the single top score suffices.
+        assert M.select_threshold(y, s, 0.1) == pytest.approx(1.0)
+
+    def test_the_chosen_threshold_meets_the_target_and_any_higher_one_does_not(self) -> None:
+        rng = np.random.default_rng(3)
+        y = rng.integers(0, 2, 400)
+        s = np.clip(rng.normal(0.35 + 0.3 * y, 0.2), 0, 1)
+        for target in (0.8, 0.9, 0.95):
+            t = M.select_threshold(y, s, target)
+            assert skm.recall_score(y, s >= t) >= target
+            higher = np.unique(s[s > t])
+            if len(higher):
+                assert skm.recall_score(y, s >= higher[0]) < target
+
+    def test_ties_count_as_flagged(self) -> None:
+        y = np.array([1, 1, 0, 0])
+        s = np.array([0.7, 0.7, 0.7, 0.1])
+        assert M.select_threshold(y, s, 1.0) == pytest.approx(0.7)
+
+    def test_needs_positives(self) -> None:
+        with pytest.raises(ValueError, match="no positive cases"):
+            M.select_threshold(np.zeros(4), np.linspace(0, 1, 4), 0.95)
+
+    @pytest.mark.parametrize("target", [0.0, 1.2])
+    def test_rejects_impossible_targets(self, target: float) -> None:
+        with pytest.raises(ValueError, match="target recall"):
+            M.select_threshold(np.array([0, 1]), np.array([0.1, 0.9]), target)
+
+
+class TestMetricsAt:
+    def test_matches_sklearn(self) -> None:
+        rng = np.random.default_rng(0)
+        y = rng.integers(0, 2, 300)
+        s = np.clip(rng.normal(0.4 + 0.25 * y, 0.2), 0, 1)
+        m = M.metrics_at(y, s, 0.45)
+        pred = (s >= 0.45).astype(int)
+        tn, fp, fn, tp = skm.confusion_matrix(y, pred).ravel()
+        assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (tp, fp, tn, fn)
+        assert m["recall"] == pytest.approx(skm.recall_score(y, pred))
+        assert m["precision"] == pytest.approx(skm.precision_score(y, pred))
+        assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+        assert m["f1"] == pytest.approx(skm.f1_score(y, pred))
+        assert m["specificity"] == pytest.approx(skm.recall_score(1 - y, 1 - pred))
+
+    def test_known_counts(self) -> None:
+        y = np.array([1, 1, 1, 0, 0, 0, 0])
+        s = np.array([0.9, 0.6, 0.2, 0.7, 0.1, 0.2, 0.3])
+        m = M.metrics_at(y, s, 0.5)
+        assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (2, 1, 1, 3)
+        assert m["recall"] == pytest.approx(2 / 3)
+        assert m["specificity"] == pytest.approx(3 / 4)
+
+
+class TestSummarize:
+    def test_auc_and_report_match_sklearn(self) -> None:
+        rng = np.random.default_rng(1)
+        y = rng.integers(0, 2, 200)
+        s = np.clip(rng.normal(0.4 + 0.2 * y, 0.2), 0, 1)
+        out = M.summarize(y, s, 0.5, n_boot=200, seed=0)
+        assert out["auc"] == pytest.approx(skm.roc_auc_score(y, s))
+        assert out["average_precision"] == pytest.approx(skm.average_precision_score(y, s))
+        assert out["brier"] == pytest.approx(skm.brier_score_loss(y, s))
+        assert out["classification_report"]["PNEUMONIA"]["recall"] == pytest.approx(out["recall"])
+        assert out["n"] == 200 and out["n_pneumonia"] == int(y.sum())
+
+    def test_bootstrap_is_seeded_and_brackets_the_estimate(self) -> None:
+        rng = np.random.default_rng(2)
+        y = rng.integers(0, 2, 300)
+        s = np.clip(rng.normal(0.4 + 0.2 * y, 0.2), 0, 1)
+        a = M.bootstrap_ci(y, s, 0.5, n_boot=300, seed=7)
+        b = M.bootstrap_ci(y, s, 0.5, n_boot=300, seed=7)
+        assert a == b
+        m = M.metrics_at(y, s, 0.5)
+        for key in ("recall", "specificity"):
+            lo, hi = a[key]
+            assert lo < m[key] < hi
+            assert hi - lo < 0.25  # 150 cases per class: a few points either side, not the range
