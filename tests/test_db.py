@@ -102,3 +102,18 @@ class TestConstraints:
         with session_scope(db_url) as s:
             assert _model_version(s).id == first
             assert s.scalar(sa.select(sa.func.count()).select_from(ModelVersion)) == 1
+
+
+def test_concurrent_first_use_on_postgres(pg_url: str) -> None:
+    """Processes that meet a fresh database together all end up at head, none fails."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pneumoscreen.db.session import create_migrated_engine;"
+            "from pneumoscreen.db.migrate import current;"
+            "print(current(create_migrated_engine(sys.argv[1])))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, pg_url], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in results]
+    assert [out.strip() for out, _ in results] == ["0001"] * 3
