@@ -35,8 +35,8 @@ def decode_options(settings: Settings, *, reduced: bool | None = None) -> Decode
 
 
 def _max_bytes(settings: Settings) -> int:
-    # A deflated data set may hold up to max_pixels 32-bit samples plus a generous header.
-    return settings.max_pixels * 4 + (16 << 20)
+    # A deflated data set may hold up to max_pixels 32-bit samples plus a 1 MiB header.
+    return settings.max_pixels * 4 + (1 << 20)
 
 
 def _sniff(path: Path) -> str:
