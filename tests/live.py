@@ -100,3 +100,28 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
             return
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{on_timeout()}")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (for a broker that is down)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_pngs(folder: Path, n: int, *, size: int = 256, seed: int = 0,
+              prefix: str = "study") -> list[Path]:
+    """``n`` small grey PNGs with distinct contents (so each registers as its own study)."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        path = folder / f"{prefix}_{seed}_{i:03d}.png"
+        Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths

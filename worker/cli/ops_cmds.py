@@ -1,9 +1,187 @@
-"""Commands of this group (not yet written)."""
+"""``screen resume``, ``screen nightly``, ``screen runs``, ``screen rescreen`` and
+``screen bench throughput``: operating the worker at scale."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from pneumoscreen.worker.cli.output import (
+    Format,
+    console,
+    err_console,
+    fail,
+    make_table,
+    print_json,
+)
+
+RUN_COLUMNS = ["run_id", "status", "started_at", "duration_s", "n_new", "n_done", "n_flagged",
+               "n_rejected", "n_failed", "n_pending", "inboxes"]
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Add this module's commands to ``screen`` and ``screen bench``."""
+    app.command()(resume)
+    app.command()(nightly)
+    app.command()(runs)
+    app.command()(rescreen)
+    bench_app.command("throughput")(bench_throughput)
+
+
+def resume(
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", min=1, help="Studies per task [default: settings].")] = None,
+) -> None:
+    """Enqueue again the studies left queued (the broker was down) or stuck processing.
+
+    A study counts as stuck once it has been processing longer than the visibility timeout (its
+    worker died and no redelivery came). Queuing a study twice is harmless: one task screens it.
+    """
+    from pneumoscreen.worker.rescreen import resume as resume_studies
+    from pneumoscreen.worker.settings import get_settings
+    from pneumoscreen.worker.submit import BrokerUnavailable
+
+    try:
+        out = resume_studies(settings=get_settings(), batch_size=batch_size)
+    except BrokerUnavailable as exc:
+        fail(str(exc), code=3)
+    if not out.n_queued:
+        console.print("Nothing to resume: no study is queued or stuck processing.")
+        return
+    console.print(f"Re-enqueued {out.n_queued} studies ({out.n_stale} stuck processing) in "
+                  f"{out.n_tasks} tasks.", highlight=False)
+
+
+def nightly(
+    inbox: Annotated[list[Path] | None, typer.Option(
+        "--inbox", help="Inbox folder; repeat for several [default: SCREEN_INBOX_DIRS].")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+) -> None:
+    """Submit the new files of the inbox folders and record the run (for cron users).
+
+    Files seen before (same content or SOP Instance UID) are skipped, so running it every night
+    screens each file once. `screen runs` lists the runs with their counts.
+    """
+    from pneumoscreen.worker.nightly import run_nightly
+    from pneumoscreen.worker.settings import get_settings
+
+    settings = get_settings()
+    try:
+        summary = run_nightly(inbox, settings=settings)
+    except ValueError as exc:
+        fail(str(exc))
+    data = summary.as_dict()
+    if fmt == Format.json:
+        print_json(data)
+    else:
+        console.print(make_table(f"Nightly run {summary.run_id}", RUN_COLUMNS,
+                                 [[_run_cell(c, data[c]) for c in RUN_COLUMNS]]))
+    if summary.error:
+        err_console.print(f"[bold red]error:[/] {summary.error}", highlight=False)
+        raise typer.Exit(3)
+
+
+def _run_cell(column: str, value: object) -> object:
+    if column == "inboxes" and isinstance(value, list):
+        return ", ".join(value)
+    if column == "started_at" and isinstance(value, str):
+        return value[:16].replace("T", " ")
+    return value
+
+
+def runs(
+    limit: Annotated[int, typer.Option(min=1, help="At most this many runs, newest first.")] = 20,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+) -> None:
+    """Nightly runs: new studies, done, flagged, rejected, failed, duration."""
+    from pneumoscreen.db import session_scope
+    from pneumoscreen.worker.nightly import list_runs
+
+    with session_scope() as session:
+        rows = [r.as_dict() for r in list_runs(session=session, limit=limit)]
+    if fmt == Format.json:
+        print_json(rows)
+        return
+    console.print(make_table("Nightly runs", RUN_COLUMNS,
+                             [[_run_cell(c, r[c]) for c in RUN_COLUMNS] for r in rows]))
+
+
+def rescreen(
+    model: Annotated[str, typer.Option(
+        "--model", help="A .keras file (with its sidecar) or a model version seen before.")],
+    status: Annotated[str, typer.Option(help="Re-screen studies with this status.")] = "done",
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", min=1, help="Studies per task [default: settings].")] = None,
+) -> None:
+    """Screen finished studies again with another model version; earlier predictions stay.
+
+    Each study gets at most one prediction per model version, so running it twice adds nothing.
+    `screen flagged` shows each study's newest verdict; `--model VERSION` there shows one
+    version's.
+    """
+    from pneumoscreen.model.bundle import ModelFileError
+    from pneumoscreen.worker.rescreen import rescreen as rescreen_studies
+    from pneumoscreen.worker.settings import get_settings
+    from pneumoscreen.worker.submit import BrokerUnavailable
+
+    if status not in {"done", "rejected", "failed"}:
+        fail(f"--status {status!r}: choose done, rejected or failed")
+    settings = get_settings()
+    try:
+        result = rescreen_studies(model, settings=settings, status=status,
+                                  batch_size=batch_size)
+    except ModelFileError as exc:
+        fail(str(exc))
+    except BrokerUnavailable as exc:
+        fail(str(exc), code=3)
+    verb = "Screened" if settings.eager else "Queued"
+    console.print(f"Batch [bold]{result.batch_id}[/]: {verb} {len(result.queued_ids)} studies "
+                  f"with {model} in {result.n_tasks} tasks.", highlight=False)
+
+
+def bench_throughput(
+    studies: Annotated[int, typer.Option("--studies", min=1, help="Synthetic studies.")] = 1000,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+    task_size: Annotated[int, typer.Option(
+        "--task-size", min=1, help="Studies per batch task.")] = 256,
+    model_batch_size: Annotated[int | None, typer.Option(
+        "--model-batch-size", min=1, help="Studies per model call [default: settings].")] = None,
+    decode_threads: Annotated[int | None, typer.Option(
+        "--decode-threads", min=1, help="Decoding threads [default: settings].")] = None,
+    naive_studies: Annotated[int, typer.Option(
+        "--naive-studies", min=1, help="Studies for the slow per-image loop.")] = 100,
+    image_size: Annotated[int, typer.Option(
+        "--image-size", min=64, help="Side of the synthetic PNGs.")] = 512,
+    database_url: Annotated[str | None, typer.Option(
+        "--database-url", help="Write to this database [default: a temporary SQLite].")] = None,
+) -> None:
+    """Studies/s of the model alone, the full batch task and the naive loop; peak memory."""
+    from pneumoscreen.worker.bench_throughput import run_throughput
+    from pneumoscreen.worker.settings import get_settings
+
+    settings = get_settings()
+    update = {k: v for k, v in {"model_batch_size": model_batch_size,
+                                "decode_threads": decode_threads}.items() if v}
+    settings = settings.model_copy(update=update)
+    result = run_throughput(studies, settings=settings, task_size=task_size,
+                            naive_n=naive_studies, image_size=image_size,
+                            database_url=database_url,
+                            say=lambda msg: err_console.print(msg, highlight=False))
+    data = result.as_dict()
+    if fmt == Format.json:
+        print_json(data)
+        return
+    ratios = result.ratios
+    console.print(make_table(
+        f"Throughput, {studies} studies ({data['config']['device']})",
+        ["measure", "value"],
+        [["(a) model alone, studies/s", result.model_only_per_s],
+         ["(b) batch task end to end, studies/s", result.pipeline_per_s],
+         [f"(c) naive per-image loop, studies/s ({result.naive_studies})", result.naive_per_s],
+         ["(b)/(a)  target ≥ 0.8", ratios["pipeline_over_model_only"]],
+         ["(b)/(c)  target ≥ 10", ratios["pipeline_over_naive"]],
+         ["peak RSS, MB", result.peak_rss_mb],
+         *[[f"RSS {k}, MB", v] for k, v in result.rss_mb.items()],
+         *[[k, v] for k, v in data["config"].items()]]))
