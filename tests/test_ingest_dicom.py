@@ -1,4 +1,4 @@
-"""DICOM ingestion end to end on generated files: format, policy, pixel steps, failures, metadata."""
+"""DICOM ingestion on generated files: format, policy, pixel steps, failures, metadata."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from ingest_factories import (
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import (
+    JPEG2000,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     RLELossless,
 )
@@ -51,7 +51,7 @@ def _grey(path: Path, settings: Settings, **kw: object) -> np.ndarray:
     decoded = load_grey(path, settings, **kw)  # type: ignore[arg-type]
     grey = decoded.grey
     assert grey.dtype == np.float32 and grey.ndim == 2
-    assert 0.0 <= grey.min() and grey.max() <= 1.0
+    assert grey.min() >= 0.0 and grey.max() <= 1.0
     preprocess(grey, 32)  # the model's own range check accepts it
     return grey
 

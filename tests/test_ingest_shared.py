@@ -91,8 +91,8 @@ def test_submit_screens_each_file_into_its_expected_state(
 ) -> None:
     """End to end: copy, submit (no broker: screened in-process), read the Study rows.
 
-    chest/ and broken/ are submitted to separate databases: broken/'s corrupt J2K is a damaged copy
-    of a chest/ file with the same SOP Instance UID, so one database keeps only the first of the two.
+    chest/ and broken/ are submitted to separate databases: broken/'s corrupt J2K is a damaged
+    copy of a chest/ file with the same SOP Instance UID, so one database keeps only the first.
     """
     from pneumoscreen.db import Study, session_scope
     from pneumoscreen.worker.submit import submit_folder

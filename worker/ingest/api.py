@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from pneumoscreen.worker.ingest import raster
 from pneumoscreen.worker.ingest.dicom_decode import DecodeOptions, decode_grey
 from pneumoscreen.worker.ingest.dicom_header import check_image_pixel, read_dataset, short
-from pneumoscreen.worker.ingest.errors import FailedStudy, IngestError
+from pneumoscreen.worker.ingest.errors import FailedStudy, IngestError, must_propagate
 from pneumoscreen.worker.ingest.metadata import COLUMNS, extract, text
 from pneumoscreen.worker.ingest.policy import AcceptancePolicy
 from pneumoscreen.worker.ingest.results import Decoded, Probe
@@ -90,7 +90,9 @@ def probe(path: Path, settings: Settings | None = None) -> Probe:
         return check_header(ds, settings)
     except IngestError:
         raise
-    except Exception as exc:  # the safety net: nothing escapes as anything but a study outcome
+    except BaseException as exc:  # the safety net: nothing escapes but a study outcome or a signal
+        if must_propagate(exc):
+            raise
         log.debug("probe failed unexpectedly", exc_info=True)
         raise FailedStudy(f"unexpected {type(exc).__name__} reading header: {short(exc)}") from exc
 
@@ -111,7 +113,9 @@ def load_grey(
         raise
     except MemoryError as exc:
         raise FailedStudy("out of memory while decoding") from exc
-    except Exception as exc:
+    except BaseException as exc:  # codec panics included (see errors.must_propagate)
+        if must_propagate(exc):
+            raise
         log.debug("load_grey failed unexpectedly", exc_info=True)
         raise FailedStudy(f"unexpected {type(exc).__name__} while decoding: {short(exc)}") from exc
     grey = decoded.grey

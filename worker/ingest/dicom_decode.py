@@ -22,7 +22,7 @@ from pydicom.uid import JPEG2000, UID, JPEG2000Lossless, JPEGBaseline8Bit
 from pneumoscreen.worker.ingest import pixels
 from pneumoscreen.worker.ingest.codestream import CodestreamInfo, codestream_info
 from pneumoscreen.worker.ingest.dicom_header import COLOUR, PIXEL_DATA, short
-from pneumoscreen.worker.ingest.errors import FailedStudy
+from pneumoscreen.worker.ingest.errors import FailedStudy, must_propagate
 from pneumoscreen.worker.ingest.metadata import text, transfer_syntax
 
 
@@ -152,7 +152,9 @@ def decode_stored(ds: Dataset, opts: DecodeOptions, steps: list[str]) -> np.ndar
     ts: UID = transfer_syntax(ds)  # type: ignore[assignment]  # checked above
     try:
         reduced = decode_reduced(ds, info, opts)
-    except Exception as exc:  # an odd codestream for Pillow: the full decoder gets its chance
+    except BaseException as exc:  # an odd codestream for Pillow: the full decoder gets its chance
+        if must_propagate(exc):
+            raise
         reduced = None
         steps.append(f"reduced decoding failed ({short(exc, 80)}); full resolution")
     if reduced is not None:
@@ -166,7 +168,9 @@ def decode_stored(ds: Dataset, opts: DecodeOptions, steps: list[str]) -> np.ndar
         steps.extend(f"pydicom: {short(w.message, 120)}" for w in caught[:3])
     except MemoryError as exc:
         raise FailedStudy(f"out of memory decoding {ts.name} pixel data") from exc
-    except Exception as exc:
+    except BaseException as exc:  # not just Exception: a Rust codec's panic is a BaseException
+        if must_propagate(exc):
+            raise
         raise FailedStudy(f"cannot decode {ts.name} pixel data: {short(exc)}") from exc
     shape = (int(ds.Rows), int(ds.Columns))
     if arr.shape[:2] != shape:

@@ -37,3 +37,12 @@ class FailedStudy(IngestError):
     """A file that could not be read or decoded."""
 
     status = "failed"
+
+
+def must_propagate(exc: BaseException) -> bool:
+    """Interpreter signals that no ingestion error handler may swallow.
+
+    Everything else is caught, including BaseException subclasses that are not signals: the Rust
+    codecs (pylibjpeg-rle) raise ``pyo3_runtime.PanicException`` on some corrupt streams.
+    """
+    return isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit))
