@@ -151,6 +151,14 @@ class TestPixelSteps:
         expected = np.clip(((base * 2.0 - 24) - (-24)) / 4000 + 0.5, 0, 1)
         np.testing.assert_allclose(grey, expected, atol=1e-6)
 
+    def test_signed_12bit_in_16_is_sign_extended(self, tmp_path: Path, settings: Settings) -> None:
+        values = (chest_like(maximum=2000).astype(np.int16) - 1000)  # -1000..1000
+        stored = (values.astype(np.uint16) & 0x0FFF) | 0x5000  # 12-bit two's complement + junk
+        ds = make_ds(stored, bits_stored=12, signed=True, WindowCenter=0, WindowWidth=2000,
+                     VOILUTFunction="LINEAR_EXACT")
+        grey = _grey(write(ds, tmp_path / "s12.dcm"), settings)
+        np.testing.assert_allclose(grey, np.clip(values / 2000 + 0.5, 0, 1), atol=1e-6)
+
     def test_bits_stored_masks_unused_high_bits(self, tmp_path: Path, settings: Settings) -> None:
         base = chest_like(maximum=4095)
         noisy = base | 0xF000  # garbage in the 4 unused bits must not count
@@ -434,6 +442,15 @@ class TestMetadata:
         outputs += [str(info.value), repr(info.value.metadata)]
         for text in outputs:
             assert PATIENT_ID not in text and "Doe" not in text
+
+    def test_redact_removes_identity_from_messages(self) -> None:
+        from pneumoscreen.worker.ingest.metadata import redact
+
+        ds = make_ds(chest_like())
+        msg = f"Invalid value for VR PN: '{PATIENT_NAME}' (id {PATIENT_ID})"
+        out = redact(msg, ds)
+        assert "Doe" not in out and "Jane" not in out and PATIENT_ID not in out
+        assert out.startswith("Invalid value for VR PN")
 
     def test_bundled_pydicom_files_never_crash(self, tmp_path: Path) -> None:
         """pydicom's own test files: every one ends as done, rejected or failed."""

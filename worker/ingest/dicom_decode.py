@@ -23,7 +23,7 @@ from pneumoscreen.worker.ingest import pixels
 from pneumoscreen.worker.ingest.codestream import CodestreamInfo, codestream_info
 from pneumoscreen.worker.ingest.dicom_header import COLOUR, PIXEL_DATA, short
 from pneumoscreen.worker.ingest.errors import FailedStudy, must_propagate
-from pneumoscreen.worker.ingest.metadata import text, transfer_syntax
+from pneumoscreen.worker.ingest.metadata import redact, text, transfer_syntax
 
 
 @dataclass(frozen=True)
@@ -165,13 +165,13 @@ def decode_stored(ds: Dataset, opts: DecodeOptions, steps: list[str]) -> np.ndar
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             arr = ds.pixel_array
-        steps.extend(f"pydicom: {short(w.message, 120)}" for w in caught[:3])
+        steps.extend(redact(f"pydicom: {short(w.message, 120)}", ds) for w in caught[:3])
     except MemoryError as exc:
         raise FailedStudy(f"out of memory decoding {ts.name} pixel data") from exc
     except BaseException as exc:  # not just Exception: a Rust codec's panic is a BaseException
         if must_propagate(exc):
             raise
-        raise FailedStudy(f"cannot decode {ts.name} pixel data: {short(exc)}") from exc
+        raise FailedStudy(redact(f"cannot decode {ts.name} pixel data: {short(exc)}", ds)) from exc
     shape = (int(ds.Rows), int(ds.Columns))
     if arr.shape[:2] != shape:
         raise FailedStudy(f"decoded pixel array has shape {arr.shape}, expected {shape}")

@@ -25,7 +25,13 @@ from pydicom.uid import (
 )
 
 from pneumoscreen.worker.ingest.errors import FailedStudy
-from pneumoscreen.worker.ingest.metadata import COLUMNS, META_KEYWORDS, text, transfer_syntax
+from pneumoscreen.worker.ingest.metadata import (
+    COLUMNS,
+    META_KEYWORDS,
+    redact,
+    text,
+    transfer_syntax,
+)
 
 PIXEL_DATA = Tag(0x7FE0, 0x0010)
 REQUIRED_PIXEL_KEYWORDS = (
@@ -119,7 +125,7 @@ def read_dataset(
         except Exception as exc:
             raise FailedStudy(f"unreadable DICOM ({type(exc).__name__}): {short(exc)}") from exc
     if notes is not None:
-        notes.extend(f"pydicom: {short(w.message, 120)}" for w in caught[:5])
+        notes.extend(redact(f"pydicom: {short(w.message, 120)}", ds) for w in caught[:5])
     has_meta = bool(getattr(ds, "file_meta", None))
     if not has_meta and not any(kw in ds for kw in _IDENTIFYING):
         raise FailedStudy(

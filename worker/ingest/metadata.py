@@ -61,6 +61,28 @@ def patient_key(ds: Dataset, key: bytes) -> str | None:
     return hmac.new(key, f"{label}:{ident}".encode(), hashlib.sha256).hexdigest()
 
 
+_IDENTITY_KEYWORDS = (
+    "PatientID", "PatientName", "OtherPatientIDs", "OtherPatientNames", "PatientBirthName",
+    "PatientMotherBirthName",
+)
+
+
+def redact(message: str, ds: Dataset | None) -> str:
+    """``message`` with the patient's ids and name parts replaced: pydicom's warnings and errors
+    may quote element values, and reasons and pixel steps are stored, shown and logged."""
+    if ds is None:
+        return message
+    for kw in _IDENTITY_KEYWORDS:
+        value = text(ds, kw, 1024)
+        if not value:
+            continue
+        parts = {value, *re.split(r"[\\^=]", value)}
+        for part in sorted((p.strip() for p in parts), key=len, reverse=True):
+            if len(part) >= 3:
+                message = message.replace(part, "<redacted>")
+    return message
+
+
 def transfer_syntax(ds: Dataset) -> UID | None:
     meta = getattr(ds, "file_meta", None)
     uid = meta.get("TransferSyntaxUID") if meta is not None else None
