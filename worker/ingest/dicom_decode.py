@@ -1,4 +1,4 @@
-"""DICOM pixel data → stored values (full or reduced resolution) → grey in [0, 1].
+"""DICOM pixel data -> stored values (full or reduced resolution) -> grey in [0, 1].
 
 Decoding goes through pydicom's decoders (pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg,
 pylibjpeg-rle). Reduced-resolution decoding asks the codec for fewer pixels where it can: a
@@ -119,8 +119,7 @@ def decode_reduced(
         r = reduce_level(rows, cols, info.levels or 0, opts.min_side)
         if r == 0:
             return None
-        im = Image.open(io.BytesIO(frame))
-        im.reduce = r  # OpenJPEG decodes only the resolution levels it needs
+        im, r = _j2k_reduced(frame, r)
         how = f"JPEG 2000 resolution level 1/{2**r}"
     elif ts == JPEGBaseline8Bit and info.precision == 8:
         scale = 8
@@ -130,11 +129,11 @@ def decode_reduced(
             return None
         im = Image.open(io.BytesIO(frame))
         im.draft("L", (cols // scale, rows // scale))  # libjpeg DCT scaling: 1/2, 1/4 or 1/8
+        im.load()
         how = f"JPEG DCT scaling 1/{scale}"
     else:
         return None
     with im:
-        im.load()
         arr = np.asarray(im)
         mode = im.mode
     if mode.startswith("I;16"):
@@ -143,7 +142,24 @@ def decode_reduced(
         arr = arr >> (8 - info.precision) if info.precision < 8 else arr
     else:
         return None
-    return arr, f"{how}: {rows} x {cols} → {arr.shape[0]} x {arr.shape[1]}"
+    return arr, f"{how}: {rows} x {cols} -> {arr.shape[0]} x {arr.shape[1]}"
+
+
+def _j2k_reduced(frame: bytes, level: int) -> tuple[Image.Image, int]:
+    """Decode at ``level``, else at the next finer levels (OpenJPEG via Pillow refuses some
+    levels of some codestreams, e.g. lossy files whose precincts are coarser than the level)."""
+    for r in range(level, 0, -1):
+        im = Image.open(io.BytesIO(frame))
+        im.reduce = r  # OpenJPEG decodes only the resolution levels it needs
+        try:
+            im.load()
+        except OSError:
+            im.close()
+            if r == 1:
+                raise
+            continue
+        return im, r
+    raise ValueError("no reduction level to try")
 
 
 def decode_stored(ds: Dataset, opts: DecodeOptions, steps: list[str]) -> np.ndarray:
@@ -183,7 +199,7 @@ def to_grey(arr: np.ndarray, ds: Dataset, opts: DecodeOptions, steps: list[str])
     """Apply the pixel steps in the standard's order; returns float32 in [0, 1]."""
     pi = (text(ds, "PhotometricInterpretation") or "").upper()
     if pi in COLOUR:
-        steps.append(f"{pi} → luminance (ITU-R 601), value/max, no stretching")
+        steps.append(f"{pi} -> luminance (ITU-R 601), value/max, no stretching")
         return pixels.colour_to_grey(arr, ds).astype(np.float32)
     mask = pixels.padding_mask(arr, ds)
     if mask is not None:

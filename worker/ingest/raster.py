@@ -1,4 +1,4 @@
-"""PNG and JPEG inputs → grey in [0, 1], with no contrast stretching.
+"""PNG and JPEG inputs -> grey in [0, 1], with no contrast stretching.
 
 Rules (training uses this same loader, so changing them changes the model's input):
 8-bit modes map by value/255 (colour and palette images through PIL's ITU-R 601 luma
@@ -55,7 +55,7 @@ def to_grey(im: Image.Image) -> tuple[np.ndarray, list[str]]:
         raise FailedStudy("floating-point images are not supported (save as 8- or 16-bit)")
     steps = []
     if mode != "L":
-        steps.append(f"{mode} → L (ITU-R 601 luma)")
+        steps.append(f"{mode} -> L (ITU-R 601 luma)")
         im = im.convert("L")
     steps.append("8-bit grey: value/255, no stretching")
     return np.asarray(im, dtype=np.float32) / 255.0, steps
