@@ -61,8 +61,9 @@ def run_nightly(inboxes: Sequence[Path] | None, *, settings: Settings,
         raise ValueError("no inbox folder: pass --inbox DIR or set SCREEN_INBOX_DIRS")
     url = settings.effective_database_url
     with session_scope(url) as session:
-        run = Run(kind="nightly", inboxes={"dirs": [str(d) for d in dirs], "batch_ids": []},
-                  started_at=utcnow(), status="running")
+        # "submitted" stays false while the folders are read: nobody may close the run then.
+        run = Run(kind="nightly", started_at=utcnow(), status="running",
+                  inboxes={"dirs": [str(d) for d in dirs], "batch_ids": [], "submitted": False})
         session.add(run)
         session.flush()
         run_id = run.id
@@ -89,7 +90,8 @@ def run_nightly(inboxes: Sequence[Path] | None, *, settings: Settings,
     with session_scope(url) as session:
         run = session.get(Run, run_id)
         assert run is not None
-        run.inboxes = {"dirs": [str(d) for d in dirs], "batch_ids": batch_ids}
+        run.inboxes = {"dirs": [str(d) for d in dirs], "batch_ids": batch_ids,
+                       "submitted": True}
         run.batch_id = batch_ids[0] if batch_ids else None
         run.n_new = n_new
         if errors:
@@ -130,7 +132,7 @@ def _counts(batch_ids: list[int], *, session: Session) -> dict[str, int]:
 
 def refresh_run(run: Run, *, session: Session, final: bool = False) -> None:
     """Update a run's counts from its studies; close it once none is queued or processing."""
-    if run.status != "running" and not final:
+    if not final and (run.status != "running" or not (run.inboxes or {}).get("submitted")):
         return
     ids = batch_ids_of(run)
     counts = _counts(ids, session=session)
