@@ -25,6 +25,8 @@ from pneumoscreen.worker.ingest.dicom_header import COLOUR, PIXEL_DATA, short
 from pneumoscreen.worker.ingest.errors import FailedStudy, must_propagate
 from pneumoscreen.worker.ingest.metadata import redact, text, transfer_syntax
 
+_ALL_PLUGINS_FAILED = "Unable to decode as exceptions were raised by all available plugins:"
+
 
 @dataclass(frozen=True)
 class DecodeOptions:
@@ -187,7 +189,10 @@ def decode_stored(ds: Dataset, opts: DecodeOptions, steps: list[str]) -> np.ndar
     except BaseException as exc:  # not just Exception: a Rust codec's panic is a BaseException
         if must_propagate(exc):
             raise
-        raise FailedStudy(redact(f"cannot decode {ts.name} pixel data: {short(exc)}", ds)) from exc
+        # pydicom's preamble adds nothing to a reason: keep each plugin's own words.
+        why = str(exc).replace(_ALL_PLUGINS_FAILED, "")
+        reason = f"cannot decode {ts.name} pixel data: {short(ValueError(why), 200)}"
+        raise FailedStudy(redact(reason, ds)) from exc
     shape = (int(ds.Rows), int(ds.Columns))
     if arr.shape[:2] != shape:
         raise FailedStudy(f"decoded pixel array has shape {arr.shape}, expected {shape}")
