@@ -79,6 +79,32 @@ class TestSubmit:
         result = submit_folder(samples, settings=settings)
         assert result.n_new == len(EXPECTED) and result.n_duplicate == 1
 
+    def test_rejected_and_failed_keep_their_header(self, samples: Path, settings) -> None:
+        submit_folder(samples, settings=settings)
+        with session_scope(settings.effective_database_url) as s:
+            ct = s.scalars(sa.select(Study).where(Study.status == StudyStatus.rejected)).one()
+            assert ct.modality == "CT" and ct.sop_instance_uid and "Modality CT" in ct.reason
+
+    def test_good_copy_replaces_a_failed_study_with_the_same_uid(self, tmp_path: Path,
+                                                                 settings) -> None:
+        good = (SAMPLES / "cr_chest_mono2_12bit_windowed.dcm").read_bytes()
+        broken_dir, good_dir = tmp_path / "broken", tmp_path / "good"
+        broken_dir.mkdir()
+        good_dir.mkdir()
+        (broken_dir / "x.dcm").write_bytes(good[: len(good) // 2])
+        (good_dir / "x.dcm").write_bytes(good)
+        url = settings.effective_database_url
+        submit_folder(broken_dir, settings=settings)
+        assert _states(url)["x.dcm"][0] == "failed"
+        replaced = submit_folder(good_dir, settings=settings)
+        assert replaced.n_new == 1
+        with session_scope(url) as s:
+            study = s.scalars(sa.select(Study)).one()
+            assert study.status is StudyStatus.done and study.source_path.startswith(str(good_dir))
+        again = submit_folder(broken_dir, settings=settings)  # the damaged copy adds nothing now
+        assert again.n_new == 0 and again.n_duplicate == 1
+        assert _states(url)["x.dcm"][0] == "done"
+
     def test_batches_split_by_batch_size(self, samples: Path, settings) -> None:
         result = submit_folder(samples, settings=settings, batch_size=2)
         assert result.n_tasks == 3  # five screenable studies in batches of two

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -82,8 +82,9 @@ def examine(path: Path, settings: Settings) -> Candidate | None:
     sha = file_sha256(path)
     try:
         found = probe(path, settings)
-    except IngestError as exc:
-        return Candidate(path, fmt, sha, status=StudyStatus(exc.status), reason=str(exc))
+    except IngestError as exc:  # kept, with whatever the header told us, never dropped
+        return Candidate(path, fmt, sha, exc.sop_instance_uid, status=StudyStatus(exc.status),
+                         reason=str(exc), metadata=exc.metadata)
     return Candidate(path, found.format, sha, found.sop_instance_uid, metadata=found.metadata)
 
 
@@ -94,26 +95,47 @@ def _path_hash(path: Path) -> str:
     return hashlib.sha256(b"unreadable:" + str(path.resolve()).encode()).hexdigest()
 
 
+def _apply(study: Study, cand: Candidate, batch: Batch, columns: set[str]) -> None:
+    study.sha256, study.sop_instance_uid = cand.sha256, cand.sop_instance_uid
+    study.source_path, study.format = str(cand.path.resolve()), cand.format
+    study.status, study.reason, study.batch_id = cand.status, cand.reason, batch.id
+    study.finished_at = utcnow() if cand.status in StudyStatus.final() else None
+    for key, value in cand.metadata.items():
+        if key in columns:
+            setattr(study, key, value)
+
+
 def register(candidates: Iterable[Candidate], batch: Batch, *, session: Session,
              reporter: Reporter) -> tuple[list[int], int]:
-    """Insert the studies not seen before (by content hash or SOP Instance UID)."""
+    """Insert the studies not seen before (by content hash or SOP Instance UID).
+
+    A study that failed (say, a damaged copy) is replaced by a readable file with the same SOP
+    Instance UID, so one broken transfer cannot block the good one for ever.
+    """
     new_ids: list[int] = []
     duplicates = 0
-    columns = set(Study.__table__.columns.keys())
+    columns = set(Study.__table__.columns.keys()) - {"id", "sha256", "sop_instance_uid"}
     for cand in candidates:
         reporter.advance("register")
-        clauses = [Study.sha256 == cand.sha256]
-        if cand.sop_instance_uid:
-            clauses.append(Study.sop_instance_uid == cand.sop_instance_uid)
-        if session.scalar(select(Study.id).where(or_(*clauses)).limit(1)) is not None:
+        if session.scalar(select(Study.id).where(Study.sha256 == cand.sha256)) is not None:
             duplicates += 1
             continue
-        study = Study(sha256=cand.sha256, sop_instance_uid=cand.sop_instance_uid,
-                      source_path=str(cand.path.resolve()), format=cand.format,
-                      status=cand.status, reason=cand.reason, batch_id=batch.id,
-                      **{k: v for k, v in cand.metadata.items() if k in columns})
-        if cand.status in StudyStatus.final():
-            study.finished_at = utcnow()
+        same_uid = None
+        if cand.sop_instance_uid:
+            same_uid = session.scalars(select(Study).where(
+                Study.sop_instance_uid == cand.sop_instance_uid)).first()
+        if same_uid is not None:
+            if same_uid.status != StudyStatus.failed or cand.status == StudyStatus.failed:
+                duplicates += 1
+                continue
+            log.info("study %s: a readable copy replaces the failed one", same_uid.id)
+            _apply(same_uid, cand, batch, columns)
+            same_uid.attempts = 0
+            session.flush()
+            new_ids.append(same_uid.id)
+            continue
+        study = Study()
+        _apply(study, cand, batch, columns)
         try:
             with session.begin_nested():  # a concurrent submit may have registered it meanwhile
                 session.add(study)
