@@ -70,7 +70,8 @@ class TestPrefetched:
 
 
 class TestChunkedBatch:
-    def test_one_model_call_per_chunk_and_every_study_recorded(self, tmp_path: Path) -> None:
+    def test_one_model_call_per_chunk_and_every_study_recorded(
+            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         import sqlalchemy as sa
 
         from pneumoscreen.db import Prediction, Study, StudyStatus, session_scope
@@ -81,12 +82,8 @@ class TestChunkedBatch:
         make_pngs(tmp_path / "in", 5, size=64)
         settings = get_settings().model_copy(update={"model_batch_size": 2,
                                                      "decode_threads": 2})
-        original_enqueue = submit_mod.enqueue
-        submit_mod.enqueue = lambda result, **kw: None  # register only
-        try:
-            ids = submit_mod.submit_folder(tmp_path / "in", settings=settings).queued_ids
-        finally:
-            submit_mod.enqueue = original_enqueue
+        monkeypatch.setattr(submit_mod, "enqueue", lambda result, **kw: None)  # register only
+        ids = submit_mod.submit_folder(tmp_path / "in", settings=settings).queued_ids
         model = get_model(settings)
         calls: list[int] = []
         original = model.predict_batch
@@ -108,7 +105,8 @@ class TestChunkedBatch:
             reasons = set(session.scalars(sa.select(Study.reason)))
         assert statuses == {StudyStatus.done} and reasons == {None}
 
-    def test_a_failed_batch_gives_its_studies_back(self, tmp_path: Path) -> None:
+    def test_a_failed_batch_gives_its_studies_back(
+            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         import sqlalchemy as sa
 
         from pneumoscreen.db import Study, StudyStatus, session_scope
@@ -118,12 +116,8 @@ class TestChunkedBatch:
 
         make_pngs(tmp_path / "in", 3, size=64)
         settings = get_settings()
-        original_enqueue = submit_mod.enqueue
-        submit_mod.enqueue = lambda result, **kw: None
-        try:
-            ids = submit_mod.submit_folder(tmp_path / "in", settings=settings).queued_ids
-        finally:
-            submit_mod.enqueue = original_enqueue
+        monkeypatch.setattr(submit_mod, "enqueue", lambda result, **kw: None)
+        ids = submit_mod.submit_folder(tmp_path / "in", settings=settings).queued_ids
         model = get_model(settings)
         original = model.predict_batch
 
