@@ -17,7 +17,7 @@ def test_embedded_defaults(isolated_settings: Path) -> None:
     s = Settings()
     assert s.eager and s.broker_url is None
     assert s.effective_database_url == f"sqlite:///{isolated_settings / 'pneumoscreen.sqlite3'}"
-    assert s.model_path is None and s.batch_size == 32
+    assert s.model_path is None and (s.batch_size, s.model_batch_size) == (128, 32)
 
 
 def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

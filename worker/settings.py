@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     )
     result_backend: str | None = Field(None, description="Celery result backend; optional.")
     model_path: Path | None = Field(None, description="A .keras file; default: the bundled model.")
-    batch_size: int = Field(32, ge=1, le=4096, description="Studies per task and per model call.")
+    batch_size: int = Field(128, ge=1, le=65536, description="Studies per queued task.")
     patient_key: str | None = Field(
         None, description="Key for pseudonymising patient ids; default: made once in data_dir."
     )
@@ -58,7 +58,9 @@ class Settings(BaseSettings):
     accept_modalities: list[str] = ["CR", "DX"]
     accept_body_parts: list[str] = ["CHEST", "THORAX", "LUNG", "TORSO", ""]
     reject_view_positions: list[str] = ["LL", "RL", "LATERAL", "LAT", "RLD", "LLD"]
-    max_pixels: int = Field(60_000_000, ge=1, description="Rows*Columns limit (decompression bombs).")
+    max_pixels: int = Field(
+        60_000_000, ge=1, description="Rows*Columns limit (decompression bombs)."
+    )
     reduced_resolution: bool = Field(True, description="Decode J2K at a lower resolution level.")
     reduced_min_side: int = Field(
         256, ge=64, description="Reduced decoding keeps at least this many pixels per side."
@@ -75,7 +77,7 @@ class Settings(BaseSettings):
     # Worker runtime.
     decode_threads: int = Field(2, ge=1, le=64, description="Threads decoding the next batch.")
     model_batch_size: int = Field(
-        16, ge=1, le=4096,
+        32, ge=1, le=4096,
         description="Studies per model call inside a task; the next chunk decodes meanwhile.",
     )
     visibility_timeout: int = Field(
