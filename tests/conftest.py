@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from live import fresh_pg_database
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SCREEN_SHARED_DIR", REPO.parent / "shared"))
-PG_ADMIN_URL = os.environ.get(
-    "SCREEN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 
 
 @pytest.fixture(autouse=True)
@@ -43,38 +41,29 @@ def shared_dir() -> Path:
     return SHARED
 
 
-def _pg_available() -> bool:
-    try:
-        import sqlalchemy as sa
-
-        with sa.create_engine(PG_ADMIN_URL).connect() as conn:
-            conn.execute(sa.text("select 1"))
-        return True
-    except Exception:
-        return False
-
-
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for this test, dropped afterwards."""
-    import sqlalchemy as sa
-
-    if not _pg_available():
-        pytest.skip(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
-    name = f"pneumoscreen_t_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
+    with fresh_pg_database() as url:
         yield url
-    finally:
-        from pneumoscreen.db import reset_engines
 
-        reset_engines()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+
+@pytest.fixture
+def count_predict_calls(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], list[int]]:
+    """Spy on a loaded model: returns the list of batch sizes its ``predict_batch`` receives."""
+
+    def install(model: Any) -> list[int]:
+        calls: list[int] = []
+        original = model.predict_batch
+
+        def counting(batch: Any) -> Any:
+            calls.append(len(batch))
+            return original(batch)
+
+        monkeypatch.setattr(model, "predict_batch", counting)
+        return calls
+
+    return install
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -6,17 +6,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import PG_ADMIN_URL, _pg_available
 from live import (
     REDIS_URL,
     WorkerProcess,
+    fresh_pg_database,
     make_pngs,
     redis_or_skip,
     run_screen,
@@ -30,18 +29,8 @@ pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def module_pg() -> Iterator[str]:
     """One fresh PostgreSQL database shared by this module's tests (and its workers)."""
-    if not _pg_available():
-        pytest.skip(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
-    name = f"pneumoscreen_t_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_pg_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

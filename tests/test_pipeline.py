@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -130,7 +132,9 @@ class TestBatch:
     def _register(self, folder: Path, settings) -> list[int]:  # type: ignore[no-untyped-def]
         return submit_folder(folder, settings=settings).queued_ids
 
-    def test_one_model_call_per_batch_and_bad_files_fail_alone(self, tmp_path: Path) -> None:
+    def test_one_model_call_per_batch_and_bad_files_fail_alone(
+        self, tmp_path: Path, count_predict_calls: Callable[[Any], list[int]]
+    ) -> None:
         settings = get_settings()
         folder = tmp_path / "in"
         folder.mkdir()
@@ -144,18 +148,8 @@ class TestBatch:
         assert 4 <= len(ids) <= 6
 
         model = load_model()
-        calls: list[int] = []
-        original = model.predict_batch
-
-        def counting(batch: np.ndarray) -> np.ndarray:
-            calls.append(len(batch))
-            return original(batch)
-
-        model.predict_batch = counting  # type: ignore[method-assign]
-        try:
-            outcome = screen_batch(ids, settings, model=model)
-        finally:
-            model.predict_batch = original  # type: ignore[method-assign]
+        calls = count_predict_calls(model)
+        outcome = screen_batch(ids, settings, model=model)
         assert calls == [4]
         assert (outcome.screened, outcome.failed) == (4, len(ids) - 4)
         states = _states(settings.effective_database_url)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -71,7 +73,8 @@ class TestPrefetched:
 
 class TestChunkedBatch:
     def test_one_model_call_per_chunk_and_every_study_recorded(
-            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+            count_predict_calls: Callable[[Any], list[int]]) -> None:
         import sqlalchemy as sa
 
         from pneumoscreen.db import Prediction, Study, StudyStatus, session_scope
@@ -85,18 +88,8 @@ class TestChunkedBatch:
         monkeypatch.setattr(submit_mod, "enqueue", lambda result, **kw: None)  # register only
         ids = submit_mod.submit_folder(tmp_path / "in", settings=settings).queued_ids
         model = get_model(settings)
-        calls: list[int] = []
-        original = model.predict_batch
-
-        def counting(batch: np.ndarray) -> np.ndarray:
-            calls.append(len(batch))
-            return original(batch)
-
-        model.predict_batch = counting  # type: ignore[method-assign]
-        try:
-            outcome = screen_batch(ids, settings, model=model)
-        finally:
-            model.predict_batch = original  # type: ignore[method-assign]
+        calls = count_predict_calls(model)
+        outcome = screen_batch(ids, settings, model=model)
         assert calls == [2, 2, 1]
         assert outcome.screened == 5 and not outcome.busy
         with session_scope(settings.effective_database_url) as session:
