@@ -70,16 +70,12 @@ def status_counts(*, session: Session, batch_id: int | None = None) -> dict[str,
     for status, n in session.execute(query).all():
         counts[StudyStatus(status).value] = n
     counts["total"] = sum(counts.values())
-    if batch_id is None:
-        counts["flagged"] = session.scalar(
-            select(func.count()).select_from(Prediction)
-            .where(Prediction.id.in_(select(_latest_prediction_ids().c.id)),
-                   Prediction.flagged.is_(True))) or 0
-    else:
-        counts["flagged"] = session.scalar(
-            select(func.count()).select_from(Prediction).join(Study)
-            .where(Study.batch_id == batch_id, Prediction.flagged.is_(True),
-                   Prediction.id.in_(select(_latest_prediction_ids().c.id)))) or 0
+    flagged_q = (select(func.count()).select_from(Prediction).join(Study)
+                 .where(Prediction.flagged.is_(True),
+                        Prediction.id.in_(select(_latest_prediction_ids().c.id))))
+    if batch_id is not None:
+        flagged_q = flagged_q.where(Study.batch_id == batch_id)
+    counts["flagged"] = session.scalar(flagged_q) or 0
     return counts
 
 
