@@ -178,8 +178,8 @@ def write_report(ev: Evaluation, out_dir: Path, *, model_label: str,
     cr = m["classification_report"]
     cr_rows = "\n".join(
         f"<tr><td>{html.escape(name)}</td>" + "".join(
-            f"<td>{_num(float(cr[name][k]))}</td>" for k in ("precision", "recall", "f1-score",
-                                                              "support")) + "</tr>"
+            f"<td>{_num(float(cr[name][k]))}</td>" for k in ("precision", "recall", "f1-score"))
+        + f"<td>{int(cr[name]['support'])}</td></tr>"
         for name in ("NORMAL", "PNEUMONIA", "macro avg", "weighted avg") if name in cr)
     figs = "\n".join(f"<figure><img src='{f}' alt='{html.escape(t)}'><figcaption>"
                      f"{html.escape(t)}</figcaption></figure>" for t, f in figures)

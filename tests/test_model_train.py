@@ -149,3 +149,27 @@ class TestCli:
         assert good["flagged"] == (good["probability"] >= spec["threshold"])
         assert bad["status"] == "failed" and bad["probability"] is None
         assert "not a DICOM, PNG or JPEG" in bad["reason"]
+
+
+def test_ship_copies_a_loadable_bundle(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    from pneumoscreen.model.bundle import BUNDLED_NAME, load_model
+    from pneumoscreen.model.ship import ship
+
+    _, run = trained
+    target = ship(run, tmp_path / "bundled")
+    assert target.name == BUNDLED_NAME
+    assert (tmp_path / "bundled" / MANIFEST_NAME).is_file()
+    assert load_model(target).spec.sha256 == load_model(run / "model.keras").spec.sha256
+
+
+def test_bundled_model_is_trained_and_small() -> None:
+    """The worker's default model is the trained CNN, not the placeholder, and under 20 MiB."""
+    from pneumoscreen.model.bundle import bundled_model_path, read_spec, sidecar_path
+
+    path = bundled_model_path()
+    spec = read_spec(path)
+    assert spec.trained and spec.target_recall == 0.95
+    assert 0.0 < spec.threshold < 1.0
+    assert path.stat().st_size <= 20 * 1024 * 1024
+    assert (path.parent / MANIFEST_NAME).is_file()
+    assert json.loads(sidecar_path(path).read_text())["sha256"] == spec.sha256

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from pneumoscreen.worker.cli.output import (
     Format,
@@ -184,7 +185,7 @@ def evaluate_cmd(
     if fmt is Format.json:
         print_json({**headline(m), "report": str(report), "report_id": report_id})
         return
-    console.print(f"[bold]{loaded.spec.label}[/] on {m['dataset']}")
+    console.print(f"[bold]{escape(loaded.spec.label)}[/] on {escape(m['dataset'])}")
     rows = [("n", f"{m['n']} ({m['n_pneumonia']} pneumonia, {m['n_normal']} normal"
                   f", {m['unreadable']} unreadable)"),
             ("AUC", _fmt(m["auc"], 4) + _ci(m, "auc")),
@@ -243,9 +244,9 @@ def predict_cmd(
     console.print(f"model {loaded.spec.label}, threshold {threshold:.4f} "
                   f"(flagged when probability ≥ threshold)")
     console.print(make_table(None, ["file", "probability", "flagged", "note"], [
-        (r["file"], _fmt(r["probability"], 4),
+        (escape(r["file"]), _fmt(r["probability"], 4),
          {True: "[bold red]FLAGGED[/]", False: "no", None: "—"}[r["flagged"]],
-         r.get("reason", "")) for r in results]))
+         escape(r.get("reason", ""))) for r in results]))
 
 
 def reports_cmd(
@@ -274,7 +275,8 @@ def reports_cmd(
         return
     console.print(make_table("Evaluation reports", [
         "id", "created", "model", "dataset", "n", "AUC", "threshold", "recall", "spec.", "report"],
-        [(d["id"], f"{d['created_at']:%Y-%m-%d %H:%M}", d["model"], d["dataset"], d["n"],
+        [(d["id"], f"{d['created_at']:%Y-%m-%d %H:%M}", escape(d["model"]), escape(d["dataset"]),
+          d["n"],
           _fmt(d["auc"], 4), _fmt(d["threshold"], 4), _fmt(d["recall"]),
           _fmt(d["specificity"]), d["report_path"] or "") for d in data]))
 
