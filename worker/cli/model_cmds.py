@@ -246,7 +246,7 @@ def predict_cmd(
     console.print(make_table(None, ["file", "probability", "flagged", "note"], [
         (escape(r["file"]), _fmt(r["probability"], 4),
          {True: "[bold red]FLAGGED[/]", False: "no", None: "—"}[r["flagged"]],
-         escape(r.get("reason", ""))) for r in results]))
+         escape(f"{r['status']}: {r['reason']}" if "reason" in r else "")) for r in results]))
 
 
 def reports_cmd(
