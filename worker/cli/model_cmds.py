@@ -180,7 +180,7 @@ def evaluate_cmd(
     command = "screen " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report = write_report(ev, out, model_label=loaded.spec.label,
                           history=loaded.spec.extra.get("history"), command=command)
-    report_id = store(ev, loaded, report) if save else None
+    report_id = store(ev, loaded, report.resolve()) if save else None  # readable from anywhere
     m = ev.metrics
     if fmt is Format.json:
         print_json({**headline(m), "report": str(report), "report_id": report_id})
