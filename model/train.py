@@ -52,7 +52,7 @@ class TrainConfig:
     data_dir: Path
     out_dir: Path
     arch: str = "cnn-s"
-    input_size: int = 128
+    input_size: int = 96  # the shipped model's; see model/bundled/MODEL_CARD.md
     epochs: int = 30
     batch_size: int = 32
     learning_rate: float = 1e-3
