@@ -141,7 +141,8 @@ def submit(
         f"Batch [bold]{result.batch_id}[/]: {result.n_files} files, {result.n_new} new studies "
         f"({len(result.queued_ids)} to screen, {result.n_rejected} rejected, "
         f"{result.n_failed} failed), {result.n_duplicate} already registered, "
-        f"{result.n_skipped} not images; {result.n_tasks} tasks.", highlight=False)
+        f"{result.n_skipped} not images; "
+        f"{result.n_tasks} task{'' if result.n_tasks == 1 else 's'}.", highlight=False)
     if result.n_new == 0 and result.n_duplicate:
         console.print("Nothing new: every image here was submitted before.")
     if settings.eager or wait:
