@@ -89,6 +89,9 @@ class Study(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # While processing: which task holds the study, and since when (the lease starts there).
+    claim_token: Mapped[str | None] = mapped_column(String(64))
+    claimed_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(
         default=utcnow, onupdate=utcnow, server_default=func.now()

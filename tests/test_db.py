@@ -23,7 +23,7 @@ def _model_version(session: sa.orm.Session, sha: str = "a" * 64) -> ModelVersion
 class TestMigrations:
     def test_first_use_upgrades_to_head(self, db_url: str) -> None:
         engine = get_engine(db_url)
-        assert current(engine) == "0001"
+        assert current(engine) == "0002"
         tables = set(sa.inspect(engine).get_table_names())
         assert {"studies", "batches", "predictions", "model_versions", "evaluation_reports",
                 "runs", "alembic_version"} <= tables
@@ -40,6 +40,33 @@ class TestMigrations:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
             diff = compare_metadata(ctx, Base.metadata)
         assert diff == []
+
+
+    def test_upgrade_keeps_rows_and_downgrade_works(self, db_url: str) -> None:
+        from pneumoscreen.db.migrate import alembic_config, upgrade
+
+        engine = sa.create_engine(db_url)
+        try:
+            upgrade(engine, "0001")
+            with engine.begin() as conn:
+                conn.execute(sa.text(
+                    "INSERT INTO studies (sha256, source_path, format, status, attempts) "
+                    "VALUES ('s', '/a.png', 'png', 'queued', 0)"))
+            upgrade(engine, "head")
+            with engine.connect() as conn:
+                row = conn.execute(sa.text("SELECT source_path, claim_token FROM studies")).one()
+            assert tuple(row) == ("/a.png", None)
+            from alembic import command
+
+            cfg = alembic_config(engine)
+            with engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.downgrade(cfg, "0001")
+            assert current(engine) == "0001"
+            columns = {c["name"] for c in sa.inspect(engine).get_columns("studies")}
+            assert "claim_token" not in columns
+        finally:
+            engine.dispose()
 
 
 class TestConstraints:
@@ -116,4 +143,4 @@ def test_concurrent_first_use_on_postgres(pg_url: str) -> None:
                               stderr=subprocess.PIPE, text=True) for _ in range(3)]
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in results]
-    assert [out.strip() for out, _ in results] == ["0001"] * 3
+    assert [out.strip() for out, _ in results] == ["0002"] * 3

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from pneumoscreen.db import Batch, Prediction, Study, StudyStatus, session_scope
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.db.repository import get_or_create_model_version
-from pneumoscreen.worker.batch import CLAIM_PREFIX, claim
+from pneumoscreen.worker.batch import claim
 
 LEASE = 600
 
@@ -44,8 +44,9 @@ class TestClaim:
         second = _claim(db_url, ids, mv, "t2")  # a duplicate task on another worker
         assert second.todo == [] and second.busy == ids
         with session_scope(db_url) as session:
-            rows = session.execute(sa.select(Study.status, Study.attempts, Study.reason)).all()
-        assert rows == [(StudyStatus.processing, 1, CLAIM_PREFIX + "t1")] * 4
+            rows = session.execute(sa.select(Study.status, Study.attempts, Study.claim_token,
+                                             Study.reason)).all()
+        assert rows == [(StudyStatus.processing, 1, "t1", None)] * 4
 
     def test_the_same_task_takes_its_studies_back(self, db_url: str) -> None:
         ids, mv = _setup(db_url, 2)

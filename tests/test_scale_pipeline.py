@@ -96,7 +96,8 @@ class TestChunkedBatch:
             assert session.scalar(sa.select(sa.func.count()).select_from(Prediction)) == 5
             statuses = set(session.scalars(sa.select(Study.status)))
             reasons = set(session.scalars(sa.select(Study.reason)))
-        assert statuses == {StudyStatus.done} and reasons == {None}
+            tokens = set(session.scalars(sa.select(Study.claim_token)))
+        assert statuses == {StudyStatus.done} and reasons == {None} and tokens == {None}
 
     def test_a_failed_batch_gives_its_studies_back(
             self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

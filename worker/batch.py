@@ -40,7 +40,6 @@ from pneumoscreen.worker.settings import Settings
 log = logging.getLogger(__name__)
 
 SCREENABLE = (StudyStatus.queued, StudyStatus.processing)
-CLAIM_PREFIX = "processing: claim "  # Study.reason while processing: who holds the study
 
 
 @dataclass
@@ -135,30 +134,31 @@ def claim(study_ids: Sequence[int], mv_id: int, *, session: Session, token: str,
     """
     ids = list(study_ids)
     now = now or utcnow()
-    marker = CLAIM_PREFIX + token
     stale = now - dt.timedelta(seconds=lease_s)
     takeable = or_(
         Study.status == StudyStatus.queued,
         and_(Study.status == StudyStatus.processing,
-             or_(Study.reason == marker, Study.updated_at < stale)),
+             or_(Study.claim_token == token, Study.claimed_at.is_(None),
+                 Study.claimed_at < stale)),
     )
     predicted = exists().where(Prediction.study_id == Study.id,
                                Prediction.model_version_id == mv_id)
-    # Predicted but not marked done: written by an older version of this code; just finish it.
+    # Predicted but not marked done (the worker died between the two): just finish it.
     session.execute(update(Study).where(Study.id.in_(ids), takeable, predicted)
-                    .values(status=StudyStatus.done, reason=None, finished_at=now, updated_at=now)
+                    .values(status=StudyStatus.done, reason=None, finished_at=now,
+                            updated_at=now, claim_token=None, claimed_at=None)
                     .execution_options(synchronize_session=False))
     wanted = or_(takeable, Study.status == StudyStatus.done) if rescreen else takeable
     rows = session.execute(
         update(Study).where(Study.id.in_(ids), wanted, ~predicted)
-        .values(status=StudyStatus.processing, reason=marker, attempts=Study.attempts + 1,
-                updated_at=now)
+        .values(status=StudyStatus.processing, claim_token=token, claimed_at=now,
+                attempts=Study.attempts + 1, updated_at=now)
         .returning(Study.id, Study.source_path)
         .execution_options(synchronize_session=False)).all()
     todo = sorted((int(i), str(p)) for i, p in rows)
     busy = sorted(session.scalars(select(Study.id).where(
         Study.id.in_(ids), Study.status == StudyStatus.processing,
-        or_(Study.reason.is_(None), Study.reason != marker))).all())
+        or_(Study.claim_token.is_(None), Study.claim_token != token))).all())
     return Claim(todo=todo, skipped=len(ids) - len(todo) - len(busy), busy=busy)
 
 
@@ -168,8 +168,9 @@ def release(token: str, *, url: str) -> None:
         with session_scope(url) as session:
             session.execute(update(Study)
                             .where(Study.status == StudyStatus.processing,
-                                   Study.reason == CLAIM_PREFIX + token)
-                            .values(status=StudyStatus.queued, reason=None, updated_at=utcnow())
+                                   Study.claim_token == token)
+                            .values(status=StudyStatus.queued, claim_token=None,
+                                    claimed_at=None, updated_at=utcnow())
                             .execution_options(synchronize_session=False))
     except Exception:  # the database itself may be what failed; the lease covers that case
         log.warning("could not release claim %s; its studies wait for the lease", token,
@@ -256,6 +257,7 @@ def record(prepared: list[Prepared], ready: list[Prepared], probabilities: np.nd
             if key in columns and value is not None:
                 setattr(study, key, value)
         study.finished_at = now
+        study.claim_token = study.claimed_at = None
         if p.tensor is not None:
             study.status, study.reason = StudyStatus.done, None
             outcome.screened += 1

@@ -96,7 +96,8 @@ def left_over(*, session: Session, lease_s: float,
     rows = session.execute(
         select(Study.id, Study.batch_id, Study.status)
         .where(or_(Study.status == StudyStatus.queued,
-                   (Study.status == StudyStatus.processing) & (Study.updated_at < stale)))
+                   (Study.status == StudyStatus.processing)
+                   & or_(Study.claimed_at.is_(None), Study.claimed_at < stale)))
         .order_by(Study.id)).all()
     groups: dict[int | None, list[int]] = defaultdict(list)
     for study_id, batch_id, _status in rows:
