@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from pneumoscreen.model import metrics as M
-from pneumoscreen.model.bundle import LoadedModel
+from pneumoscreen.model.bundle import LoadedModel, ModelSpec
 from pneumoscreen.model.dataset import (
     CLASSES,
     MANIFEST_NAME,
@@ -116,21 +116,30 @@ def headline(m: dict[str, Any]) -> dict[str, Any]:
     return {**{k: m[k] for k in keys}, **{k: v for k, v in m.items() if k not in keys}}
 
 
-def store(ev: Evaluation, model: LoadedModel, report_path: Path | None) -> int:
-    """Save the evaluation as an ``evaluation_reports`` row; returns its id."""
+def record(spec: ModelSpec, metrics: dict[str, Any], *, dataset: str,
+           report_path: Path | str | None) -> int:
+    """Save metrics as an ``evaluation_reports`` row of ``spec``'s model version; returns its id."""
     from pneumoscreen.db.models import EvaluationReport
     from pneumoscreen.db.repository import model_version_for
     from pneumoscreen.db.session import session_scope
 
-    metrics = json.loads(json.dumps(ev.metrics, default=float).replace("NaN", "null"))
+    # NaN (e.g. AUC of a one-class set) is not JSON: store it as null.
+    clean = json.loads(json.dumps(metrics, default=float).replace("NaN", "null"))
     with session_scope() as session:
-        mv = model_version_for(model.spec, session=session)
-        row = EvaluationReport(model_version_id=mv.id, dataset=ev.dataset.description,
-                               n=int(ev.metrics["n"]), metrics=metrics,
+        mv = model_version_for(spec, session=session)
+        row = EvaluationReport(model_version_id=mv.id, dataset=dataset, n=int(metrics["n"]),
+                               metrics=clean,
                                report_path=str(report_path) if report_path else None)
         session.add(row)
         session.flush()
         return int(row.id)
 
 
-__all__ = ["CLASSES", "Dataset", "Evaluation", "evaluate", "headline", "resolve_dataset", "store"]
+def store(ev: Evaluation, model: LoadedModel, report_path: Path | None) -> int:
+    """Save the evaluation as an ``evaluation_reports`` row; returns its id."""
+    return record(model.spec, ev.metrics, dataset=ev.dataset.description,
+                  report_path=report_path)
+
+
+__all__ = ["CLASSES", "Dataset", "Evaluation", "evaluate", "headline", "record",
+           "resolve_dataset", "store"]

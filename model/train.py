@@ -271,18 +271,12 @@ def _headline(m: dict[str, Any]) -> dict[str, Any]:
 def register_run(spec: ModelSpec, internal: dict[str, Any], *, dataset: str,
                  report_path: str | None) -> None:
     """Record the model version and, when there is one, its internal-test evaluation."""
-    from pneumoscreen.db.models import EvaluationReport
     from pneumoscreen.db.repository import model_version_for
     from pneumoscreen.db.session import session_scope
+    from pneumoscreen.model.evaluate import record
 
+    if internal:
+        record(spec, internal, dataset=dataset, report_path=report_path)
+        return
     with session_scope() as session:
-        mv = model_version_for(spec, session=session)
-        if internal:
-            session.add(EvaluationReport(model_version_id=mv.id, dataset=dataset,
-                                         n=int(internal["n"]), metrics=_jsonable(internal),
-                                         report_path=report_path))
-
-
-def _jsonable(obj: Any) -> Any:
-    """NaN is not JSON: store it as null."""
-    return json.loads(json.dumps(obj, default=float).replace("NaN", "null"))
+        model_version_for(spec, session=session)
