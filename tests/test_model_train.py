@@ -82,6 +82,23 @@ class TestTrain:
         test = spec.extra["metrics"]["internal-test"]
         assert {"auc", "recall", "specificity", "ci95"} <= test.keys()
 
+    def test_registers_the_model_and_its_internal_test(self, trained: tuple[Path, Path]) -> None:
+        import sqlalchemy as sa
+
+        from pneumoscreen.db import EvaluationReport, ModelVersion, session_scope
+        from pneumoscreen.model.bundle import file_sha256
+
+        _, run = trained
+        url = f"sqlite:///{run.parent / 'state' / 'pneumoscreen.sqlite3'}"
+        metrics = json.loads((run / "metrics.json").read_text())["internal-test"]
+        with session_scope(url) as session:
+            mv = session.scalars(sa.select(ModelVersion)).one()
+            report = session.scalars(sa.select(EvaluationReport)).one()
+            assert mv.file_sha256 == file_sha256(run / "model.keras") and mv.trained
+            assert report.model_version_id == mv.id and "internal-test" in report.dataset
+            assert report.n == metrics["n"]
+            assert report.metrics["recall"] == pytest.approx(metrics["recall"])
+
     def test_threshold_reaches_target_recall_on_validation(self, trained: tuple[Path, Path]
                                                            ) -> None:
         _, run = trained
