@@ -28,13 +28,10 @@ def _stamp() -> str:
 
 
 def _runtime() -> Any:
-    from pneumoscreen.model.runtime import RuntimeConfig
+    from pneumoscreen.worker.batch import runtime_config
     from pneumoscreen.worker.settings import get_settings
 
-    s = get_settings()
-    return RuntimeConfig(device=s.device, mixed_precision=s.mixed_precision,
-                         memory_growth=s.memory_growth, intra_threads=s.tf_intra_threads,
-                         inter_threads=s.tf_inter_threads)
+    return runtime_config(get_settings())
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
