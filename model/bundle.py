@@ -99,6 +99,22 @@ def read_spec(model_path: Path) -> ModelSpec:
         raise ModelFileError(f"model sidecar {side} is not valid: {exc}") from exc
 
 
+def verified_spec(model_path: Path, *, verify: bool = True) -> ModelSpec:
+    """The sidecar's spec with ``sha256`` set to the file's own hash.
+
+    ``verify`` refuses a file whose hash differs from the one its sidecar records, so a swapped
+    file cannot pass as another version.
+    """
+    spec = read_spec(model_path)
+    sha = file_sha256(model_path)
+    if verify and spec.sha256 and spec.sha256 != sha:
+        raise ModelFileError(
+            f"{model_path} has sha256 {sha[:12]}…, its sidecar says {spec.sha256[:12]}…"
+        )
+    spec.sha256 = sha
+    return spec
+
+
 class LoadedModel:
     """A Keras model with its spec; ``predict_batch`` is the single batched inference call."""
 
@@ -134,20 +150,14 @@ def load_model(path: Path | str | None = None, *, verify: bool = True,
                runtime: Any | None = None) -> LoadedModel:
     """Load (once per process) the model at ``path``, default the bundled one.
 
-    ``verify`` checks the file against the sidecar's sha256, so a swapped file cannot pass as
-    another version. ``runtime`` is a :class:`~pneumoscreen.model.runtime.RuntimeConfig`.
+    ``verify``: see :func:`verified_spec`. ``runtime`` is a
+    :class:`~pneumoscreen.model.runtime.RuntimeConfig`.
     """
     from pneumoscreen.model.runtime import RuntimeConfig, configure
 
     model_path = Path(path) if path else bundled_model_path()
-    spec = read_spec(model_path)
-    sha = file_sha256(model_path)
-    if verify and spec.sha256 and spec.sha256 != sha:
-        raise ModelFileError(
-            f"{model_path} has sha256 {sha[:12]}…, its sidecar says {spec.sha256[:12]}…"
-        )
-    spec.sha256 = sha
-    key = (str(model_path.resolve()), sha)
+    spec = verified_spec(model_path, verify=verify)
+    key = (str(model_path.resolve()), spec.sha256)
     with _cache_lock:
         if key not in _cache:
             device = configure(runtime or RuntimeConfig())

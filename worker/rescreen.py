@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from pneumoscreen.db import Batch, ModelVersion, Prediction, Study, StudyStatus, session_scope
 from pneumoscreen.db.models import utcnow
-from pneumoscreen.db.repository import get_or_create_model_version
-from pneumoscreen.model.bundle import ModelFileError, file_sha256, read_spec
+from pneumoscreen.db.repository import model_version_for
+from pneumoscreen.model.bundle import ModelFileError, verified_spec
 from pneumoscreen.worker.settings import Settings
 from pneumoscreen.worker.submit import Reporter, SubmitResult, _Silent, enqueue
 
@@ -46,15 +46,9 @@ def resolve_model(ref: str, *, session: Session) -> Path:
 
 def register_model(path: Path, *, session: Session) -> ModelVersion:
     """The model version row for ``path``, with the path stored in its sidecar JSON."""
-    spec = read_spec(path)
-    sha = file_sha256(path)
-    if spec.sha256 and spec.sha256 != sha:
-        raise ModelFileError(f"{path} has sha256 {sha[:12]}…, its sidecar says {spec.sha256[:12]}…")
-    spec.sha256 = sha
-    mv = get_or_create_model_version(
-        session=session, name=spec.name, version=spec.version, file_sha256=sha,
-        input_spec=spec.input_spec, threshold=spec.threshold, target_recall=spec.target_recall,
-        trained=spec.trained, sidecar={**spec.to_json(), "path": str(path)})
+    spec = verified_spec(path)
+    spec.extra["path"] = str(path)
+    mv = model_version_for(spec, session=session)
     if (mv.sidecar or {}).get("path") != str(path):
         mv.sidecar = {**(mv.sidecar or {}), "path": str(path)}  # a new dict: JSON is not mutable
     return mv
