@@ -123,6 +123,14 @@ class TestConstraints:
         with session_scope(db_url) as s:
             assert s.scalars(sa.select(Study.status)).one() is StudyStatus.rejected
 
+    def test_timestamps_come_back_timezone_aware(self, db_url: str) -> None:
+        with session_scope(db_url) as s:
+            s.add(Study(sha256="t" * 64, source_path="/a", format="png"))
+        with session_scope(db_url) as s:
+            created = s.scalars(sa.select(Study.created_at)).one()
+            latest = s.scalar(sa.select(sa.func.max(Study.created_at)))
+        assert created.tzinfo is not None and latest == created
+
     def test_model_version_created_once(self, db_url: str) -> None:
         with session_scope(db_url) as s:
             first = _model_version(s).id

@@ -8,7 +8,6 @@ final at once; with a broker the row stays ``running`` until its studies are fin
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections.abc import Sequence
@@ -19,8 +18,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pneumoscreen.db import Batch, Prediction, Run, Study, StudyStatus, session_scope
+from pneumoscreen.db import Batch, Prediction, Run, Study, session_scope
 from pneumoscreen.db.models import utcnow
+from pneumoscreen.worker.results import count_by_status
 from pneumoscreen.worker.settings import Settings
 from pneumoscreen.worker.submit import BrokerUnavailable, Reporter, submit_folder
 
@@ -45,12 +45,6 @@ class RunSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    if value is not None and value.tzinfo is None:  # SQLite returns naive UTC datetimes
-        return value.replace(tzinfo=dt.timezone.utc)
-    return value
 
 
 def run_nightly(inboxes: Sequence[Path] | None, *, settings: Settings,
@@ -117,13 +111,10 @@ def batch_ids_of(run: Run) -> list[int]:
 
 
 def _counts(batch_ids: list[int], *, session: Session) -> dict[str, int]:
-    counts = {s.value: 0 for s in StudyStatus}
+    counts = count_by_status(session=session, batch_ids=batch_ids)
     if not batch_ids:
         return {**counts, "flagged": 0}
-    for status, n in session.execute(select(Study.status, func.count())
-                                     .where(Study.batch_id.in_(batch_ids))
-                                     .group_by(Study.status)).all():
-        counts[StudyStatus(status).value] = n
+    # The run's own verdicts: predictions its batches made (a later rescreen is not this run's).
     counts["flagged"] = session.scalar(
         select(func.count(func.distinct(Prediction.study_id)))
         .where(Prediction.batch_id.in_(batch_ids), Prediction.flagged.is_(True))) or 0
@@ -145,16 +136,16 @@ def refresh_run(run: Run, *, session: Session, final: bool = False) -> None:
     if run.finished_at is None:
         last = session.scalar(select(func.max(Study.finished_at))
                               .where(Study.batch_id.in_(ids))) if ids else None
-        run.finished_at = _aware(last) if (last and not final) else utcnow()
+        run.finished_at = last if (last and not final) else utcnow()
     if run.duration_s is None:
-        run.duration_s = round((_aware(run.finished_at) - _aware(run.started_at))
+        run.duration_s = round((run.finished_at - run.started_at)
                                .total_seconds(), 3)
 
 
 def summarise(run: Run, *, session: Session) -> RunSummary:
     ids = batch_ids_of(run)
     counts = _counts(ids, session=session)
-    started = _aware(run.started_at)
+    started = run.started_at
     return RunSummary(
         run_id=run.id, status=run.status, inboxes=list((run.inboxes or {}).get("dirs", [])),
         batch_ids=ids, n_new=run.n_new, n_done=run.n_done, n_flagged=run.n_flagged,

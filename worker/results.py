@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, select
@@ -12,11 +13,7 @@ from pneumoscreen.db import Batch, ModelVersion, Prediction, Study, StudyStatus
 
 
 def _iso(value: dt.datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # SQLite hands back naive datetimes; they were written in UTC
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.isoformat(timespec="seconds")
+    return None if value is None else value.isoformat(timespec="seconds")
 
 
 def _latest_prediction_ids() -> Any:
@@ -62,13 +59,21 @@ def flagged(*, session: Session, since: dt.datetime | None = None, limit: int | 
     ]
 
 
-def status_counts(*, session: Session, batch_id: int | None = None) -> dict[str, int]:
+def count_by_status(*, session: Session,
+                    batch_ids: Sequence[int] | None = None) -> dict[str, int]:
+    """Studies per status (every status present, zero or not), optionally of some batches."""
     query = select(Study.status, func.count()).group_by(Study.status)
-    if batch_id is not None:
-        query = query.where(Study.batch_id == batch_id)
+    if batch_ids is not None:
+        query = query.where(Study.batch_id.in_(batch_ids))
     counts = {s.value: 0 for s in StudyStatus}
     for status, n in session.execute(query).all():
         counts[StudyStatus(status).value] = n
+    return counts
+
+
+def status_counts(*, session: Session, batch_id: int | None = None) -> dict[str, int]:
+    counts = count_by_status(session=session,
+                             batch_ids=None if batch_id is None else [batch_id])
     counts["total"] = sum(counts.values())
     flagged_q = (select(func.count()).select_from(Prediction).join(Study)
                  .where(Prediction.flagged.is_(True),
