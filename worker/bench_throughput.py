@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from pneumoscreen.db import Batch, Study, StudyStatus, session_scope
 from pneumoscreen.worker.batch import get_model, screen_batch
@@ -129,8 +129,6 @@ def register(paths: list[Path], n: int, *, url: str, tag: str) -> list[int]:
             session.execute(insert(Study), part)
         first = batch.id
     with session_scope(url) as session:
-        from sqlalchemy import select
-
         return list(session.scalars(select(Study.id).where(Study.batch_id == first)
                                     .order_by(Study.id)))
 
