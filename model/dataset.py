@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from pneumoscreen.model.augment import AugmentConfig, make_augmenter
 from pneumoscreen.model.preprocess import preprocess
 
 log = logging.getLogger(__name__)
@@ -279,54 +280,52 @@ def load_arrays(samples: Sequence[Sample], size: int, *, cache_dir: Path | None 
 # tf.data pipelines.
 
 
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Radiograph-safe augmentation: small geometric and photometric changes, no vertical flip.
-
-    No horizontal flip either: the heart sits on the left on every film, and a mirrored chest is
-    not a chest X-ray the model will ever see.
-    """
-
-    rotation_deg: float = 7.0
-    shift: float = 0.06
-    zoom: float = 0.10
-    brightness: float = 0.10
-    contrast: float = 0.15
-
-
-def make_augmenter(cfg: AugmentConfig, seed: int) -> Callable[[Any], Any]:
-    """A batched augmentation function built from Keras 3 preprocessing layers (run in tf.data)."""
-    import keras
-    import tensorflow as tf
-    from keras import layers
-
-    stack = keras.Sequential([
-        layers.RandomRotation(cfg.rotation_deg / 360.0, fill_mode="constant", seed=seed),
-        layers.RandomTranslation(cfg.shift, cfg.shift, fill_mode="constant", seed=seed + 1),
-        layers.RandomZoom(cfg.zoom, cfg.zoom, fill_mode="constant", seed=seed + 2),
-        layers.RandomBrightness(cfg.brightness, value_range=(0.0, 1.0), seed=seed + 3),
-        layers.RandomContrast(cfg.contrast, seed=seed + 4),
-    ], name="augment")
-
-    def augment(x: Any, y: Any) -> tuple[Any, Any]:
-        # Clip so the network never sees values serving cannot produce.
-        return tf.clip_by_value(stack(x, training=True), 0.0, 1.0), y
-
-    return augment
-
-
 def make_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, training: bool, seed: int = 0,
-                 augment: AugmentConfig | None = None) -> Any:
-    """``(image, label)`` batches; shuffled and augmented only when ``training``."""
+                 augment: AugmentConfig | None = None, viral: np.ndarray | None = None,
+                 class_weight: dict[int, float] | None = None,
+                 viral_weight: dict[int, float] | None = None) -> Any:
+    """Batches for ``fit``; shuffled and augmented only when ``training``.
+
+    Without ``viral``: ``(image, label)``. With it (:func:`subtype_labels`, -1 = unknown):
+    ``(image, {"pneumonia", "viral"}, weights)`` where the pneumonia weight is the class weight
+    and the viral weight is zero for every image without a known subtype, so the subtype loss is
+    computed on pneumonia images only.
+    """
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.float32))).cache()
+    if viral is None:
+        ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.float32)))
+    else:
+        cw = class_weight or {0: 1.0, 1: 1.0}
+        vw = viral_weight or {0: 1.0, 1: 1.0}
+        w_p = np.array([cw[int(v)] for v in y], np.float32)
+        w_v = np.array([vw[int(v)] if v >= 0 else 0.0 for v in viral], np.float32)
+        targets = {"pneumonia": y.astype(np.float32),
+                   "viral": np.maximum(viral, 0).astype(np.float32)}
+        ds = tf.data.Dataset.from_tensor_slices((x, targets, {"pneumonia": w_p, "viral": w_v}))
+    ds = ds.cache()
     if training:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if training and augment is not None:
-        ds = ds.map(make_augmenter(augment, seed), num_parallel_calls=tf.data.AUTOTUNE)
+        fn = make_augmenter(augment, seed)
+        ds = ds.map(lambda img, *rest: (fn(img), *rest), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def subtype_label(rel: str) -> int:
+    """1 viral, 0 bacterial (from a Kermany pneumonia file name), -1 unknown or normal."""
+    name = Path(rel).name.lower()
+    if "_virus" in name:
+        return 1
+    if "_bacteria" in name:
+        return 0
+    return -1
+
+
+def subtype_labels(samples: Iterable[Sample]) -> np.ndarray:
+    """:func:`subtype_label` of each pneumonia sample; -1 for normals."""
+    return np.array([subtype_label(s.rel) if s.label == 1 else -1 for s in samples], np.int32)
 
 
 def iter_labels(samples: Iterable[Sample]) -> np.ndarray:

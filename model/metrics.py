@@ -108,3 +108,23 @@ def summarize(y_true: np.ndarray, scores: np.ndarray, threshold: float, *,
         y_true, flagged(scores, threshold), labels=[0, 1], target_names=["NORMAL", "PNEUMONIA"],
         output_dict=True, zero_division=0)
     return out
+
+
+def subtype_metrics(viral: np.ndarray, p_viral: np.ndarray, *, n_boot: int = 2000,
+                    seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """Viral-vs-bacterial AUC on pneumonia images (1 = viral) with a percentile bootstrap CI."""
+    viral = np.asarray(viral).astype(int)
+    p = np.asarray(p_viral, dtype=np.float64)
+    out: dict[str, Any] = {"n": len(viral), "n_viral": int(viral.sum()),
+                           "n_bacterial": int((viral == 0).sum()),
+                           "auc": float(skm.roc_auc_score(viral, p)), "ci95": None}
+    if n_boot:
+        rng = np.random.default_rng(seed)
+        aucs = []
+        for _ in range(n_boot):
+            idx = rng.integers(0, len(viral), len(viral))
+            if 0 < viral[idx].sum() < len(idx):
+                aucs.append(skm.roc_auc_score(viral[idx], p[idx]))
+        lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+        out["ci95"] = [float(np.percentile(aucs, lo)), float(np.percentile(aucs, hi))]
+    return out

@@ -16,10 +16,10 @@ from pneumoscreen.model.preprocess import DEFAULT_INPUT_SIZE
 def make_placeholder(out: Path, input_size: int = DEFAULT_INPUT_SIZE) -> ModelSpec:
     import keras
 
-    from pneumoscreen.model.network import build_cnn
+    from pneumoscreen.model.architectures import build
 
     keras.utils.set_random_seed(0)
-    model = build_cnn(input_size)
+    model = build("cnn-s", input_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save(out)
     spec = ModelSpec(name="pneumoscreen-cnn", version="0.0.0-untrained", input_size=input_size,

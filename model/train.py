@@ -1,8 +1,15 @@
-"""Training: patient split, cached arrays, augmented tf.data, the CNN, callbacks, tuned threshold.
+"""Training in small steps: split -> arrays -> fit (phases, resumable) -> calibrate, tune -> save.
 
-:func:`train` is the whole of ``screen train``; the CLI only parses options and shows progress.
-The output directory holds ``model.keras`` + ``model.json`` (the sidecar, see
-:mod:`pneumoscreen.model.bundle`), ``split_manifest.json``, ``history.json`` and ``metrics.json``.
+:func:`train` chains the steps; the CLI only parses options and shows progress. The output folder
+holds ``model.keras`` + ``model.json`` (the sidecar, see :mod:`pneumoscreen.model.bundle`),
+``split_manifest.json``, ``history.json``, ``metrics.json``, and while training runs
+``train_state.json`` with per-phase checkpoints, so ``screen train --resume OUT`` continues a run
+that was stopped, from the last finished epoch.
+
+Two phases for ImageNet backbones (Keras' transfer-learning recipe): the new head alone on the
+frozen backbone, then the whole network at a lower learning rate with every BatchNormalization
+layer kept in inference mode, so its ImageNet statistics are not overwritten by a few thousand
+films in small batches. Networks trained from scratch (``cnn-*``) have one phase.
 """
 
 from __future__ import annotations
@@ -10,25 +17,29 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pneumoscreen.model import calibration as C
 from pneumoscreen.model import metrics as M
+from pneumoscreen.model.architectures import Architecture, backbone_layers, get_architecture
+from pneumoscreen.model.augment import PRESETS, AugmentConfig
 from pneumoscreen.model.bundle import ModelSpec, file_sha256, write_sidecar
 from pneumoscreen.model.dataset import (
     MANIFEST_NAME,
     Arrays,
-    AugmentConfig,
     Split,
     load_arrays,
     make_dataset,
     scan_labelled,
     split_by_patient,
+    subtype_labels,
     training_root,
     write_manifest,
 )
@@ -36,13 +47,9 @@ from pneumoscreen.model.dataset import (
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "pneumoscreen-cnn"
-
-# Architectures compared for the shipped model (model card, "Architecture").
-ARCHITECTURES: dict[str, dict[str, Any]] = {
-    "cnn-s": {"widths": (8, 16, 32, 64), "dense": 32, "dropout": 0.3},
-    "cnn-m": {"widths": (16, 32, 64, 128), "dense": 64, "dropout": 0.3},
-    "cnn-xs": {"widths": (4, 8, 16, 32), "dense": 16, "dropout": 0.2},
-}
+CONFIG_NAME = "train_config.json"
+STATE_NAME = "train_state.json"
+MONITOR = "val_pneumonia_auc"
 
 
 @dataclass
@@ -52,16 +59,21 @@ class TrainConfig:
     data_dir: Path
     out_dir: Path
     arch: str = "cnn-s"
-    input_size: int = 96  # the shipped model's; see model/bundled/MODEL_CARD.md
-    epochs: int = 30
+    init: str = "none"  # "imagenet", "none" or a weights file
+    input_size: int = 96  # the shipped cnn-s's; see model/bundled/MODEL_CARD.md
+    epochs: int = 30  # the fine-tuning phase (the only phase of a cnn)
+    head_epochs: int = 3  # phase 1 of a pretrained backbone
     batch_size: int = 32
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-3  # phase 1 and cnn
+    finetune_learning_rate: float = 2e-4  # phase 2, cosine-decayed
     patience: int = 6
     lr_patience: int = 2
     target_recall: float = 0.95
-    seed: int = 42
+    seed: int = 42  # weights, shuffling and augmentation
+    split_seed: int = 42  # the patient split: keep it fixed across ensemble members
     fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: str = "standard"  # a name of augment.PRESETS
+    subtype_weight: float = 0.5  # the viral/bacterial loss's share
     cache_dir: Path | None = None
     version: str | None = None
     n_boot: int = 2000
@@ -72,7 +84,25 @@ class TrainConfig:
         data = asdict(self)
         for key in ("data_dir", "out_dir", "cache_dir"):
             data[key] = None if data[key] is None else str(data[key])
+        data["fractions"] = list(self.fractions)
         return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in data.items() if k in known}
+        for key in ("data_dir", "out_dir", "cache_dir"):
+            if kw.get(key) is not None:
+                kw[key] = Path(kw[key])
+        kw["fractions"] = tuple(kw.get("fractions", (0.70, 0.15, 0.15)))
+        return cls(**kw)
+
+    @property
+    def augment_config(self) -> AugmentConfig | None:
+        if self.augment not in PRESETS:
+            raise ValueError(f"unknown augmentation {self.augment!r}; choose from "
+                             f"{', '.join(PRESETS)}")
+        return PRESETS[self.augment]
 
 
 @dataclass
@@ -100,6 +130,10 @@ class ProgressHook:
     def batch(self, step: int, steps: int) -> None: ...
 
 
+# ---------------------------------------------------------------------------------------------
+# Step 1: the patient split.
+
+
 def _subset(samples: list[Any], max_files: int | None) -> list[Any]:
     if not max_files:
         return samples
@@ -109,74 +143,25 @@ def _subset(samples: list[Any], max_files: int | None) -> list[Any]:
     return sorted(out, key=lambda s: s.rel)
 
 
-def _keras_callbacks(cfg: TrainConfig, ckpt: Path, hook: ProgressHook) -> list[Any]:
-    import keras
-
-    class _Report(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-            hook.batch(batch + 1, self.params.get("steps") or 0)
-
-        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            logs = dict(logs or {})
-            logs["learning_rate"] = float(keras.ops.convert_to_numpy(
-                self.model.optimizer.learning_rate))
-            hook.epoch(epoch + 1, cfg.epochs, {k: float(v) for k, v in logs.items()})
-
-    return [
-        # Validation AUC, not loss: the threshold is tuned afterwards, so ranking is what matters.
-        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=cfg.patience,
-                                      restore_best_weights=True, verbose=0),
-        keras.callbacks.ModelCheckpoint(ckpt, monitor="val_auc", mode="max",
-                                        save_best_only=True, verbose=0),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.3,
-                                          patience=cfg.lr_patience, min_lr=1e-5, verbose=0),
-        _Report(),
-    ]
-
-
-def class_weights(y: np.ndarray) -> dict[int, float]:
-    """Balanced weights n / (2 n_c): each class contributes equally to the loss."""
-    n = len(y)
-    counts = np.bincount(np.asarray(y, dtype=int), minlength=2)
-    return {c: float(n / (2 * counts[c])) if counts[c] else 1.0 for c in (0, 1)}
-
-
-def predict_arrays(model: Any, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    """Probabilities for preprocessed arrays (the same single call serving makes, in batches)."""
-    if len(x) == 0:
-        return np.zeros((0,), np.float32)
-    out = [np.asarray(model(x[i:i + batch_size], training=False), np.float32).reshape(-1)
-           for i in range(0, len(x), batch_size)]
-    return np.concatenate(out)
-
-
-def train(cfg: TrainConfig, hook: ProgressHook | None = None,
-          runtime: Any | None = None) -> TrainResult:
-    """Split, preprocess, train, tune the threshold on validation, evaluate the internal test."""
-    import keras
-
-    from pneumoscreen.model.network import build_cnn
-    from pneumoscreen.model.runtime import RuntimeConfig, configure
-
-    hook = hook or ProgressHook()
-    if cfg.arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {cfg.arch!r}; choose from {sorted(ARCHITECTURES)}")
-    device = configure(runtime or RuntimeConfig())
-    keras.utils.set_random_seed(cfg.seed)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
-
-    hook.stage("splitting by patient")
+def make_split(cfg: TrainConfig) -> tuple[Path, Split]:
+    """Split the training folder by patient and save the manifest into the output folder."""
     root = training_root(cfg.data_dir)
     samples = _subset(scan_labelled(root), cfg.max_files)
-    split = split_by_patient(samples, seed=cfg.seed, fractions=cfg.fractions,
+    split = split_by_patient(samples, seed=cfg.split_seed, fractions=cfg.fractions,
                              source=str(root))
     if root != Path(cfg.data_dir) and (Path(cfg.data_dir) / "val").is_dir():
         split.notes.append("the official val/ folder (16 images) is not used: too few to tune on")
     split.notes.append("the official test/ folder is never read by training")
-    write_manifest(split, out / MANIFEST_NAME)
+    write_manifest(split, Path(cfg.out_dir) / MANIFEST_NAME)
+    return root, split
 
+
+# ---------------------------------------------------------------------------------------------
+# Step 2: preprocessed arrays (cached).
+
+
+def make_arrays(cfg: TrainConfig, split: Split, hook: ProgressHook) -> dict[str, Arrays]:
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out_dir) / "cache"
     arrays: dict[str, Arrays] = {}
     for name, part in split.parts().items():
         hook.stage(f"preprocessing {name} ({len(part)} files)")
@@ -185,87 +170,363 @@ def train(cfg: TrainConfig, hook: ProgressHook | None = None,
         if arrays[name].errors:
             log.warning("%d %s files could not be read and are left out: %s",
                         len(arrays[name].errors), name, arrays[name].errors)
-    tr, va, te = arrays["train"], arrays["validation"], arrays["internal-test"]
+    tr, va = arrays["train"], arrays["validation"]
     if len(set(tr.y.tolist())) < 2 or len(set(va.y.tolist())) < 2:
         raise ValueError("train and validation splits each need both classes: too few files?")
+    return arrays
 
-    train_ds = make_dataset(tr.x, tr.y, batch_size=cfg.batch_size, training=True, seed=cfg.seed,
-                            augment=cfg.augment)
-    val_ds = make_dataset(va.x, va.y, batch_size=128, training=False)
 
-    arch = ARCHITECTURES[cfg.arch]
-    model = build_cnn(cfg.input_size, arch["widths"], arch["dense"], arch["dropout"],
-                      name=f"pneumoscreen_{cfg.arch.replace('-', '_')}")
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
-                  loss="binary_crossentropy",
-                  metrics=[keras.metrics.AUC(name="auc"),
-                           keras.metrics.Recall(name="recall"),
-                           keras.metrics.Precision(name="precision")])
-    ckpt = out / "checkpoint.keras"
-    hook.stage(f"training {cfg.arch} at {cfg.input_size}px on {device}")
-    start = time.monotonic()
+def class_weights(y: np.ndarray) -> dict[int, float]:
+    """Balanced weights n / (2 n_c): each class contributes equally to the loss."""
+    y = np.asarray(y, dtype=int)
+    y = y[y >= 0]
+    n = len(y)
+    counts = np.bincount(y, minlength=2)
+    return {c: float(n / (2 * counts[c])) if counts[c] else 1.0 for c in (0, 1)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 3: fitting, in phases, resumable.
+
+
+@dataclass
+class Phase:
+    name: str
+    epochs: int
+    learning_rate: float
+    cosine: bool
+    freeze_backbone: bool
+    freeze_batchnorm: bool
+
+
+def phases(cfg: TrainConfig, arch: Architecture) -> list[Phase]:
+    if arch.pretrainable and cfg.init != "none":
+        return [Phase("head", cfg.head_epochs, cfg.learning_rate, False, True, True),
+                Phase("finetune", cfg.epochs, cfg.finetune_learning_rate, True, False, True)]
+    # From scratch there are no statistics to protect and no features to keep.
+    return [Phase("full", cfg.epochs, cfg.learning_rate, False, False, False)]
+
+
+class _State:
+    """``train_state.json``: finished phases, per-phase best score, patience and history."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {"done": [], "phases": {}}
+        if path.is_file():
+            self.data = json.loads(path.read_text())
+
+    def phase(self, name: str) -> dict[str, Any]:
+        return self.data["phases"].setdefault(
+            name, {"best": None, "best_epoch": None, "wait": 0, "history": {}})
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1) + "\n")
+        tmp.replace(self.path)
+
+
+def _callbacks(cfg: TrainConfig, phase: Phase, state: _State, best_path: Path,
+               backup_dir: Path, hook: ProgressHook, epochs_total: int, offset: int) -> list[Any]:
+    import keras
+
+    ph = state.phase(phase.name)
+
+    class _BestAndPatience(keras.callbacks.Callback):
+        """Early stopping on validation AUC whose state survives a restart (train_state.json)."""
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(
+                self.model.optimizer.learning_rate))
+            for k, v in logs.items():  # indexed by epoch: a repeated epoch overwrites itself
+                ph["history"].setdefault(k, [])
+                ph["history"][k] = [*ph["history"][k][:epoch], v]
+            score = logs.get(MONITOR, float("nan"))
+            if ph["best"] is None or score > ph["best"]:
+                ph.update(best=score, best_epoch=epoch + 1, wait=0)
+                self.model.save_weights(best_path)
+            else:
+                ph["wait"] += 1
+                if ph["wait"] >= cfg.patience:
+                    self.model.stop_training = True
+            state.save()
+            hook.epoch(offset + epoch + 1, epochs_total, logs)
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            hook.batch(batch + 1, self.params.get("steps") or 0)
+
+    cbs: list[Any] = [_BestAndPatience()]
+    if not phase.cosine:
+        cbs.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=MONITOR, mode="max", factor=0.3, patience=cfg.lr_patience, min_lr=1e-5,
+            verbose=0))
+    # Last, so the epoch it records is one whose best/patience state was already saved.
+    cbs.append(keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch",
+                                                delete_checkpoint=True))
+    return cbs
+
+
+def _set_trainable(model: Any, phase: Phase) -> None:
+    from keras import layers
+
+    backbone = {id(layer) for layer in backbone_layers(model)}
+    for layer in model.layers:
+        if phase.freeze_backbone and id(layer) in backbone:
+            layer.trainable = False
+        elif phase.freeze_batchnorm and isinstance(layer, layers.BatchNormalization):
+            layer.trainable = False  # in Keras 3 this also runs it in inference mode
+        else:
+            layer.trainable = True
+
+
+def _compile(model: Any, cfg: TrainConfig, phase: Phase, steps: int) -> None:
+    import keras
+
+    lr: Any = phase.learning_rate
+    if phase.cosine:
+        lr = keras.optimizers.schedules.CosineDecay(phase.learning_rate,
+                                                    decay_steps=max(1, steps * phase.epochs),
+                                                    alpha=0.05)
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss={"pneumonia": "binary_crossentropy", "viral": "binary_crossentropy"},
+        loss_weights={"pneumonia": 1.0, "viral": cfg.subtype_weight},
+        # Weighted: the subtype AUC counts pneumonia images only (the others weigh 0).
+        weighted_metrics={"pneumonia": [keras.metrics.AUC(name="auc")],
+                          "viral": [keras.metrics.AUC(name="auc")]})
+
+
+def fit(cfg: TrainConfig, model: Any, arrays: dict[str, Arrays], hook: ProgressHook,
+        device: str) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Run the phases (skipping those a previous run finished); the model ends with the best
+    validation-AUC weights of the last phase. Returns the joined history and per-phase facts."""
     import tensorflow as tf
 
-    with tf.device(device):
-        fit = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
-                        class_weight=class_weights(tr.y), shuffle=False,  # tf.data shuffles
-                        callbacks=_keras_callbacks(cfg, ckpt, hook), verbose=0)
-    seconds = time.monotonic() - start
-    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
-    best_epoch = int(np.argmax(history["val_auc"])) + 1
+    arch = get_architecture(cfg.arch)
+    out = Path(cfg.out_dir)
+    state = _State(out / STATE_NAME)
+    tr, va = arrays["train"], arrays["validation"]
+    v_tr, v_va = subtype_labels(tr.samples), subtype_labels(va.samples)
+    cw, vw = class_weights(tr.y), class_weights(v_tr)
+    train_ds = make_dataset(tr.x, tr.y, batch_size=cfg.batch_size, training=True, seed=cfg.seed,
+                            augment=cfg.augment_config, viral=v_tr, class_weight=cw,
+                            viral_weight=vw)
+    # Validation AUC is unweighted for pneumonia (weights 1) and pneumonia-only for the subtype.
+    val_ds = make_dataset(va.x, va.y, batch_size=128, training=False, viral=v_va)
+    steps = int(np.ceil(len(tr.x) / cfg.batch_size))
+    plan = phases(cfg, arch)
+    total = sum(p.epochs for p in plan)
+    offset = 0
+    facts: dict[str, Any] = {}
+    for phase in plan:
+        best_path = out / f"best-{phase.name}.weights.h5"
+        ph = state.phase(phase.name)
+        if phase.name in state.data["done"]:
+            hook.stage(f"phase {phase.name}: finished in an earlier run, skipped")
+            model.load_weights(best_path)
+        else:
+            _set_trainable(model, phase)
+            _compile(model, cfg, phase, steps)
+            n_train = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+            hook.stage(f"phase {phase.name}: {phase.epochs} epochs at lr {phase.learning_rate:g}"
+                       f" on {device} ({n_train:,} trainable parameters)")
+            start = time.monotonic()
+            with tf.device(device):
+                model.fit(train_ds, validation_data=val_ds, epochs=phase.epochs, verbose=0,
+                          callbacks=_callbacks(cfg, phase, state, best_path,
+                                               out / "backup" / phase.name, hook, total, offset))
+            ph["seconds"] = round(ph.get("seconds", 0.0) + time.monotonic() - start, 1)
+            if best_path.is_file():
+                model.load_weights(best_path)
+            state.data["done"].append(phase.name)
+            state.save()
+        facts[phase.name] = {"epochs_run": len(ph["history"].get("loss", [])),
+                             "best_epoch": ph["best_epoch"], "best_val_auc": ph["best"],
+                             "seconds": ph.get("seconds", 0.0),
+                             "learning_rate": phase.learning_rate}
+        offset += phase.epochs
+    history: dict[str, list[float]] = {}
+    for phase in plan:
+        for k, v in state.phase(phase.name)["history"].items():
+            history.setdefault(k, []).extend(v)
+    return history, facts
 
-    hook.stage("tuning the threshold on validation")
-    val_scores = predict_arrays(model, va.x)
+
+# ---------------------------------------------------------------------------------------------
+# Step 4: calibration and the recall-tuned threshold.
+
+
+def predict_arrays(model: Any, x: np.ndarray, batch_size: int = 128
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pneumonia and (when the model has it) viral probabilities, in batched calls."""
+    if len(x) == 0:
+        return np.zeros((0,), np.float32), None
+    ps, vs = [], []
+    for i in range(0, len(x), batch_size):
+        out = model(x[i:i + batch_size], training=False)
+        if isinstance(out, dict):
+            ps.append(np.asarray(out["pneumonia"], np.float32).reshape(-1))
+            vs.append(np.asarray(out["viral"], np.float32).reshape(-1))
+        else:
+            ps.append(np.asarray(out, np.float32).reshape(-1))
+    return np.concatenate(ps), (np.concatenate(vs) if vs else None)
+
+
+@dataclass
+class Tuned:
+    temperature: float
+    threshold: float
+    validation: dict[str, Any]
+    internal_test: dict[str, Any]
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+
+def subtype_summary(samples: list[Any], p_viral: np.ndarray | None, *, n_boot: int,
+                    seed: int) -> dict[str, Any]:
+    """Viral-vs-bacterial AUC on the pneumonia images with a known subtype."""
+    if p_viral is None:
+        return {}
+    v = subtype_labels(samples)
+    known = v >= 0
+    if known.sum() == 0 or len(np.unique(v[known])) < 2:
+        return {"n": int(known.sum()), "auc": None, "ci95": None}
+    return M.subtype_metrics(v[known], p_viral[known], n_boot=n_boot, seed=seed)
+
+
+def tune(cfg: TrainConfig, model: Any, arrays: dict[str, Arrays], hook: ProgressHook) -> Tuned:
+    """Fit the temperature and the threshold on validation; evaluate the internal test."""
+    va, te = arrays["validation"], arrays["internal-test"]
+    hook.stage("calibrating and tuning the threshold on validation")
+    raw_val, val_viral = predict_arrays(model, va.x)
+    temperature = C.fit_temperature(va.y, raw_val)
+    val_scores = C.apply_temperature(raw_val, temperature)
     threshold = M.select_threshold(va.y, val_scores, cfg.target_recall)
     validation = M.summarize(va.y, val_scores, threshold, n_boot=0)
-    internal = {}
+    validation["subtype"] = subtype_summary(va.samples, val_viral, n_boot=0, seed=cfg.seed)
+    calib = {"method": "temperature", "temperature": temperature, "fitted_on": "validation",
+             "validation_nll_before": C.nll(va.y, raw_val),
+             "validation_nll_after": C.nll(va.y, val_scores),
+             "validation_ece_before": C.expected_calibration_error(va.y, raw_val),
+             "validation_ece_after": C.expected_calibration_error(va.y, val_scores)}
+    internal: dict[str, Any] = {}
     if len(te.y):
         hook.stage("evaluating the internal test split")
-        test_scores = predict_arrays(model, te.x)
-        internal = M.summarize(te.y, test_scores, threshold, n_boot=cfg.n_boot, seed=cfg.seed)
+        raw_test, test_viral = predict_arrays(model, te.x)
+        internal = M.summarize(te.y, C.apply_temperature(raw_test, temperature), threshold,
+                               n_boot=cfg.n_boot, seed=cfg.seed)
+        internal["subtype"] = subtype_summary(te.samples, test_viral, n_boot=cfg.n_boot,
+                                              seed=cfg.seed)
+    return Tuned(temperature, threshold, validation, internal, calib)
 
+
+# ---------------------------------------------------------------------------------------------
+# Step 5: save the calibrated model with its sidecar.
+
+
+def _headline(m: dict[str, Any]) -> dict[str, Any]:
+    keys = ("n", "auc", "threshold", "recall", "specificity", "precision", "accuracy", "f1",
+            "tp", "fp", "tn", "fn", "ci95", "subtype")
+    return {k: m[k] for k in keys if k in m}
+
+
+def save(cfg: TrainConfig, model: Any, tuned: Tuned, *, root: Path, split: Split,
+         history: dict[str, list[float]], facts: dict[str, Any], arrays: dict[str, Arrays],
+         device: str) -> tuple[Path, ModelSpec]:
+    out = Path(cfg.out_dir)
+    arch = get_architecture(cfg.arch)
+    final = C.calibrated_model(model, tuned.temperature)
     model_path = out / "model.keras"
-    model.save(model_path)
-    ckpt.unlink(missing_ok=True)  # the restored best weights are in model.keras
-    version = cfg.version or dt.datetime.now(dt.timezone.utc).strftime("1.0.0+%Y%m%d%H%M")
+    final.save(model_path)
+    version = cfg.version or dt.datetime.now(dt.timezone.utc).strftime("2.0.0+%Y%m%d%H%M")
+    seconds = sum(f.get("seconds", 0.0) for f in facts.values())
+    loss_key = "loss"
+    best = facts[list(facts)[-1]]
     spec = ModelSpec(
-        name=MODEL_NAME, version=version, input_size=cfg.input_size, threshold=threshold,
+        name=MODEL_NAME, version=version, input_size=cfg.input_size, threshold=tuned.threshold,
         trained=True, target_recall=cfg.target_recall,
         extra={
-            "architecture": {"name": cfg.arch, **{k: list(v) if isinstance(v, tuple) else v
-                                                  for k, v in arch.items()},
-                             "params": int(model.count_params())},
+            "architecture": {"name": cfg.arch, "family": arch.family, "init": cfg.init,
+                             **{k: list(v) if isinstance(v, tuple) else v
+                                for k, v in arch.settings.items()},
+                             "last_conv": arch.last_conv,
+                             "params": int(final.count_params())},
+            "outputs": {"pneumonia": "probability of pneumonia (calibrated)",
+                        "viral": "probability that a pneumonia is viral rather than bacterial"},
+            "calibration": tuned.calibration,
             "training": {"config": cfg.to_json(), "seconds": round(seconds, 1),
-                         "epochs_run": len(history["loss"]), "best_epoch": best_epoch,
+                         "epochs_run": len(history.get(loss_key, [])),
+                         "best_epoch": best["best_epoch"], "phases": facts,
                          "device": device, "split_counts": split.counts(),
                          "split_manifest": MANIFEST_NAME,
-                         "class_weights": class_weights(tr.y),
+                         "class_weights": class_weights(arrays["train"].y),
                          "unreadable_files": sum(len(a.errors) for a in arrays.values())},
             "history": history,
             "threshold_selection": {"split": "validation", "target_recall": cfg.target_recall,
-                                    "rule": "highest threshold with validation recall >= target",
-                                    "validation": _headline(validation)},
-            "metrics": {"internal-test": _headline(internal) if internal else {},
-                        "validation": _headline(validation)},
+                                    "rule": "highest threshold with validation recall >= target, "
+                                            "on calibrated scores",
+                                    "validation": _headline(tuned.validation)},
+            "metrics": {"internal-test": _headline(tuned.internal_test),
+                        "validation": _headline(tuned.validation)},
         },
     )
     write_sidecar(model_path, spec)
     (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")
     (out / "metrics.json").write_text(json.dumps(
-        {"validation": validation, "internal-test": internal}, indent=1, default=float) + "\n")
+        {"validation": tuned.validation, "internal-test": tuned.internal_test}, indent=1,
+        default=float) + "\n")
     spec.sha256 = file_sha256(model_path)
+    return model_path, spec
 
+
+def _cleanup(out: Path) -> None:
+    """Drop what only a resume needed (the final model holds the best weights)."""
+    shutil.rmtree(out / "backup", ignore_errors=True)
+    for p in out.glob("best-*.weights.h5"):
+        p.unlink()
+
+
+def train(cfg: TrainConfig, hook: ProgressHook | None = None,
+          runtime: Any | None = None) -> TrainResult:
+    """Split, preprocess, fit, calibrate, tune the threshold on validation, evaluate, save."""
+    import keras
+
+    from pneumoscreen.model.architectures import build
+    from pneumoscreen.model.runtime import RuntimeConfig, configure
+
+    hook = hook or ProgressHook()
+    get_architecture(cfg.arch)
+    _ = cfg.augment_config
+    device = configure(runtime or RuntimeConfig())
+    keras.utils.set_random_seed(cfg.seed)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_NAME).write_text(json.dumps(cfg.to_json(), indent=1) + "\n")
+
+    hook.stage("splitting by patient")
+    root, split = make_split(cfg)
+    arrays = make_arrays(cfg, split, hook)
+    model = build(cfg.arch, cfg.input_size, cfg.init)
+    history, facts = fit(cfg, model, arrays, hook, device)
+    tuned = tune(cfg, model, arrays, hook)
+    model_path, spec = save(cfg, model, tuned, root=root, split=split, history=history,
+                            facts=facts, arrays=arrays, device=device)
+    _cleanup(out)
     if cfg.register:
         hook.stage("registering the model version")
-        register_run(spec, internal, dataset=f"{root} (internal-test split, seed {cfg.seed})",
+        register_run(spec, tuned.internal_test,
+                     dataset=f"{root} (internal-test split, seed {cfg.split_seed})",
                      report_path=None)
-    return TrainResult(out, model_path, spec, split, history, validation, internal, seconds)
+    return TrainResult(out, model_path, spec, split, history, tuned.validation,
+                       tuned.internal_test, spec.extra["training"]["seconds"])
 
 
-def _headline(m: dict[str, Any]) -> dict[str, Any]:
-    keys = ("n", "auc", "threshold", "recall", "specificity", "precision", "accuracy", "f1",
-            "tp", "fp", "tn", "fn", "ci95")
-    return {k: m[k] for k in keys if k in m}
+def resume_config(out_dir: Path) -> TrainConfig:
+    """The configuration of the interrupted run in ``out_dir``."""
+    path = Path(out_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{out_dir} holds no {CONFIG_NAME}: nothing to resume there")
+    return TrainConfig.from_json(json.loads(path.read_text()))
 
 
 def register_run(spec: ModelSpec, internal: dict[str, Any], *, dataset: str,

@@ -67,8 +67,10 @@ class _RichHook:
 
     def epoch(self, epoch: int, epochs: int, logs: dict[str, float]) -> None:
         console.log(
-            f"epoch {epoch}/{epochs}  loss {logs.get('loss', 0):.4f}  auc {logs.get('auc', 0):.4f}"
-            f"  val_loss {logs.get('val_loss', 0):.4f}  val_auc {logs.get('val_auc', 0):.4f}"
+            f"epoch {epoch}/{epochs}  loss {logs.get('loss', 0):.4f}"
+            f"  val_loss {logs.get('val_loss', 0):.4f}"
+            f"  val_auc {logs.get('val_pneumonia_auc', 0):.4f}"
+            f"  val_viral_auc {logs.get('val_viral_auc', 0):.4f}"
             f"  lr {logs.get('learning_rate', 0):.2e}")
         if self.task is not None:
             self.progress.update(self.task, description=f"epoch {epoch + 1}", completed=0)
@@ -79,43 +81,69 @@ def train_cmd(
                                     "folder holding NORMAL/ and PNEUMONIA/.", exists=True,
                                     file_okay=False),
     out: Path | None = typer.Option(None, "--out", help="Output folder (default: runs/<time>)."),
-    arch: str = typer.Option("cnn-s", help="Architecture: cnn-s, cnn-m or cnn-xs."),
-    input_size: int = typer.Option(96, min=32, max=512, help="Square input size in pixels (the "
-                                   "shipped model's 96 won the comparison in its model card)."),
-    epochs: int = typer.Option(30, min=1, help="Maximum epochs (early stopping usually ends "
-                               "sooner)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the stopped run in --out from "
+                                "its last finished epoch, with the configuration it was started "
+                                "with (other options are ignored)."),
+    arch: str = typer.Option("cnn-s", help="Architecture: cnn-s, cnn-m, cnn-xs (from scratch), "
+                             "mobilenetv2 (alpha 0.35), mobilenet (alpha 0.25), efficientnet-lite0 "
+                             "(ImageNet backbones)."),
+    init: str = typer.Option("none", help="Backbone weights: imagenet (Keras downloads them), a "
+                             "weights file, or none (random)."),
+    input_size: int = typer.Option(96, min=32, max=512, help="Square input size in pixels."),
+    epochs: int = typer.Option(30, min=1, help="Maximum epochs of the (fine-tuning) phase; early "
+                               "stopping usually ends sooner."),
+    head_epochs: int = typer.Option(3, min=1, help="Epochs of the head-only phase of a "
+                                    "pretrained backbone."),
     batch_size: int = typer.Option(32, min=1),
-    learning_rate: float = typer.Option(1e-3, min=1e-6),
+    learning_rate: float = typer.Option(1e-3, min=1e-6, help="Learning rate (cnn; head phase)."),
+    finetune_learning_rate: float = typer.Option(2e-4, min=1e-7, help="Peak learning rate of "
+                                                 "the whole-network phase (cosine decay)."),
+    augment: str = typer.Option("standard", help="Augmentation: standard, strong (random "
+                                "resized crop, gamma, blur, noise) or none."),
     patience: int = typer.Option(6, min=1, help="Early-stopping patience on validation AUC."),
     target_recall: float = typer.Option(0.95, min=0.5, max=1.0, help="The threshold is the "
                                         "highest one reaching this recall on validation."),
-    seed: int = typer.Option(42, help="Seed of the patient split, the shuffling and the weights."),
+    seed: int = typer.Option(42, help="Seed of the weights, the shuffling and augmentation."),
+    split_seed: int = typer.Option(42, help="Seed of the patient split (keep it for every "
+                                   "member of an ensemble)."),
     cache_dir: Path | None = typer.Option(None, help="Where preprocessed arrays are cached "
                                           "(default: OUT/cache)."),
     max_files: int | None = typer.Option(None, min=2, help="Use only the first N files per class "
                                          "(smoke runs)."),
-    version: str | None = typer.Option(None, help="Version string (default: 1.0.0+<time>)."),
+    version: str | None = typer.Option(None, help="Version string (default: 2.0.0+<time>)."),
     register: bool = typer.Option(True, help="Record the model version and its internal-test "
                                   "evaluation in the database."),
 ) -> None:
-    """Train the CNN: split train/ by patient into train / validation / internal test, train with
-    augmentation, early stopping and learning-rate reduction, choose the recall-tuned threshold on
-    validation and report the internal test with 95% bootstrap intervals."""
+    """Train a network: split train/ by patient into train / validation / internal test, train
+    with augmentation and early stopping (two phases for an ImageNet backbone), calibrate, choose
+    the recall-tuned threshold on validation and report the internal test with 95% bootstrap
+    intervals. Checkpoints every epoch: --resume continues a stopped run."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from pneumoscreen.model.train import TrainConfig, train
+    from pneumoscreen.model.architectures import InitError
+    from pneumoscreen.model.train import TrainConfig, resume_config, train
 
-    out = out or Path("runs") / _stamp()
-    cfg = TrainConfig(data_dir=data_dir, out_dir=out, arch=arch, input_size=input_size,
-                      epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                      patience=patience, target_recall=target_recall, seed=seed,
-                      cache_dir=cache_dir, max_files=max_files, version=version,
-                      register=register)
+    if resume:
+        if out is None:
+            fail("--resume needs --out RUN_DIR, the folder of the run to continue")
+        try:
+            cfg = resume_config(out)
+        except FileNotFoundError as exc:
+            fail(str(exc))
+    else:
+        cfg = TrainConfig(data_dir=data_dir, out_dir=out or Path("runs") / _stamp(), arch=arch,
+                          init=init, input_size=input_size, epochs=epochs,
+                          head_epochs=head_epochs, batch_size=batch_size,
+                          learning_rate=learning_rate,
+                          finetune_learning_rate=finetune_learning_rate, augment=augment,
+                          patience=patience, target_recall=target_recall, seed=seed,
+                          split_seed=split_seed, cache_dir=cache_dir, max_files=max_files,
+                          version=version, register=register)
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         try:
             result = train(cfg, _RichHook(progress), runtime=_runtime())
-        except (ValueError, FileNotFoundError) as exc:
+        except (ValueError, FileNotFoundError, InitError) as exc:
             fail(str(exc))
     spec, m = result.spec, result.internal_test
     console.print(f"[bold]model[/] {result.model_path} ({spec.label}), "
@@ -126,6 +154,9 @@ def train_cmd(
         console.print(f"internal test (n={m['n']}): AUC {m['auc']:.4f}{_ci(m, 'auc')}, "
                       f"recall {m['recall']:.3f}{_ci(m, 'recall')}, "
                       f"specificity {m['specificity']:.3f}{_ci(m, 'specificity')}")
+        sub = m.get("subtype") or {}
+        if sub.get("auc") is not None:
+            console.print(f"subtype (viral vs bacterial, n={sub['n']}): AUC {sub['auc']:.4f}")
 
 
 def _load(model: Path | None) -> Any:
