@@ -32,6 +32,11 @@ NAMING_CONVENTION = {
 }
 
 
+def model_label(name: str, version: str, trained: bool) -> str:
+    """How a model version is named everywhere: ``name:version``, marked when untrained."""
+    return f"{name}:{version}" + ("" if trained else " (untrained)")
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -81,7 +86,7 @@ class Batch(Base):
     n_files: Mapped[int] = mapped_column(Integer, default=0)
     n_new: Mapped[int] = mapped_column(Integer, default=0)
     n_duplicate: Mapped[int] = mapped_column(Integer, default=0)
-    n_skipped: Mapped[int] = mapped_column(Integer, default=0)
+    n_not_images: Mapped[int] = mapped_column("n_skipped", Integer, default=0)
     n_tasks: Mapped[int] = mapped_column(Integer, default=0)
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
 
@@ -153,7 +158,7 @@ class ModelVersion(Base):
 
     @property
     def label(self) -> str:
-        return f"{self.name}:{self.version}" + ("" if self.trained else " (untrained)")
+        return model_label(self.name, self.version, self.trained)
 
 
 class Prediction(Base):

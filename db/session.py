@@ -57,12 +57,8 @@ def _maker(url: str) -> sessionmaker[Session]:
 
 
 @contextmanager
-def session_scope(url: str | None = None) -> Iterator[Session]:
-    """One transaction: commit on success, roll back on error. The caller owns it."""
-    if url is None:
-        from pneumoscreen.worker.settings import get_settings
-
-        url = get_settings().effective_database_url
+def session_scope(url: str) -> Iterator[Session]:
+    """One transaction on the database at ``url``: commit on success, roll back on error."""
     with _maker(url).begin() as session:
         yield session
 

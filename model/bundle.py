@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from pneumoscreen.db.models import model_label
 from pneumoscreen.model.preprocess import preprocess
 
 BUNDLED_NAME = "pneumoscreen-cnn.keras"
@@ -76,7 +77,7 @@ class ModelSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.name}:{self.version}" + ("" if self.trained else " (untrained)")
+        return model_label(self.name, self.version, self.trained)
 
 
 def write_sidecar(model_path: Path, spec: ModelSpec) -> Path:
@@ -115,6 +116,19 @@ def verified_spec(model_path: Path, *, verify: bool = True) -> ModelSpec:
     return spec
 
 
+@dataclass
+class Scores:
+    """One model call's outputs: pneumonia probabilities, and viral-vs-bacterial ones (None for a
+    model without the subtype head)."""
+
+    pneumonia: np.ndarray
+    viral: np.ndarray | None = None
+
+
+def _flat(values: Any) -> np.ndarray:
+    return np.asarray(values, dtype=np.float32).reshape(-1)
+
+
 class LoadedModel:
     """A Keras model with its spec; ``predict_batch`` is the single batched inference call."""
 
@@ -127,8 +141,8 @@ class LoadedModel:
     def preprocess(self, grey: np.ndarray) -> np.ndarray:
         return preprocess(grey, self.spec.input_size)
 
-    def predict_batch(self, batch: np.ndarray) -> np.ndarray:
-        """Pneumonia probabilities for an ``(n, size, size, 1)`` batch, in one model call."""
+    def predict(self, batch: np.ndarray) -> Scores:
+        """Every output for an ``(n, size, size, 1)`` batch, in one model call."""
         import tensorflow as tf
 
         batch = np.asarray(batch, dtype=np.float32)
@@ -136,10 +150,23 @@ class LoadedModel:
         if batch.ndim != 4 or batch.shape[1:] != expected:
             raise ValueError(f"batch shape {batch.shape} does not match input {expected}")
         if len(batch) == 0:
-            return np.zeros((0,), dtype=np.float32)
+            empty = np.zeros((0,), dtype=np.float32)
+            return Scores(empty, empty if self.has_subtype else None)
         with tf.device(self.device):
             out = self.keras_model(batch, training=False)
-        return np.asarray(out, dtype=np.float32).reshape(-1)
+        if isinstance(out, dict):
+            viral = out.get("viral")
+            return Scores(_flat(out["pneumonia"]), None if viral is None else _flat(viral))
+        return Scores(_flat(out), None)  # wave-1 models: one output, no subtype
+
+    def predict_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Pneumonia probabilities for an ``(n, size, size, 1)`` batch, in one model call."""
+        return self.predict(batch).pneumonia
+
+    @property
+    def has_subtype(self) -> bool:
+        names = getattr(self.keras_model, "output_names", None) or []
+        return "viral" in names or isinstance(getattr(self.keras_model, "output", None), dict)
 
 
 _cache: dict[tuple[str, str], LoadedModel] = {}

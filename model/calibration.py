@@ -74,4 +74,4 @@ def calibrated_model(model: Any, temperature: float) -> Any:
     scaled = layers.Rescaling(1.0 / temperature, name="temperature")(logit_out)
     prob = layers.Activation("sigmoid", dtype="float32", name="pneumonia")(scaled)
     outputs = {"pneumonia": prob, "viral": model.get_layer("viral").output}
-    return keras.Model(model.inputs, outputs, name=model.name)
+    return keras.Model(model.input, outputs, name=model.name)

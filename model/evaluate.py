@@ -7,6 +7,7 @@ The images go through exactly what serving does (``load_grey`` -> ``preprocess``
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,16 +117,29 @@ def headline(m: dict[str, Any]) -> dict[str, Any]:
     return {**{k: m[k] for k in keys}, **{k: v for k, v in m.items() if k not in keys}}
 
 
-def record(spec: ModelSpec, metrics: dict[str, Any], *, dataset: str,
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by None, so it is valid JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
+    return value
+
+
+def record(spec: ModelSpec, metrics: dict[str, Any], *, url: str, dataset: str,
            report_path: Path | str | None) -> int:
     """Save metrics as an ``evaluation_reports`` row of ``spec``'s model version; returns its id."""
     from pneumoscreen.db.models import EvaluationReport
-    from pneumoscreen.db.repository import model_version_for
+    from pneumoscreen.db.queries import model_version_for
     from pneumoscreen.db.session import session_scope
 
     # NaN (e.g. AUC of a one-class set) is not JSON: store it as null.
-    clean = json.loads(json.dumps(metrics, default=float).replace("NaN", "null"))
-    with session_scope() as session:
+    clean = json_safe(metrics)
+    with session_scope(url) as session:
         mv = model_version_for(spec, session=session)
         row = EvaluationReport(model_version_id=mv.id, dataset=dataset, n=int(metrics["n"]),
                                metrics=clean,
@@ -135,9 +149,9 @@ def record(spec: ModelSpec, metrics: dict[str, Any], *, dataset: str,
         return int(row.id)
 
 
-def store(ev: Evaluation, model: LoadedModel, report_path: Path | None) -> int:
+def store(ev: Evaluation, model: LoadedModel, report_path: Path | None, *, url: str) -> int:
     """Save the evaluation as an ``evaluation_reports`` row; returns its id."""
-    return record(model.spec, ev.metrics, dataset=ev.dataset.description,
+    return record(model.spec, ev.metrics, url=url, dataset=ev.dataset.description,
                   report_path=report_path)
 
 

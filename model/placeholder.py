@@ -1,7 +1,7 @@
 """Build the untrained placeholder model: the CNN with fixed random weights (seed 0).
 
-Usage: ``python -m pneumoscreen.model.placeholder OUT.keras``. Its sidecar says ``trained: false``
-and every output of the tool says so too.
+Usage: ``python -m pneumoscreen.model.placeholder OUT.keras SIZE``. Its sidecar says
+``trained: false`` and every output of the tool says so too.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 from pneumoscreen.model.bundle import ModelSpec, write_sidecar
-from pneumoscreen.model.preprocess import DEFAULT_INPUT_SIZE
 
 
-def make_placeholder(out: Path, input_size: int = DEFAULT_INPUT_SIZE) -> ModelSpec:
+def make_placeholder(out: Path, input_size: int) -> ModelSpec:
     import keras
 
     from pneumoscreen.model.architectures import build
@@ -30,4 +29,4 @@ def make_placeholder(out: Path, input_size: int = DEFAULT_INPUT_SIZE) -> ModelSp
 
 
 if __name__ == "__main__":
-    make_placeholder(Path(sys.argv[1]))
+    make_placeholder(Path(sys.argv[1]), int(sys.argv[2]))

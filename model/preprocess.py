@@ -11,15 +11,17 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-DEFAULT_INPUT_SIZE = 128
-
 
 class InputRangeError(ValueError):
     """The image is not a grey image in [0, 1]: a normalisation bug upstream, never screened."""
 
 
-def preprocess(grey: np.ndarray, size: int = DEFAULT_INPUT_SIZE) -> np.ndarray:
-    """Resize a [0, 1] grey image to the network's ``(size, size, 1)`` float32 input."""
+def preprocess(grey: np.ndarray, size: int) -> np.ndarray:
+    """Resize a [0, 1] grey image to the network's ``(size, size, 1)`` float32 input.
+
+    ``size`` comes from the model's sidecar (``ModelSpec.input_size``): there is no default, so
+    no caller can feed a model another size than its own.
+    """
     arr = np.asarray(grey)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import math
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,15 @@ import numpy as np
 
 from pneumoscreen.model.evaluate import Evaluation
 from pneumoscreen.model.metrics import flagged
+
+
+def _template() -> Any:
+    """``templates/report.html``; autoescaped, so file names and tag values render as text."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("pneumoscreen.model", "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.get_template("report.html")
 
 
 def _plt() -> Any:
@@ -134,7 +142,7 @@ def plot_examples(ev: Evaluation, path: Path, per_group: int = 6) -> str:
 def _num(v: Any) -> str:
     if isinstance(v, float):
         return "n/a" if math.isnan(v) else f"{v:.4f}"
-    return html.escape(str(v))
+    return str(v)  # the template escapes
 
 
 def _ci(m: dict[str, Any], key: str) -> str:
@@ -171,40 +179,24 @@ def write_report(ev: Evaluation, out_dir: Path, *, model_label: str,
             ("threshold", m["threshold"]), ("recall", m["recall"]),
             ("specificity", m["specificity"]), ("precision", m["precision"]), ("NPV", m["npv"]),
             ("accuracy", m["accuracy"]), ("F1", m["f1"]), ("Brier score", m["brier"])]
-    metric_rows = "\n".join(
-        f"<tr><td>{html.escape(k)}</td><td>{_num(v)}</td>"
-        f"<td>{_ci(m, {'AUC': 'auc', 'recall': 'recall', 'specificity': 'specificity'}.get(k, ''))}"
-        "</td></tr>" for k, v in rows)
+    cis = {"AUC": "auc", "recall": "recall", "specificity": "specificity"}
+    metric_rows = [{"name": k, "value": _num(v), "ci": _ci(m, cis.get(k, ""))} for k, v in rows]
     cr = m["classification_report"]
-    cr_rows = "\n".join(
-        f"<tr><td>{html.escape(name)}</td>" + "".join(
-            f"<td>{_num(float(cr[name][k]))}</td>" for k in ("precision", "recall", "f1-score"))
-        + f"<td>{int(cr[name]['support'])}</td></tr>"
-        for name in ("NORMAL", "PNEUMONIA", "macro avg", "weighted avg") if name in cr)
-    figs = "\n".join(f"<figure><img src='{f}' alt='{html.escape(t)}'><figcaption>"
-                     f"{html.escape(t)}</figcaption></figure>" for t, f in figures)
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>pneumoscreen evaluation</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
-table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:.3em .7em}}
-figure{{display:inline-block;margin:.5em;vertical-align:top}}img{{max-width:100%}}
-.note{{color:#555;font-size:.9em}}</style></head><body>
-<h1>pneumoscreen evaluation</h1>
-<p><b>model</b> {html.escape(model_label)} (sha256 {html.escape(m['model']['sha256'][:12])}…)<br>
-<b>dataset</b> {html.escape(m['dataset'])}<br>
-<b>command</b> <code>{html.escape(command)}</code></p>
-<p class="note">Flagged means probability ≥ threshold. Intervals: {html.escape(m['ci_method'])}.
-A triage aid that orders a reading list, not a diagnosis.</p>
-<h2>Metrics at the tuned threshold</h2>
-<table><tr><th>metric</th><th>value</th><th>95% CI</th></tr>
-{metric_rows}</table>
-<h2>Classification report (tuned threshold)</h2>
-<table><tr><th></th><th>precision</th><th>recall</th><th>f1</th><th>support</th></tr>
-{cr_rows}</table>
-<h2>Plots</h2>
-{figs}
-</body></html>
-"""
+    cr_rows = [{"name": name, "precision": _num(float(cr[name]["precision"])),
+                "recall": _num(float(cr[name]["recall"])),
+                "f1": _num(float(cr[name]["f1-score"])), "support": int(cr[name]["support"])}
+               for name in ("NORMAL", "PNEUMONIA", "macro avg", "weighted avg") if name in cr]
+    sub = m.get("subtype") or {}
+    subtype = None
+    if sub.get("auc") is not None:
+        ci = sub.get("ci95")
+        subtype = {"n": sub["n"], "n_viral": sub.get("n_viral"),
+                   "n_bacterial": sub.get("n_bacterial"), "auc": _num(sub["auc"]),
+                   "ci": f"{ci[0]:.3f} to {ci[1]:.3f}" if ci else ""}
+    page = _template().render(
+        model_label=model_label, sha256=m["model"]["sha256"], dataset=m["dataset"],
+        command=command, ci_method=m["ci_method"], metric_rows=metric_rows, cr_rows=cr_rows,
+        subtype=subtype, figures=[{"title": t, "file": f} for t, f in figures])
     path = out_dir / "report.html"
     path.write_text(page)
     return path

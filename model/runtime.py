@@ -6,6 +6,7 @@ Called once per process before the first model is built or loaded.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,27 @@ class RuntimeConfig:
 
 
 _configured: RuntimeConfig | None = None
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def auto_runtime(*, device: str | None = None, mixed_precision: bool = False,
+                 memory_growth: bool = True, intra_threads: int = 0, inter_threads: int = 0,
+                 decode_threads: int = 2) -> RuntimeConfig:
+    """A RuntimeConfig whose 0 thread counts are computed: leave a core's worth for decoding."""
+    cores = available_cores()
+    # Decoding threads mostly wait on PIL/numpy with the GIL released; TensorFlow's own pool
+    # would otherwise take every core and the two would thrash. Inter-op: a sequential CNN gains
+    # nothing from more than two.
+    intra = intra_threads or max(1, cores - min(decode_threads, cores) // 2)
+    inter = inter_threads or min(2, cores)
+    return RuntimeConfig(device=device, mixed_precision=mixed_precision,
+                         memory_growth=memory_growth, intra_threads=intra, inter_threads=inter)
 
 
 def configure(cfg: RuntimeConfig) -> str:
@@ -47,12 +69,22 @@ def configure(cfg: RuntimeConfig) -> str:
 
 
 def resolve_device(device: str | None) -> str:
-    """The device string to place inference on: the configured one, else GPU:0 when present."""
+    """The device string to place inference on: the configured one, else GPU:0 when present.
+
+    A configured device must exist by type *and* index: ``/GPU:3`` on a one-GPU machine is an
+    error, not a silent fall-back.
+    """
     import tensorflow as tf
 
     if device:
-        kind = device.split(":")[-2].strip("/").upper() if ":" in device else device.upper()
-        if not tf.config.list_logical_devices(kind):
+        try:
+            wanted = tf.DeviceSpec.from_string(device)
+        except ValueError as exc:
+            raise RuntimeError(f"device {device!r} is not a device name (e.g. /GPU:0)") from exc
+        kind = (wanted.device_type or "").upper()
+        index = wanted.device_index or 0
+        present = [tf.DeviceSpec.from_string(d.name) for d in tf.config.list_logical_devices()]
+        if not any(d.device_type == kind and (d.device_index or 0) == index for d in present):
             raise RuntimeError(f"device {device!r} is not available on this machine")
         return device
     return "/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0"

@@ -19,7 +19,6 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from pneumoscreen.model.dataset import (
     training_root,
     write_manifest,
 )
+from pneumoscreen.model.progress import Progress, Silent
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +78,14 @@ class TrainConfig:
     version: str | None = None
     n_boot: int = 2000
     max_files: int | None = None  # tests and smoke runs: the first N files of each class
-    register: bool = True
+    database_url: str | None = None  # where to record the model version; None: nowhere
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         for key in ("data_dir", "out_dir", "cache_dir"):
             data[key] = None if data[key] is None else str(data[key])
         data["fractions"] = list(self.fractions)
+        data.pop("database_url")  # may hold a password; never stored in a sidecar
         return data
 
     @classmethod
@@ -117,17 +118,13 @@ class TrainResult:
     seconds: float
 
 
-class ProgressHook:
-    """What :func:`train` reports to its caller (the CLI draws it with Rich)."""
-
-    def stage(self, text: str) -> None: ...
-
-    def files(self, total: int) -> Callable[[int], None]:
-        return lambda _n: None
-
-    def epoch(self, epoch: int, epochs: int, logs: dict[str, float]) -> None: ...
-
-    def batch(self, step: int, steps: int) -> None: ...
+def epoch_line(epoch: int, epochs: int, logs: dict[str, float]) -> str:
+    """One epoch's figures, as training reports them."""
+    return (f"epoch {epoch}/{epochs}  loss {logs.get('loss', 0):.4f}"
+            f"  val_loss {logs.get('val_loss', 0):.4f}"
+            f"  val_auc {logs.get(MONITOR, 0):.4f}"
+            f"  val_viral_auc {logs.get('val_viral_auc', 0):.4f}"
+            f"  lr {logs.get('learning_rate', 0):.2e}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,13 +157,14 @@ def make_split(cfg: TrainConfig) -> tuple[Path, Split]:
 # Step 2: preprocessed arrays (cached).
 
 
-def make_arrays(cfg: TrainConfig, split: Split, hook: ProgressHook) -> dict[str, Arrays]:
+def make_arrays(cfg: TrainConfig, split: Split, progress: Progress) -> dict[str, Arrays]:
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out_dir) / "cache"
     arrays: dict[str, Arrays] = {}
     for name, part in split.parts().items():
-        hook.stage(f"preprocessing {name} ({len(part)} files)")
+        stage = f"preprocessing {name}"
+        progress.start(stage, len(part))
         arrays[name] = load_arrays(part, cfg.input_size, cache_dir=cache_dir,
-                                   progress=hook.files(len(part)))
+                                   progress=lambda n, stage=stage: progress.advance(stage, n))
         if arrays[name].errors:
             log.warning("%d %s files could not be read and are left out: %s",
                         len(arrays[name].errors), name, arrays[name].errors)
@@ -227,7 +225,8 @@ class _State:
 
 
 def _callbacks(cfg: TrainConfig, phase: Phase, state: _State, best_path: Path,
-               backup_dir: Path, hook: ProgressHook, epochs_total: int, offset: int) -> list[Any]:
+               backup_dir: Path, progress: Progress, epochs_total: int,
+               offset: int) -> list[Any]:
     import keras
 
     ph = state.phase(phase.name)
@@ -251,10 +250,13 @@ def _callbacks(cfg: TrainConfig, phase: Phase, state: _State, best_path: Path,
                 if ph["wait"] >= cfg.patience:
                     self.model.stop_training = True
             state.save()
-            hook.epoch(offset + epoch + 1, epochs_total, logs)
+            progress.note(epoch_line(offset + epoch + 1, epochs_total, logs))
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            progress.start("epoch", self.params.get("steps"))
 
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-            hook.batch(batch + 1, self.params.get("steps") or 0)
+            progress.advance("epoch")
 
     cbs: list[Any] = [_BestAndPatience()]
     if not phase.cosine:
@@ -297,7 +299,7 @@ def _compile(model: Any, cfg: TrainConfig, phase: Phase, steps: int) -> None:
                           "viral": [keras.metrics.AUC(name="auc")]})
 
 
-def fit(cfg: TrainConfig, model: Any, arrays: dict[str, Arrays], hook: ProgressHook,
+def fit(cfg: TrainConfig, model: Any, arrays: dict[str, Arrays], progress: Progress,
         device: str) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """Run the phases (skipping those a previous run finished); the model ends with the best
     validation-AUC weights of the last phase. Returns the joined history and per-phase facts."""
@@ -323,19 +325,21 @@ def fit(cfg: TrainConfig, model: Any, arrays: dict[str, Arrays], hook: ProgressH
         best_path = out / f"best-{phase.name}.weights.h5"
         ph = state.phase(phase.name)
         if phase.name in state.data["done"]:
-            hook.stage(f"phase {phase.name}: finished in an earlier run, skipped")
+            progress.note(f"phase {phase.name}: finished in an earlier run, skipped")
             model.load_weights(best_path)
         else:
             _set_trainable(model, phase)
             _compile(model, cfg, phase, steps)
             n_train = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-            hook.stage(f"phase {phase.name}: {phase.epochs} epochs at lr {phase.learning_rate:g}"
+            progress.note(f"phase {phase.name}: {phase.epochs} epochs at lr {phase.learning_rate:g}"
                        f" on {device} ({n_train:,} trainable parameters)")
             start = time.monotonic()
             with tf.device(device):
                 model.fit(train_ds, validation_data=val_ds, epochs=phase.epochs, verbose=0,
+                          shuffle=False,  # tf.data shuffles
                           callbacks=_callbacks(cfg, phase, state, best_path,
-                                               out / "backup" / phase.name, hook, total, offset))
+                                               out / "backup" / phase.name, progress, total,
+                                               offset))
             ph["seconds"] = round(ph.get("seconds", 0.0) + time.monotonic() - start, 1)
             if best_path.is_file():
                 model.load_weights(best_path)
@@ -394,10 +398,10 @@ def subtype_summary(samples: list[Any], p_viral: np.ndarray | None, *, n_boot: i
     return M.subtype_metrics(v[known], p_viral[known], n_boot=n_boot, seed=seed)
 
 
-def tune(cfg: TrainConfig, model: Any, arrays: dict[str, Arrays], hook: ProgressHook) -> Tuned:
+def tune(cfg: TrainConfig, model: Any, arrays: dict[str, Arrays], progress: Progress) -> Tuned:
     """Fit the temperature and the threshold on validation; evaluate the internal test."""
     va, te = arrays["validation"], arrays["internal-test"]
-    hook.stage("calibrating and tuning the threshold on validation")
+    progress.note("calibrating and tuning the threshold on validation")
     raw_val, val_viral = predict_arrays(model, va.x)
     temperature = C.fit_temperature(va.y, raw_val)
     val_scores = C.apply_temperature(raw_val, temperature)
@@ -411,7 +415,7 @@ def tune(cfg: TrainConfig, model: Any, arrays: dict[str, Arrays], hook: Progress
              "validation_ece_after": C.expected_calibration_error(va.y, val_scores)}
     internal: dict[str, Any] = {}
     if len(te.y):
-        hook.stage("evaluating the internal test split")
+        progress.note("evaluating the internal test split")
         raw_test, test_viral = predict_arrays(model, te.x)
         internal = M.summarize(te.y, C.apply_temperature(raw_test, temperature), threshold,
                                n_boot=cfg.n_boot, seed=cfg.seed)
@@ -486,7 +490,7 @@ def _cleanup(out: Path) -> None:
         p.unlink()
 
 
-def train(cfg: TrainConfig, hook: ProgressHook | None = None,
+def train(cfg: TrainConfig, progress: Progress | None = None,
           runtime: Any | None = None) -> TrainResult:
     """Split, preprocess, fit, calibrate, tune the threshold on validation, evaluate, save."""
     import keras
@@ -494,7 +498,7 @@ def train(cfg: TrainConfig, hook: ProgressHook | None = None,
     from pneumoscreen.model.architectures import build
     from pneumoscreen.model.runtime import RuntimeConfig, configure
 
-    hook = hook or ProgressHook()
+    progress = progress or Silent()
     get_architecture(cfg.arch)
     _ = cfg.augment_config
     device = configure(runtime or RuntimeConfig())
@@ -503,18 +507,18 @@ def train(cfg: TrainConfig, hook: ProgressHook | None = None,
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_NAME).write_text(json.dumps(cfg.to_json(), indent=1) + "\n")
 
-    hook.stage("splitting by patient")
+    progress.note("splitting by patient")
     root, split = make_split(cfg)
-    arrays = make_arrays(cfg, split, hook)
+    arrays = make_arrays(cfg, split, progress)
     model = build(cfg.arch, cfg.input_size, cfg.init)
-    history, facts = fit(cfg, model, arrays, hook, device)
-    tuned = tune(cfg, model, arrays, hook)
+    history, facts = fit(cfg, model, arrays, progress, device)
+    tuned = tune(cfg, model, arrays, progress)
     model_path, spec = save(cfg, model, tuned, root=root, split=split, history=history,
                             facts=facts, arrays=arrays, device=device)
     _cleanup(out)
-    if cfg.register:
-        hook.stage("registering the model version")
-        register_run(spec, tuned.internal_test,
+    if cfg.database_url:
+        progress.note("registering the model version")
+        register_run(spec, tuned.internal_test, url=cfg.database_url,
                      dataset=f"{root} (internal-test split, seed {cfg.split_seed})",
                      report_path=None)
     return TrainResult(out, model_path, spec, split, history, tuned.validation,
@@ -529,15 +533,15 @@ def resume_config(out_dir: Path) -> TrainConfig:
     return TrainConfig.from_json(json.loads(path.read_text()))
 
 
-def register_run(spec: ModelSpec, internal: dict[str, Any], *, dataset: str,
+def register_run(spec: ModelSpec, internal: dict[str, Any], *, url: str, dataset: str,
                  report_path: str | None) -> None:
     """Record the model version and, when there is one, its internal-test evaluation."""
-    from pneumoscreen.db.repository import model_version_for
+    from pneumoscreen.db.queries import model_version_for
     from pneumoscreen.db.session import session_scope
     from pneumoscreen.model.evaluate import record
 
     if internal:
-        record(spec, internal, dataset=dataset, report_path=report_path)
+        record(spec, internal, url=url, dataset=dataset, report_path=report_path)
         return
-    with session_scope() as session:
+    with session_scope(url) as session:
         model_version_for(spec, session=session)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import functools
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
 from pydantic import Field, field_validator
@@ -21,7 +23,24 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from pneumoscreen.model.runtime import RuntimeConfig, auto_runtime
+from pneumoscreen.worker.ingest import AcceptancePolicy, DecodeOptions, IngestConfig
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
 APP_NAME = "pneumoscreen"
+_POLICY = AcceptancePolicy()
+_DECODE = DecodeOptions()
+
+
+def cron_fields(expression: str) -> tuple[str, str, str, str, str]:
+    """The five fields of a cron expression (minute hour day month weekday), or ValueError."""
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(f"cron expression {expression!r} must have 5 fields: minute hour "
+                         "day-of-month month day-of-week, e.g. '0 2 * * *'")
+    return fields[0], fields[1], fields[2], fields[3], fields[4]
 
 
 def default_data_dir() -> Path:
@@ -49,36 +68,39 @@ class Settings(BaseSettings):
     )
     result_backend: str | None = Field(None, description="Celery result backend; optional.")
     model_path: Path | None = Field(None, description="A .keras file; default: the bundled model.")
-    batch_size: int = Field(128, ge=1, le=65536, description="Studies per queued task.")
+    task_size: int = Field(128, ge=1, le=65536, description="Studies per queued task.")
     patient_key: str | None = Field(
         None, description="Key for pseudonymising patient ids; default: made once in data_dir."
     )
 
-    # Ingestion policy (what gets screened); data, not code branches.
-    accept_modalities: list[str] = ["CR", "DX"]
-    accept_body_parts: list[str] = ["CHEST", "THORAX", "LUNG", "TORSO", ""]
-    reject_view_positions: list[str] = ["LL", "RL", "LATERAL", "LAT", "RLD", "LLD"]
+    # Ingestion policy (what gets screened); data, not code branches. The defaults are
+    # ingestion's own (AcceptancePolicy, DecodeOptions): one source of truth.
+    accept_modalities: list[str] = list(_POLICY.modalities)
+    accept_body_parts: list[str] = list(_POLICY.body_parts)
+    reject_view_positions: list[str] = list(_POLICY.reject_views)
     max_pixels: int = Field(
-        60_000_000, ge=1, description="Rows*Columns limit (decompression bombs)."
+        _DECODE.max_pixels, ge=1, description="Rows*Columns limit (decompression bombs)."
     )
-    reduced_resolution: bool = Field(True, description="Decode J2K at a lower resolution level.")
+    reduced_resolution: bool = Field(
+        _DECODE.reduced, description="Decode at the resolution the network needs (J2K levels, "
+        "JPEG DCT scaling)."
+    )
     reduced_min_side: int = Field(
-        256, ge=64, description="Reduced decoding keeps at least this many pixels per side."
+        _DECODE.min_side, ge=64,
+        description="Reduced decoding keeps at least this many pixels per side.",
     )
-    reject_presentation_intents: list[str] = ["FOR PROCESSING"]
-    non_image_modalities: list[str] = [
-        "SR", "PR", "KO", "DOC", "REG", "SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD",
-        "ECG", "HD", "AU", "PLAN", "FID", "RWV",
-    ]
+    reject_presentation_intents: list[str] = list(_POLICY.reject_intents)
+    non_image_modalities: list[str] = list(_POLICY.non_image_modalities)
     window_percentiles: tuple[float, float] = Field(
-        (0.5, 99.5), description="Robust window when the file has no VOI LUT or window."
+        _DECODE.percentiles, description="Robust window when the file has no VOI LUT or window."
     )
 
     # Worker runtime.
     decode_threads: int = Field(2, ge=1, le=64, description="Threads decoding the next batch.")
-    model_batch_size: int = Field(
+    chunk_size: int = Field(
         32, ge=1, le=4096,
-        description="Studies per model call inside a task; the next chunk decodes meanwhile.",
+        description="Studies per model call (a chunk) inside a task; the next chunk decodes "
+        "meanwhile.",
     )
     visibility_timeout: int = Field(
         3600, ge=5,
@@ -104,9 +126,7 @@ class Settings(BaseSettings):
     @field_validator("nightly_cron")
     @classmethod
     def _five_cron_fields(cls, value: str) -> str:
-        if len(value.split()) != 5:
-            raise ValueError(f"nightly_cron {value!r} must have 5 fields: minute hour day "
-                             "month weekday, e.g. '0 2 * * *'")
+        cron_fields(value)
         return value
 
     @field_validator("database_url", "broker_url", "result_backend", mode="before")
@@ -131,6 +151,36 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'pneumoscreen.sqlite3'}"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction on the configured database."""
+        from pneumoscreen.db.session import session_scope
+
+        with session_scope(self.effective_database_url) as session:
+            yield session
+
+    def ingest_config(self, *, reduced: bool | None = None) -> IngestConfig:
+        """What ingestion is told: the acceptance policy, decoder options and pseudonym key."""
+        policy = AcceptancePolicy.of(
+            modalities=self.accept_modalities, body_parts=self.accept_body_parts,
+            reject_views=self.reject_view_positions,
+            reject_intents=self.reject_presentation_intents,
+            non_image_modalities=self.non_image_modalities)
+        decode = DecodeOptions(
+            max_pixels=self.max_pixels,
+            reduced=self.reduced_resolution if reduced is None else reduced,
+            min_side=self.reduced_min_side,
+            percentiles=(float(self.window_percentiles[0]), float(self.window_percentiles[1])))
+        return IngestConfig(policy, decode, self.effective_patient_key())
+
+    def runtime_config(self) -> RuntimeConfig:
+        """TensorFlow's runtime settings (threads computed when left at 0)."""
+        return auto_runtime(device=self.device, mixed_precision=self.mixed_precision,
+                            memory_growth=self.memory_growth,
+                            intra_threads=self.tf_intra_threads,
+                            inter_threads=self.tf_inter_threads,
+                            decode_threads=self.decode_threads)
 
     @property
     def eager(self) -> bool:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,19 +9,16 @@ import typer
 
 from pneumoscreen.worker.cli.output import Format, console, fail, make_table, print_json
 
-_REPO = Path(__file__).resolve().parents[2]
-
 
 def _model_input_size(settings: Any) -> int:
     """The input size of the configured (or bundled) model, read from its sidecar only."""
-    from pneumoscreen.model.preprocess import DEFAULT_INPUT_SIZE
+    from pneumoscreen.model.bundle import ModelFileError, bundled_model_path, read_spec
 
+    path = settings.model_path or bundled_model_path()
     try:
-        from pneumoscreen.model.bundle import bundled_model_path, read_spec
-
-        return read_spec(settings.model_path or bundled_model_path()).input_size
-    except Exception:  # no readable sidecar: the documented default input size
-        return DEFAULT_INPUT_SIZE
+        return read_spec(path).input_size
+    except ModelFileError as exc:
+        fail(f"cannot read the model's input size: {exc}")
 
 
 def inspect_cmd(
@@ -42,7 +36,7 @@ def inspect_cmd(
     from pneumoscreen.worker.settings import get_settings
 
     settings = get_settings()
-    result = inspect_file(file, settings, reduced=False if full else None)
+    result = inspect_file(file, settings.ingest_config(), reduced=False if full else None)
     written = None
     if png is not None and result.grey is not None:
         written = _write_png(result.grey, png, _model_input_size(settings))
@@ -87,39 +81,6 @@ def _print_inspection(data: dict[str, Any]) -> None:
         console.print(f"network input written to {data['png']}")
 
 
-def default_chest_folder() -> Path | None:
-    """``../shared/dicom/chest`` from SCREEN_SHARED_DIR, the working directory or the repo."""
-    roots = [Path(os.environ["SCREEN_SHARED_DIR"])] if os.environ.get("SCREEN_SHARED_DIR") else []
-    roots += [Path.cwd().parent / "shared", _REPO.parent / "shared"]
-    for root in roots:
-        if (root / "dicom" / "chest").is_dir():
-            return root / "dicom" / "chest"
-    return None
-
-
-def measure(path: Path, settings: Any, *, reduced: bool, repeat: int, size: int) -> dict[str, Any]:
-    """Median seconds of ``load_grey`` + ``preprocess`` over ``repeat`` runs, after a warm-up."""
-    from pneumoscreen.model.preprocess import preprocess
-    from pneumoscreen.worker.ingest import load_grey
-
-    decoded = load_grey(path, settings, reduced=reduced)  # warm-up (file cache, codec set-up)
-    net = preprocess(decoded.grey, size)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        decoded = load_grey(path, settings, reduced=reduced)
-        net = preprocess(decoded.grey, size)
-        times.append(time.perf_counter() - start)
-    return {"seconds": statistics.median(times), "shape": list(decoded.grey.shape), "net": net,
-            "transfer_syntax": _ts_keyword(decoded.metadata.get("transfer_syntax"))}
-
-
-def _ts_keyword(uid: str | None) -> str | None:
-    from pydicom.uid import UID
-
-    return (UID(uid).keyword or uid) if uid else None
-
-
 def bench_decode(
     folder: Path | None = typer.Argument(
         None, help="Folder of DICOM files; default ../shared/dicom/chest."
@@ -128,9 +89,7 @@ def bench_decode(
     fmt: Format = typer.Option(Format.table, "--format", help="table or json."),
 ) -> None:
     """Decode + normalise throughput per file, full versus reduced resolution, in one run."""
-    import numpy as np
-
-    from pneumoscreen.worker.ingest import IngestError
+    from pneumoscreen.worker.bench.decode import default_chest_folder, run_decode
     from pneumoscreen.worker.settings import get_settings
 
     folder = folder or default_chest_folder()
@@ -141,36 +100,9 @@ def bench_decode(
         fail(f"{folder} holds no files")
     settings = get_settings()
     size = _model_input_size(settings)
-    rows: list[dict[str, Any]] = []
-    for path in files:
-        try:
-            full = measure(path, settings, reduced=False, repeat=repeat, size=size)
-            red = measure(path, settings, reduced=True, repeat=repeat, size=size)
-        except IngestError as exc:
-            rows.append({"file": path.name, "error": f"{exc.status}: {exc}"})
-            continue
-        rows.append({
-            "file": path.name,
-            "transfer_syntax": full["transfer_syntax"],
-            "full_shape": full["shape"],
-            "reduced_shape": red["shape"],
-            "full_ms": round(full["seconds"] * 1000, 1),
-            "reduced_ms": round(red["seconds"] * 1000, 1),
-            "speedup": round(full["seconds"] / red["seconds"], 2),
-            # How far the network input moves: the price of decoding fewer pixels.
-            "input_mean_abs_diff": round(float(np.abs(full["net"] - red["net"]).mean()), 4),
-        })
+    rows, summary = run_decode(files, settings.ingest_config(), repeat=repeat, size=size)
+    summary["folder"] = str(folder)
     timed = [r for r in rows if "error" not in r]
-    summary: dict[str, Any] = {"folder": str(folder), "files": len(files), "timed": len(timed),
-                               "repeat": repeat, "input_size": size}
-    if timed:
-        t_full = sum(r["full_ms"] for r in timed) / 1000
-        t_red = sum(r["reduced_ms"] for r in timed) / 1000
-        summary.update({
-            "full_files_per_s": round(len(timed) / t_full, 2),
-            "reduced_files_per_s": round(len(timed) / t_red, 2),
-            "speedup": round(t_full / t_red, 2),
-        })
     if fmt is Format.json:
         print_json({"files": rows, "summary": summary})
         return

@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from pneumoscreen.worker.cli.output import (
     Format,
+    RichProgress,
     console,
     err_console,
     fail,
@@ -28,10 +29,9 @@ def _stamp() -> str:
 
 
 def _runtime() -> Any:
-    from pneumoscreen.worker.batch import runtime_config
     from pneumoscreen.worker.settings import get_settings
 
-    return runtime_config(get_settings())
+    return get_settings().runtime_config()
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -43,37 +43,6 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def _ci(m: dict[str, Any], key: str) -> str:
     ci = (m.get("ci95") or {}).get(key)
     return f" (95% CI {ci[0]:.3f} to {ci[1]:.3f})" if ci else ""
-
-
-class _RichHook:
-    """Draws :class:`pneumoscreen.model.train.ProgressHook` events with a Rich progress bar."""
-
-    def __init__(self, progress: Any) -> None:
-        self.progress = progress
-        self.task: Any = None
-        self.epochs = 0
-
-    def stage(self, text: str) -> None:
-        console.log(text)
-
-    def files(self, total: int) -> Any:
-        task = self.progress.add_task("preprocessing", total=total)
-        return lambda n: self.progress.advance(task, n)
-
-    def batch(self, step: int, steps: int) -> None:
-        if self.task is None:
-            self.task = self.progress.add_task("epoch 1", total=steps or None)
-        self.progress.update(self.task, completed=step, total=steps or None)
-
-    def epoch(self, epoch: int, epochs: int, logs: dict[str, float]) -> None:
-        console.log(
-            f"epoch {epoch}/{epochs}  loss {logs.get('loss', 0):.4f}"
-            f"  val_loss {logs.get('val_loss', 0):.4f}"
-            f"  val_auc {logs.get('val_pneumonia_auc', 0):.4f}"
-            f"  val_viral_auc {logs.get('val_viral_auc', 0):.4f}"
-            f"  lr {logs.get('learning_rate', 0):.2e}")
-        if self.task is not None:
-            self.progress.update(self.task, description=f"epoch {epoch + 1}", completed=0)
 
 
 def train_cmd(
@@ -100,6 +69,9 @@ def train_cmd(
                                                  "the whole-network phase (cosine decay)."),
     augment: str = typer.Option("standard", help="Augmentation: standard, strong (random "
                                 "resized crop, gamma, blur, noise) or none."),
+    subtype_weight: float = typer.Option(0.5, min=0.0, help="Weight of the viral/bacterial "
+                                         "loss (pneumonia images only) beside the pneumonia "
+                                         "loss."),
     patience: int = typer.Option(6, min=1, help="Early-stopping patience on validation AUC."),
     target_recall: float = typer.Option(0.95, min=0.5, max=1.0, help="The threshold is the "
                                         "highest one reaching this recall on validation."),
@@ -112,7 +84,7 @@ def train_cmd(
                                          "(smoke runs)."),
     version: str | None = typer.Option(None, help="Version string (default: 2.0.0+<time>)."),
     register: bool = typer.Option(True, help="Record the model version and its internal-test "
-                                  "evaluation in the database."),
+                                  "evaluation in the configured database."),
 ) -> None:
     """Train a network: split train/ by patient into train / validation / internal test, train
     with augmentation and early stopping (two phases for an ImageNet backbone), calibrate, choose
@@ -122,7 +94,9 @@ def train_cmd(
 
     from pneumoscreen.model.architectures import InitError
     from pneumoscreen.model.train import TrainConfig, resume_config, train
+    from pneumoscreen.worker.settings import get_settings
 
+    url = get_settings().effective_database_url if register else None
     if resume:
         if out is None:
             fail("--resume needs --out RUN_DIR, the folder of the run to continue")
@@ -130,19 +104,21 @@ def train_cmd(
             cfg = resume_config(out)
         except FileNotFoundError as exc:
             fail(str(exc))
+        cfg.database_url = url
     else:
         cfg = TrainConfig(data_dir=data_dir, out_dir=out or Path("runs") / _stamp(), arch=arch,
                           init=init, input_size=input_size, epochs=epochs,
                           head_epochs=head_epochs, batch_size=batch_size,
                           learning_rate=learning_rate,
                           finetune_learning_rate=finetune_learning_rate, augment=augment,
+                          subtype_weight=subtype_weight,
                           patience=patience, target_recall=target_recall, seed=seed,
                           split_seed=split_seed, cache_dir=cache_dir, max_files=max_files,
-                          version=version, register=register)
+                          version=version, database_url=url)
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         try:
-            result = train(cfg, _RichHook(progress), runtime=_runtime())
+            result = train(cfg, RichProgress(progress), runtime=_runtime())
         except (ValueError, FileNotFoundError, InitError) as exc:
             fail(str(exc))
     spec, m = result.spec, result.internal_test
@@ -209,7 +185,8 @@ def evaluate_cmd(
     command = "screen " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report = write_report(ev, out, model_label=loaded.spec.label,
                           history=loaded.spec.extra.get("history"), command=command)
-    report_id = store(ev, loaded, report.resolve()) if save else None  # readable from anywhere
+    url = get_settings().effective_database_url
+    report_id = store(ev, loaded, report.resolve(), url=url) if save else None
     m = ev.metrics
     if fmt is Format.json:
         print_json({**headline(m), "report": str(report), "report_id": report_id})
@@ -244,8 +221,11 @@ def predict_cmd(
     from pneumoscreen.model.preprocess import InputRangeError
     from pneumoscreen.worker.ingest import IngestError, load_grey
     from pneumoscreen.worker.settings import get_settings
+    from pneumoscreen.worker.status import status_of
 
-    loaded = _load(model or get_settings().model_path)
+    settings = get_settings()
+    loaded = _load(model or settings.model_path)
+    config = settings.ingest_config()
     threshold = loaded.spec.threshold
     results: list[dict[str, Any]] = []
     batch: list[np.ndarray] = []
@@ -254,11 +234,12 @@ def predict_cmd(
         try:
             if not path.is_file():
                 raise FileNotFoundError("no such file")
-            batch.append(loaded.preprocess(load_grey(path).grey))
+            batch.append(loaded.preprocess(load_grey(path, config).grey))
             entry["status"] = "screened"
-        except (IngestError, InputRangeError, OSError) as exc:
-            kind = "rejected" if type(exc).__name__ == "RejectedStudy" else "failed"
-            entry.update(status=kind, reason=str(exc) or type(exc).__name__)
+        except IngestError as exc:
+            entry.update(status=status_of(exc).value, reason=str(exc))
+        except (InputRangeError, OSError) as exc:
+            entry.update(status="failed", reason=str(exc) or type(exc).__name__)
         results.append(entry)
     if batch:
         probs = iter(loaded.predict_batch(np.stack(batch)).tolist())
@@ -283,19 +264,11 @@ def reports_cmd(
     fmt: Format = typer.Option(Format.table, "--format", help="table or json."),
 ) -> None:
     """List stored evaluation reports, newest first."""
-    from sqlalchemy import select
+    from pneumoscreen.db.queries import evaluation_reports
+    from pneumoscreen.worker.settings import get_settings
 
-    from pneumoscreen.db.models import EvaluationReport
-    from pneumoscreen.db.session import session_scope
-
-    with session_scope() as session:
-        rows = session.scalars(select(EvaluationReport).order_by(
-            EvaluationReport.id.desc()).limit(limit)).all()
-        data = [{"id": r.id, "created_at": r.created_at, "model": r.model_version.label,
-                 "dataset": r.dataset, "n": r.n,
-                 **{k: r.metrics.get(k) for k in ("auc", "threshold", "recall", "specificity",
-                                                  "precision", "accuracy", "f1")},
-                 "report_path": r.report_path} for r in rows]
+    with get_settings().session() as session:
+        data = evaluation_reports(session=session, limit=limit)
     if fmt is Format.json:
         print_json(data)
         return

@@ -31,20 +31,20 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
 
 def resume(
-    batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", min=1, help="Studies per task [default: settings].")] = None,
+    task_size: Annotated[int | None, typer.Option(
+        "--task-size", min=1, help="Studies per task [default: SCREEN_TASK_SIZE].")] = None,
 ) -> None:
     """Enqueue again the studies left queued (the broker was down) or stuck processing.
 
     A study counts as stuck once it has been processing longer than the visibility timeout (its
     worker died and no redelivery came). Queuing a study twice is harmless: one task screens it.
     """
-    from pneumoscreen.worker.rescreen import resume as resume_studies
+    from pneumoscreen.worker.intake.enqueue import BrokerUnavailable
+    from pneumoscreen.worker.intake.resume import resume as resume_studies
     from pneumoscreen.worker.settings import get_settings
-    from pneumoscreen.worker.submit import BrokerUnavailable
 
     try:
-        out = resume_studies(settings=get_settings(), batch_size=batch_size)
+        out = resume_studies(settings=get_settings(), task_size=task_size)
     except BrokerUnavailable as exc:
         fail(str(exc), code=3)
     if not out.n_queued:
@@ -64,7 +64,7 @@ def nightly(
     Files seen before (same content or SOP Instance UID) are skipped, so running it every night
     screens each file once. `screen runs` lists the runs with their counts.
     """
-    from pneumoscreen.worker.nightly import run_nightly
+    from pneumoscreen.worker.intake.nightly import run_nightly
     from pneumoscreen.worker.settings import get_settings
 
     settings = get_settings()
@@ -96,10 +96,10 @@ def runs(
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
 ) -> None:
     """Nightly runs: new studies, done, flagged, rejected, failed, duration."""
-    from pneumoscreen.db import session_scope
-    from pneumoscreen.worker.nightly import list_runs
+    from pneumoscreen.worker.intake.nightly import list_runs
+    from pneumoscreen.worker.settings import get_settings
 
-    with session_scope() as session:
+    with get_settings().session() as session:
         rows = [r.as_dict() for r in list_runs(session=session, limit=limit)]
     if fmt == Format.json:
         print_json(rows)
@@ -112,8 +112,8 @@ def rescreen(
     model: Annotated[str, typer.Option(
         "--model", help="A .keras file (with its sidecar) or a model version seen before.")],
     status: Annotated[str, typer.Option(help="Re-screen studies with this status.")] = "done",
-    batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", min=1, help="Studies per task [default: settings].")] = None,
+    task_size: Annotated[int | None, typer.Option(
+        "--task-size", min=1, help="Studies per task [default: SCREEN_TASK_SIZE].")] = None,
 ) -> None:
     """Screen finished studies again with another model version; earlier predictions stay.
 
@@ -122,16 +122,16 @@ def rescreen(
     version's.
     """
     from pneumoscreen.model.bundle import ModelFileError
-    from pneumoscreen.worker.rescreen import rescreen as rescreen_studies
+    from pneumoscreen.worker.intake.enqueue import BrokerUnavailable
+    from pneumoscreen.worker.intake.rescreen import rescreen as rescreen_studies
     from pneumoscreen.worker.settings import get_settings
-    from pneumoscreen.worker.submit import BrokerUnavailable
 
     if status not in {"done", "rejected", "failed"}:
         fail(f"--status {status!r}: choose done, rejected or failed")
     settings = get_settings()
     try:
         result = rescreen_studies(model, settings=settings, status=status,
-                                  batch_size=batch_size)
+                                  task_size=task_size)
     except ModelFileError as exc:
         fail(str(exc))
     except BrokerUnavailable as exc:
@@ -146,8 +146,8 @@ def bench_throughput(
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
     task_size: Annotated[int, typer.Option(
         "--task-size", min=1, help="Studies per batch task.")] = 256,
-    model_batch_size: Annotated[int | None, typer.Option(
-        "--model-batch-size", min=1, help="Studies per model call [default: settings].")] = None,
+    chunk_size: Annotated[int | None, typer.Option(
+        "--chunk-size", min=1, help="Studies per model call [default: SCREEN_CHUNK_SIZE].")] = None,
     decode_threads: Annotated[int | None, typer.Option(
         "--decode-threads", min=1, help="Decoding threads [default: settings].")] = None,
     naive_studies: Annotated[int, typer.Option(
@@ -158,11 +158,11 @@ def bench_throughput(
         "--database-url", help="Write to this database [default: a temporary SQLite].")] = None,
 ) -> None:
     """Studies/s of the model alone, the full batch task and the naive loop; peak memory."""
-    from pneumoscreen.worker.bench_throughput import run_throughput
+    from pneumoscreen.worker.bench.throughput import run_throughput
     from pneumoscreen.worker.settings import get_settings
 
     settings = get_settings()
-    update = {k: v for k, v in {"model_batch_size": model_batch_size,
+    update = {k: v for k, v in {"chunk_size": chunk_size,
                                 "decode_threads": decode_threads}.items() if v}
     settings = settings.model_copy(update=update)
     result = run_throughput(studies, settings=settings, task_size=task_size,

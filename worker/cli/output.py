@@ -42,6 +42,30 @@ def make_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequenc
     return table
 
 
+class RichProgress:
+    """The :class:`pneumoscreen.model.progress.Progress` protocol on Rich progress bars: one bar
+    per stage, notes logged above them."""
+
+    def __init__(self, progress: Any, labels: dict[str, str] | None = None) -> None:
+        self.progress = progress
+        self.labels = labels or {}
+        self.tasks: dict[str, Any] = {}
+
+    def start(self, stage: str, total: int | None) -> None:
+        if stage in self.tasks:
+            self.progress.reset(self.tasks[stage], total=total)
+        else:
+            self.tasks[stage] = self.progress.add_task(self.labels.get(stage, stage),
+                                                       total=total)
+
+    def advance(self, stage: str, n: int = 1) -> None:
+        if stage in self.tasks:
+            self.progress.advance(self.tasks[stage], n)
+
+    def note(self, text: str) -> None:
+        self.progress.console.log(text)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print a clear error to stderr and leave with ``code``."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from pneumoscreen.worker.cli.output import (
     Format,
     FormatCsv,
+    RichProgress,
     console,
     err_console,
     fail,
@@ -48,21 +49,8 @@ def _cell(column: str, value: Any) -> Any:
 def rows_table(title: str, columns: list[str], rows: list[dict[str, Any]]) -> Any:
     return make_table(title, [SHORT.get(c, c) for c in columns],
                       [[_cell(c, r[c]) for c in columns] for r in rows])
-STAGE_LABELS = {"scan": "Reading headers", "register": "Registering", "screen": "Screening"}
-
-
-class RichReporter:
-    """Maps the submit stages onto one Rich progress bar each."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.tasks: dict[str, Any] = {}
-
-    def start(self, stage: str, total: int) -> None:
-        self.tasks[stage] = self.progress.add_task(STAGE_LABELS.get(stage, stage), total=total)
-
-    def advance(self, stage: str, n: int = 1) -> None:
-        self.progress.advance(self.tasks[stage], n)
+STAGE_LABELS = {"scan": "Reading headers", "register": "Registering", "screen": "Screening",
+                "queue": "Queueing"}
 
 
 def _progress() -> Progress:
@@ -111,8 +99,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
 def submit(
     folder: Annotated[Path, typer.Argument(help="Folder (or one file) of DICOM, PNG or JPEG.")],
-    batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", min=1, help="Studies per task and model call [default: settings].")] = None,
+    task_size: Annotated[int | None, typer.Option(
+        "--task-size", min=1, help="Studies per queued task [default: SCREEN_TASK_SIZE].")] = None,
     no_recursive: Annotated[bool, typer.Option(
         "--no-recursive", help="Only the folder itself, not its sub-folders.")] = False,
     wait: Annotated[bool, typer.Option(
@@ -125,8 +113,9 @@ def submit(
     a progress bar, and the flagged table is printed; with a broker one task per batch is queued
     and the command returns at once.
     """
+    from pneumoscreen.worker.intake.enqueue import BrokerUnavailable
+    from pneumoscreen.worker.intake.submit import submit_folder
     from pneumoscreen.worker.settings import get_settings
-    from pneumoscreen.worker.submit import BrokerUnavailable, submit_folder
 
     settings = get_settings()
     if not folder.exists():
@@ -134,55 +123,53 @@ def submit(
     try:
         with _progress() as progress:
             result = submit_folder(folder, settings=settings, recursive=not no_recursive,
-                                   batch_size=batch_size, reporter=RichReporter(progress))
+                                   task_size=task_size,
+                                   progress=RichProgress(progress, STAGE_LABELS))
     except BrokerUnavailable as exc:
         fail(str(exc), code=3)
     console.print(
         f"Batch [bold]{result.batch_id}[/]: {result.n_files} files, {result.n_new} new studies "
         f"({len(result.queued_ids)} to screen, {result.n_rejected} rejected, "
         f"{result.n_failed} failed), {result.n_duplicate} already registered, "
-        f"{result.n_skipped} not images; "
+        f"{result.n_not_images} not images; "
         f"{result.n_tasks} task{'' if result.n_tasks == 1 else 's'}.", highlight=False)
     if result.n_new == 0 and result.n_duplicate:
         console.print("Nothing new: every image here was submitted before.")
     if settings.eager or wait:
         if wait and not settings.eager:
-            _wait_for(result.batch_id)
-        _print_batch(result.batch_id)
+            _wait_for(settings, result.batch_id)
+        _print_batch(settings, result.batch_id)
     else:
         console.print(f"Queued. Follow with [bold]screen status {result.batch_id}[/] "
                       "and [bold]screen flagged[/].")
 
 
-def _wait_for(batch_id: int, poll: float = 1.0) -> None:
-    from pneumoscreen.db import session_scope
-    from pneumoscreen.worker.results import status_counts
+def _wait_for(settings: Any, batch_id: int, poll: float = 1.0) -> None:
+    from pneumoscreen.db.queries import status_counts
 
     with console.status("Waiting for the worker…"):
         while True:
-            with session_scope() as session:
+            with settings.session() as session:
                 counts = status_counts(session=session, batch_id=batch_id)
             if counts["queued"] == 0 and counts["processing"] == 0:
                 return
             time.sleep(poll)
 
 
-def _print_batch(batch_id: int) -> None:
-    from pneumoscreen.db import session_scope
-    from pneumoscreen.worker.results import studies as study_rows
+def _print_batch(settings: Any, batch_id: int) -> None:
+    from pneumoscreen.db.queries import studies as study_rows
 
-    with session_scope() as session:
+    with settings.session() as session:
         rows = study_rows(session=session, batch_id=batch_id)
     if rows:
         console.print(rows_table(f"Batch {batch_id}", STUDY_COLUMNS, rows))
-    _print_flagged(since=None, limit=50)
+    _print_flagged(settings, since=None, limit=50)
 
 
-def _print_flagged(since: dt.datetime | None, limit: int | None) -> None:
-    from pneumoscreen.db import session_scope
-    from pneumoscreen.worker.results import flagged as flagged_rows
+def _print_flagged(settings: Any, since: dt.datetime | None, limit: int | None) -> None:
+    from pneumoscreen.db.queries import flagged as flagged_rows
 
-    with session_scope() as session:
+    with settings.session() as session:
         rows = flagged_rows(session=session, since=since, limit=limit)
     console.print(flagged_table(rows))
 
@@ -198,13 +185,14 @@ def flagged(
         "--model", help="Only this model version's flags [default: each study's newest].")] = None,
 ) -> None:
     """Flagged studies, highest probability first: the radiologist's reading list."""
-    from pneumoscreen.db import session_scope
-    from pneumoscreen.worker.results import flagged as flagged_rows
+    from pneumoscreen.db.queries import flagged as flagged_rows
+    from pneumoscreen.worker.settings import get_settings
 
     since_at = _parse_since(since)
+    settings = get_settings()
 
     def fetch() -> list[dict[str, Any]]:
-        with session_scope() as session:
+        with settings.session() as session:
             return flagged_rows(session=session, since=since_at, limit=limit,
                                 model_version=model_version)
 
@@ -244,10 +232,10 @@ def status(
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
 ) -> None:
     """Counts of studies by status, for one batch or for everything."""
-    from pneumoscreen.db import session_scope
-    from pneumoscreen.worker.results import batch_summary, status_counts
+    from pneumoscreen.db.queries import batch_summary, status_counts
+    from pneumoscreen.worker.settings import get_settings
 
-    with session_scope() as session:
+    with get_settings().session() as session:
         if batch is None:
             data: dict[str, Any] = {"batch": None, "counts": status_counts(session=session)}
         else:
@@ -271,12 +259,13 @@ def studies(
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
 ) -> None:
     """One row per study: path, status, reason, probability, flagged."""
-    from pneumoscreen.db import StudyStatus, session_scope
-    from pneumoscreen.worker.results import studies as study_rows
+    from pneumoscreen.db import StudyStatus
+    from pneumoscreen.db.queries import studies as study_rows
+    from pneumoscreen.worker.settings import get_settings
 
     if status_ and status_ not in {s.value for s in StudyStatus}:
         fail(f"--status {status_!r}: choose one of {', '.join(s.value for s in StudyStatus)}")
-    with session_scope() as session:
+    with get_settings().session() as session:
         rows = study_rows(session=session, batch_id=batch, status=status_, limit=limit)
     if fmt == Format.json:
         print_json(rows)

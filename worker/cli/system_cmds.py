@@ -94,7 +94,7 @@ def worker(
         help="Recycle a process after this many batches.")] = None,
 ) -> None:
     """Start a Celery worker on the configured broker (SCREEN_BROKER_URL)."""
-    from pneumoscreen.worker.celery_app import configure
+    from pneumoscreen.worker.queue.app import configure
     from pneumoscreen.worker.settings import get_settings, mask_url
 
     settings = get_settings()
@@ -117,7 +117,7 @@ def beat(
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
 ) -> None:
     """Start Celery beat: it submits the inbox folders on the nightly schedule."""
-    from pneumoscreen.worker.celery_app import configure
+    from pneumoscreen.worker.queue.app import configure
     from pneumoscreen.worker.settings import get_settings
 
     settings = get_settings()

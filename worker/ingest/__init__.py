@@ -5,20 +5,27 @@ Every outcome is one of: a decoded grey image in [0, 1] (MONOCHROME2 sense) read
 :class:`FailedStudy` (a file we could not read). Reasons are short, human and carry no patient data.
 
 Modules, one job each: ``sniff`` (format by content), ``dicom_header`` (read + Image Pixel checks),
-``metadata`` (tags → Study columns, keyed patient hash), ``policy`` (acceptance rules from
-Settings), ``codestream`` (JPEG/J2K main headers), ``dicom_decode`` (pixel data → stored values),
+``metadata`` (tags → Study columns, keyed patient hash), ``policy`` (acceptance rules as
+data), ``codestream`` (JPEG/J2K main headers), ``dicom_decode`` (pixel data → stored values),
 ``pixels`` (the standard's pixel steps), ``raster`` (PNG/JPEG), ``inspection`` (``screen inspect``),
-``api`` (this facade).
+``outcome`` (what it hands back), ``api`` (this facade, and :class:`IngestConfig`).
+
+It imports nothing else of the project: the caller passes an :class:`IngestConfig`.
 """
 
-from pneumoscreen.worker.ingest.api import load_grey, probe
+from pneumoscreen.worker.ingest.api import IngestConfig, load_grey, probe
+from pneumoscreen.worker.ingest.dicom_decode import DecodeOptions
 from pneumoscreen.worker.ingest.errors import FailedStudy, IngestError, RejectedStudy
-from pneumoscreen.worker.ingest.results import Decoded, Probe
+from pneumoscreen.worker.ingest.outcome import Decoded, Probe
+from pneumoscreen.worker.ingest.policy import AcceptancePolicy
 from pneumoscreen.worker.ingest.sniff import sniff_format
 
 __all__ = [
+    "AcceptancePolicy",
+    "DecodeOptions",
     "Decoded",
     "FailedStudy",
+    "IngestConfig",
     "IngestError",
     "Probe",
     "RejectedStudy",

@@ -6,6 +6,7 @@ sniff (format) → header (read, validate) → policy (screen or reject) → dec
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,27 +17,38 @@ from pneumoscreen.worker.ingest.dicom_decode import DecodeOptions, decode_grey
 from pneumoscreen.worker.ingest.dicom_header import check_image_pixel, read_dataset, short
 from pneumoscreen.worker.ingest.errors import FailedStudy, IngestError, must_propagate
 from pneumoscreen.worker.ingest.metadata import COLUMNS, extract, text
+from pneumoscreen.worker.ingest.outcome import Decoded, Probe
 from pneumoscreen.worker.ingest.policy import AcceptancePolicy
-from pneumoscreen.worker.ingest.results import Decoded, Probe
 from pneumoscreen.worker.ingest.sniff import sniff_format
-from pneumoscreen.worker.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 
-def decode_options(settings: Settings, *, reduced: bool | None = None) -> DecodeOptions:
-    """Decoder options from settings; ``reduced`` overrides ``settings.reduced_resolution``."""
-    return DecodeOptions(
-        max_pixels=settings.max_pixels,
-        reduced=settings.reduced_resolution if reduced is None else reduced,
-        min_side=settings.reduced_min_side,
-        percentiles=tuple(settings.window_percentiles),  # type: ignore[arg-type]
-    )
+@dataclass(frozen=True)
+class IngestConfig:
+    """Everything ingestion is told: what to screen, how to decode, the pseudonym key.
 
+    The caller builds it (the worker from its settings, ``Settings.ingest_config``); the defaults
+    are the tool's defaults.
+    """
 
-def _max_bytes(settings: Settings) -> int:
-    # A deflated data set may hold up to max_pixels 32-bit samples plus a 1 MiB header.
-    return settings.max_pixels * 4 + (1 << 20)
+    policy: AcceptancePolicy = field(default_factory=AcceptancePolicy)
+    decode: DecodeOptions = field(default_factory=DecodeOptions)
+    patient_key: bytes | None = None
+
+    @property
+    def max_pixels(self) -> int:
+        return self.decode.max_pixels
+
+    @property
+    def max_bytes(self) -> int:
+        """A deflated data set may hold up to max_pixels 32-bit samples plus a 1 MiB header."""
+        return self.decode.max_pixels * 4 + (1 << 20)
+
+    def with_reduced(self, reduced: bool | None) -> IngestConfig:
+        if reduced is None or reduced == self.decode.reduced:
+            return self
+        return replace(self, decode=replace(self.decode, reduced=reduced))
 
 
 def _sniff(path: Path) -> str:
@@ -56,14 +68,14 @@ def sop_instance_uid(ds: Dataset) -> str | None:
     return uid
 
 
-def check_header(ds: Dataset, settings: Settings) -> Probe:
+def check_header(ds: Dataset, config: IngestConfig) -> Probe:
     """Metadata, then the policy and the Image Pixel checks; errors carry the metadata."""
-    metadata = extract(ds, settings.effective_patient_key())
+    metadata = extract(ds, config.patient_key)
     uid = sop_instance_uid(ds)
-    policy = AcceptancePolicy.from_settings(settings)
+    policy = config.policy
     try:
         policy.check_object(ds)  # a report or presentation state has no pixel module to check
-        check_image_pixel(ds, settings.max_pixels)
+        check_image_pixel(ds, config.max_pixels)
         policy.check_study(ds)
     except IngestError as exc:
         exc.metadata, exc.sop_instance_uid = metadata, uid
@@ -75,19 +87,19 @@ def _empty_metadata() -> dict:
     return {**dict.fromkeys(COLUMNS), "transfer_syntax": None, "patient_key": None, "meta": {}}
 
 
-def probe(path: Path, settings: Settings | None = None) -> Probe:
+def probe(path: Path, config: IngestConfig | None = None) -> Probe:
     """Header only (no pixel decoding): the format, SOP Instance UID and metadata of a screenable
     file; raises RejectedStudy or FailedStudy."""
-    settings = settings or get_settings()
+    config = config or IngestConfig()
     path = Path(path)
     try:
         fmt = _sniff(path)
         if fmt != "dicom":
-            with raster.open_checked(path, fmt, settings.max_pixels) as im:
+            with raster.open_checked(path, fmt, config.max_pixels) as im:
                 meta = {"mode": im.mode, "size": f"{im.size[0]}x{im.size[1]}"}
             return Probe(fmt, None, {**_empty_metadata(), "meta": meta})
-        ds = read_dataset(path, pixels=False, max_bytes=_max_bytes(settings))
-        return check_header(ds, settings)
+        ds = read_dataset(path, pixels=False, max_bytes=config.max_bytes)
+        return check_header(ds, config)
     except IngestError:
         raise
     except BaseException as exc:  # the safety net: nothing escapes but a study outcome or a signal
@@ -98,17 +110,17 @@ def probe(path: Path, settings: Settings | None = None) -> Probe:
 
 
 def load_grey(
-    path: Path, settings: Settings | None = None, *, reduced: bool | None = None
+    path: Path, config: IngestConfig | None = None, *, reduced: bool | None = None
 ) -> Decoded:
     """Decode a file to a 2-D float32 grey image in [0, 1] (MONOCHROME2 sense).
 
-    Re-applies the acceptance policy, so a batch is safe on its own. Raises RejectedStudy or
-    FailedStudy; never anything else. ``reduced`` overrides ``settings.reduced_resolution``.
+    Re-applies the acceptance policy, so a task is safe on its own. Raises RejectedStudy or
+    FailedStudy; never anything else. ``reduced`` overrides ``config.decode.reduced``.
     """
-    settings = settings or get_settings()
+    config = (config or IngestConfig()).with_reduced(reduced)
     path = Path(path)
     try:
-        decoded = _load(path, settings, reduced)
+        decoded = _load(path, config)
     except IngestError:
         raise
     except MemoryError as exc:
@@ -126,17 +138,17 @@ def load_grey(
     return decoded
 
 
-def _load(path: Path, settings: Settings, reduced: bool | None) -> Decoded:
+def _load(path: Path, config: IngestConfig) -> Decoded:
     fmt = _sniff(path)
     if fmt != "dicom":
-        grey, steps, meta = raster.load_raster(path, fmt, settings.max_pixels)
+        grey, steps, meta = raster.load_raster(path, fmt, config.max_pixels)
         return Decoded(grey, fmt, {**_empty_metadata(), "meta": meta}, steps)
     notes: list[str] = []
-    ds = read_dataset(path, pixels=True, notes=notes, max_bytes=_max_bytes(settings))
-    found = check_header(ds, settings)
+    ds = read_dataset(path, pixels=True, notes=notes, max_bytes=config.max_bytes)
+    found = check_header(ds, config)
     steps = list(notes)
     try:
-        grey = decode_grey(ds, decode_options(settings, reduced=reduced), steps)
+        grey = decode_grey(ds, config.decode, steps)
     except IngestError as exc:
         exc.metadata, exc.sop_instance_uid = found.metadata, found.sop_instance_uid
         raise

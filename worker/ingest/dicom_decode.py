@@ -32,9 +32,9 @@ _ALL_PLUGINS_FAILED = "Unable to decode as exceptions were raised by all availab
 class DecodeOptions:
     """What the decoder may do: pixel limit, reduced resolution and its floor, robust window."""
 
-    max_pixels: int
-    reduced: bool = False
-    min_side: int = 512
+    max_pixels: int = 60_000_000
+    reduced: bool = True
+    min_side: int = 256
     percentiles: tuple[float, float] = (0.5, 99.5)
 
 

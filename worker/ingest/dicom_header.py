@@ -97,12 +97,13 @@ def read_dataset(
     path: Path,
     *,
     pixels: bool,
+    max_bytes: int,
     notes: list[str] | None = None,
-    max_bytes: int | None = None,
 ) -> Dataset:
     """Parse ``path`` as DICOM (``force``: no preamble or no meta is fine) or raise FailedStudy.
 
-    ``max_bytes`` bounds what a deflated data set may inflate to.
+    ``max_bytes`` bounds what a deflated data set may inflate to; it is required, so no reader
+    can skip the guard.
     """
     path = Path(path)
     try:
@@ -111,8 +112,7 @@ def read_dataset(
         raise FailedStudy(f"cannot read file: {exc.strerror or short(exc)}") from exc
     if size == 0:
         raise FailedStudy("empty file (0 bytes)")
-    if max_bytes is not None:
-        check_deflated_size(path, max_bytes)
+    check_deflated_size(path, max_bytes)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

@@ -8,12 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from pneumoscreen.worker.ingest.api import load_grey
+from pneumoscreen.worker.ingest.api import IngestConfig, load_grey
 from pneumoscreen.worker.ingest.dicom_header import USED_KEYWORDS, read_dataset
 from pneumoscreen.worker.ingest.errors import IngestError
 from pneumoscreen.worker.ingest.metadata import text, transfer_syntax
 from pneumoscreen.worker.ingest.sniff import sniff_format
-from pneumoscreen.worker.settings import Settings
 
 # Never shown, even to the operator at the console: pseudonymisation is the point.
 _HIDDEN = frozenset({"PatientID", "PatientName"})
@@ -41,10 +40,14 @@ class Inspection:
         return out
 
 
-def used_tags(path: Path) -> dict[str, str]:
-    """The header values ingestion reads (patient identity excluded), as display strings."""
+def used_tags(path: Path, max_bytes: int) -> dict[str, str]:
+    """The header values ingestion reads (patient identity excluded), as display strings.
+
+    Read under the same size guard as ingestion itself (``max_bytes``): a small deflated file
+    must not inflate without bound here either.
+    """
     try:
-        ds = read_dataset(path, pixels=False)
+        ds = read_dataset(path, pixels=False, max_bytes=max_bytes)
     except IngestError:
         return {}
     tags: dict[str, str] = {}
@@ -62,16 +65,18 @@ def used_tags(path: Path) -> dict[str, str]:
     return tags
 
 
-def inspect_file(path: Path, settings: Settings, *, reduced: bool | None = None) -> Inspection:
+def inspect_file(path: Path, config: IngestConfig | None = None, *,
+                 reduced: bool | None = None) -> Inspection:
     """Run the real ``load_grey`` on ``path`` and collect everything worth showing."""
+    config = config or IngestConfig()
     path = Path(path)
     try:
         fmt = sniff_format(path)
     except OSError:
         fmt = None
-    tags = used_tags(path) if fmt == "dicom" else {}
+    tags = used_tags(path, config.max_bytes) if fmt == "dicom" else {}
     try:
-        decoded = load_grey(path, settings, reduced=reduced)
+        decoded = load_grey(path, config, reduced=reduced)
     except IngestError as exc:
         return Inspection(str(path), fmt, exc.status, str(exc), tags, exc.metadata)
     return Inspection(str(path), decoded.format, "done", None, tags, decoded.metadata,

@@ -1,4 +1,7 @@
-"""What gets screened: acceptance rules as data (from Settings), checked on the header only."""
+"""What gets screened: acceptance rules as data, checked on the header only.
+
+The defaults here are the tool's defaults; ``Settings`` reads its own from them.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ from pydicom.uid import UID
 
 from pneumoscreen.worker.ingest.errors import RejectedStudy
 from pneumoscreen.worker.ingest.metadata import text
-from pneumoscreen.worker.settings import Settings
 
 # SOP classes that hold no radiograph, by their PS3.6 names: reports, presentation states, RT
 # objects, waveforms, key-object selections, registrations, segmentations, encapsulated documents.
@@ -26,28 +28,28 @@ def _listed(values: list[str]) -> str:
     return ", ".join(v for v in values if v) or "(none)"
 
 
+def _norm(values: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    return tuple(str(v).strip().upper() for v in values)
+
+
 @dataclass(frozen=True)
 class AcceptancePolicy:
-    """The rules; build with :meth:`from_settings`. Values are compared upper-cased and stripped."""
+    """The rules. Values are compared upper-cased and stripped (:meth:`of` normalises them)."""
 
-    modalities: tuple[str, ...]
-    body_parts: tuple[str, ...]
-    reject_views: tuple[str, ...]
-    reject_intents: tuple[str, ...]
-    non_image_modalities: tuple[str, ...]
+    modalities: tuple[str, ...] = ("CR", "DX")
+    body_parts: tuple[str, ...] = ("CHEST", "THORAX", "LUNG", "TORSO", "")
+    reject_views: tuple[str, ...] = ("LL", "RL", "LATERAL", "LAT", "RLD", "LLD")
+    reject_intents: tuple[str, ...] = ("FOR PROCESSING",)
+    non_image_modalities: tuple[str, ...] = (
+        "SR", "PR", "KO", "DOC", "REG", "SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD",
+        "ECG", "HD", "AU", "PLAN", "FID", "RWV",
+    )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AcceptancePolicy:
-        def norm(values: list[str]) -> tuple[str, ...]:
-            return tuple(v.strip().upper() for v in values)
-
-        return cls(
-            norm(settings.accept_modalities),
-            norm(settings.accept_body_parts),
-            norm(settings.reject_view_positions),
-            norm(settings.reject_presentation_intents),
-            norm(settings.non_image_modalities),
-        )
+    def of(cls, *, modalities: list[str], body_parts: list[str], reject_views: list[str],
+           reject_intents: list[str], non_image_modalities: list[str]) -> AcceptancePolicy:
+        return cls(_norm(modalities), _norm(body_parts), _norm(reject_views),
+                   _norm(reject_intents), _norm(non_image_modalities))
 
     def check_object(self, ds: Dataset) -> None:
         """Reject non-image objects (SR, presentation states, RT…) before anything else."""
@@ -114,8 +116,17 @@ class AcceptancePolicy:
 
 
 def _view_codes(ds: Dataset) -> list[Dataset]:
+    """The View Code Sequence's items; a malformed sequence rejects: the lateral-view check
+    must not pass a film it could not read (fail closed)."""
     try:
         seq = ds.get("ViewCodeSequence")
-        return list(seq) if seq else []
-    except Exception:  # a malformed sequence is not a reason to reject
-        return []
+        items = list(seq) if seq else []
+        for item in items:
+            if not isinstance(item, Dataset):
+                raise TypeError(f"item of type {type(item).__name__}")
+            item.get("CodeMeaning")
+        return items
+    except Exception as exc:
+        raise RejectedStudy(
+            "View Code Sequence (0054,0220) is malformed, so the view cannot be checked: "
+            f"not screened ({type(exc).__name__})") from exc

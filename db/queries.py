@@ -1,0 +1,187 @@
+"""Every query of the project: the reading list, counts, studies, model versions, reports.
+
+Callers own the session (``with session_scope(url) as session``) and pass it in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from pneumoscreen.db.models import (
+    Batch,
+    EvaluationReport,
+    ModelVersion,
+    Prediction,
+    Study,
+    StudyStatus,
+)
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="seconds")
+
+
+def _latest_prediction_ids() -> Any:
+    """Per study, the id of its newest prediction (re-screening keeps the older ones)."""
+    return select(func.max(Prediction.id).label("id")).group_by(Prediction.study_id).subquery()
+
+
+def flagged(*, session: Session, since: dt.datetime | None = None, limit: int | None = 100,
+            model_version: str | None = None) -> list[dict[str, Any]]:
+    """Flagged cases, highest probability first, one row per study (its newest prediction)."""
+    latest = _latest_prediction_ids()
+    query = (
+        select(Prediction, Study, ModelVersion)
+        .join(Study, Prediction.study_id == Study.id)
+        .join(ModelVersion, Prediction.model_version_id == ModelVersion.id)
+        .where(Prediction.flagged.is_(True))
+        .order_by(Prediction.probability.desc(), Prediction.id)
+    )
+    if model_version:
+        query = query.where(ModelVersion.version == model_version)
+    else:
+        query = query.where(Prediction.id.in_(select(latest.c.id)))
+    if since is not None:
+        query = query.where(Prediction.created_at >= since)
+    if limit:
+        query = query.limit(limit)
+    return [
+        {
+            "prediction_id": pred.id,
+            "study_id": study.id,
+            "path": study.source_path,
+            "patient": study.patient_key[:12] if study.patient_key else None,
+            "accession": study.accession_number,
+            "modality": study.modality,
+            "view": study.view_position,
+            "probability": round(pred.probability, 4),
+            "threshold": round(pred.threshold, 4),
+            "model": mv.label,
+            "trained": mv.trained,
+            "screened_at": _iso(pred.created_at),
+        }
+        for pred, study, mv in session.execute(query).all()
+    ]
+
+
+def count_by_status(*, session: Session,
+                    batch_ids: Sequence[int] | None = None) -> dict[str, int]:
+    """Studies per status (every status present, zero or not), optionally of some batches."""
+    query = select(Study.status, func.count()).group_by(Study.status)
+    if batch_ids is not None:
+        query = query.where(Study.batch_id.in_(batch_ids))
+    counts = {s.value: 0 for s in StudyStatus}
+    for status, n in session.execute(query).all():
+        counts[StudyStatus(status).value] = n
+    return counts
+
+
+def status_counts(*, session: Session, batch_id: int | None = None) -> dict[str, int]:
+    counts = count_by_status(session=session,
+                             batch_ids=None if batch_id is None else [batch_id])
+    counts["total"] = sum(counts.values())
+    flagged_q = (select(func.count()).select_from(Prediction).join(Study)
+                 .where(Prediction.flagged.is_(True),
+                        Prediction.id.in_(select(_latest_prediction_ids().c.id))))
+    if batch_id is not None:
+        flagged_q = flagged_q.where(Study.batch_id == batch_id)
+    counts["flagged"] = session.scalar(flagged_q) or 0
+    return counts
+
+
+def batch_summary(batch_id: int, *, session: Session) -> dict[str, Any] | None:
+    batch = session.get(Batch, batch_id)
+    if batch is None:
+        return None
+    return {"batch": batch.id, "kind": batch.kind, "source": batch.source,
+            "created_at": _iso(batch.created_at), "files": batch.n_files, "new": batch.n_new,
+            "duplicates": batch.n_duplicate, "not_images": batch.n_skipped,
+            "tasks": batch.n_tasks, "counts": status_counts(session=session, batch_id=batch_id)}
+
+
+def studies(*, session: Session, batch_id: int | None = None, status: str | None = None,
+            limit: int | None = None) -> list[dict[str, Any]]:
+    """One row per study with its newest prediction, if any."""
+    latest = _latest_prediction_ids()
+    query = (
+        select(Study, Prediction)
+        .outerjoin(Prediction, (Prediction.study_id == Study.id)
+                   & Prediction.id.in_(select(latest.c.id)))
+        .order_by(Study.id)
+    )
+    if batch_id is not None:
+        query = query.where(Study.batch_id == batch_id)
+    if status:
+        query = query.where(Study.status == StudyStatus(status))
+    if limit:
+        query = query.limit(limit)
+    return [
+        {
+            "study_id": study.id,
+            "path": study.source_path,
+            "format": study.format,
+            "status": study.status.value,
+            "reason": study.reason,
+            "probability": None if pred is None else round(pred.probability, 4),
+            "flagged": None if pred is None else pred.flagged,
+            "modality": study.modality,
+            "batch": study.batch_id,
+            "updated_at": _iso(study.updated_at),
+        }
+        for study, pred in session.execute(query).all()
+    ]
+
+
+def evaluation_reports(*, session: Session, limit: int = 20) -> list[dict[str, Any]]:
+    """Stored evaluation reports, newest first (``screen reports``)."""
+    rows = session.scalars(select(EvaluationReport).order_by(
+        EvaluationReport.id.desc()).limit(limit)).all()
+    return [{"id": r.id, "created_at": r.created_at, "model": r.model_version.label,
+             "dataset": r.dataset, "n": r.n,
+             **{k: r.metrics.get(k) for k in ("auc", "threshold", "recall", "specificity",
+                                              "precision", "accuracy", "f1")},
+             "report_path": r.report_path} for r in rows]
+
+
+def get_or_create_model_version(
+    *,
+    session: Session,
+    name: str,
+    version: str,
+    file_sha256: str,
+    input_spec: dict[str, Any],
+    threshold: float,
+    target_recall: float | None,
+    trained: bool,
+    sidecar: dict[str, Any] | None = None,
+) -> ModelVersion:
+    """The row for the model file with this sha256, created on first sight."""
+    row = session.scalar(select(ModelVersion).where(ModelVersion.file_sha256 == file_sha256))
+    if row is not None:
+        return row
+    row = ModelVersion(name=name, version=version, file_sha256=file_sha256,
+                       input_spec=input_spec, threshold=threshold,
+                       target_recall=target_recall, trained=trained, sidecar=sidecar)
+    try:
+        with session.begin_nested():  # two workers may meet a new model at the same moment
+            session.add(row)
+    except IntegrityError:
+        row = session.scalars(
+            select(ModelVersion).where(ModelVersion.file_sha256 == file_sha256)
+        ).one()
+    return row
+
+
+def model_version_for(spec: Any, *, session: Session) -> ModelVersion:
+    """The row for a :class:`pneumoscreen.model.ModelSpec` (sha256 filled in by ``load_model``)."""
+    return get_or_create_model_version(
+        session=session, name=spec.name, version=spec.version, file_sha256=spec.sha256,
+        input_spec=spec.input_spec, threshold=spec.threshold, target_recall=spec.target_recall,
+        trained=spec.trained, sidecar=spec.to_json(),
+    )

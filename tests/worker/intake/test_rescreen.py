@@ -1,0 +1,71 @@
+"""`screen rescreen`: another model version adds its predictions; the earlier ones stay."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import sqlalchemy as sa
+from live import make_pngs
+from typer.testing import CliRunner
+
+from pneumoscreen.db import ModelVersion, Prediction, Study, StudyStatus, session_scope
+from pneumoscreen.model.bundle import bundled_model_path, read_spec, write_sidecar
+from pneumoscreen.worker.cli import app
+from pneumoscreen.worker.settings import get_settings
+
+
+def other_model(folder: Path, version: str = "0.0.2-test") -> Path:
+    """The bundled network as another file and version (same weights, a zip comment)."""
+    dst = folder / "cnn-v2.keras"
+    shutil.copy(bundled_model_path(), dst)
+    with zipfile.ZipFile(dst, "a") as archive:
+        archive.comment = b"another version"
+    spec = read_spec(bundled_model_path())
+    spec.version = version
+    write_sidecar(dst, spec)
+    return dst
+
+
+def _predictions() -> list[tuple[int, int, str]]:
+    with session_scope(get_settings().effective_database_url) as session:
+        return [tuple(r) for r in session.execute(
+            sa.select(Prediction.id, Prediction.study_id, ModelVersion.version)
+            .join(ModelVersion).order_by(Prediction.id))]
+
+
+def test_rescreen_adds_a_version_and_keeps_the_first(tmp_path: Path) -> None:
+    runner = CliRunner()
+    make_pngs(tmp_path / "in", 4, size=64)
+    (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    assert runner.invoke(app, ["submit", str(tmp_path / "in")]).exit_code == 0
+    before = _predictions()
+    assert len(before) == 4
+
+    model = other_model(tmp_path)
+    out = runner.invoke(app, ["rescreen", "--model", str(model)])
+    assert out.exit_code == 0, out.output
+    assert "Screened 4 studies" in out.stdout  # done ones only: the broken file stays failed
+    after = _predictions()
+    assert after[:4] == before  # untouched
+    assert sorted(s for _, s, v in after if v == "0.0.2-test") == sorted(s for _, s, _ in before)
+    with session_scope(get_settings().effective_database_url) as session:
+        statuses = sorted(s.value for s in session.scalars(sa.select(Study.status)))
+        mv = session.scalars(sa.select(ModelVersion)
+                             .where(ModelVersion.version == "0.0.2-test")).one()
+        assert mv.sidecar["path"] == str(model.resolve())
+    assert statuses == [StudyStatus.done.value] * 4 + [StudyStatus.failed.value]
+
+    # By version now that it is known; nothing left to do for it.
+    again = runner.invoke(app, ["rescreen", "--model", "0.0.2-test"])
+    assert again.exit_code == 0 and "Screened 0 studies" in again.stdout
+    assert _predictions() == after
+    newest = runner.invoke(app, ["flagged", "--format", "json", "--model", "0.0.2-test"])
+    assert newest.exit_code == 0
+
+
+def test_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
+    out = CliRunner().invoke(app, ["rescreen", "--model", "9.9.9"])
+    assert out.exit_code == 1
+    assert "neither a model file nor a known model version" in " ".join(out.output.split())

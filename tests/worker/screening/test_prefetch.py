@@ -1,0 +1,66 @@
+"""The prefetching pipeline: order, bounded memory, overlap."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from pneumoscreen.worker.screening.prefetch import prefetched, split
+
+
+class TestSplit:
+    def test_chunks_in_order(self) -> None:
+        assert split([1, 2, 3, 4, 5], 2) == [[1, 2], [3, 4], [5]]
+        assert split([], 3) == []
+
+    def test_rejects_empty_chunks(self) -> None:
+        with pytest.raises(ValueError, match="at least 1"):
+            split([1], 0)
+
+
+class TestPrefetched:
+    def test_results_in_order_whatever_the_threads(self) -> None:
+        out = list(prefetched(range(10), lambda i: i * i, chunk_size=3, threads=4))
+        assert out == [[0, 1, 4], [9, 16, 25], [36, 49, 64], [81]]
+
+    def test_next_chunk_works_while_the_caller_holds_this_one(self) -> None:
+        second_chunk_started = threading.Event()
+
+        def work(i: int) -> int:
+            if i >= 2:
+                second_chunk_started.set()
+            return i
+
+        chunks = prefetched(range(4), work, chunk_size=2, threads=1)
+        assert next(chunks) == [0, 1]
+        # The caller (the model) is busy with chunk 0: chunk 1 decodes meanwhile.
+        assert second_chunk_started.wait(10)
+        assert next(chunks) == [2, 3]
+
+    def test_never_more_than_two_chunks_in_flight(self) -> None:
+        started: list[int] = []
+        lock = threading.Lock()
+        all_of_chunk_1 = threading.Event()
+
+        def work(i: int) -> int:
+            with lock:
+                started.append(i)
+                if {4, 5, 6, 7} <= set(started):
+                    all_of_chunk_1.set()
+            return i
+
+        chunks = prefetched(range(40), work, chunk_size=4, threads=4)
+        next(chunks)
+        assert all_of_chunk_1.wait(10)
+        # Chunk 2 must wait until the caller asks for chunk 1: memory stays at two chunks.
+        assert sorted(started) == list(range(8))
+        next(chunks)
+        chunks.close()
+
+    def test_closing_early_cancels_the_rest(self) -> None:
+        started: list[int] = []
+        chunks = prefetched(range(100), started.append, chunk_size=5, threads=2)
+        next(chunks)
+        chunks.close()
+        assert len(started) <= 10

@@ -1,0 +1,61 @@
+"""Settings come from the environment, then the config file, then the embedded defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pneumoscreen.worker.cli import app
+from pneumoscreen.worker.settings import Settings, get_settings
+
+
+def test_embedded_defaults(isolated_settings: Path) -> None:
+    s = Settings()
+    assert s.eager and s.broker_url is None
+    assert s.effective_database_url == f"sqlite:///{isolated_settings / 'pneumoscreen.sqlite3'}"
+    assert s.model_path is None and (s.task_size, s.chunk_size) == (128, 32)
+
+
+def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = Path(os.environ["SCREEN_CONFIG"])
+    cfg.write_text('task_size = 8\nbroker_url = "redis://127.0.0.1:6379/3"\n')
+    assert Settings().task_size == 8
+    assert not Settings().eager
+    monkeypatch.setenv("SCREEN_TASK_SIZE", "16")
+    assert Settings().task_size == 16
+
+
+def test_blank_broker_means_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCREEN_BROKER_URL", " ")
+    assert Settings().eager
+
+
+def test_bad_value_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCREEN_TASK_SIZE", "zero")
+    with pytest.raises(ValueError, match="task_size"):
+        Settings()
+
+
+def test_patient_key_generated_once_and_private(isolated_settings: Path) -> None:
+    s = Settings()
+    key = s.effective_patient_key()
+    assert len(key) == 64 and s.effective_patient_key() == key
+    assert (isolated_settings / "patient.key").stat().st_mode & 0o077 == 0
+
+
+def test_screen_config_masks_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCREEN_DATABASE_URL", "postgresql+psycopg://screen:s3cret@db:5432/screen")
+    monkeypatch.setenv("SCREEN_BROKER_URL", "redis://:hunter2@redis:6379/0")
+    monkeypatch.setenv("SCREEN_PATIENT_KEY", "topsecretkey")
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["config", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert "s3cret" not in result.stdout and "hunter2" not in result.stdout
+    assert "topsecretkey" not in result.stdout
+    assert data["database_url"] == "postgresql+psycopg://screen:***@db:5432/screen"
+    assert data["mode"] == "queue"

@@ -1,0 +1,60 @@
+"""Resuming: studies left queued (the broker was down at submit) or processing under an expired
+lease (their worker died and no redelivery came) are enqueued again."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from pneumoscreen.db import Study, StudyStatus
+from pneumoscreen.db.models import utcnow
+from pneumoscreen.model.progress import Progress
+from pneumoscreen.worker.intake.enqueue import Enqueued, enqueue
+from pneumoscreen.worker.settings import Settings
+
+
+@dataclass
+class ResumeResult:
+    n_queued: int = 0
+    n_stale: int = 0
+    n_tasks: int = 0
+
+
+def left_over(*, session: Session, lease_s: float,
+              now: dt.datetime | None = None) -> tuple[dict[int | None, list[int]], int]:
+    """Queued studies and processing ones whose lease has expired, by batch; and how many of
+    them were processing."""
+    stale = (now or utcnow()) - dt.timedelta(seconds=lease_s)
+    rows = session.execute(
+        select(Study.id, Study.batch_id, Study.status)
+        .where(or_(Study.status == StudyStatus.queued,
+                   (Study.status == StudyStatus.processing)
+                   & or_(Study.claimed_at.is_(None), Study.claimed_at < stale)))
+        .order_by(Study.id)).all()
+    groups: dict[int | None, list[int]] = defaultdict(list)
+    for study_id, batch_id, _status in rows:
+        groups[batch_id].append(study_id)
+    n_stale = sum(1 for *_, status in rows if status == StudyStatus.processing)
+    return dict(groups), n_stale
+
+
+def resume(*, settings: Settings, task_size: int | None = None,
+           progress: Progress | None = None) -> ResumeResult:
+    """Enqueue the left-over studies again, one task per ``batch_size`` of them.
+
+    A study queued twice (its first task still sits in the broker) is harmless: the claim lets
+    one task screen it and the other skip it.
+    """
+    with settings.session() as session:
+        groups, n_stale = left_over(session=session, lease_s=settings.visibility_timeout)
+    out = ResumeResult(n_stale=n_stale)
+    for batch_id, ids in groups.items():
+        result = Enqueued(batch_id=batch_id, queued_ids=ids)
+        enqueue(result, settings=settings, task_size=task_size, progress=progress)
+        out.n_tasks += result.n_tasks
+        out.n_queued += len(ids)
+    return out

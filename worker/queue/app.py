@@ -1,0 +1,73 @@
+"""The Celery application and its configuration (tasks live in ``pneumoscreen.worker.queue.tasks``).
+
+No broker configured means eager mode: tasks run in the calling process, which is how the
+embedded defaults and the unit tests work.
+
+Running at scale: one ``screen worker`` per machine with ``--concurrency`` = the number of GPUs
+and ``SCREEN_GPU_PER_PROCESS=1`` (pool process i sees GPU i only), or ``--concurrency 1`` on a
+CPU-only machine (TensorFlow already uses every core). ``visibility_timeout`` must exceed the
+longest batch: Redis hands an unacknowledged task to another worker after that long.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.schedules import crontab
+
+from pneumoscreen.worker.settings import Settings, cron_fields, get_settings
+
+app = Celery("pneumoscreen", include=["pneumoscreen.worker.queue.tasks"])
+
+
+def configure(settings: Settings | None = None) -> Celery:
+    """(Re)apply ``settings`` to the app: broker, serialisation, delivery guarantees, eagerness."""
+    settings = settings or get_settings()
+    eager = settings.eager
+    app.conf.update(
+        broker_url=settings.broker_url or "memory://localhost/",
+        result_backend=settings.result_backend,
+        task_always_eager=eager,
+        task_eager_propagates=eager,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        # At-least-once: a task is acknowledged after it ran, and requeued if its worker dies.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=settings.task_time_limit,
+        task_soft_time_limit=max(settings.task_time_limit - 30, 10),
+        # Redis redelivers an unacknowledged task after this many seconds: longer than any batch.
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        result_expires=24 * 3600,
+        task_ignore_result=settings.result_backend is None,
+        broker_connection_retry_on_startup=True,
+        # Fail a submit fast when the broker is down: the studies stay queued for `screen resume`.
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5,
+                                   "interval_max": 1},
+        broker_connection_timeout=4,
+        worker_hijack_root_logger=False,
+        timezone=settings.nightly_timezone,
+        beat_schedule=beat_schedule(settings),
+    )
+    return app
+
+
+def cron(expression: str) -> crontab:
+    """A Celery crontab from a 5-field cron expression (minute hour day month weekday)."""
+    minute, hour, day_of_month, month, day_of_week = cron_fields(expression)
+    return crontab(minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month,
+                   day_of_week=day_of_week)
+
+
+def beat_schedule(settings: Settings) -> dict[str, Any]:
+    """The nightly run, when inbox folders are configured (beat has nothing to do otherwise)."""
+    if not settings.inbox_dirs:
+        return {}
+    return {"nightly-inboxes": {"task": "pneumoscreen.nightly",
+                                "schedule": cron(settings.nightly_cron)}}
+
+
+configure()

@@ -1,0 +1,194 @@
+"""One task's work: claim its studies, decode the next chunk while the model runs on this one,
+record each chunk's verdicts.
+
+Safe to run twice on the same ids (a redelivered task):
+
+* the claim (:mod:`.claim`) takes a study only if no other live task holds it;
+* a study that already has a prediction from this model version is not screened again, and the
+  database refuses a second prediction for the same (study, model version) anyway;
+* each chunk's predictions and statuses are written in one transaction, so a worker killed
+  mid-task leaves finished chunks done and the rest processing, to be taken again.
+
+Words: a *batch* is one submit, nightly or rescreen (a ``batches`` row); a *task* is the list of
+study ids one Celery task screens (``task_size``); a *chunk* is the studies of one model call
+(``chunk_size``).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pneumoscreen.db import Batch, ModelVersion, Prediction, Study, StudyStatus, session_scope
+from pneumoscreen.db.models import utcnow
+from pneumoscreen.db.queries import model_version_for
+from pneumoscreen.db.upsert import insert_ignore
+from pneumoscreen.model.bundle import LoadedModel, ModelFileError, load_model
+from pneumoscreen.worker.ingest import IngestConfig, IngestError, load_grey
+from pneumoscreen.worker.screening.claim import claim, release
+from pneumoscreen.worker.screening.prefetch import prefetched
+from pneumoscreen.worker.settings import Settings
+from pneumoscreen.worker.status import status_of
+
+log = logging.getLogger(__name__)
+
+SCREENABLE = (StudyStatus.queued, StudyStatus.processing)
+
+
+@dataclass
+class Prepared:
+    """A study after ingestion: either a network input or the reason it has none."""
+
+    study_id: int
+    tensor: np.ndarray | None = None
+    status: StudyStatus | None = None
+    reason: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class TaskOutcome:
+    screened: int = 0
+    flagged: int = 0
+    rejected: int = 0
+    failed: int = 0
+    already_done: int = 0  # already final, or already predicted by this model (a redelivery)
+    busy: list[int] = field(default_factory=list)  # held by another live claim: try later
+
+
+def get_model(settings: Settings, path: str | Path | None = None) -> LoadedModel:
+    """The model at ``path`` (default: the configured one), loaded once per process."""
+    return load_model(path or settings.model_path, runtime=settings.runtime_config())
+
+
+def model_path_for_batch(batch_id: int | None, *, session: Session) -> str | None:
+    """The model file a rescreen batch asked for (stored in its model version's sidecar)."""
+    if batch_id is None:
+        return None
+    batch = session.get(Batch, batch_id)
+    if batch is None or batch.kind != "rescreen" or batch.model_version_id is None:
+        return None
+    mv = session.get(ModelVersion, batch.model_version_id)
+    path = (mv.sidecar or {}).get("path") if mv is not None else None
+    if not path:
+        raise ModelFileError(f"rescreen batch {batch_id} names model version "
+                             f"{batch.model_version_id} but no model file path")
+    return str(path)
+
+
+def prepare(study_id: int, path: str, model: LoadedModel, config: IngestConfig) -> Prepared:
+    """Decode and normalise one file; every error becomes a reason, never an exception."""
+    try:
+        decoded = load_grey(Path(path), config)
+        tensor = model.preprocess(decoded.grey)
+        return Prepared(study_id, tensor=tensor, metadata=decoded.metadata)
+    except IngestError as exc:
+        return Prepared(study_id, status=status_of(exc), reason=str(exc))
+    except Exception as exc:  # a bug or an unforeseen file must not take the batch down
+        log.exception("study %s: unexpected error while preparing", study_id)
+        return Prepared(study_id, status=StudyStatus.failed,
+                        reason=f"unexpected error: {type(exc).__name__}: {exc}")
+
+
+def screen_task(
+    study_ids: Sequence[int],
+    settings: Settings,
+    *,
+    batch_id: int | None = None,
+    rescreen: bool = False,
+    model: LoadedModel | None = None,
+    model_path: str | None = None,
+    claim_token: str | None = None,
+) -> TaskOutcome:
+    """Screen ``study_ids`` and record every outcome, chunk by chunk.
+
+    The model is ``model``, else ``model_path``, else the one a rescreen batch names, else the
+    configured one. ``claim_token`` identifies this attempt's claim (the Celery task id, stable
+    across retries and redeliveries); without one the claim is private to this call.
+    """
+    url = settings.effective_database_url
+    if model is None:
+        if model_path is None:
+            with session_scope(url) as session:
+                model_path = model_path_for_batch(batch_id, session=session)
+        model = get_model(settings, model_path)
+    token = claim_token or f"local-{uuid.uuid4().hex}"
+    with session_scope(url) as session:
+        mv = model_version_for(model.spec, session=session)
+        mv_id, threshold = mv.id, float(model.spec.threshold)
+        claimed = claim(study_ids, mv_id, session=session, token=token,
+                        lease_s=settings.visibility_timeout, rescreen=rescreen)
+    outcome = TaskOutcome(already_done=claimed.already_done, busy=claimed.busy)
+    if not claimed.todo:
+        return outcome
+
+    try:
+        config = settings.ingest_config()
+        chunks = prefetched(claimed.todo, lambda t: prepare(t[0], t[1], model, config),
+                            chunk_size=settings.chunk_size,
+                            threads=settings.decode_threads)
+        for prepared in chunks:
+            ready = [p for p in prepared if p.tensor is not None]
+            probabilities = (model.predict_batch(np.stack([p.tensor for p in ready]))
+                             if ready else np.zeros(0, np.float32))
+            with session_scope(url) as session:
+                record(prepared, ready, probabilities, mv_id=mv_id, threshold=threshold,
+                       batch_id=batch_id, session=session, outcome=outcome, rescreen=rescreen)
+    except BaseException:
+        # A retry of this task reclaims under the same token anyway; a private claim must not
+        # leave its studies waiting a whole lease.
+        if claim_token is None:
+            release(token, url=url)
+        raise
+    log.info("task of batch %s: %d screened, %d flagged, %d rejected, %d failed, "
+             "%d already done, %d busy", batch_id, outcome.screened, outcome.flagged,
+             outcome.rejected, outcome.failed, outcome.already_done, len(outcome.busy))
+    return outcome
+
+
+def record(prepared: list[Prepared], ready: list[Prepared], probabilities: np.ndarray, *,
+           mv_id: int, threshold: float, batch_id: int | None, session: Session,
+           outcome: TaskOutcome, rescreen: bool = False) -> None:
+    """Write predictions (a second one for the same study and model is ignored) and statuses."""
+    now = utcnow()
+    rows = [
+        {"study_id": p.study_id, "model_version_id": mv_id, "batch_id": batch_id,
+         "probability": float(prob), "threshold": threshold, "flagged": bool(prob >= threshold),
+         "created_at": now}
+        for p, prob in zip(ready, probabilities, strict=True)
+    ]
+    if rows:
+        session.execute(insert_ignore(session, Prediction, ["study_id", "model_version_id"]), rows)
+    ids = [p.study_id for p in prepared]
+    studies = {s.id: s for s in session.scalars(select(Study).where(Study.id.in_(ids)))}
+    # A re-screen that cannot read the file again must not undo the study's earlier verdict.
+    screened_before = set(session.scalars(
+        select(Prediction.study_id).where(Prediction.study_id.in_(ids)))) if rescreen else set()
+    columns = set(Study.__table__.columns.keys())
+    for p in prepared:
+        study = studies[p.study_id]
+        for key, value in p.metadata.items():
+            if key in columns and value is not None:
+                setattr(study, key, value)
+        study.finished_at = now
+        study.claim_token = study.claimed_at = None
+        if p.tensor is not None:
+            study.status, study.reason = StudyStatus.done, None
+            outcome.screened += 1
+        elif p.study_id in screened_before:
+            study.status, study.reason = StudyStatus.done, f"re-screen failed: {p.reason}"
+            outcome.failed += 1
+        else:
+            study.status, study.reason = p.status or StudyStatus.failed, p.reason
+            if study.status == StudyStatus.rejected:
+                outcome.rejected += 1
+            else:
+                outcome.failed += 1
+    outcome.flagged += sum(r["flagged"] for r in rows)
