@@ -90,7 +90,8 @@ class Batch(Base):
     n_tasks: Mapped[int] = mapped_column(Integer, default=0)
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
 
-    studies: Mapped[list[Study]] = relationship(back_populates="batch")
+    studies: Mapped[list[Study]] = relationship(back_populates="batch",
+                                                foreign_keys="Study.batch_id")
 
 
 class Study(Base):
@@ -110,6 +111,8 @@ class Study(Base):
     )
     reason: Mapped[str | None] = mapped_column(Text)
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), index=True)
+    # A re-screen batch that has not reached this study yet: `screen resume` sends it there.
+    rescreen_batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # While processing: which task holds the study, and since when (the lease starts there).
     claim_token: Mapped[str | None] = mapped_column(String(64))
@@ -136,7 +139,8 @@ class Study(Base):
     transfer_syntax: Mapped[str | None] = mapped_column(String(64))
     meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
-    batch: Mapped[Batch | None] = relationship(back_populates="studies")
+    batch: Mapped[Batch | None] = relationship(back_populates="studies",
+                                               foreign_keys=[batch_id])
     predictions: Mapped[list[Prediction]] = relationship(back_populates="study")
 
 

@@ -66,7 +66,7 @@ def count_predict_calls(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], list
     return install
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Run a test on SQLite and again on the local PostgreSQL."""
     if request.param == "sqlite":

@@ -156,3 +156,20 @@ def make_pngs(folder: Path, n: int, *, size: int = 256, seed: int = 0,
         Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8)).save(path)
         paths.append(path)
     return paths
+
+
+def bundled_model_copy(folder: Path, version: str, name: str = "cnn-v2.keras") -> Path:
+    """The bundled network as another file and version (same weights, a zip comment)."""
+    import shutil
+    import zipfile
+
+    from pneumoscreen.model.bundle import bundled_model_path, read_spec, write_sidecar
+
+    dst = Path(folder) / name
+    shutil.copy(bundled_model_path(), dst)
+    with zipfile.ZipFile(dst, "a") as archive:
+        archive.comment = f"copy as {version}".encode()
+    spec = read_spec(bundled_model_path())
+    spec.version = version
+    write_sidecar(dst, spec)
+    return dst

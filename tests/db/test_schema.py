@@ -11,8 +11,6 @@ from pneumoscreen.db.migrate import current
 from pneumoscreen.db.queries import get_or_create_model_version
 from pneumoscreen.db.session import get_engine
 
-pytestmark = pytest.mark.postgres
-
 
 def _model_version(session: sa.orm.Session, sha: str = "a" * 64) -> ModelVersion:
     return get_or_create_model_version(
@@ -23,7 +21,7 @@ def _model_version(session: sa.orm.Session, sha: str = "a" * 64) -> ModelVersion
 class TestMigrations:
     def test_first_use_upgrades_to_head(self, db_url: str) -> None:
         engine = get_engine(db_url)
-        assert current(engine) == "0002"
+        assert current(engine) == "0003"
         tables = set(sa.inspect(engine).get_table_names())
         assert {"studies", "batches", "predictions", "model_versions", "evaluation_reports",
                 "runs", "alembic_version"} <= tables
@@ -139,6 +137,7 @@ class TestConstraints:
             assert s.scalar(sa.select(sa.func.count()).select_from(ModelVersion)) == 1
 
 
+@pytest.mark.postgres
 def test_concurrent_first_use_on_postgres(pg_url: str) -> None:
     """Processes that meet a fresh database together all end up at head, none fails."""
     import subprocess
@@ -151,4 +150,4 @@ def test_concurrent_first_use_on_postgres(pg_url: str) -> None:
                               stderr=subprocess.PIPE, text=True) for _ in range(3)]
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in results]
-    assert [out.strip() for out, _ in results] == ["0002"] * 3
+    assert [out.strip() for out, _ in results] == ["0003"] * 3

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import sqlalchemy as sa
 from live import (
     REDIS_URL,
     WorkerProcess,
+    bundled_model_copy,
     fresh_pg_database,
     make_pngs,
     redis_or_skip,
@@ -143,21 +142,6 @@ def test_dropped_database_connection_is_retried(live_env: dict[str, str], tmp_pa
     assert "Retry in" in fresh and "OperationalError" in fresh, fresh
 
 
-def _other_model(folder: Path) -> Path:
-    """The bundled model under another version: same weights, a different file (zip comment)."""
-    from pneumoscreen.model.bundle import bundled_model_path, read_spec, write_sidecar
-
-    src = bundled_model_path()
-    dst = folder / "pneumoscreen-cnn-v2.keras"
-    shutil.copy(src, dst)
-    with zipfile.ZipFile(dst, "a") as archive:
-        archive.comment = b"re-screen test copy"
-    spec = read_spec(src)
-    spec.version = "0.0.2-rescreen-test"
-    write_sidecar(dst, spec)
-    return dst
-
-
 def test_rescreen_through_the_workers_keeps_earlier_predictions(
         live_env: dict[str, str], tmp_path: Path, workers: list[WorkerProcess]) -> None:
     engine = _engine(live_env)
@@ -165,7 +149,7 @@ def test_rescreen_through_the_workers_keeps_earlier_predictions(
         before = dict(conn.execute(sa.text("SELECT id, study_id FROM predictions")).all())
         n_done = conn.scalar(sa.text("SELECT count(*) FROM studies WHERE status = 'done'"))
     assert n_done and len(before) == n_done
-    model = _other_model(tmp_path)
+    model = bundled_model_copy(tmp_path, "0.0.2-rescreen-test", "pneumoscreen-cnn-v2.keras")
     out = run_screen(live_env, "rescreen", "--model", str(model), "--batch-size", "8")
     assert out.returncode == 0, out.stderr
     assert f"Queued {n_done} studies" in out.stdout

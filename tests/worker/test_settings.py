@@ -59,3 +59,12 @@ def test_screen_config_masks_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "topsecretkey" not in result.stdout
     assert data["database_url"] == "postgresql+psycopg://screen:***@db:5432/screen"
     assert data["mode"] == "queue"
+
+
+def test_ingestion_defaults_have_one_source() -> None:
+    """Settings' decoder and policy defaults are ingestion's own (min_side was 512 vs 256)."""
+    from pneumoscreen.worker.ingest import AcceptancePolicy, DecodeOptions
+
+    config = Settings().ingest_config()
+    assert config.decode == DecodeOptions()
+    assert config.policy == AcceptancePolicy()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
 from pneumoscreen.db import Batch, ModelVersion, Prediction, Study, StudyStatus
@@ -63,6 +63,11 @@ def rescreen(model_ref: str, *, settings: Settings, status: str = "done",
                                  Prediction.model_version_id == mv.id)
         ids = sorted(session.scalars(select(Study.id).where(Study.status == wanted, ~already)))
         batch.n_files = batch.n_new = len(ids)
+        # Marked until the re-screen reaches them: a broker that is down now, or a worker that
+        # dies, leaves them for `screen resume`, which sends them back here, as a re-screen.
+        session.execute(update(Study).where(Study.id.in_(ids))
+                        .values(rescreen_batch_id=batch.id)
+                        .execution_options(synchronize_session=False))
         result = Enqueued(batch_id=batch.id, queued_ids=ids)
     enqueue(result, settings=settings, task_size=task_size, progress=progress, rescreen=True)
     return result

@@ -24,27 +24,33 @@ class ResumeResult:
     n_tasks: int = 0
 
 
-def left_over(*, session: Session, lease_s: float,
-              now: dt.datetime | None = None) -> tuple[dict[int | None, list[int]], int]:
-    """Queued studies and processing ones whose lease has expired, by batch; and how many of
-    them were processing."""
+def left_over(*, session: Session, lease_s: float, now: dt.datetime | None = None
+              ) -> tuple[dict[tuple[int | None, bool], list[int]], int]:
+    """Studies to send again, by (batch, is a re-screen); and how many were stuck processing.
+
+    Queued studies, processing ones whose lease has expired, and studies a re-screen has not
+    reached yet (``rescreen_batch_id``; they go back to that re-screen batch, so its model reads
+    them and a failed re-read cannot undo their earlier verdict).
+    """
     stale = (now or utcnow()) - dt.timedelta(seconds=lease_s)
+    expired = (Study.status == StudyStatus.processing) & or_(Study.claimed_at.is_(None),
+                                                              Study.claimed_at < stale)
     rows = session.execute(
-        select(Study.id, Study.batch_id, Study.status)
-        .where(or_(Study.status == StudyStatus.queued,
-                   (Study.status == StudyStatus.processing)
-                   & or_(Study.claimed_at.is_(None), Study.claimed_at < stale)))
+        select(Study.id, Study.batch_id, Study.rescreen_batch_id, Study.status)
+        .where(or_(Study.status == StudyStatus.queued, expired,
+                   Study.rescreen_batch_id.is_not(None) & (Study.status != StudyStatus.processing)))
         .order_by(Study.id)).all()
-    groups: dict[int | None, list[int]] = defaultdict(list)
-    for study_id, batch_id, _status in rows:
-        groups[batch_id].append(study_id)
+    groups: dict[tuple[int | None, bool], list[int]] = defaultdict(list)
+    for study_id, batch_id, rescreen_batch_id, _status in rows:
+        key = (rescreen_batch_id, True) if rescreen_batch_id is not None else (batch_id, False)
+        groups[key].append(study_id)
     n_stale = sum(1 for *_, status in rows if status == StudyStatus.processing)
     return dict(groups), n_stale
 
 
 def resume(*, settings: Settings, task_size: int | None = None,
            progress: Progress | None = None) -> ResumeResult:
-    """Enqueue the left-over studies again, one task per ``batch_size`` of them.
+    """Enqueue the left-over studies again, one task per ``task_size`` of them.
 
     A study queued twice (its first task still sits in the broker) is harmless: the claim lets
     one task screen it and the other skip it.
@@ -52,9 +58,10 @@ def resume(*, settings: Settings, task_size: int | None = None,
     with settings.session() as session:
         groups, n_stale = left_over(session=session, lease_s=settings.visibility_timeout)
     out = ResumeResult(n_stale=n_stale)
-    for batch_id, ids in groups.items():
+    for (batch_id, rescreen), ids in groups.items():
         result = Enqueued(batch_id=batch_id, queued_ids=ids)
-        enqueue(result, settings=settings, task_size=task_size, progress=progress)
+        enqueue(result, settings=settings, task_size=task_size, progress=progress,
+                rescreen=rescreen)
         out.n_tasks += result.n_tasks
         out.n_queued += len(ids)
     return out

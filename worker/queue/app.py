@@ -25,8 +25,13 @@ def configure(settings: Settings | None = None) -> Celery:
     """(Re)apply ``settings`` to the app: broker, serialisation, delivery guarantees, eagerness."""
     settings = settings or get_settings()
     eager = settings.eager
+    broker_url = settings.broker_url or "memory://localhost/"
+    if app.conf.broker_url != broker_url:
+        # Pools made for the previous broker would keep publishing there.
+        app.close()
+        app.amqp._producer_pool = None
     app.conf.update(
-        broker_url=settings.broker_url or "memory://localhost/",
+        broker_url=broker_url,
         result_backend=settings.result_backend,
         task_always_eager=eager,
         task_eager_propagates=eager,

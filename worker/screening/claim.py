@@ -53,7 +53,8 @@ def claim(study_ids: Sequence[int], mv_id: int, *, session: Session, token: str,
                     .values(status=StudyStatus.done, reason=None, finished_at=now,
                             updated_at=now, claim_token=None, claimed_at=None)
                     .execution_options(synchronize_session=False))
-    wanted = or_(takeable, Study.status == StudyStatus.done) if rescreen else takeable
+    # A re-screen reads finished studies again (done, or rejected/failed when asked for).
+    wanted = or_(takeable, Study.status.in_(StudyStatus.final())) if rescreen else takeable
     rows = session.execute(
         update(Study).where(Study.id.in_(ids), wanted, ~predicted)
         .values(status=StudyStatus.processing, claim_token=token, claimed_at=now,

@@ -179,6 +179,8 @@ def record(prepared: list[Prepared], ready: list[Prepared], probabilities: np.nd
                 setattr(study, key, value)
         study.finished_at = now
         study.claim_token = study.claimed_at = None
+        if rescreen:
+            study.rescreen_batch_id = None  # the re-screen has reached it
         if p.tensor is not None:
             study.status, study.reason = StudyStatus.done, None
             outcome.screened += 1

@@ -41,6 +41,27 @@ class TestInspect:
             assert im.mode == "L" and im.size[0] == im.size[1]
             assert np.asarray(im).std() > 10
 
+    def test_png_is_the_configured_models_input_size(self, chest: Path, tmp_path: Path) -> None:
+        from pneumoscreen.model.bundle import bundled_model_path, read_spec
+
+        out = tmp_path / "net.png"
+        assert runner.invoke(app, ["inspect", str(chest), "--png", str(out)]).exit_code == 0
+        size = read_spec(bundled_model_path()).input_size
+        with Image.open(out) as im:
+            assert im.size == (size, size)
+
+    def test_png_with_an_unreadable_model_is_an_error_not_a_guess(
+            self, chest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """No silent fall-back to a default input size when the model's sidecar is missing."""
+        from pneumoscreen.worker.settings import get_settings
+
+        monkeypatch.setenv("SCREEN_MODEL_PATH", str(tmp_path / "missing.keras"))
+        get_settings.cache_clear()
+        out = tmp_path / "net.png"
+        res = runner.invoke(app, ["inspect", str(chest), "--png", str(out)])
+        assert res.exit_code == 1 and not out.exists()
+        assert "cannot read the model's input size" in " ".join(res.output.split())
+
     def test_rejected_file_shows_the_reason(self, tmp_path: Path) -> None:
         path = write(make_ds(chest_like(), modality="CT"), tmp_path / "ct.dcm")
         res = runner.invoke(app, ["inspect", str(path)])

@@ -86,3 +86,26 @@ class TestBeatSchedule:
             Settings(nightly_cron="0 2 * *")
         with pytest.raises(ValueError, match="must have 5 fields"):
             cron("@daily")
+
+
+def test_a_run_deleted_while_it_ran_is_a_clear_error(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """No assert in production code: a vanished run row raises a RuntimeError that says so."""
+    import sqlalchemy as sa
+
+    from pneumoscreen.db import Run
+    from pneumoscreen.worker.intake import nightly
+
+    settings = get_settings()
+    real_submit = nightly.submit_folder
+
+    def submit_then_delete(*args, **kwargs):  # type: ignore[no-untyped-def]
+        result = real_submit(*args, **kwargs)
+        with settings.session() as session:
+            session.execute(sa.delete(Run))
+        return result
+
+    monkeypatch.setattr(nightly, "submit_folder", submit_then_delete)
+    make_pngs(tmp_path / "inbox", 1, size=32)
+    with pytest.raises(RuntimeError, match=r"nightly run \d+ disappeared"):
+        nightly.run_nightly([tmp_path / "inbox"], settings=settings)

@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
-import zipfile
 from pathlib import Path
 
 import sqlalchemy as sa
-from live import make_pngs
+from live import bundled_model_copy, make_pngs
 from typer.testing import CliRunner
 
 from pneumoscreen.db import ModelVersion, Prediction, Study, StudyStatus, session_scope
-from pneumoscreen.model.bundle import bundled_model_path, read_spec, write_sidecar
 from pneumoscreen.worker.cli import app
 from pneumoscreen.worker.settings import get_settings
 
 
 def other_model(folder: Path, version: str = "0.0.2-test") -> Path:
-    """The bundled network as another file and version (same weights, a zip comment)."""
-    dst = folder / "cnn-v2.keras"
-    shutil.copy(bundled_model_path(), dst)
-    with zipfile.ZipFile(dst, "a") as archive:
-        archive.comment = b"another version"
-    spec = read_spec(bundled_model_path())
-    spec.version = version
-    write_sidecar(dst, spec)
-    return dst
+    return bundled_model_copy(folder, version)
 
 
 def _predictions() -> list[tuple[int, int, str]]:

@@ -49,7 +49,6 @@ def _states(url: str) -> dict[str, tuple[str, str | None]]:
                 for st in s.scalars(sa.select(Study))}
 
 
-@pytest.mark.postgres
 class TestSubmit:
     def test_samples_end_in_their_expected_states(self, samples: Path, settings) -> None:
         result = submit_folder(samples, settings=settings)
