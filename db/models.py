@@ -133,7 +133,7 @@ class Study(Base):
     body_part: Mapped[str | None] = mapped_column(String(64))
     view_position: Mapped[str | None] = mapped_column(String(16))
     patient_age: Mapped[str | None] = mapped_column(String(8))
-    patient_sex: Mapped[str | None] = mapped_column(String(8))
+    patient_sex: Mapped[str | None] = mapped_column(String(16))
     manufacturer: Mapped[str | None] = mapped_column(String(128))
     photometric_interpretation: Mapped[str | None] = mapped_column(String(32))
     transfer_syntax: Mapped[str | None] = mapped_column(String(64))

@@ -7,23 +7,33 @@ import hmac
 import re
 from typing import Any
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-# Study column → (DICOM keyword, column width). Widths mirror db/models.py.
-COLUMNS: dict[str, tuple[str, int]] = {
-    "study_instance_uid": ("StudyInstanceUID", 64),
-    "series_instance_uid": ("SeriesInstanceUID", 64),
-    "accession_number": ("AccessionNumber", 64),
-    "study_date": ("StudyDate", 8),
-    "modality": ("Modality", 16),
-    "body_part": ("BodyPartExamined", 64),
-    "view_position": ("ViewPosition", 16),
-    "patient_age": ("PatientAge", 8),
-    "patient_sex": ("PatientSex", 8),
-    "manufacturer": ("Manufacturer", 128),
-    "photometric_interpretation": ("PhotometricInterpretation", 32),
+# Study column → DICOM keyword. A value is kept to its VR's maximum length (the standard's, not
+# the database's: the schema is at least that wide, which a test checks).
+COLUMNS: dict[str, str] = {
+    "study_instance_uid": "StudyInstanceUID",
+    "series_instance_uid": "SeriesInstanceUID",
+    "accession_number": "AccessionNumber",
+    "study_date": "StudyDate",
+    "modality": "Modality",
+    "body_part": "BodyPartExamined",
+    "view_position": "ViewPosition",
+    "patient_age": "PatientAge",
+    "patient_sex": "PatientSex",
+    "manufacturer": "Manufacturer",
+    "photometric_interpretation": "PhotometricInterpretation",
 }
+# PS3.5 table 6.2-1: maximum value length, in characters, of the VRs read into columns.
+VR_MAX_LENGTH = {"AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "IS": 12, "LO": 64, "SH": 16,
+                 "TM": 14, "UI": 64}
+
+
+def max_length(keyword: str) -> int:
+    """The longest value the standard allows for ``keyword``'s VR."""
+    return VR_MAX_LENGTH[dictionary_VR(keyword)]
 # Extra, non-identifying facts kept in ``meta`` (JSON) for inspection and audits.
 META_KEYWORDS = (
     "SOPClassUID", "Rows", "Columns", "BitsAllocated", "BitsStored", "PixelRepresentation",
@@ -91,7 +101,7 @@ def transfer_syntax(ds: Dataset) -> UID | None:
 
 def extract(ds: Dataset, key: bytes | None) -> dict[str, Any]:
     """The ``Study`` column values of ``ds`` (short strings or None) plus a ``meta`` dict."""
-    out: dict[str, Any] = {col: text(ds, kw, width) for col, (kw, width) in COLUMNS.items()}
+    out: dict[str, Any] = {col: text(ds, kw, max_length(kw)) for col, kw in COLUMNS.items()}
     if out["study_date"] and not re.fullmatch(r"\d{8}", out["study_date"]):
         out["study_date"] = None
     for col in ("modality", "body_part", "view_position"):

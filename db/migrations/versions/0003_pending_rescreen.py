@@ -1,4 +1,5 @@
-"""studies: rescreen_batch_id (a re-screen that has not reached the study yet)
+"""studies: rescreen_batch_id (a re-screen that has not reached the study yet); patient_sex
+as wide as its VR (CS, 16)
 
 Revision ID: 0003
 Revises: 0002
@@ -16,6 +17,8 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table('studies', schema=None) as batch_op:
+        batch_op.alter_column('patient_sex', existing_type=sa.String(length=8),
+                              type_=sa.String(length=16), existing_nullable=True)
         batch_op.add_column(sa.Column('rescreen_batch_id', sa.Integer(), nullable=True))
         batch_op.create_index(batch_op.f('ix_studies_rescreen_batch_id'), ['rescreen_batch_id'],
                               unique=False)
@@ -29,3 +32,5 @@ def downgrade() -> None:
                                  type_='foreignkey')
         batch_op.drop_index(batch_op.f('ix_studies_rescreen_batch_id'))
         batch_op.drop_column('rescreen_batch_id')
+        batch_op.alter_column('patient_sex', existing_type=sa.String(length=16),
+                              type_=sa.String(length=8), existing_nullable=True)
