@@ -176,6 +176,9 @@ class Prediction(Base):
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"))
     probability: Mapped[float] = mapped_column(Float)
+    # Probability that a pneumonia is viral rather than bacterial: a suggestion for the reader,
+    # null for a model without the subtype output.
+    p_viral: Mapped[float | None] = mapped_column(Float)
     threshold: Mapped[float] = mapped_column(Float)
     flagged: Mapped[bool] = mapped_column(Boolean, index=True)
     created_at: Mapped[dt.datetime] = mapped_column(

@@ -27,6 +27,10 @@ def _iso(value: dt.datetime | None) -> str | None:
     return None if value is None else value.isoformat(timespec="seconds")
 
 
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
 def _latest_prediction_ids() -> Any:
     """Per study, the id of its newest prediction (re-screening keeps the older ones)."""
     return select(func.max(Prediction.id).label("id")).group_by(Prediction.study_id).subquery()
@@ -61,6 +65,7 @@ def flagged(*, session: Session, since: dt.datetime | None = None, limit: int | 
             "modality": study.modality,
             "view": study.view_position,
             "probability": round(pred.probability, 4),
+            "p_viral": _round(pred.p_viral),
             "threshold": round(pred.threshold, 4),
             "model": mv.label,
             "trained": mv.trained,
@@ -129,6 +134,7 @@ def studies(*, session: Session, batch_id: int | None = None, status: str | None
             "status": study.status.value,
             "reason": study.reason,
             "probability": None if pred is None else round(pred.probability, 4),
+            "p_viral": None if pred is None else _round(pred.p_viral),
             "flagged": None if pred is None else pred.flagged,
             "modality": study.modality,
             "batch": study.batch_id,
@@ -185,3 +191,23 @@ def model_version_for(spec: Any, *, session: Session) -> ModelVersion:
         input_spec=spec.input_spec, threshold=spec.threshold, target_recall=spec.target_recall,
         trained=spec.trained, sidecar=spec.to_json(),
     )
+
+
+def model_versions(*, session: Session) -> list[dict[str, Any]]:
+    """Every registered model version, newest first, with what its sidecar says about it."""
+    rows = session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())).all()
+    out = []
+    for mv in rows:
+        side = mv.sidecar or {}
+        arch = side.get("architecture") or {}
+        internal = (side.get("metrics") or {}).get("internal-test") or {}
+        out.append({
+            "id": mv.id, "label": mv.label, "version": mv.version, "sha256": mv.file_sha256,
+            "architecture": arch.get("name"), "members": len(arch.get("members") or []) or None,
+            "input_size": (mv.input_spec or {}).get("height"), "threshold": mv.threshold,
+            "trained": mv.trained, "auc": internal.get("auc"), "recall": internal.get("recall"),
+            "specificity": internal.get("specificity"),
+            "subtype_auc": (internal.get("subtype") or {}).get("auc"),
+            "path": side.get("path"), "created_at": _iso(mv.created_at),
+        })
+    return out

@@ -25,6 +25,7 @@ from pneumoscreen.model.dataset import (
     load_arrays,
     scan_labelled,
     split_from_manifest,
+    subtype_labels,
     training_root,
 )
 
@@ -50,6 +51,7 @@ class Evaluation:
     samples: list[Sample]
     metrics: dict[str, Any]
     unreadable: dict[str, str] = field(default_factory=dict)
+    viral: np.ndarray | None = None
 
 
 def manifest_for(model: LoadedModel) -> Path:
@@ -99,21 +101,40 @@ def evaluate(model: LoadedModel, dataset: Dataset, *, batch_size: int = 64,
     arrays = load_arrays(dataset.samples, model.spec.input_size, progress=progress)
     if len(arrays.y) == 0:
         raise ValueError(f"none of the {len(dataset.samples)} files could be read")
-    scores = np.concatenate([model.predict_batch(arrays.x[i:i + batch_size])
-                             for i in range(0, len(arrays.x), batch_size)])
+    outs = [model.predict(arrays.x[i:i + batch_size]) for i in range(0, len(arrays.x), batch_size)]
+    scores = np.concatenate([o.pneumonia for o in outs])
+    viral = (np.concatenate([o.viral for o in outs])
+             if outs and all(o.viral is not None for o in outs) else None)
     summary = M.summarize(arrays.y, scores, model.spec.threshold, n_boot=n_boot, seed=BOOT_SEED)
+    # The subtype on the pneumonia images whose file names carry it (Kermany's naming).
+    summary["subtype"] = subtype_summary(arrays.samples, viral, n_boot=n_boot, seed=BOOT_SEED)
     summary["unreadable"] = len(arrays.errors)
     summary["dataset"] = dataset.description
     summary["model"] = {"name": model.spec.name, "version": model.spec.version,
                         "sha256": model.spec.sha256, "trained": model.spec.trained,
                         "target_recall": model.spec.target_recall}
     return Evaluation(dataset, arrays.y, scores, arrays.x, arrays.samples, summary,
-                      arrays.errors)
+                      arrays.errors, viral)
+
+
+def subtype_summary(samples: list[Any], p_viral: np.ndarray | None, *, n_boot: int,
+                    seed: int) -> dict[str, Any]:
+    """Viral-vs-bacterial AUC on the pneumonia images with a known subtype (from the file name);
+    ``auc`` is None when there are none of one kind, or the model has no subtype output."""
+    v = subtype_labels(samples)
+    if p_viral is None:
+        return {"n": int((v >= 0).sum()), "auc": None, "ci95": None,
+                "note": "the model has no subtype output"}
+    known = v >= 0
+    if known.sum() == 0 or len(np.unique(v[known])) < 2:
+        return {"n": int(known.sum()), "auc": None, "ci95": None}
+    return M.subtype_metrics(v[known], p_viral[known], n_boot=n_boot, seed=seed)
 
 
 def headline(m: dict[str, Any]) -> dict[str, Any]:
     """The figures ``--format json`` promises, then the rest."""
-    keys = ("n", "auc", "threshold", "recall", "specificity", "precision", "accuracy", "f1")
+    keys = ("n", "auc", "threshold", "recall", "specificity", "precision", "accuracy", "f1",
+            "subtype")
     return {**{k: m[k] for k in keys}, **{k: v for k, v in m.items() if k not in keys}}
 
 

@@ -42,6 +42,7 @@ from pneumoscreen.model.dataset import (
     training_root,
     write_manifest,
 )
+from pneumoscreen.model.evaluate import subtype_summary
 from pneumoscreen.model.progress import Progress, Silent
 
 log = logging.getLogger(__name__)
@@ -386,28 +387,21 @@ class Tuned:
     calibration: dict[str, Any] = field(default_factory=dict)
 
 
-def subtype_summary(samples: list[Any], p_viral: np.ndarray | None, *, n_boot: int,
-                    seed: int) -> dict[str, Any]:
-    """Viral-vs-bacterial AUC on the pneumonia images with a known subtype."""
-    if p_viral is None:
-        return {}
-    v = subtype_labels(samples)
-    known = v >= 0
-    if known.sum() == 0 or len(np.unique(v[known])) < 2:
-        return {"n": int(known.sum()), "auc": None, "ci95": None}
-    return M.subtype_metrics(v[known], p_viral[known], n_boot=n_boot, seed=seed)
+def tune(model: Any, arrays: dict[str, Arrays], progress: Progress, *, target_recall: float,
+         n_boot: int, seed: int) -> Tuned:
+    """Fit the temperature and the threshold on validation; evaluate the internal test.
 
-
-def tune(cfg: TrainConfig, model: Any, arrays: dict[str, Arrays], progress: Progress) -> Tuned:
-    """Fit the temperature and the threshold on validation; evaluate the internal test."""
+    ``model``'s ``pneumonia`` output must be ``sigmoid`` of its ``pneumonia_logit`` layer, which
+    :func:`pneumoscreen.model.calibration.calibrated_model` then rescales.
+    """
     va, te = arrays["validation"], arrays["internal-test"]
     progress.note("calibrating and tuning the threshold on validation")
     raw_val, val_viral = predict_arrays(model, va.x)
     temperature = C.fit_temperature(va.y, raw_val)
     val_scores = C.apply_temperature(raw_val, temperature)
-    threshold = M.select_threshold(va.y, val_scores, cfg.target_recall)
+    threshold = M.select_threshold(va.y, val_scores, target_recall)
     validation = M.summarize(va.y, val_scores, threshold, n_boot=0)
-    validation["subtype"] = subtype_summary(va.samples, val_viral, n_boot=0, seed=cfg.seed)
+    validation["subtype"] = subtype_summary(va.samples, val_viral, n_boot=0, seed=seed)
     calib = {"method": "temperature", "temperature": temperature, "fitted_on": "validation",
              "validation_nll_before": C.nll(va.y, raw_val),
              "validation_nll_after": C.nll(va.y, val_scores),
@@ -418,9 +412,9 @@ def tune(cfg: TrainConfig, model: Any, arrays: dict[str, Arrays], progress: Prog
         progress.note("evaluating the internal test split")
         raw_test, test_viral = predict_arrays(model, te.x)
         internal = M.summarize(te.y, C.apply_temperature(raw_test, temperature), threshold,
-                               n_boot=cfg.n_boot, seed=cfg.seed)
-        internal["subtype"] = subtype_summary(te.samples, test_viral, n_boot=cfg.n_boot,
-                                              seed=cfg.seed)
+                               n_boot=n_boot, seed=seed)
+        internal["subtype"] = subtype_summary(te.samples, test_viral, n_boot=n_boot,
+                                              seed=seed)
     return Tuned(temperature, threshold, validation, internal, calib)
 
 
@@ -512,7 +506,8 @@ def train(cfg: TrainConfig, progress: Progress | None = None,
     arrays = make_arrays(cfg, split, progress)
     model = build(cfg.arch, cfg.input_size, cfg.init)
     history, facts = fit(cfg, model, arrays, progress, device)
-    tuned = tune(cfg, model, arrays, progress)
+    tuned = tune(model, arrays, progress, target_recall=cfg.target_recall, n_boot=cfg.n_boot,
+                 seed=cfg.seed)
     model_path, spec = save(cfg, model, tuned, root=root, split=split, history=history,
                             facts=facts, arrays=arrays, device=device)
     _cleanup(out)

@@ -50,17 +50,18 @@ def pg_url() -> Iterator[str]:
 
 @pytest.fixture
 def count_predict_calls(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], list[int]]:
-    """Spy on a loaded model: returns the list of batch sizes its ``predict_batch`` receives."""
+    """Spy on a loaded model: the list of batch sizes its one model call (``predict``; also
+    behind ``predict_batch``) receives."""
 
     def install(model: Any) -> list[int]:
         calls: list[int] = []
-        original = model.predict_batch
+        original = model.predict
 
         def counting(batch: Any) -> Any:
             calls.append(len(batch))
             return original(batch)
 
-        monkeypatch.setattr(model, "predict_batch", counting)
+        monkeypatch.setattr(model, "predict", counting)
         return calls
 
     return install

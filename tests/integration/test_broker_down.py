@@ -20,7 +20,7 @@ def test_broker_down_then_resume(tmp_path: Path, pg_url: str) -> None:
     env = screen_env(data_dir=tmp_path / "data", database_url=pg_url, broker_url=down)
 
     # A short timeout: the publish must give up quickly, not spin in a retry loop.
-    out = run_screen(env, "submit", str(tmp_path / "in"), "--batch-size", "3", timeout=60)
+    out = run_screen(env, "submit", str(tmp_path / "in"), "--task-size", "3", timeout=60)
     assert out.returncode == 3, out.stdout + out.stderr
     message = " ".join(out.stderr.split())
     assert "cannot reach the broker at redis://127.0.0.1" in message
@@ -35,7 +35,7 @@ def test_broker_down_then_resume(tmp_path: Path, pg_url: str) -> None:
     assert statuses == ["queued"] * 7 and n_tasks == [0]  # consistent: registered, not sent
 
     up = {**env, "SCREEN_BROKER_URL": REDIS_URL}
-    resumed = run_screen(up, "resume", "--batch-size", "3")
+    resumed = run_screen(up, "resume", "--task-size", "3")
     assert resumed.returncode == 0, resumed.stderr
     assert "Re-enqueued 7 studies (0 stuck processing) in 3 tasks" in resumed.stdout
 

@@ -39,7 +39,7 @@ def live_env(module_pg: str, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     (root / "inbox").mkdir()
     return screen_env(data_dir=root / "data", database_url=module_pg, broker_url=REDIS_URL,
                       SCREEN_INBOX_DIRS=json.dumps([str(root / "inbox")]),
-                      SCREEN_MODEL_BATCH_SIZE="2", SCREEN_TF_INTRA_THREADS="1",
+                      SCREEN_CHUNK_SIZE="2", SCREEN_TF_INTRA_THREADS="1",
                       SCREEN_DECODE_THREADS="1")
 
 
@@ -76,11 +76,11 @@ def _logs(pair: list[WorkerProcess]) -> str:
 def test_two_workers_with_duplicate_tasks_screen_each_study_once(
         live_env: dict[str, str], tmp_path: Path, workers: list[WorkerProcess]) -> None:
     make_pngs(tmp_path / "in", 30, seed=1)
-    submitted = run_screen(live_env, "submit", str(tmp_path / "in"), "--batch-size", "5")
+    submitted = run_screen(live_env, "submit", str(tmp_path / "in"), "--task-size", "5")
     assert submitted.returncode == 0, submitted.stderr
     # While the workers load the model, resume queues the still-queued studies again in tasks
     # cut differently: both workers meet the same ids in different tasks at the same time.
-    resumed = run_screen(live_env, "resume", "--batch-size", "3")
+    resumed = run_screen(live_env, "resume", "--task-size", "3")
     assert resumed.returncode == 0, resumed.stderr
     requeued = re.search(r"Re-enqueued (\d+) studies", resumed.stdout)
     assert requeued and int(requeued.group(1)) >= 10, resumed.stdout
@@ -110,7 +110,7 @@ def test_dropped_database_connection_is_retried(live_env: dict[str, str], tmp_pa
     try:
         # Hold the predictions table: the worker's claim waits inside its transaction …
         blocker.execute(sa.text("LOCK TABLE predictions IN ACCESS EXCLUSIVE MODE"))
-        submitted = run_screen(live_env, "submit", str(tmp_path / "in"), "--batch-size", "6")
+        submitted = run_screen(live_env, "submit", str(tmp_path / "in"), "--task-size", "6")
         assert submitted.returncode == 0, submitted.stderr
         waiting = sa.text("SELECT pid FROM pg_stat_activity WHERE datname = :db "
                           "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
@@ -150,7 +150,7 @@ def test_rescreen_through_the_workers_keeps_earlier_predictions(
         n_done = conn.scalar(sa.text("SELECT count(*) FROM studies WHERE status = 'done'"))
     assert n_done and len(before) == n_done
     model = bundled_model_copy(tmp_path, "0.0.2-rescreen-test", "pneumoscreen-cnn-v2.keras")
-    out = run_screen(live_env, "rescreen", "--model", str(model), "--batch-size", "8")
+    out = run_screen(live_env, "rescreen", "--model", str(model), "--task-size", "8")
     assert out.returncode == 0, out.stderr
     assert f"Queued {n_done} studies" in out.stdout
 

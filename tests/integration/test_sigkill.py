@@ -43,7 +43,7 @@ def test_sigkill_mid_batch_then_restart(tmp_path: Path, pg_url: str) -> None:
     # Small batches and chunks so that the kill lands inside a batch; a short visibility timeout
     # so that Redis hands the killed worker's task over within the test.
     env = screen_env(data_dir=tmp_path / "data", database_url=pg_url, broker_url=REDIS_URL,
-                     SCREEN_BATCH_SIZE="6", SCREEN_MODEL_BATCH_SIZE="2",
+                     SCREEN_TASK_SIZE="6", SCREEN_CHUNK_SIZE="2",
                      SCREEN_VISIBILITY_TIMEOUT="8", SCREEN_TF_INTRA_THREADS="1",
                      SCREEN_DECODE_THREADS="1")
     engine = sa.create_engine(pg_url)

@@ -28,7 +28,7 @@ def test_submit_returns_at_once_and_the_worker_finishes(tmp_path: Path, pg_url: 
     env = screen_env(data_dir=tmp_path / "data", database_url=pg_url, broker_url=REDIS_URL)
 
     started = time.monotonic()
-    submitted = run_screen(env, "submit", str(samples), "--batch-size", "2")
+    submitted = run_screen(env, "submit", str(samples), "--task-size", "2")
     assert submitted.returncode == 0, submitted.stderr
     assert "Queued" in submitted.stdout and "3 tasks" in submitted.stdout
     status = json.loads(run_screen(env, "status", "--format", "json").stdout)

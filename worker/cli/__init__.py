@@ -13,6 +13,7 @@ from pneumoscreen.worker.cli import (
     ingest_cmds,
     model_cmds,
     ops_cmds,
+    registry_cmds,
     screening_cmds,
     system_cmds,
 )
@@ -29,7 +30,7 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Benchmarks that print their figures.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
-for _module in (screening_cmds, system_cmds, ingest_cmds, model_cmds, ops_cmds):
+for _module in (screening_cmds, system_cmds, ingest_cmds, model_cmds, registry_cmds, ops_cmds):
     _module.register(app, bench_app)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 from rich.markup import escape
+from rich.text import Text
 
 from pneumoscreen.worker.cli.output import (
     Format,
@@ -203,6 +204,12 @@ def evaluate_cmd(
             ("confusion", f"TP {m['tp']}  FP {m['fp']}  TN {m['tn']}  FN {m['fn']}"),
             ("at 0.5", f"recall {_fmt(m['at_0.5']['recall'])}, specificity "
                        f"{_fmt(m['at_0.5']['specificity'])}")]
+    sub = m.get("subtype") or {}
+    if sub.get("auc") is not None:
+        ci = sub.get("ci95")
+        rows.append(("subtype AUC (viral vs bacterial)",
+                     f"{sub['auc']:.4f}" + (f" (95% CI {ci[0]:.3f} to {ci[1]:.3f})" if ci else "")
+                     + f", n={sub['n']} pneumonia images"))
     console.print(make_table(None, ["metric", "value"], rows))
     console.print(f"report: {report}" + (f" (stored as evaluation report {report_id})"
                                          if report_id else ""))
@@ -230,7 +237,8 @@ def predict_cmd(
     results: list[dict[str, Any]] = []
     batch: list[np.ndarray] = []
     for path in files:
-        entry: dict[str, Any] = {"file": str(path), "probability": None, "flagged": None}
+        entry: dict[str, Any] = {"file": str(path), "probability": None, "p_viral": None,
+                                 "flagged": None}
         try:
             if not path.is_file():
                 raise FileNotFoundError("no such file")
@@ -242,21 +250,23 @@ def predict_cmd(
             entry.update(status="failed", reason=str(exc) or type(exc).__name__)
         results.append(entry)
     if batch:
-        probs = iter(loaded.predict_batch(np.stack(batch)).tolist())
+        scores = loaded.predict(np.stack(batch))  # one model call for every readable file
+        probs = iter(scores.pneumonia.tolist())
+        viral = iter(scores.viral.tolist() if scores.viral is not None else [None] * len(batch))
         for entry in results:
             if entry["status"] == "screened":
-                p = float(next(probs))
-                entry.update(probability=p, flagged=p >= threshold)
+                p, v = float(next(probs)), next(viral)
+                entry.update(probability=p, p_viral=v, flagged=p >= threshold)
     if fmt is Format.json:
         print_json({"model": loaded.spec.label, "sha256": loaded.spec.sha256,
                     "threshold": threshold, "results": results})
         return
     console.print(f"model {loaded.spec.label}, threshold {threshold:.4f} "
                   f"(flagged when probability ≥ threshold)")
-    console.print(make_table(None, ["file", "probability", "flagged", "note"], [
-        (escape(r["file"]), _fmt(r["probability"], 4),
-         {True: "[bold red]FLAGGED[/]", False: "no", None: "—"}[r["flagged"]],
-         escape(f"{r['status']}: {r['reason']}" if "reason" in r else "")) for r in results]))
+    console.print(make_table(None, ["file", "probability", "viral?", "flagged", "note"], [
+        (r["file"], _fmt(r["probability"], 4), _fmt(r["p_viral"], 3),
+         {True: Text("FLAGGED", style="bold red"), False: "no", None: "—"}[r["flagged"]],
+         f"{r['status']}: {r['reason']}" if "reason" in r else "") for r in results]))
 
 
 def reports_cmd(
@@ -277,7 +287,7 @@ def reports_cmd(
         return
     console.print(make_table("Evaluation reports", [
         "id", "created", "model", "dataset", "n", "AUC", "threshold", "recall", "spec.", "report"],
-        [(d["id"], f"{d['created_at']:%Y-%m-%d %H:%M}", escape(d["model"]), escape(d["dataset"]),
+        [(d["id"], f"{d['created_at']:%Y-%m-%d %H:%M}", d["model"], d["dataset"],
           d["n"],
           _fmt(d["auc"], 4), _fmt(d["threshold"], 4), _fmt(d["recall"]),
           _fmt(d["specificity"]), d["report_path"] or "") for d in data]))

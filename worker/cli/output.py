@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
@@ -11,6 +12,7 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
 err_console = Console(stderr=True)
@@ -27,6 +29,18 @@ class FormatCsv(str, enum.Enum):
     json = "json"
 
 
+# C0 and C1 control characters (ESC among them) would reach the terminal as escape sequences.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def plain(value: Any) -> Text:
+    """Untrusted or variable text as a Rich ``Text``: never read as markup, control characters
+    replaced by U+FFFD."""
+    if isinstance(value, Text):
+        return value
+    return Text(_CONTROL.sub("\ufffd", str(value)))
+
+
 def print_json(data: Any) -> None:
     """A plain JSON document on stdout and nothing else (no Rich markup, no colour)."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
@@ -34,11 +48,14 @@ def print_json(data: Any) -> None:
 
 
 def make_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
-    table = Table(title=title, show_lines=False, header_style="bold")
+    """A table whose every cell is plain text (file names and tag values are untrusted); a cell
+    that is already a ``Text`` keeps its style."""
+    table = Table(title=None if title is None else plain(title), show_lines=False,
+                  header_style="bold")
     for col in columns:
         table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*(Text("") if v is None else plain(v) for v in row))
     return table
 
 

@@ -22,12 +22,16 @@ from pneumoscreen.worker.cli.output import (
     print_json,
 )
 
-FLAGGED_COLUMNS = ["study_id", "patient", "modality", "view", "probability", "threshold", "model",
-                   "screened_at", "path"]
-STUDY_COLUMNS = ["study_id", "status", "reason", "probability", "flagged", "format", "path"]
+FLAGGED_COLUMNS = ["study_id", "patient", "modality", "view", "probability", "p_viral",
+                   "threshold", "model", "screened_at", "path"]
+STUDY_COLUMNS = ["study_id", "status", "reason", "probability", "p_viral", "flagged", "format",
+                 "path"]
 # Headers and cell shapes for the terminal; JSON and CSV keep the full values.
 SHORT = {"study_id": "study", "probability": "prob.", "threshold": "thr.",
-         "screened_at": "screened", "path": "file", "modality": "mod."}
+         "screened_at": "screened", "path": "file", "modality": "mod.",
+         "p_viral": "viral?"}
+SUBTYPE_NOTE = ("viral?: the model's suggestion that a pneumonia is viral rather than bacterial, "
+                "for the reader; not a diagnosis")
 
 
 def _cell(column: str, value: Any) -> Any:
@@ -47,8 +51,13 @@ def _cell(column: str, value: Any) -> Any:
 
 
 def rows_table(title: str, columns: list[str], rows: list[dict[str, Any]]) -> Any:
-    return make_table(title, [SHORT.get(c, c) for c in columns],
-                      [[_cell(c, r[c]) for c in columns] for r in rows])
+    # The subtype column only when some model gave one (wave-1 models have no subtype output).
+    columns = [c for c in columns if c != "p_viral" or any(r.get(c) is not None for r in rows)]
+    table = make_table(title, [SHORT.get(c, c) for c in columns],
+                       [[_cell(c, r[c]) for c in columns] for r in rows])
+    if "p_viral" in columns:
+        table.caption = SUBTYPE_NOTE
+    return table
 STAGE_LABELS = {"scan": "Reading headers", "register": "Registering", "screen": "Screening",
                 "queue": "Queueing"}
 
@@ -82,7 +91,9 @@ def flagged_table(rows: list[dict[str, Any]], *, fresh: set[int] | None = None,
     for i, row in enumerate(rows):
         if fresh and row["prediction_id"] in fresh:
             table.rows[i].style = "bold yellow"
-    notes = [f"model {models.pop()}"] if len(models) == 1 else []
+    notes = [table.caption] if table.caption else []
+    if len(models) == 1:
+        notes.insert(0, f"model {models.pop()}")
     if any(not r["trained"] for r in rows):
         notes.append("[red]UNTRAINED placeholder model (*): its flags are meaningless, "
                      "for trying the pipeline only[/]")

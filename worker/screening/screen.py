@@ -30,7 +30,7 @@ from pneumoscreen.db import Batch, ModelVersion, Prediction, Study, StudyStatus,
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.db.queries import model_version_for
 from pneumoscreen.db.upsert import insert_ignore
-from pneumoscreen.model.bundle import LoadedModel, ModelFileError, load_model
+from pneumoscreen.model.bundle import LoadedModel, ModelFileError, Scores, load_model
 from pneumoscreen.worker.ingest import IngestConfig, IngestError, load_grey
 from pneumoscreen.worker.screening.claim import claim, release
 from pneumoscreen.worker.screening.prefetch import prefetched
@@ -136,10 +136,10 @@ def screen_task(
                             threads=settings.decode_threads)
         for prepared in chunks:
             ready = [p for p in prepared if p.tensor is not None]
-            probabilities = (model.predict_batch(np.stack([p.tensor for p in ready]))
-                             if ready else np.zeros(0, np.float32))
+            scores = (model.predict(np.stack([p.tensor for p in ready])) if ready
+                      else Scores(np.zeros(0, np.float32)))
             with session_scope(url) as session:
-                record(prepared, ready, probabilities, mv_id=mv_id, threshold=threshold,
+                record(prepared, ready, scores, mv_id=mv_id, threshold=threshold,
                        batch_id=batch_id, session=session, outcome=outcome, rescreen=rescreen)
     except BaseException:
         # A retry of this task reclaims under the same token anyway; a private claim must not
@@ -153,16 +153,17 @@ def screen_task(
     return outcome
 
 
-def record(prepared: list[Prepared], ready: list[Prepared], probabilities: np.ndarray, *,
+def record(prepared: list[Prepared], ready: list[Prepared], scores: Scores, *,
            mv_id: int, threshold: float, batch_id: int | None, session: Session,
            outcome: TaskOutcome, rescreen: bool = False) -> None:
     """Write predictions (a second one for the same study and model is ignored) and statuses."""
     now = utcnow()
+    viral = scores.viral if scores.viral is not None else [None] * len(ready)
     rows = [
         {"study_id": p.study_id, "model_version_id": mv_id, "batch_id": batch_id,
-         "probability": float(prob), "threshold": threshold, "flagged": bool(prob >= threshold),
-         "created_at": now}
-        for p, prob in zip(ready, probabilities, strict=True)
+         "probability": float(prob), "p_viral": None if pv is None else float(pv),
+         "threshold": threshold, "flagged": bool(prob >= threshold), "created_at": now}
+        for p, prob, pv in zip(ready, scores.pneumonia, viral, strict=True)
     ]
     if rows:
         session.execute(insert_ignore(session, Prediction, ["study_id", "model_version_id"]), rows)

@@ -102,7 +102,7 @@ class TestSubmit:
         assert again.n_new == 0 and again.n_duplicate == 1
         assert _states(url)["x.dcm"][0] == "done"
 
-    def test_batches_split_by_batch_size(self, samples: Path, settings) -> None:
+    def test_tasks_split_by_task_size(self, samples: Path, settings) -> None:
         result = submit_folder(samples, settings=settings, task_size=2)
         assert result.n_tasks == 3  # five screenable studies in batches of two
 

@@ -1,0 +1,172 @@
+"""Ensembles: several trained models averaged in one batched call, as one model version.
+
+The members' calibrated logits (``logit / T_i``) are averaged, the mean is calibrated once more
+on validation (its own temperature) and the recall-tuned threshold is chosen on validation, as for
+a single model. The viral probability is the members' mean. The result is one standard Keras
+graph (the members are nested models), saved as one ``.keras`` file with one sidecar and one
+sha256, so serving, the registry and the worker treat it like any other model.
+
+Every member must come from the same patient split (the same split manifest), or the validation
+and internal-test figures would mix patients a member trained on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pneumoscreen.model.bundle import (
+    ModelSpec,
+    file_sha256,
+    read_spec,
+    verified_spec,
+    write_sidecar,
+)
+from pneumoscreen.model.calibration import calibrated_model
+from pneumoscreen.model.dataset import MANIFEST_NAME, Arrays, load_arrays, split_from_manifest
+from pneumoscreen.model.progress import Progress, Silent
+from pneumoscreen.model.train import MODEL_NAME, Tuned, _headline, tune
+
+ENSEMBLE_ARCH = "ensemble"
+
+
+class EnsembleError(ValueError):
+    """The members cannot form one ensemble (different splits or input sizes)."""
+
+
+@dataclass
+class EnsembleResult:
+    model_path: Path
+    spec: ModelSpec
+    tuned: Tuned
+
+
+def member_outputs(model: Any, index: int) -> Any:
+    """A member as a nested model: its input -> {scaled pneumonia logit, viral probability}."""
+    import keras
+
+    scaled = model.get_layer("temperature").output if _has_layer(model, "temperature") else (
+        model.get_layer("pneumonia_logit").output)
+    return keras.Model(model.input, {"logit": scaled, "viral": model.get_layer("viral").output},
+                       name=f"member_{index}")
+
+
+def _has_layer(model: Any, name: str) -> bool:
+    return any(layer.name == name for layer in model.layers)
+
+
+def build_ensemble(members: list[Any], input_size: int) -> Any:
+    """The uncalibrated ensemble: ``pneumonia_logit`` (the mean member logit), ``pneumonia``
+    (its sigmoid) and ``viral`` (the mean viral probability); one input, one call."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((input_size, input_size, 1), name="image")
+    outs = [member_outputs(m, i)(inputs) for i, m in enumerate(members)]
+    if len(outs) == 1:
+        logit = layers.Identity(name="pneumonia_logit")(outs[0]["logit"])
+        viral = layers.Identity(name="viral")(outs[0]["viral"])
+    else:
+        logit = layers.Average(name="pneumonia_logit")([o["logit"] for o in outs])
+        viral = layers.Average(name="viral")([o["viral"] for o in outs])
+    prob = layers.Activation("sigmoid", dtype="float32", name="pneumonia")(logit)
+    return keras.Model(inputs, {"pneumonia": prob, "viral": viral}, name="pneumoscreen_ensemble")
+
+
+def _shared_manifest(paths: list[Path]) -> dict[str, Any]:
+    manifests = []
+    for path in paths:
+        spec = read_spec(path)
+        name = (spec.extra.get("training") or {}).get("split_manifest", MANIFEST_NAME)
+        mpath = Path(path).parent / name
+        if not mpath.is_file():
+            raise EnsembleError(f"{path}: no split manifest beside it ({mpath.name})")
+        manifests.append(json.loads(mpath.read_text()))
+    first = manifests[0]["files"]
+    for path, other in zip(paths[1:], manifests[1:], strict=True):
+        if other["files"] != first:
+            raise EnsembleError(f"{path} was trained on another patient split than {paths[0]}")
+    return manifests[0]
+
+
+def make_ensemble(paths: list[Path], out_dir: Path, data_dir: Path, *, target_recall: float = 0.95,
+                  n_boot: int = 2000, seed: int = 42, version: str | None = None,
+                  cache_dir: Path | None = None, progress: Progress | None = None
+                  ) -> EnsembleResult:
+    """Average the models at ``paths`` into one, calibrate and tune it on the shared validation
+    split, evaluate it on the shared internal test, and save it into ``out_dir``."""
+    import keras
+
+    from pneumoscreen.model.dataset import training_root
+
+    progress = progress or Silent()
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise EnsembleError("an ensemble needs at least one member")
+    specs = [verified_spec(p) for p in paths]
+    sizes = {s.input_size for s in specs}
+    if len(sizes) != 1:
+        raise EnsembleError(f"members have different input sizes {sorted(sizes)}")
+    size = sizes.pop()
+    manifest = _shared_manifest(paths)
+    root = training_root(data_dir)
+    parts = split_from_manifest(manifest, root).parts()
+    arrays: dict[str, Arrays] = {}
+    for name in ("validation", "internal-test"):
+        stage = f"preprocessing {name}"
+        progress.start(stage, len(parts[name]))
+        arrays[name] = load_arrays(parts[name], size, cache_dir=cache_dir,
+                                   progress=lambda n, stage=stage: progress.advance(stage, n))
+    members = [keras.saving.load_model(p, compile=False) for p in paths]
+    raw = build_ensemble(members, size)
+    tuned = tune(raw, arrays, progress, target_recall=target_recall, n_boot=n_boot, seed=seed)
+    final = calibrated_model(raw, tuned.temperature)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model_path = out / "model.keras"
+    final.save(model_path)
+    shutil.copyfile(paths[0].parent / (specs[0].extra.get("training") or {}).get(
+        "split_manifest", MANIFEST_NAME), out / MANIFEST_NAME)
+    spec = ModelSpec(
+        name=MODEL_NAME,
+        version=version or dt.datetime.now(dt.timezone.utc).strftime("2.0.0-ens+%Y%m%d%H%M"),
+        input_size=size, threshold=tuned.threshold, trained=True, target_recall=target_recall,
+        extra={
+            "architecture": {
+                "name": ENSEMBLE_ARCH, "params": int(final.count_params()),
+                "members": [{"version": s.version, "sha256": s.sha256,
+                             "architecture": (s.extra.get("architecture") or {}).get("name"),
+                             "params": (s.extra.get("architecture") or {}).get("params"),
+                             "last_conv": (s.extra.get("architecture") or {}).get("last_conv"),
+                             "internal-test": (s.extra.get("metrics") or {}).get("internal-test")}
+                            for s in specs],
+                "combination": "mean of the members' calibrated logits, then a temperature",
+            },
+            "outputs": {"pneumonia": "probability of pneumonia (calibrated)",
+                        "viral": "probability that a pneumonia is viral rather than bacterial"},
+            "calibration": tuned.calibration,
+            "training": {"split_manifest": MANIFEST_NAME, "split_source": manifest.get("source"),
+                         "seconds": sum(float((s.extra.get("training") or {}).get("seconds", 0))
+                                        for s in specs)},
+            "history": (specs[0].extra.get("history") or {}),
+            "threshold_selection": {"split": "validation", "target_recall": target_recall,
+                                    "rule": "highest threshold with validation recall >= target, "
+                                            "on calibrated scores",
+                                    "validation": _headline(tuned.validation)},
+            "metrics": {"internal-test": _headline(tuned.internal_test),
+                        "validation": _headline(tuned.validation)},
+        })
+    write_sidecar(model_path, spec)
+    (out / "metrics.json").write_text(json.dumps(
+        {"validation": tuned.validation, "internal-test": tuned.internal_test}, indent=1,
+        default=float) + "\n")
+    spec.sha256 = file_sha256(model_path)
+    return EnsembleResult(model_path, spec, tuned)
+
+
+__all__ = ["EnsembleError", "build_ensemble", "make_ensemble"]
