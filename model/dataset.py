@@ -288,8 +288,8 @@ def make_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, training: boo
 
     Without ``viral``: ``(image, label)``. With it (:func:`subtype_labels`, -1 = unknown):
     ``(image, {"pneumonia", "viral"}, weights)`` where the pneumonia weight is the class weight
-    and the viral weight is zero for every image without a known subtype, so the subtype loss is
-    computed on pneumonia images only.
+    and the viral weight is zero for every normal image and every pneumonia without a known
+    subtype, so the subtype loss is computed on labelled pneumonia images only.
     """
     import tensorflow as tf
 
@@ -299,7 +299,9 @@ def make_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, training: boo
         cw = class_weight or {0: 1.0, 1: 1.0}
         vw = viral_weight or {0: 1.0, 1: 1.0}
         w_p = np.array([cw[int(v)] for v in y], np.float32)
-        w_v = np.array([vw[int(v)] if v >= 0 else 0.0 for v in viral], np.float32)
+        # Normal images never count for the subtype, whatever their viral entry says.
+        w_v = np.array([vw[int(v)] if lab == 1 and v >= 0 else 0.0
+                        for lab, v in zip(y, viral, strict=True)], np.float32)
         targets = {"pneumonia": y.astype(np.float32),
                    "viral": np.maximum(viral, 0).astype(np.float32)}
         ds = tf.data.Dataset.from_tensor_slices((x, targets, {"pneumonia": w_p, "viral": w_v}))
