@@ -129,6 +129,10 @@ class TestCli:
         for key in ("n", "auc", "threshold", "recall", "specificity", "precision", "accuracy",
                     "f1"):
             assert key in out
+        assert {"auc", "n", "ci95"} <= out["subtype"].keys()
+        assert out["subtype"]["n"] == sum(1 for rel, info in json.loads(
+            (run / MANIFEST_NAME).read_text())["files"].items()
+            if info["split"] == "internal-test" and "_bacteria_" in rel)
         manifest = json.loads((run / MANIFEST_NAME).read_text())
         assert out["n"] == manifest["counts"]["internal-test"]["n"]
         # The same figures as training computed for the internal test.
