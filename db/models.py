@@ -14,6 +14,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -179,6 +180,11 @@ class Prediction(Base):
     # Probability that a pneumonia is viral rather than bacterial: a suggestion for the reader,
     # null for a model without the subtype output.
     p_viral: Mapped[float | None] = mapped_column(Float)
+    # The intended-use guard: False when the film lies outside what the model was validated on
+    # (the reason says why); the probability is kept, the study needs a human read.
+    in_scope: Mapped[bool | None] = mapped_column(Boolean)
+    scope_reason: Mapped[str | None] = mapped_column(Text)
+    atypicality: Mapped[float | None] = mapped_column(Float)
     threshold: Mapped[float] = mapped_column(Float)
     flagged: Mapped[bool] = mapped_column(Boolean, index=True)
     created_at: Mapped[dt.datetime] = mapped_column(
@@ -187,6 +193,18 @@ class Prediction(Base):
 
     study: Mapped[Study] = relationship(back_populates="predictions")
     model_version: Mapped[ModelVersion] = relationship()
+
+
+class Heatmap(Base):
+    """The Grad-CAM map of one prediction: a small float16 grid (the last conv block's)."""
+
+    __tablename__ = "heatmaps"
+
+    prediction_id: Mapped[int] = mapped_column(
+        ForeignKey("predictions.id", ondelete="CASCADE"), primary_key=True)
+    height: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class EvaluationReport(Base):

@@ -9,7 +9,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -36,16 +36,24 @@ def _latest_prediction_ids() -> Any:
     return select(func.max(Prediction.id).label("id")).group_by(Prediction.study_id).subquery()
 
 
+FLAGGED_FIELDS = ("prediction_id", "study_id", "path", "patient", "accession", "modality", "view",
+                  "probability", "p_viral", "threshold", "flagged", "in_scope", "scope_reason",
+                  "atypicality", "model", "trained", "screened_at")
+
+
 def flagged(*, session: Session, since: dt.datetime | None = None, limit: int | None = 100,
             model_version: str | None = None) -> list[dict[str, Any]]:
-    """Flagged cases, highest probability first, one row per study (its newest prediction)."""
+    """The reading list, one row per study (its newest prediction): flagged studies, highest
+    probability first, then every study outside the model's validated scope (flagged or not:
+    it needs a human read either way)."""
     latest = _latest_prediction_ids()
+    outside = Prediction.in_scope.is_(False)
     query = (
         select(Prediction, Study, ModelVersion)
         .join(Study, Prediction.study_id == Study.id)
         .join(ModelVersion, Prediction.model_version_id == ModelVersion.id)
-        .where(Prediction.flagged.is_(True))
-        .order_by(Prediction.probability.desc(), Prediction.id)
+        .where(or_(Prediction.flagged.is_(True), outside))
+        .order_by(case((outside, 1), else_=0), Prediction.probability.desc(), Prediction.id)
     )
     if model_version:
         query = query.where(ModelVersion.version == model_version)
@@ -55,24 +63,13 @@ def flagged(*, session: Session, since: dt.datetime | None = None, limit: int | 
         query = query.where(Prediction.created_at >= since)
     if limit:
         query = query.limit(limit)
-    return [
-        {
-            "prediction_id": pred.id,
-            "study_id": study.id,
-            "path": study.source_path,
-            "patient": study.patient_key[:12] if study.patient_key else None,
-            "accession": study.accession_number,
-            "modality": study.modality,
-            "view": study.view_position,
-            "probability": round(pred.probability, 4),
-            "p_viral": _round(pred.p_viral),
-            "threshold": round(pred.threshold, 4),
-            "model": mv.label,
-            "trained": mv.trained,
-            "screened_at": _iso(pred.created_at),
-        }
-        for pred, study, mv in session.execute(query).all()
-    ]
+    return [dict(zip(FLAGGED_FIELDS, (
+        pred.id, study.id, study.source_path,
+        study.patient_key[:12] if study.patient_key else None, study.accession_number,
+        study.modality, study.view_position, round(pred.probability, 4), _round(pred.p_viral),
+        round(pred.threshold, 4), pred.flagged, pred.in_scope, pred.scope_reason,
+        _round(pred.atypicality), mv.label, mv.trained, _iso(pred.created_at)), strict=True))
+        for pred, study, mv in session.execute(query).all()]
 
 
 def count_by_status(*, session: Session,
@@ -97,6 +94,12 @@ def status_counts(*, session: Session, batch_id: int | None = None) -> dict[str,
     if batch_id is not None:
         flagged_q = flagged_q.where(Study.batch_id == batch_id)
     counts["flagged"] = session.scalar(flagged_q) or 0
+    outside_q = (select(func.count()).select_from(Prediction).join(Study)
+                 .where(Prediction.in_scope.is_(False),
+                        Prediction.id.in_(select(_latest_prediction_ids().c.id))))
+    if batch_id is not None:
+        outside_q = outside_q.where(Study.batch_id == batch_id)
+    counts["outside_scope"] = session.scalar(outside_q) or 0
     return counts
 
 
@@ -135,6 +138,9 @@ def studies(*, session: Session, batch_id: int | None = None, status: str | None
             "reason": study.reason,
             "probability": None if pred is None else round(pred.probability, 4),
             "p_viral": None if pred is None else _round(pred.p_viral),
+            "in_scope": None if pred is None else pred.in_scope,
+            "scope_reason": None if pred is None else pred.scope_reason,
+            "atypicality": None if pred is None else _round(pred.atypicality),
             "flagged": None if pred is None else pred.flagged,
             "modality": study.modality,
             "batch": study.batch_id,

@@ -19,11 +19,29 @@ import numpy as np
 from pneumoscreen.db.models import model_label
 from pneumoscreen.model.preprocess import preprocess
 
-BUNDLED_NAME = "pneumoscreen-cnn.keras"
+# The models shipped inside the package, by name; ``bundled:NAME`` selects one wherever a model
+# file is asked for (``SCREEN_MODEL_PATH=bundled:cnn-s``).
+BUNDLED = {"v2": "pneumoscreen-v2.keras", "cnn-s": "pneumoscreen-cnn.keras"}
+DEFAULT_BUNDLED = "v2"
+BUNDLED_NAME = BUNDLED[DEFAULT_BUNDLED]
+BUNDLED_PREFIX = "bundled:"
 
 
-def bundled_model_path() -> Path:
-    return Path(str(resources.files("pneumoscreen.model") / "bundled" / BUNDLED_NAME))
+def bundled_model_path(name: str = DEFAULT_BUNDLED) -> Path:
+    if name not in BUNDLED:
+        raise ModelFileError(f"no bundled model {name!r}; bundled: {', '.join(BUNDLED)}")
+    return Path(str(resources.files("pneumoscreen.model") / "bundled" / BUNDLED[name]))
+
+
+def model_file(ref: str | Path | None) -> Path:
+    """The model file a setting or option names: a path, ``bundled:NAME``, or None (the default
+    bundled model)."""
+    if ref is None or str(ref) == "":
+        return bundled_model_path()
+    text = str(ref)
+    if text.startswith(BUNDLED_PREFIX):
+        return bundled_model_path(text[len(BUNDLED_PREFIX):])
+    return Path(ref)
 
 
 def sidecar_path(model_path: Path) -> Path:
@@ -118,11 +136,19 @@ def verified_spec(model_path: Path, *, verify: bool = True) -> ModelSpec:
 
 @dataclass
 class Scores:
-    """One model call's outputs: pneumonia probabilities, and viral-vs-bacterial ones (None for a
-    model without the subtype head)."""
+    """One model call's outputs: pneumonia probabilities; viral-vs-bacterial ones and the
+    atypicality score (each None for a model without that output)."""
 
     pneumonia: np.ndarray
     viral: np.ndarray | None = None
+    atypicality: np.ndarray | None = None
+
+    def take(self, index: np.ndarray) -> Scores:
+        """The scores of some of the images."""
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[index]
+
+        return Scores(self.pneumonia[index], pick(self.viral), pick(self.atypicality))
 
 
 def _flat(values: Any) -> np.ndarray:
@@ -137,6 +163,7 @@ class LoadedModel:
         self.spec = spec
         self.keras_model = keras_model
         self.device = device
+        self._cam_targets: list[Any] | None = None
 
     def preprocess(self, grey: np.ndarray) -> np.ndarray:
         return preprocess(grey, self.spec.input_size)
@@ -151,13 +178,33 @@ class LoadedModel:
             raise ValueError(f"batch shape {batch.shape} does not match input {expected}")
         if len(batch) == 0:
             empty = np.zeros((0,), dtype=np.float32)
-            return Scores(empty, empty if self.has_subtype else None)
+            return Scores(empty, empty if self.has_subtype else None,
+                          empty if self.atypicality_threshold is not None else None)
         with tf.device(self.device):
             out = self.keras_model(batch, training=False)
         if isinstance(out, dict):
-            viral = out.get("viral")
-            return Scores(_flat(out["pneumonia"]), None if viral is None else _flat(viral))
+            viral, atyp = out.get("viral"), out.get("atypicality")
+            return Scores(_flat(out["pneumonia"]), None if viral is None else _flat(viral),
+                          None if atyp is None else _flat(atyp))
         return Scores(_flat(out), None)  # wave-1 models: one output, no subtype
+
+    @property
+    def atypicality_threshold(self) -> float | None:
+        """Scores above it are atypical for this model (set on validation; in the sidecar)."""
+        value = (self.spec.extra.get("atypicality") or {}).get("threshold")
+        return None if value is None else float(value)
+
+    def heatmaps(self, batch: np.ndarray) -> np.ndarray:
+        """Grad-CAM maps ``(n, h, w)`` in [0, 1] for a batch, in one batched gradient pass per
+        network (an ensemble: the mean of its members' maps)."""
+        import tensorflow as tf
+
+        from pneumoscreen.model import gradcam
+
+        if self._cam_targets is None:
+            self._cam_targets = gradcam.targets(self.keras_model, self.spec.extra)
+        with tf.device(self.device):
+            return gradcam.compute(self._cam_targets, np.asarray(batch, np.float32))
 
     def predict_batch(self, batch: np.ndarray) -> np.ndarray:
         """Pneumonia probabilities for an ``(n, size, size, 1)`` batch, in one model call."""
@@ -182,7 +229,7 @@ def load_model(path: Path | str | None = None, *, verify: bool = True,
     """
     from pneumoscreen.model.runtime import RuntimeConfig, configure
 
-    model_path = Path(path) if path else bundled_model_path()
+    model_path = model_file(path)
     spec = verified_spec(model_path, verify=verify)
     key = (str(model_path.resolve()), spec.sha256)
     with _cache_lock:

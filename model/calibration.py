@@ -73,5 +73,6 @@ def calibrated_model(model: Any, temperature: float) -> Any:
     logit_out = model.get_layer("pneumonia_logit").output
     scaled = layers.Rescaling(1.0 / temperature, name="temperature")(logit_out)
     prob = layers.Activation("sigmoid", dtype="float32", name="pneumonia")(scaled)
-    outputs = {"pneumonia": prob, "viral": model.get_layer("viral").output}
+    outputs = {k: v for k, v in dict(model.output).items() if k != "pneumonia"}
+    outputs["pneumonia"] = prob  # the other outputs (viral, atypicality) pass through
     return keras.Model(model.input, outputs, name=model.name)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pneumoscreen.model import atypicality as A
+from pneumoscreen.model.architectures import FEATURES_LAYER
 from pneumoscreen.model.bundle import (
     ModelSpec,
     file_sha256,
@@ -29,7 +31,7 @@ from pneumoscreen.model.bundle import (
 from pneumoscreen.model.calibration import calibrated_model
 from pneumoscreen.model.dataset import MANIFEST_NAME, Arrays, load_arrays, split_from_manifest
 from pneumoscreen.model.progress import Progress, Silent
-from pneumoscreen.model.train import MODEL_NAME, Tuned, _headline, tune
+from pneumoscreen.model.train import MODEL_NAME, OUTPUT_MEANINGS, Tuned, _headline, tune
 
 ENSEMBLE_ARCH = "ensemble"
 
@@ -51,7 +53,8 @@ def member_outputs(model: Any, index: int) -> Any:
 
     scaled = model.get_layer("temperature").output if _has_layer(model, "temperature") else (
         model.get_layer("pneumonia_logit").output)
-    return keras.Model(model.input, {"logit": scaled, "viral": model.get_layer("viral").output},
+    return keras.Model(model.input, {"logit": scaled, "viral": model.get_layer("viral").output,
+                                     "features": model.get_layer(FEATURES_LAYER).output},
                        name=f"member_{index}")
 
 
@@ -59,9 +62,11 @@ def _has_layer(model: Any, name: str) -> bool:
     return any(layer.name == name for layer in model.layers)
 
 
-def build_ensemble(members: list[Any], input_size: int) -> Any:
+def build_ensemble(members: list[Any], input_size: int,
+                   projections: list[A.Projection] | None = None) -> Any:
     """The uncalibrated ensemble: ``pneumonia_logit`` (the mean member logit), ``pneumonia``
-    (its sigmoid) and ``viral`` (the mean viral probability); one input, one call."""
+    (its sigmoid), ``viral`` (the mean viral probability) and, given each member's feature
+    projection, ``atypicality`` (the mean of the members' scores); one input, one call."""
     import keras
     from keras import layers
 
@@ -74,7 +79,12 @@ def build_ensemble(members: list[Any], input_size: int) -> Any:
         logit = layers.Average(name="pneumonia_logit")([o["logit"] for o in outs])
         viral = layers.Average(name="viral")([o["viral"] for o in outs])
     prob = layers.Activation("sigmoid", dtype="float32", name="pneumonia")(logit)
-    return keras.Model(inputs, {"pneumonia": prob, "viral": viral}, name="pneumoscreen_ensemble")
+    outputs = {"pneumonia": prob, "viral": viral}
+    if projections is not None:
+        outputs["atypicality"] = A.output_layer([
+            A.score_branch(o["features"], p, i)
+            for i, (o, p) in enumerate(zip(outs, projections, strict=True))])
+    return keras.Model(inputs, outputs, name="pneumoscreen_ensemble")
 
 
 def _shared_manifest(paths: list[Path]) -> dict[str, Any]:
@@ -116,15 +126,19 @@ def make_ensemble(paths: list[Path], out_dir: Path, data_dir: Path, *, target_re
     root = training_root(data_dir)
     parts = split_from_manifest(manifest, root).parts()
     arrays: dict[str, Arrays] = {}
-    for name in ("validation", "internal-test"):
+    for name in ("train", "validation", "internal-test"):
         stage = f"preprocessing {name}"
         progress.start(stage, len(parts[name]))
         arrays[name] = load_arrays(parts[name], size, cache_dir=cache_dir,
                                    progress=lambda n, stage=stage: progress.advance(stage, n))
     members = [keras.saving.load_model(p, compile=False) for p in paths]
-    raw = build_ensemble(members, size)
+    progress.note("fitting the atypicality score on the training split")
+    projections = [A.fit_projection(A.features_of(A.feature_net(m), arrays["train"].x))
+                   for m in members]
+    raw = build_ensemble(members, size, projections)
     tuned = tune(raw, arrays, progress, target_recall=target_recall, n_boot=n_boot, seed=seed)
     final = calibrated_model(raw, tuned.temperature)
+    scope = {**A.threshold_on(final, arrays["validation"].x), "components": projections[0].k}
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -147,9 +161,9 @@ def make_ensemble(paths: list[Path], out_dir: Path, data_dir: Path, *, target_re
                             for s in specs],
                 "combination": "mean of the members' calibrated logits, then a temperature",
             },
-            "outputs": {"pneumonia": "probability of pneumonia (calibrated)",
-                        "viral": "probability that a pneumonia is viral rather than bacterial"},
+            "outputs": OUTPUT_MEANINGS,
             "calibration": tuned.calibration,
+            "atypicality": scope,
             "training": {"split_manifest": MANIFEST_NAME, "split_source": manifest.get("source"),
                          "seconds": sum(float((s.extra.get("training") or {}).get("seconds", 0))
                                         for s in specs)},

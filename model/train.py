@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from pneumoscreen.model import atypicality as A
 from pneumoscreen.model import calibration as C
 from pneumoscreen.model import metrics as M
 from pneumoscreen.model.architectures import Architecture, backbone_layers, get_architecture
@@ -51,6 +52,12 @@ MODEL_NAME = "pneumoscreen-cnn"
 CONFIG_NAME = "train_config.json"
 STATE_NAME = "train_state.json"
 MONITOR = "val_pneumonia_auc"
+OUTPUT_MEANINGS = {
+    "pneumonia": "probability of pneumonia (calibrated)",
+    "viral": "probability that a pneumonia is viral rather than bacterial",
+    "atypicality": "squared Mahalanobis distance of the image's features to the training "
+                   "films', per dimension (about 1 for a typical training film)",
+}
 
 
 @dataclass
@@ -433,7 +440,10 @@ def save(cfg: TrainConfig, model: Any, tuned: Tuned, *, root: Path, split: Split
          device: str) -> tuple[Path, ModelSpec]:
     out = Path(cfg.out_dir)
     arch = get_architecture(cfg.arch)
-    final = C.calibrated_model(model, tuned.temperature)
+    calibrated = C.calibrated_model(model, tuned.temperature)
+    proj = A.fit_projection(A.features_of(A.feature_net(calibrated), arrays["train"].x))
+    final = A.with_atypicality(calibrated, proj)
+    scope = {**A.threshold_on(final, arrays["validation"].x), "components": proj.k}
     model_path = out / "model.keras"
     final.save(model_path)
     version = cfg.version or dt.datetime.now(dt.timezone.utc).strftime("2.0.0+%Y%m%d%H%M")
@@ -449,9 +459,9 @@ def save(cfg: TrainConfig, model: Any, tuned: Tuned, *, root: Path, split: Split
                                 for k, v in arch.settings.items()},
                              "last_conv": arch.last_conv,
                              "params": int(final.count_params())},
-            "outputs": {"pneumonia": "probability of pneumonia (calibrated)",
-                        "viral": "probability that a pneumonia is viral rather than bacterial"},
+            "outputs": OUTPUT_MEANINGS,
             "calibration": tuned.calibration,
+            "atypicality": scope,
             "training": {"config": cfg.to_json(), "seconds": round(seconds, 1),
                          "epochs_run": len(history.get(loss_key, [])),
                          "best_epoch": best["best_epoch"], "phases": facts,

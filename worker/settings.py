@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import platformdirs
 from pydantic import Field, field_validator
@@ -117,6 +117,13 @@ class Settings(BaseSettings):
     gpu_per_process: bool = Field(
         False, description="With --concurrency N on N GPUs: pool process i sees only GPU i."
     )
+
+    # Explanations and the intended-use guard.
+    heatmaps: Literal["flagged", "all", "none"] = Field(
+        "flagged", description="Grad-CAM maps for: flagged studies, all screened ones, none.")
+    scope_age_years: tuple[float, float] = Field(
+        (0.0, 10.0), description="The validated age range (years): the training films are "
+        "pediatric. Older or younger patients are marked outside scope.")
 
     # Nightly runs.
     inbox_dirs: list[Path] = []

@@ -12,9 +12,9 @@ from pneumoscreen.worker.cli.output import Format, console, fail, make_table, pr
 
 def _model_input_size(settings: Any) -> int:
     """The input size of the configured (or bundled) model, read from its sidecar only."""
-    from pneumoscreen.model.bundle import ModelFileError, bundled_model_path, read_spec
+    from pneumoscreen.model.bundle import ModelFileError, model_file, read_spec
 
-    path = settings.model_path or bundled_model_path()
+    path = model_file(settings.model_path)
     try:
         return read_spec(path).input_size
     except ModelFileError as exc:

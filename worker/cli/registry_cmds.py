@@ -40,11 +40,11 @@ def models(
     if ctx.invoked_subcommand is not None:
         return
     from pneumoscreen.db.queries import model_versions
-    from pneumoscreen.model.bundle import ModelFileError, bundled_model_path, verified_spec
+    from pneumoscreen.model.bundle import ModelFileError, model_file, verified_spec
     from pneumoscreen.worker.settings import get_settings
 
     settings = get_settings()
-    default_path = Path(settings.model_path or bundled_model_path())
+    default_path = Path(model_file(settings.model_path))
     try:
         default = verified_spec(default_path)
     except ModelFileError as exc:

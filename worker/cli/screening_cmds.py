@@ -29,7 +29,9 @@ STUDY_COLUMNS = ["study_id", "status", "reason", "probability", "p_viral", "flag
 # Headers and cell shapes for the terminal; JSON and CSV keep the full values.
 SHORT = {"study_id": "study", "probability": "prob.", "threshold": "thr.",
          "screened_at": "screened", "path": "file", "modality": "mod.",
-         "p_viral": "viral?"}
+         "p_viral": "viral?", "scope_reason": "why"}
+OUTSIDE_COLUMNS = ["study_id", "patient", "modality", "probability", "flagged", "scope_reason",
+                   "path"]
 SUBTYPE_NOTE = ("viral?: the model's suggestion that a pneumonia is viral rather than bacterial, "
                 "for the reader; not a diagnosis")
 
@@ -50,11 +52,20 @@ def _cell(column: str, value: Any) -> Any:
     return value
 
 
+def _subtype_cell(row: dict[str, Any]) -> Any:
+    """The subtype is a suggestion about a pneumonia: shown for flagged studies only (JSON and
+    CSV keep every value)."""
+    if row.get("p_viral") is None or row.get("flagged") is False:
+        return ""
+    return f"{row['p_viral']:.2f}"
+
+
 def rows_table(title: str, columns: list[str], rows: list[dict[str, Any]]) -> Any:
     # The subtype column only when some model gave one (wave-1 models have no subtype output).
     columns = [c for c in columns if c != "p_viral" or any(r.get(c) is not None for r in rows)]
     table = make_table(title, [SHORT.get(c, c) for c in columns],
-                       [[_cell(c, r[c]) for c in columns] for r in rows])
+                       [[_subtype_cell(r) if c == "p_viral" else _cell(c, r[c]) for c in columns]
+                        for r in rows])
     if "p_viral" in columns:
         table.caption = SUBTYPE_NOTE
     return table
@@ -80,6 +91,20 @@ def _parse_since(value: str | None) -> dt.datetime | None:
     except ValueError:
         fail(f"--since {value!r}: give an ISO date/time (2026-11-23T08:00) or 30m / 12h / 7d")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def reading_list(rows: list[dict[str, Any]], *, fresh: set[int] | None = None,
+                 title: str = "Flagged studies") -> Any:
+    """The flagged table, then the studies outside the validated scope in their own table."""
+    from rich.console import Group
+
+    inside = [r for r in rows if r.get("in_scope") is not False]
+    outside = [r for r in rows if r.get("in_scope") is False]
+    parts = [flagged_table(inside, fresh=fresh, title=title)]
+    if outside:
+        parts.append(rows_table("Needs a human read: outside the validated scope",
+                                OUTSIDE_COLUMNS, outside))
+    return Group(*parts)
 
 
 def flagged_table(rows: list[dict[str, Any]], *, fresh: set[int] | None = None,
@@ -182,7 +207,7 @@ def _print_flagged(settings: Any, since: dt.datetime | None, limit: int | None) 
 
     with settings.session() as session:
         rows = flagged_rows(session=session, since=since, limit=limit)
-    console.print(flagged_table(rows))
+    console.print(reading_list(rows))
 
 
 def flagged(
@@ -215,12 +240,14 @@ def flagged(
             import csv
             import sys
 
-            fields = list(rows[0]) if rows else FLAGGED_COLUMNS
+            from pneumoscreen.db.queries import FLAGGED_FIELDS
+
+            fields = list(FLAGGED_FIELDS)
             writer = csv.DictWriter(sys.stdout, fieldnames=fields)
             writer.writeheader()
             writer.writerows(rows)
         else:
-            console.print(flagged_table(rows))
+            console.print(reading_list(rows))
         return
     seen: set[int] | None = None
     try:
@@ -232,7 +259,7 @@ def flagged(
                 seen = ids if seen is None else seen | ids
                 stamp = dt.datetime.now().strftime("%H:%M:%S")
                 title = f"Flagged ({len(rows)}, {len(fresh)} new) at {stamp}; Ctrl-C stops"
-                live.update(flagged_table(rows, fresh=fresh, title=title), refresh=True)
+                live.update(reading_list(rows, fresh=fresh, title=title), refresh=True)
                 time.sleep(interval)
     except KeyboardInterrupt:
         pass

@@ -45,7 +45,8 @@ COLOUR = (
 # Every tag ingestion reads; converted while pydicom's warnings are being collected.
 USED_KEYWORDS = (
     *REQUIRED_PIXEL_KEYWORDS, *COLUMNS.values(), *META_KEYWORDS, "PatientID",
-    "PatientName", "SOPInstanceUID", "HighBit", "RescaleSlope", "RescaleIntercept", "RescaleType",
+    "PatientName", "PatientBirthDate", "SOPInstanceUID", "HighBit", "RescaleSlope",
+    "RescaleIntercept", "RescaleType",
     "WindowCenter", "WindowWidth", "VOILUTFunction", "PixelPaddingValue", "PixelPaddingRangeLimit",
     "ViewCodeSequence", "VOILUTSequence", "ModalityLUTSequence",
 )

@@ -15,7 +15,7 @@ from pneumoscreen.worker.ingest.metadata import text, transfer_syntax
 from pneumoscreen.worker.ingest.sniff import sniff_format
 
 # Never shown, even to the operator at the console: pseudonymisation is the point.
-_HIDDEN = frozenset({"PatientID", "PatientName"})
+_HIDDEN = frozenset({"PatientID", "PatientName", "PatientBirthDate"})
 
 
 @dataclass

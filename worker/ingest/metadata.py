@@ -93,6 +93,22 @@ def redact(message: str, ds: Dataset | None) -> str:
     return message
 
 
+def age_from_dates(birth: str | None, study: str | None) -> str | None:
+    """The age at the study as an Age String (``054Y``; months under 2 years), from the birth
+    and study dates. The birth date itself is never kept."""
+    import datetime as dt
+
+    try:
+        born = dt.datetime.strptime(birth or "", "%Y%m%d").date()
+        on = dt.datetime.strptime(study or "", "%Y%m%d").date()
+    except ValueError:
+        return None
+    months = (on.year - born.year) * 12 + on.month - born.month - (on.day < born.day)
+    if months < 0 or months > 999 * 12:
+        return None
+    return f"{months:03d}M" if months < 24 else f"{months // 12:03d}Y"
+
+
 def transfer_syntax(ds: Dataset) -> UID | None:
     meta = getattr(ds, "file_meta", None)
     uid = meta.get("TransferSyntaxUID") if meta is not None else None
@@ -104,6 +120,10 @@ def extract(ds: Dataset, key: bytes | None) -> dict[str, Any]:
     out: dict[str, Any] = {col: text(ds, kw, max_length(kw)) for col, kw in COLUMNS.items()}
     if out["study_date"] and not re.fullmatch(r"\d{8}", out["study_date"]):
         out["study_date"] = None
+    if out["patient_age"] and not re.fullmatch(r"\d{3}[DWMY]", out["patient_age"].upper()):
+        out["patient_age"] = None  # not an Age String: no age rather than a wrong one
+    if not out["patient_age"]:
+        out["patient_age"] = age_from_dates(text(ds, "PatientBirthDate", 8), out["study_date"])
     for col in ("modality", "body_part", "view_position"):
         if out[col]:
             out[col] = out[col].upper()

@@ -14,14 +14,16 @@ from sqlalchemy.orm import Session
 
 from pneumoscreen.db import Batch, ModelVersion, Prediction, Study, StudyStatus
 from pneumoscreen.db.queries import model_version_for
-from pneumoscreen.model.bundle import ModelFileError, verified_spec
+from pneumoscreen.model.bundle import BUNDLED_PREFIX, ModelFileError, model_file, verified_spec
 from pneumoscreen.model.progress import Progress
 from pneumoscreen.worker.intake.enqueue import Enqueued, enqueue
 from pneumoscreen.worker.settings import Settings
 
 
 def resolve_model(ref: str, *, session: Session) -> Path:
-    """A model file from a path, or from a version (or name:version) seen before."""
+    """A model file from a path, ``bundled:NAME``, or a version (or name:version) seen before."""
+    if ref.startswith(BUNDLED_PREFIX):
+        return model_file(ref)
     path = Path(ref).expanduser()
     if path.is_file():
         return path.resolve()

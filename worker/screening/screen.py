@@ -26,12 +26,21 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pneumoscreen.db import Batch, ModelVersion, Prediction, Study, StudyStatus, session_scope
+from pneumoscreen.db import (
+    Batch,
+    Heatmap,
+    ModelVersion,
+    Prediction,
+    Study,
+    StudyStatus,
+    session_scope,
+)
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.db.queries import model_version_for
 from pneumoscreen.db.upsert import insert_ignore
 from pneumoscreen.model.bundle import LoadedModel, ModelFileError, Scores, load_model
 from pneumoscreen.worker.ingest import IngestConfig, IngestError, load_grey
+from pneumoscreen.worker.screening import scope
 from pneumoscreen.worker.screening.claim import claim, release
 from pneumoscreen.worker.screening.prefetch import prefetched
 from pneumoscreen.worker.settings import Settings
@@ -136,11 +145,19 @@ def screen_task(
                             threads=settings.decode_threads)
         for prepared in chunks:
             ready = [p for p in prepared if p.tensor is not None]
-            scores = (model.predict(np.stack([p.tensor for p in ready])) if ready
+            batch = np.stack([p.tensor for p in ready]) if ready else None
+            scores = (model.predict(batch) if batch is not None
                       else Scores(np.zeros(0, np.float32)))
+            verdicts = [scope.verdict(
+                patient_age=p.metadata.get("patient_age"),
+                atypicality=None if scores.atypicality is None else float(scores.atypicality[i]),
+                atypicality_threshold=model.atypicality_threshold,
+                age_range=settings.scope_age_years) for i, p in enumerate(ready)]
+            maps = explain(model, batch, scores.pneumonia >= threshold, settings.heatmaps)
             with session_scope(url) as session:
                 record(prepared, ready, scores, mv_id=mv_id, threshold=threshold,
-                       batch_id=batch_id, session=session, outcome=outcome, rescreen=rescreen)
+                       batch_id=batch_id, session=session, outcome=outcome, rescreen=rescreen,
+                       verdicts=verdicts, maps=maps)
     except BaseException:
         # A retry of this task reclaims under the same token anyway; a private claim must not
         # leave its studies waiting a whole lease.
@@ -153,20 +170,55 @@ def screen_task(
     return outcome
 
 
+def _store_maps(maps: dict[int, np.ndarray], *, mv_id: int, session: Session) -> None:
+    from pneumoscreen.model.gradcam import to_bytes
+
+    ids = dict(session.execute(select(Prediction.study_id, Prediction.id).where(
+        Prediction.study_id.in_(list(maps)), Prediction.model_version_id == mv_id)).all())
+    rows = [{"prediction_id": ids[sid], "height": int(m.shape[0]), "width": int(m.shape[1]),
+             "data": to_bytes(m)} for sid, m in maps.items() if sid in ids]
+    if rows:
+        session.execute(insert_ignore(session, Heatmap, ["prediction_id"]), rows)
+
+
+def explain(model: LoadedModel, batch: np.ndarray | None, flagged: np.ndarray,
+            which: str) -> dict[int, np.ndarray]:
+    """Grad-CAM maps of a chunk's flagged (or all, or no) images, in one batched call; keyed by
+    the image's index in the chunk."""
+    if batch is None or which == "none":
+        return {}
+    index = np.flatnonzero(flagged) if which == "flagged" else np.arange(len(batch))
+    if not len(index):
+        return {}
+    return dict(zip(index.tolist(), model.heatmaps(batch[index]), strict=True))
+
+
 def record(prepared: list[Prepared], ready: list[Prepared], scores: Scores, *,
            mv_id: int, threshold: float, batch_id: int | None, session: Session,
-           outcome: TaskOutcome, rescreen: bool = False) -> None:
-    """Write predictions (a second one for the same study and model is ignored) and statuses."""
+           outcome: TaskOutcome, rescreen: bool = False,
+           verdicts: list[scope.Verdict] | None = None,
+           maps: dict[int, np.ndarray] | None = None) -> None:
+    """Write predictions (a second one for the same study and model is ignored), their scope
+    verdicts and heatmaps, and the studies' statuses."""
     now = utcnow()
-    viral = scores.viral if scores.viral is not None else [None] * len(ready)
+    n = len(ready)
+    viral = scores.viral if scores.viral is not None else [None] * n
+    atyp = scores.atypicality if scores.atypicality is not None else [None] * n
+    verdicts = verdicts or [scope.Verdict(True)] * n
     rows = [
         {"study_id": p.study_id, "model_version_id": mv_id, "batch_id": batch_id,
          "probability": float(prob), "p_viral": None if pv is None else float(pv),
-         "threshold": threshold, "flagged": bool(prob >= threshold), "created_at": now}
-        for p, prob, pv in zip(ready, scores.pneumonia, viral, strict=True)
+         "atypicality": None if a is None else float(a), "in_scope": v.in_scope,
+         "scope_reason": v.reason, "threshold": threshold, "flagged": bool(prob >= threshold),
+         "created_at": now}
+        for p, prob, pv, a, v in zip(ready, scores.pneumonia, viral, atyp, verdicts,
+                                     strict=True)
     ]
     if rows:
         session.execute(insert_ignore(session, Prediction, ["study_id", "model_version_id"]), rows)
+    if maps:
+        _store_maps({ready[i].study_id: m for i, m in maps.items()}, mv_id=mv_id,
+                    session=session)
     ids = [p.study_id for p in prepared]
     studies = {s.id: s for s in session.scalars(select(Study).where(Study.id.in_(ids)))}
     # A re-screen that cannot read the file again must not undo the study's earlier verdict.

@@ -131,17 +131,17 @@ class TestChunks:
         monkeypatch.setattr(submit_mod, "enqueue", lambda result, **kw: None)
         ids = submit_mod.submit_folder(tmp_path / "in", settings=settings).queued_ids
         model = get_model(settings)
-        original = model.predict_batch
+        original = model.predict  # the one model call of a chunk
 
         def broken(batch: np.ndarray) -> np.ndarray:
             raise RuntimeError("device lost")
 
-        model.predict_batch = broken  # type: ignore[method-assign]
+        model.predict = broken  # type: ignore[method-assign]
         try:
             with pytest.raises(RuntimeError, match="device lost"):
                 screen_task(ids, settings, model=model)
         finally:
-            model.predict_batch = original  # type: ignore[method-assign]
+            model.predict = original  # type: ignore[method-assign]
         with session_scope(settings.effective_database_url) as session:
             assert set(session.scalars(sa.select(Study.status))) == {StudyStatus.queued}
         assert screen_task(ids, settings, model=model).screened == 3

@@ -1,0 +1,124 @@
+"""Grad-CAM (Selvaraju et al., 2017) on the last convolutional block, batched.
+
+For a batch of network inputs, the map of each image is ``relu(sum_c a_c * A_c)`` where ``A`` is
+the last convolutional block's activation and ``a_c`` the spatial mean of the gradient of the
+pneumonia output with respect to ``A_c``. Maps are scaled to [0, 1] per image (a flat map stays
+0). For an ensemble the map is the mean of its members' maps, each computed on the member's own
+output. The result is small (the block's grid, e.g. 7 x 7 at 224 px) and stored as float16.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CamTarget:
+    """One network whose map is computed: its input, the conv block and the scalar to explain."""
+
+    model: Any  # keras.Model: input -> [activations, score]
+
+
+def _layer_names(model: Any) -> set[str]:
+    return {layer.name for layer in model.layers}
+
+
+def _score_tensor(model: Any) -> Any:
+    """The pneumonia score to explain: the logit where the network has one, else its output."""
+    names = _layer_names(model)
+    for name in ("temperature", "pneumonia_logit"):
+        if name in names:
+            return model.get_layer(name).output
+    out = model.output
+    return out["pneumonia"] if isinstance(out, dict) else out
+
+
+def last_conv_name(model: Any, hint: str | None = None) -> str:
+    """``hint`` when the model has that layer, else the last layer with a 4-D output."""
+    names = _layer_names(model)
+    if hint and hint in names:
+        return hint
+    for layer in reversed(model.layers):
+        shape = getattr(layer, "output", None)
+        shape = getattr(shape, "shape", None)
+        if shape is not None and len(shape) == 4 and not layer.name.startswith("image"):
+            return layer.name
+    raise ValueError(f"{model.name} has no convolutional block to explain")
+
+
+def targets(keras_model: Any, spec_extra: dict[str, Any]) -> list[CamTarget]:
+    """The networks to explain: the model itself, or each member of an ensemble."""
+    import keras
+
+    arch = spec_extra.get("architecture") or {}
+    members = [layer for layer in keras_model.layers if layer.name.startswith("member_")]
+    hints = [m.get("last_conv") for m in arch.get("members") or []]
+    nets = members or [keras_model]
+    if not members:
+        hints = [arch.get("last_conv")]
+    out = []
+    for i, net in enumerate(nets):
+        hint = hints[i] if i < len(hints) else None
+        conv = net.get_layer(last_conv_name(net, hint)).output
+        out.append(CamTarget(keras.Model(net.input, [conv, _score_tensor(net)])))
+    return out
+
+
+def _normalise(cams: np.ndarray) -> np.ndarray:
+    peak = cams.reshape(len(cams), -1).max(axis=1)
+    peak[peak <= 0] = 1.0
+    return cams / peak[:, None, None]
+
+
+def compute(cam_targets: list[CamTarget], batch: np.ndarray) -> np.ndarray:
+    """``(n, h, w)`` float32 maps in [0, 1] for an ``(n, size, size, 1)`` batch."""
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(np.asarray(batch, np.float32))
+    maps = []
+    for target in cam_targets:
+        with tf.GradientTape() as tape:
+            conv, score = target.model(x, training=False)
+            total = tf.reduce_sum(score)
+        grads = tape.gradient(total, conv)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        cam = tf.nn.relu(tf.reduce_sum(conv * weights, axis=-1)).numpy()
+        maps.append(_normalise(cam.astype(np.float32)))
+    shapes = {m.shape for m in maps}
+    if len(shapes) > 1:  # members with different grids: bring them to the finest one
+        h, w = max(s[1] for s in shapes), max(s[2] for s in shapes)
+        maps = [resize_maps(m, h, w) for m in maps]
+    return _normalise(np.mean(maps, axis=0))
+
+
+def resize_maps(maps: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Bilinear resize of ``(n, h0, w0)`` maps to ``(n, h, w)``."""
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(m.astype(np.float32)).resize(
+        (w, h), Image.Resampling.BILINEAR), np.float32) for m in maps])
+
+
+def to_bytes(cam: np.ndarray) -> bytes:
+    """A map as float16 bytes (row-major), for the database."""
+    return np.asarray(cam, np.float16).tobytes()
+
+
+def from_bytes(data: bytes, h: int, w: int) -> np.ndarray:
+    return np.frombuffer(data, np.float16).astype(np.float32).reshape(h, w)
+
+
+def border_mass(cams: np.ndarray, border: float = 0.10) -> dict[str, np.ndarray]:
+    """Per map, the share of its mass in the outer ``border`` of the image and in the two top
+    corners (where text markers sit), measured on maps brought to 100 x 100."""
+    big = resize_maps(cams, 100, 100)
+    total = big.reshape(len(big), -1).sum(axis=1)
+    total[total <= 0] = 1.0
+    b = round(100 * border)
+    inner = big[:, b:100 - b, b:100 - b].reshape(len(big), -1).sum(axis=1)
+    corner = big[:, :20, :20].reshape(len(big), -1).sum(axis=1) + big[:, :20, 80:].reshape(
+        len(big), -1).sum(axis=1)
+    return {"border": 1.0 - inner / total, "top_corners": corner / total}
