@@ -217,3 +217,20 @@ def model_versions(*, session: Session) -> list[dict[str, Any]]:
             "path": side.get("path"), "created_at": _iso(mv.created_at),
         })
     return out
+
+
+def heatmap_of(study_id: int, *, session: Session) -> dict[str, Any] | None:
+    """The newest prediction of a study with its stored map (None: no prediction)."""
+    from pneumoscreen.db.models import Heatmap
+
+    pred = session.scalars(select(Prediction).where(Prediction.study_id == study_id)
+                           .order_by(Prediction.id.desc()).limit(1)).first()
+    if pred is None:
+        return None
+    hm = session.get(Heatmap, pred.id)
+    study = session.get(Study, study_id)
+    return {"prediction_id": pred.id, "path": study.source_path if study else None,
+            "probability": pred.probability, "threshold": pred.threshold,
+            "flagged": pred.flagged, "model": pred.model_version.label,
+            "model_sha256": pred.model_version.file_sha256,
+            "map": None if hm is None else (hm.height, hm.width, hm.data)}

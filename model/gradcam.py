@@ -122,3 +122,31 @@ def border_mass(cams: np.ndarray, border: float = 0.10) -> dict[str, np.ndarray]
     corner = big[:, :20, :20].reshape(len(big), -1).sum(axis=1) + big[:, :20, 80:].reshape(
         len(big), -1).sum(axis=1)
     return {"border": 1.0 - inner / total, "top_corners": corner / total}
+
+
+def overlay(image: np.ndarray, cam: np.ndarray, *, size: int = 512, alpha: float = 0.4,
+            label: str | None = "AI heatmap, not for diagnosis") -> np.ndarray:
+    """The map over the network's own input, at display resolution: an RGB uint8 image.
+
+    ``image``: the ``(s, s, 1)`` or ``(s, s)`` network input in [0, 1]; ``cam``: its map."""
+    from matplotlib import colormaps
+    from PIL import Image, ImageDraw
+
+    grey = np.asarray(image, np.float32).reshape(image.shape[0], image.shape[1])
+    base = np.asarray(Image.fromarray(grey).resize((size, size), Image.Resampling.BILINEAR),
+                      np.float32)
+    heat = resize_maps(np.asarray(cam, np.float32)[None], size, size)[0].clip(0, 1)
+    colour = colormaps["jet"](heat)[..., :3]
+    rgb = (1 - alpha * heat[..., None]) * base[..., None] + alpha * heat[..., None] * colour
+    out = Image.fromarray((rgb.clip(0, 1) * 255).astype(np.uint8), "RGB")
+    if label:
+        draw = ImageDraw.Draw(out)
+        draw.rectangle([0, size - 18, size, size], fill=(0, 0, 0))
+        draw.text((4, size - 16), label, fill=(255, 255, 255))
+    return np.asarray(out)
+
+
+def save_overlay(path: Any, image: np.ndarray, cam: np.ndarray, **kw: Any) -> None:
+    from PIL import Image
+
+    Image.fromarray(overlay(image, cam, **kw)).save(path)

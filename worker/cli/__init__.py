@@ -10,6 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import typer
 
 from pneumoscreen.worker.cli import (
+    explain_cmds,
     ingest_cmds,
     model_cmds,
     ops_cmds,
@@ -30,7 +31,8 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Benchmarks that print their figures.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
-for _module in (screening_cmds, system_cmds, ingest_cmds, model_cmds, registry_cmds, ops_cmds):
+for _module in (screening_cmds, system_cmds, ingest_cmds, model_cmds, registry_cmds, explain_cmds,
+                ops_cmds):
     _module.register(app, bench_app)
 
 

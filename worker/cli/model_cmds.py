@@ -219,14 +219,18 @@ def predict_cmd(
     files: list[Path] = typer.Argument(..., help="DICOM, PNG or JPEG files."),
     model: Path | None = typer.Option(None, "--model", help="A .keras file with its sidecar "
                                       "(default: the configured or bundled model)."),
+    heatmap_dir: Path | None = typer.Option(None, "--heatmap", help="Write each screened "
+                                            "file's Grad-CAM overlay into this folder."),
     fmt: Format = typer.Option(Format.table, "--format", help="table or json."),
 ) -> None:
-    """Screen single files without the queue: each file's pneumonia probability, the threshold
-    and whether it would be flagged, or why it cannot be screened. Nothing is stored."""
+    """Screen single files without the queue: each file's pneumonia probability, the threshold,
+    whether it would be flagged, the suggested subtype, whether the film is inside the model's
+    validated scope, or why it cannot be screened. Nothing is stored."""
     import numpy as np
 
     from pneumoscreen.model.preprocess import InputRangeError
     from pneumoscreen.worker.ingest import IngestError, load_grey
+    from pneumoscreen.worker.screening import scope
     from pneumoscreen.worker.settings import get_settings
     from pneumoscreen.worker.status import status_of
 
@@ -236,37 +240,56 @@ def predict_cmd(
     threshold = loaded.spec.threshold
     results: list[dict[str, Any]] = []
     batch: list[np.ndarray] = []
+    ages: list[str | None] = []
     for path in files:
         entry: dict[str, Any] = {"file": str(path), "probability": None, "p_viral": None,
-                                 "flagged": None}
+                                 "threshold": threshold, "flagged": None, "in_scope": None,
+                                 "scope_reason": None, "atypicality": None}
         try:
             if not path.is_file():
                 raise FileNotFoundError("no such file")
-            batch.append(loaded.preprocess(load_grey(path, config).grey))
+            decoded = load_grey(path, config)
+            batch.append(loaded.preprocess(decoded.grey))
+            ages.append(decoded.metadata.get("patient_age"))
             entry["status"] = "screened"
         except IngestError as exc:
             entry.update(status=status_of(exc).value, reason=str(exc))
         except (InputRangeError, OSError) as exc:
             entry.update(status="failed", reason=str(exc) or type(exc).__name__)
         results.append(entry)
+    screened = [e for e in results if e["status"] == "screened"]
     if batch:
-        scores = loaded.predict(np.stack(batch))  # one model call for every readable file
-        probs = iter(scores.pneumonia.tolist())
-        viral = iter(scores.viral.tolist() if scores.viral is not None else [None] * len(batch))
-        for entry in results:
-            if entry["status"] == "screened":
-                p, v = float(next(probs)), next(viral)
-                entry.update(probability=p, p_viral=v, flagged=p >= threshold)
+        x = np.stack(batch)
+        scores = loaded.predict(x)  # one model call for every readable file
+        for i, entry in enumerate(screened):
+            p = float(scores.pneumonia[i])
+            atyp = None if scores.atypicality is None else float(scores.atypicality[i])
+            v = scope.verdict(patient_age=ages[i], atypicality=atyp,
+                              atypicality_threshold=loaded.atypicality_threshold,
+                              age_range=settings.scope_age_years)
+            entry.update(probability=p, flagged=p >= threshold,
+                         p_viral=None if scores.viral is None else float(scores.viral[i]),
+                         atypicality=atyp, in_scope=v.in_scope, scope_reason=v.reason)
+        if heatmap_dir is not None:
+            from pneumoscreen.model.gradcam import save_overlay
+
+            heatmap_dir.mkdir(parents=True, exist_ok=True)
+            for i, (entry, cam) in enumerate(zip(screened, loaded.heatmaps(x), strict=True)):
+                target = heatmap_dir / f"{i + 1:03d}-{Path(entry['file']).stem[:60]}.png"
+                save_overlay(target, x[i], cam)
+                entry["heatmap"] = str(target)
     if fmt is Format.json:
         print_json({"model": loaded.spec.label, "sha256": loaded.spec.sha256,
                     "threshold": threshold, "results": results})
         return
     console.print(f"model {loaded.spec.label}, threshold {threshold:.4f} "
                   f"(flagged when probability ≥ threshold)")
-    console.print(make_table(None, ["file", "probability", "viral?", "flagged", "note"], [
+    console.print(make_table(None, ["file", "probability", "viral?", "flagged", "scope", "note"], [
         (r["file"], _fmt(r["probability"], 4), _fmt(r["p_viral"], 3),
          {True: Text("FLAGGED", style="bold red"), False: "no", None: "—"}[r["flagged"]],
-         f"{r['status']}: {r['reason']}" if "reason" in r else "") for r in results]))
+         {True: "in scope", False: Text("OUTSIDE", style="bold yellow"), None: ""}[r["in_scope"]],
+         f"{r['status']}: {r['reason']}" if "reason" in r else (r["scope_reason"] or ""))
+        for r in results]))
 
 
 def reports_cmd(

@@ -1,0 +1,173 @@
+"""Measurements of the explanations and the guard, printed by ``screen bench heatmaps`` and
+``screen bench scope``.
+
+* Heatmap sanity (Adebayo et al., 2018): the maps of the trained model against those of the same
+  model with its last blocks re-initialised, by Spearman rank correlation per image (a map that
+  survives randomisation explains nothing); and the shortcut indicator: the share of map mass in
+  the outer 10% border and in the two top corners (text markers), true vs false positives.
+* The guard: on the internal test split and on what no pediatric model should accept (adult
+  chest DICOMs with their age blanked, non-chest DICOMs decoded anyway, made images: a blank
+  film, a rotated, an inverted chest, a cropped corner), the share marked out of scope.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pneumoscreen.model import gradcam
+from pneumoscreen.model.bundle import LoadedModel
+from pneumoscreen.model.dataset import load_arrays, split_from_manifest, training_root
+from pneumoscreen.model.evaluate import manifest_for
+from pneumoscreen.model.preprocess import preprocess
+from pneumoscreen.worker.ingest import (
+    AcceptancePolicy,
+    DecodeOptions,
+    IngestConfig,
+    IngestError,
+    load_grey,
+)
+from pneumoscreen.worker.screening import scope
+
+
+def internal_test(model: LoadedModel, data_dir: Path, limit: int | None = None) -> Any:
+    """The model's internal-test arrays (its own saved patient split)."""
+    manifest = json.loads(manifest_for(model).read_text())
+    part = split_from_manifest(manifest, training_root(data_dir)).parts()["internal-test"]
+    arrays = load_arrays(part if limit is None else part[:limit], model.spec.input_size)
+    return arrays
+
+
+def _predict_all(model: LoadedModel, x: np.ndarray, size: int = 64) -> Any:
+    outs = [model.predict(x[i:i + size]) for i in range(0, len(x), size)]
+    prob = np.concatenate([o.pneumonia for o in outs])
+    atyp = (np.concatenate([o.atypicality for o in outs])
+            if outs and outs[0].atypicality is not None else None)
+    return prob, atyp
+
+
+def _maps(model: LoadedModel, x: np.ndarray, size: int = 32) -> np.ndarray:
+    return np.concatenate([model.heatmaps(x[i:i + size]) for i in range(0, len(x), size)])
+
+
+def randomised_copy(model: LoadedModel, fraction: float = 0.25, seed: int = 0) -> LoadedModel:
+    """The same model with the weights of its last ``fraction`` of convolutional and dense
+    layers (in each ensemble member) drawn again at random, scaled like the originals."""
+    import keras
+
+    copy = keras.saving.load_model(model.path, compile=False)
+    rng = np.random.default_rng(seed)
+    members = [layer for layer in copy.layers if layer.name.startswith("member_")] or [copy]
+    for net in members:
+        # Convolutions and dense layers (BatchNormalization keeps its statistics: a random
+        # variance could be negative and make every map NaN).
+        weighted = [layer for layer in net.layers
+                    if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
+                                          keras.layers.Dense))
+                    and not layer.name.startswith(("atypicality", "temperature"))]
+        for layer in weighted[int(len(weighted) * (1 - fraction)):]:
+            layer.set_weights([rng.normal(0, float(np.std(w)) or 0.05, w.shape).astype(w.dtype)
+                               for w in layer.get_weights()])
+    return LoadedModel(model.path, model.spec, copy, model.device)
+
+
+def rank_correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman's rho between paired maps (a constant map correlates 0)."""
+    from scipy.stats import spearmanr
+
+    out = []
+    for x, y in zip(a, b, strict=True):
+        if np.ptp(x) == 0 or np.ptp(y) == 0:
+            out.append(0.0)
+            continue
+        out.append(float(spearmanr(x.ravel(), y.ravel()).statistic))
+    return np.array(out)
+
+
+def heatmap_sanity(model: LoadedModel, data_dir: Path, *, n: int = 64) -> dict[str, Any]:
+    """The randomisation check and the border / corner mass of true vs false positives."""
+    arrays = internal_test(model, data_dir)
+    prob, _ = _predict_all(model, arrays.x)
+    flagged = prob >= model.spec.threshold
+    maps = _maps(model, arrays.x[flagged])
+    y = arrays.y[flagged]
+    mass = gradcam.border_mass(maps)
+    groups = {}
+    for name, mask in (("true_positives", y == 1), ("false_positives", y == 0)):
+        groups[name] = {"n": int(mask.sum()),
+                        "border_mass_mean": _mean(mass["border"][mask]),
+                        "top_corner_mass_mean": _mean(mass["top_corners"][mask])}
+    pick = arrays.x[:n]
+    rho = rank_correlations(_maps(model, pick), _maps(randomised_copy(model), pick))
+    # A uniform map puts 36% of its mass in the outer 10% border and 8% in the two corners.
+    return {"model": model.spec.label, "internal_test_flagged": int(flagged.sum()),
+            "randomisation": {"n": len(pick), "spearman_mean": _mean(rho),
+                              "spearman_median": float(np.median(rho)),
+                              "reinitialised": "the last 25% of convolution and dense layers"},
+            "shortcut": groups, "uniform_map": {"border": 0.36, "top_corners": 0.08}}
+
+
+def _mean(values: np.ndarray) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+def made_images(x: np.ndarray) -> dict[str, np.ndarray]:
+    """Films no model of chest radiographs should accept, made from internal-test inputs."""
+    from PIL import Image
+
+    size = x.shape[1]
+    corner = np.stack([np.asarray(Image.fromarray(img[: size // 3, : size // 3, 0]).resize(
+        (size, size), Image.Resampling.BILINEAR), np.float32)[..., None] for img in x])
+    return {"blank film": np.full_like(x[:1], 0.5).repeat(len(x), 0),
+            "rotated 90 degrees": np.rot90(x, k=1, axes=(1, 2)).copy(),
+            "inverted (negative)": 1.0 - x,
+            "cropped corner": np.clip(corner, 0, 1)}
+
+
+def _dicom_inputs(folder: Path, size: int, policy: AcceptancePolicy) -> np.ndarray:
+    config = IngestConfig(policy, DecodeOptions())
+    xs = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        try:
+            xs.append(preprocess(load_grey(path, config).grey, size))
+        except IngestError:
+            continue
+    return np.stack(xs) if xs else np.zeros((0, size, size, 1), np.float32)
+
+
+def scope_check(model: LoadedModel, data_dir: Path, dicom_dir: Path | None, *,
+                n_made: int = 50, age_range: tuple[float, float] = (0.0, 10.0)
+                ) -> dict[str, Any]:
+    """The share of each group the guard marks out of scope (image score only: no ages)."""
+    threshold = model.atypicality_threshold
+    if threshold is None:
+        raise ValueError(f"{model.spec.label} has no atypicality output: nothing to measure")
+    arrays = internal_test(model, data_dir)
+    groups: dict[str, np.ndarray] = {"internal test split (in distribution)": arrays.x}
+    groups.update({f"made: {k}": v for k, v in made_images(arrays.x[:n_made]).items()})
+    if dicom_dir is not None:
+        size = model.spec.input_size
+        if (dicom_dir / "chest").is_dir():
+            groups["adult chest DICOMs, age blanked"] = _dicom_inputs(
+                dicom_dir / "chest", size, AcceptancePolicy())
+        if (dicom_dir / "not_chest").is_dir():
+            anything = AcceptancePolicy.of(
+                modalities=["CR", "DX", "CT", "MR", "OT"], body_parts=["", "CHEST", "HIP"],
+                reject_views=[], reject_intents=[], non_image_modalities=[])
+            groups["non-chest DICOMs, decoded anyway"] = _dicom_inputs(
+                dicom_dir / "not_chest", size, anything)
+    rows = {}
+    for name, x in groups.items():
+        if not len(x):
+            continue
+        _, atyp = _predict_all(model, x)
+        marked = [not scope.verdict(patient_age=None, atypicality=float(a),
+                                    atypicality_threshold=threshold,
+                                    age_range=age_range).in_scope for a in atyp]
+        rows[name] = {"n": len(x), "marked_out_of_scope": int(sum(marked)),
+                      "rate": round(float(np.mean(marked)), 4),
+                      "score_median": round(float(np.median(atyp)), 3)}
+    return {"model": model.spec.label, "threshold": threshold, "groups": rows}

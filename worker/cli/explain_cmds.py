@@ -1,0 +1,120 @@
+"""``screen heatmap STUDY``, ``screen bench heatmaps`` and ``screen bench scope``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pneumoscreen.worker.cli.output import Format, console, fail, make_table, plain, print_json
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.command("heatmap")(heatmap)
+    bench_app.command("heatmaps")(bench_heatmaps)
+    bench_app.command("scope")(bench_scope)
+
+
+def heatmap(
+    study: Annotated[int, typer.Argument(help="A study id (screen studies lists them).")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="PNG to write [default: heatmap-STUDY.png].")] = None,
+    size: Annotated[int, typer.Option(min=64, max=4096, help="Display size in pixels.")] = 512,
+) -> None:
+    """Write the study's Grad-CAM heatmap over its own image, as the network saw it, at display
+    resolution (the map stored when it was screened; computed now if none was stored)."""
+    import numpy as np
+
+    from pneumoscreen.db.queries import heatmap_of
+    from pneumoscreen.model.bundle import ModelFileError
+    from pneumoscreen.model.gradcam import from_bytes, save_overlay
+    from pneumoscreen.worker.ingest import IngestError, load_grey
+    from pneumoscreen.worker.screening.screen import get_model
+    from pneumoscreen.worker.settings import get_settings
+
+    settings = get_settings()
+    with settings.session() as session:
+        found = heatmap_of(study, session=session)
+    if found is None:
+        fail(f"study {study} has no prediction (not screened yet, rejected or failed)")
+    try:
+        model = get_model(settings)
+    except ModelFileError as exc:
+        fail(str(exc))
+    try:
+        image = model.preprocess(load_grey(Path(found["path"]), settings.ingest_config()).grey)
+    except (IngestError, OSError) as exc:
+        fail(f"study {study}'s file cannot be read again: {exc}")
+    stored = found["map"] is not None and found["model_sha256"] == model.spec.sha256
+    cam = (from_bytes(found["map"][2], found["map"][0], found["map"][1]) if stored
+           else model.heatmaps(np.asarray(image)[None])[0])
+    target = out or Path(f"heatmap-{study}.png")
+    save_overlay(target, image, cam, size=size)
+    source = "stored" if stored else f"computed now with {model.spec.label}"
+    console.print(plain(f"{target}: study {study}, probability {found['probability']:.4f} "
+                        f"(threshold {found['threshold']:.4f}), map {source}"))
+
+
+def bench_heatmaps(
+    data_dir: Annotated[Path, typer.Argument(help="The training images (Kaggle layout).",
+                                             exists=True, file_okay=False)],
+    n: Annotated[int, typer.Option(min=2, help="Images for the randomisation check.")] = 64,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+) -> None:
+    """Heatmap sanity on the model's internal-test split: the model-randomisation check
+    (Spearman rank correlation of maps, trained vs last layers re-initialised) and the share of
+    map mass in the border and top corners, true vs false positives."""
+    from pneumoscreen.worker.bench.explain import heatmap_sanity
+    from pneumoscreen.worker.screening.screen import get_model
+    from pneumoscreen.worker.settings import get_settings
+
+    try:
+        data = heatmap_sanity(get_model(get_settings()), data_dir, n=n)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    if fmt is Format.json:
+        print_json(data)
+        return
+    r = data["randomisation"]
+    console.print(plain(f"{data['model']}: randomisation check on {r['n']} internal-test images "
+                        f"({r['reinitialised']} re-initialised): Spearman mean "
+                        f"{r['spearman_mean']:.3f}, median {r['spearman_median']:.3f}"))
+    rows = [(name, g["n"], _f(g["border_mass_mean"]), _f(g["top_corner_mass_mean"]))
+            for name, g in data["shortcut"].items()]
+    rows.append(("a uniform map", "", "0.360", "0.080"))
+    console.print(make_table("Map mass on the internal test split (flagged studies)",
+                             ["group", "n", "outer 10% border", "top corners"], rows))
+
+
+def _f(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def bench_scope(
+    data_dir: Annotated[Path, typer.Argument(help="The training images (Kaggle layout).",
+                                             exists=True, file_okay=False)],
+    dicom: Annotated[Path | None, typer.Option(
+        help="A folder with chest/ and not_chest/ DICOMs (e.g. ../shared/dicom).")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+) -> None:
+    """How often the intended-use guard marks a film outside scope: the internal test split,
+    made images no chest model should accept, and the given DICOMs."""
+    from pneumoscreen.worker.bench.explain import scope_check
+    from pneumoscreen.worker.screening.screen import get_model
+    from pneumoscreen.worker.settings import get_settings
+
+    settings = get_settings()
+    try:
+        data = scope_check(get_model(settings), data_dir, dicom,
+                           age_range=settings.scope_age_years)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    if fmt is Format.json:
+        print_json(data)
+        return
+    console.print(make_table(
+        f"Intended-use guard, {data['model']} (atypicality threshold {data['threshold']:.3f})",
+        ["group", "n", "outside scope", "rate", "median score"],
+        [(k, g["n"], g["marked_out_of_scope"], f"{g['rate']:.1%}", g["score_median"])
+         for k, g in data["groups"].items()]))
