@@ -1,0 +1,70 @@
+"""Grad-CAM: batched maps in [0, 1] on the last conv block; an ensemble's is its members' mean."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pneumoscreen.model import gradcam
+from pneumoscreen.model.architectures import build
+from pneumoscreen.model.calibration import calibrated_model
+
+SIZE = 32
+
+
+def _x(n: int = 4, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, SIZE, SIZE, 1), dtype=np.float32)
+
+
+def test_maps_of_a_single_model() -> None:
+    model = calibrated_model(build("cnn-s", SIZE), 1.5)
+    targets = gradcam.targets(model, {"architecture": {"last_conv": "b3_relu1"}})
+    maps = gradcam.compute(targets, _x())
+    assert maps.shape == (4, 4, 4)  # 32 px through three pools: the last block's 4 x 4 grid
+    assert maps.min() >= 0 and maps.max() <= 1 + 1e-6
+    # Batched equals one at a time.
+    one = np.stack([gradcam.compute(targets, _x()[i:i + 1])[0] for i in range(4)])
+    np.testing.assert_allclose(maps, one, atol=1e-5)
+
+
+def test_an_ensembles_map_is_the_mean_of_its_members() -> None:
+    import keras
+
+    from pneumoscreen.model.ensemble import build_ensemble
+
+    members = []
+    for seed in (0, 1):
+        keras.utils.set_random_seed(seed)
+        members.append(calibrated_model(build("cnn-xs", SIZE), 1.0))
+    ens = build_ensemble(members, SIZE)
+    extra = {"architecture": {"members": [{"last_conv": "b3_relu1"}] * 2}}
+    got = gradcam.compute(gradcam.targets(ens, extra), _x())
+    each = [gradcam.compute(gradcam.targets(m, {"architecture": {"last_conv": "b3_relu1"}}),
+                            _x()) for m in members]
+    want = gradcam._normalise(np.mean(each, axis=0))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_storage_round_trip() -> None:
+    cam = np.random.default_rng(0).random((7, 7)).astype(np.float32)
+    back = gradcam.from_bytes(gradcam.to_bytes(cam), 7, 7)
+    np.testing.assert_allclose(back, cam, atol=1e-3)
+    assert len(gradcam.to_bytes(cam)) == 7 * 7 * 2
+
+
+def test_border_mass_of_known_maps() -> None:
+    uniform = np.ones((1, 10, 10), np.float32)
+    centre = np.zeros((1, 10, 10), np.float32)
+    centre[0, 4:6, 4:6] = 1
+    corner = np.zeros((1, 10, 10), np.float32)
+    corner[0, 0, 0] = 1
+    mass = gradcam.border_mass(np.concatenate([uniform, centre, corner]))
+    assert mass["border"][0] == pytest.approx(0.36, abs=0.01)
+    assert mass["border"][1] < 0.01 and mass["border"][2] > 0.9
+    assert mass["top_corners"][2] > 0.9
+
+
+def test_overlay_is_labelled_rgb_at_display_size() -> None:
+    img = gradcam.overlay(_x(1)[0], np.eye(4, dtype=np.float32), size=128)
+    assert img.shape == (128, 128, 3) and img.dtype == np.uint8
+    assert img[-10:, :60].mean() > 20  # the white label on its black band

@@ -1,0 +1,46 @@
+"""The intended-use guard's verdict: age from the header, the image score, both reasons."""
+
+from __future__ import annotations
+
+import pytest
+
+from pneumoscreen.worker.ingest.metadata import age_from_dates
+from pneumoscreen.worker.screening.scope import age_in_years, verdict
+
+RANGE = (0.0, 10.0)
+
+
+@pytest.mark.parametrize(("age", "years"), [("054Y", 54), ("006M", 0.5), ("052W", 52 * 7 / 365.25),
+                                            ("010D", 10 / 365.25), ("5Y", None), ("", None),
+                                            (None, None), ("ABCY", None)])
+def test_age_strings(age: str | None, years: float | None) -> None:
+    got = age_in_years(age)
+    assert got == (pytest.approx(years) if years is not None else None)
+
+
+def test_an_adult_is_outside_the_validated_population() -> None:
+    v = verdict(patient_age="054Y", atypicality=None, atypicality_threshold=None,
+                age_range=RANGE)
+    assert not v.in_scope
+    assert v.reason == "outside the validated population: age 054Y (validated 0 to 10 years)"
+
+
+def test_a_child_with_a_typical_image_is_in_scope() -> None:
+    assert verdict(patient_age="004Y", atypicality=0.9, atypicality_threshold=1.8,
+                   age_range=RANGE).in_scope
+
+
+def test_an_atypical_image_without_age_is_outside_scope() -> None:
+    v = verdict(patient_age=None, atypicality=2.5, atypicality_threshold=1.8, age_range=RANGE)
+    assert not v.in_scope and v.reason.startswith("atypical image for this model (score 2.50")
+
+
+def test_both_reasons_are_given() -> None:
+    v = verdict(patient_age="070Y", atypicality=3.0, atypicality_threshold=1.0, age_range=RANGE)
+    assert v.reason and "age 070Y" in v.reason and "atypical image" in v.reason
+
+
+def test_age_from_birth_and_study_dates() -> None:
+    assert age_from_dates("20200115", "20240114") == "003Y"
+    assert age_from_dates("20230601", "20240101") == "007M"
+    assert age_from_dates("2020", "20240101") is None and age_from_dates(None, None) is None
