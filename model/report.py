@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,20 +101,25 @@ def plot_history(history: dict[str, list[float]], path: Path) -> str:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
-    for ax, key in zip(axes, ("loss", "auc"), strict=True):
+    auc = "pneumonia_auc" if "val_pneumonia_auc" in history else "auc"  # v2 has two heads
+    for ax, key in zip(axes, ("loss", auc), strict=True):
         if key in history:
             ax.plot(epochs, history[key], label=f"train {key}")
         if f"val_{key}" in history:
             ax.plot(epochs, history[f"val_{key}"], label=f"validation {key}")
         ax.set(xlabel="epoch", title=key)
-        ax.legend()
+        if ax.has_data():
+            ax.legend()
     if "val_loss" in history:  # the first epochs' BatchNorm statistics can put val_loss far off
         axes[0].set_ylim(0, min(2.0, max(history["val_loss"])) * 1.05)
     return _save(fig, path)
 
 
-def plot_examples(ev: Evaluation, path: Path, per_group: int = 6) -> str:
-    """The most confident true/false positives/negatives at the tuned threshold."""
+def plot_examples(ev: Evaluation, path: Path, per_group: int = 6,
+                  explain: Callable[[np.ndarray], np.ndarray] | None = None) -> str:
+    """The most confident true/false positives/negatives at the tuned threshold, captioned with
+    their position in the evaluated set (not their file names), with ``explain``'s Grad-CAM maps
+    over them when given."""
     plt = _plt()
     pred = flagged(ev.scores, ev.metrics["threshold"])
     groups = [("true positive", (ev.y == 1) & (pred == 1), -1),
@@ -125,18 +131,45 @@ def plot_examples(ev: Evaluation, path: Path, per_group: int = 6) -> str:
         idx = np.flatnonzero(mask)
         # Positives: highest scores first; negatives: lowest first (the model's surest calls).
         idx = idx[np.argsort(order * ev.scores[idx], kind="stable")][:per_group]
+        maps = explain(ev.x[idx]) if explain is not None and len(idx) else None
         for col in range(per_group):
             ax = axes[row, col]
             ax.axis("off")
             if col < len(idx):
                 i = idx[col]
+                size = ev.x.shape[1]
                 ax.imshow(ev.x[i, ..., 0], cmap="gray", vmin=0, vmax=1)
-                ax.set_title(f"{Path(ev.samples[i].rel).name[:18]}\np={ev.scores[i]:.3f}",
-                             fontsize=7)
+                if maps is not None:
+                    ax.imshow(maps[col], cmap="jet", alpha=0.35, vmin=0, vmax=1,
+                              extent=(-0.5, size - 0.5, size - 0.5, -0.5),
+                              interpolation="bilinear")
+                ax.set_title(f"image {i + 1}\np={ev.scores[i]:.3f}", fontsize=7)
         axes[row, 0].text(-0.1, 0.5, f"{name}\n({int(mask.sum())})", ha="right", va="center",
                           transform=axes[row, 0].transAxes, fontsize=9)
     fig.subplots_adjust(left=0.12)
     return _save(fig, path)
+
+
+def shortcut_rows(ev: Evaluation, explain: Callable[[np.ndarray], np.ndarray]
+                  ) -> list[dict[str, Any]]:
+    """Share of Grad-CAM mass in the outer 10% border and the top corners (text markers), for
+    the true and the false positives (a model that looks at markers shows it here)."""
+    from pneumoscreen.model.gradcam import border_mass
+
+    pred = flagged(ev.scores, ev.metrics["threshold"])
+    rows = []
+    for name, mask in (("true positives", (ev.y == 1) & (pred == 1)),
+                       ("false positives", (ev.y == 0) & (pred == 1))):
+        idx = np.flatnonzero(mask)
+        if not len(idx):
+            rows.append({"group": name, "n": 0, "border": "n/a", "corners": "n/a"})
+            continue
+        maps = np.concatenate([explain(ev.x[idx[i:i + 64]]) for i in range(0, len(idx), 64)])
+        mass = border_mass(maps)
+        rows.append({"group": name, "n": len(idx), "border": f"{mass['border'].mean():.3f}",
+                     "corners": f"{mass['top_corners'].mean():.3f}"})
+    rows.append({"group": "a uniform map", "n": "", "border": "0.360", "corners": "0.080"})
+    return rows
 
 
 def _num(v: Any) -> str:
@@ -151,7 +184,8 @@ def _ci(m: dict[str, Any], key: str) -> str:
 
 
 def write_report(ev: Evaluation, out_dir: Path, *, model_label: str,
-                 history: dict[str, list[float]] | None = None, command: str = "") -> Path:
+                 history: dict[str, list[float]] | None = None, command: str = "",
+                 explain: Callable[[np.ndarray], np.ndarray] | None = None) -> Path:
     """Write the PNGs and ``report.html`` into ``out_dir``; returns the HTML path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -171,7 +205,9 @@ def write_report(ev: Evaluation, out_dir: Path, *, model_label: str,
         figures.append(("Calibration", plot_calibration(ev, out_dir / "calibration.png")))
     if history and history.get("loss"):
         figures.append(("Training curves", plot_history(history, out_dir / "history.png")))
-    figures.append(("Examples at the tuned threshold", plot_examples(ev, out_dir / "examples.png")))
+    figures.append(("Examples at the tuned threshold" + (", with Grad-CAM" if explain else ""),
+                    plot_examples(ev, out_dir / "examples.png", explain=explain)))
+    shortcut = shortcut_rows(ev, explain) if explain is not None else None
 
     rows = [("n (readable)", m["n"]),
             ("pneumonia / normal", f"{m['n_pneumonia']} / {m['n_normal']}"),
@@ -196,7 +232,8 @@ def write_report(ev: Evaluation, out_dir: Path, *, model_label: str,
     page = _template().render(
         model_label=model_label, sha256=m["model"]["sha256"], dataset=m["dataset"],
         command=command, ci_method=m["ci_method"], metric_rows=metric_rows, cr_rows=cr_rows,
-        subtype=subtype, figures=[{"title": t, "file": f} for t, f in figures])
+        subtype=subtype, shortcut=shortcut,
+        figures=[{"title": t, "file": f} for t, f in figures])
     path = out_dir / "report.html"
     path.write_text(page)
     return path

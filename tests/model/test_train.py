@@ -141,6 +141,7 @@ class TestCli:
         assert out["auc"] == pytest.approx(trained_m["auc"], abs=1e-6)
         html = (tmp_path / "report" / "report.html").read_text()
         assert "roc.png" in html and "history.png" in html
+        assert "with Grad-CAM" in html and "outer 10% border" in html
         assert (tmp_path / "report" / "examples.png").stat().st_size > 0
 
         listed = CliRunner().invoke(_app(), ["reports", "--format", "json"])

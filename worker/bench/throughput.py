@@ -81,6 +81,7 @@ class ThroughputResult:
     pipeline_per_s: float
     naive_per_s: float
     naive_studies: int
+    pipeline_heatmaps_per_s: float | None = None  # (b) with a Grad-CAM map for every study
     peak_rss_mb: float
     rss_mb: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
@@ -151,8 +152,10 @@ def naive_loop(paths: list[Path], keras_model: Any, size: int) -> None:
 
 def run_throughput(n: int, *, settings: Settings, task_size: int = 256, naive_n: int = 100,
                    image_size: int = 512, database_url: str | None = None,
+                   heatmap_n: int = 0,
                    say: Callable[[str], None] = lambda _: None) -> ThroughputResult:
-    """Measure (a) model only, (b) the batch task end to end, (c) the naive loop, and RSS."""
+    """Measure (a) model only, (b) the batch task end to end without heatmaps, (b') with a
+    heatmap for each of ``heatmap_n`` studies, (c) the naive loop, and RSS."""
     rss: dict[str, float] = {"start": round(rss_mb(), 1)}
     with tempfile.TemporaryDirectory(prefix="screen-bench-") as tmp, RssSampler() as sampler:
         folder = Path(tmp)
@@ -163,11 +166,14 @@ def run_throughput(n: int, *, settings: Settings, task_size: int = 256, naive_n:
         chunk = settings.chunk_size
         warm_ids = register(paths, 2 * chunk, url=url, tag=tag + "-warm")
         ids = register(paths, n, url=url, tag=tag)
+        cam_ids = register(paths, heatmap_n, url=url, tag=tag + "-cam") if heatmap_n else []
+        plain_settings = settings.model_copy(update={"heatmaps": "none"})
         say(f"{n} studies registered ({len(paths)} distinct {image_size}px PNGs); warming up")
 
         model = get_model(settings)
         size = model.spec.input_size
-        screen_task(warm_ids, settings, model=model)  # traces the model, opens the database
+        screen_task(warm_ids, settings.model_copy(update={"heatmaps": "all"}),
+                    model=model)  # traces the model and its gradients, opens the database
         rss["after_warmup"] = round(rss_mb(), 1)
 
         say("(a) model alone on ready tensors")
@@ -183,13 +189,22 @@ def run_throughput(n: int, *, settings: Settings, task_size: int = 256, naive_n:
         screened = 0
         with _timer() as elapsed:
             for k, group in enumerate(groups, 1):
-                screened += screen_task(group, settings, model=model).screened
+                screened += screen_task(group, plain_settings, model=model).screened
                 if k == max(1, len(groups) // 2):
                     rss["pipeline_half"] = round(rss_mb(), 1)
         pipeline = n / elapsed()
         rss["pipeline_end"] = round(rss_mb(), 1)
         if screened != n:
             raise RuntimeError(f"the batch task screened {screened} of {n} studies")
+
+        with_maps = None
+        if cam_ids:
+            say(f"(b') batch task with a heatmap for every study, {len(cam_ids)} studies")
+            all_maps = settings.model_copy(update={"heatmaps": "all"})
+            with _timer() as elapsed:
+                for group in split(cam_ids, task_size):
+                    screen_task(group, all_maps, model=model)
+            with_maps = round(len(cam_ids) / elapsed(), 1)
 
         naive_paths = [paths[i % len(paths)] for i in range(min(n, naive_n))]
         say(f"(c) naive loop, model.predict per image, {len(naive_paths)} studies")
@@ -201,6 +216,7 @@ def run_throughput(n: int, *, settings: Settings, task_size: int = 256, naive_n:
     return ThroughputResult(
         studies=n, model_only_per_s=round(model_only, 1), pipeline_per_s=round(pipeline, 1),
         naive_per_s=round(naive, 2), naive_studies=len(naive_paths),
+        pipeline_heatmaps_per_s=with_maps,
         peak_rss_mb=round(max(sampler.peak, peak_rss_mb()), 1), rss_mb=rss,
         config={"task_size": task_size, "chunk_size": chunk,
                 "decode_threads": settings.decode_threads, "image_size": image_size,

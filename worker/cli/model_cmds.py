@@ -165,6 +165,8 @@ def evaluate_cmd(
     fmt: Format = typer.Option(Format.table, "--format", help="table, or json: one JSON object "
                                "on stdout and nothing else."),
     save: bool = typer.Option(True, help="Store the evaluation in the database."),
+    heatmaps: bool = typer.Option(True, help="Grad-CAM overlays in the example grid and the "
+                                  "border/corner mass of true vs false positives."),
 ) -> None:
     """Evaluate a model on labelled images with the serving preprocessing: AUC, recall,
     specificity (with 95% bootstrap intervals), precision, accuracy and F1 at the model's tuned
@@ -185,7 +187,8 @@ def evaluate_cmd(
     out = out or Path("reports") / _stamp()
     command = "screen " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report = write_report(ev, out, model_label=loaded.spec.label,
-                          history=loaded.spec.extra.get("history"), command=command)
+                          history=loaded.spec.extra.get("history"), command=command,
+                          explain=loaded.heatmaps if heatmaps else None)
     url = get_settings().effective_database_url
     report_id = store(ev, loaded, report.resolve(), url=url) if save else None
     m = ev.metrics

@@ -156,6 +156,9 @@ def bench_throughput(
         "--image-size", min=64, help="Side of the synthetic PNGs.")] = 512,
     database_url: Annotated[str | None, typer.Option(
         "--database-url", help="Write to this database [default: a temporary SQLite].")] = None,
+    heatmap_studies: Annotated[int, typer.Option(
+        "--heatmap-studies", min=0, help="Studies for the batch task with a Grad-CAM map for "
+        "each (0: skip).")] = 128,
 ) -> None:
     """Studies/s of the model alone, the full batch task and the naive loop; peak memory."""
     from pneumoscreen.worker.bench.throughput import run_throughput
@@ -167,7 +170,7 @@ def bench_throughput(
     settings = settings.model_copy(update=update)
     result = run_throughput(studies, settings=settings, task_size=task_size,
                             naive_n=naive_studies, image_size=image_size,
-                            database_url=database_url,
+                            database_url=database_url, heatmap_n=heatmap_studies,
                             say=lambda msg: err_console.print(msg, highlight=False))
     data = result.as_dict()
     if fmt == Format.json:
@@ -180,6 +183,8 @@ def bench_throughput(
         [["(a) model alone, studies/s", result.model_only_per_s],
          ["(b) batch task end to end, studies/s", result.pipeline_per_s],
          [f"(c) naive per-image loop, studies/s ({result.naive_studies})", result.naive_per_s],
+         ["(b') batch task with a heatmap for every study, studies/s",
+          result.pipeline_heatmaps_per_s],
          ["(b)/(a)  target ≥ 0.8", ratios["pipeline_over_model_only"]],
          ["(b)/(c)  target ≥ 10", ratios["pipeline_over_naive"]],
          ["peak RSS, MB", result.peak_rss_mb],

@@ -30,10 +30,11 @@ def test_a_small_run_reports_every_figure(monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setattr(throughput, "naive_loop", counting)
     result = throughput.run_throughput(6, settings=get_settings(), task_size=4, naive_n=3,
-                                       image_size=64)
+                                       image_size=64, heatmap_n=3)
     data = result.as_dict()
     for key in ("model_only_per_s", "pipeline_per_s", "naive_per_s", "peak_rss_mb"):
         assert data[key] > 0, key
     assert result.naive_studies == 3
+    assert result.pipeline_heatmaps_per_s and result.pipeline_heatmaps_per_s > 0
     assert calls == [1] * (2 + 3)  # warm-up (2) then the timed loop: one image a call
     assert set(result.ratios) == {"pipeline_over_model_only", "pipeline_over_naive"}
