@@ -81,8 +81,8 @@ class ThroughputResult:
     pipeline_per_s: float
     naive_per_s: float
     naive_studies: int
-    pipeline_heatmaps_per_s: float | None = None  # (b) with a Grad-CAM map for every study
     peak_rss_mb: float
+    pipeline_heatmaps_per_s: float | None = None  # (b) with a Grad-CAM map for every study
     rss_mb: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
 
