@@ -14,9 +14,8 @@ def _model_input_size(settings: Any) -> int:
     """The input size of the configured (or bundled) model, read from its sidecar only."""
     from pneumoscreen.model.bundle import ModelFileError, model_file, read_spec
 
-    path = model_file(settings.model_path)
     try:
-        return read_spec(path).input_size
+        return read_spec(model_file(settings.model_path)).input_size
     except ModelFileError as exc:
         fail(f"cannot read the model's input size: {exc}")
 

@@ -44,8 +44,8 @@ def models(
     from pneumoscreen.worker.settings import get_settings
 
     settings = get_settings()
-    default_path = Path(model_file(settings.model_path))
     try:
+        default_path = Path(model_file(settings.model_path))
         default = verified_spec(default_path)
     except ModelFileError as exc:
         fail(f"the default model cannot be read: {exc}")

@@ -20,7 +20,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
 def effective_settings() -> dict[str, Any]:
     """Settings as printed: URLs with passwords masked, the patient key never shown."""
-    from pneumoscreen.model.bundle import model_file
+    from pneumoscreen.model.bundle import ModelFileError, model_file
     from pneumoscreen.worker.settings import default_config_file, get_settings, mask_url
 
     settings = get_settings()
@@ -29,7 +29,10 @@ def effective_settings() -> dict[str, Any]:
     data["broker_url"] = mask_url(settings.broker_url) or None
     data["result_backend"] = mask_url(settings.result_backend) or None
     data["patient_key"] = "***" if settings.patient_key else f"(generated, in {settings.data_dir})"
-    data["model_path"] = str(model_file(settings.model_path))
+    try:
+        data["model_path"] = str(model_file(settings.model_path))
+    except ModelFileError as exc:
+        data["model_path"] = f"{settings.model_path} ({exc})"
     data["mode"] = "in-process (no broker)" if settings.eager else "queue"
     data["config_file"] = str(default_config_file())
     return data
