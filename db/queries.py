@@ -42,18 +42,26 @@ FLAGGED_FIELDS = ("prediction_id", "study_id", "path", "patient", "accession", "
 
 
 def flagged(*, session: Session, since: dt.datetime | None = None, limit: int | None = 100,
-            model_version: str | None = None) -> list[dict[str, Any]]:
-    """The reading list, one row per study (its newest prediction): flagged studies, highest
-    probability first, then every study outside the model's validated scope (flagged or not:
-    it needs a human read either way)."""
+            model_version: str | None = None,
+            outside_scope: bool = False) -> list[dict[str, Any]]:
+    """Flagged studies, highest probability first, one row per study (its newest prediction).
+
+    ``outside_scope``: then every study outside the model's validated scope too, flagged or
+    not (it needs a human read either way), after the flagged ones.
+    """
     latest = _latest_prediction_ids()
     outside = Prediction.in_scope.is_(False)
+    wanted = or_(Prediction.flagged.is_(True), outside) if outside_scope else (
+        Prediction.flagged.is_(True))
+    order = [Prediction.probability.desc(), Prediction.id]
+    if outside_scope:
+        order.insert(0, case((outside, 1), else_=0))  # flagged in-scope studies first
     query = (
         select(Prediction, Study, ModelVersion)
         .join(Study, Prediction.study_id == Study.id)
         .join(ModelVersion, Prediction.model_version_id == ModelVersion.id)
-        .where(or_(Prediction.flagged.is_(True), outside))
-        .order_by(case((outside, 1), else_=0), Prediction.probability.desc(), Prediction.id)
+        .where(wanted)
+        .order_by(*order)
     )
     if model_version:
         query = query.where(ModelVersion.version == model_version)

@@ -48,9 +48,12 @@ def fit_projection(features: np.ndarray, components: int = DEFAULT_COMPONENTS) -
     pca = PCA(n_components=k, random_state=0).fit(f)
     z = pca.transform(f)
     lw = LedoitWolf().fit(z)
-    chol = np.linalg.cholesky(lw.precision_)  # precision = L L^T, so d^2 = ||(z - mu) L||^2
-    kernel = pca.components_.T @ chol
-    bias = -(pca.mean_ @ kernel) - lw.location_ @ chol
+    # Whitening by the covariance's eigenvectors: d^2 = ||(z - mu) W||^2 with W = V diag(1/sqrt
+    # lambda); a floor on lambda keeps degenerate (near-constant) features finite.
+    lam, vec = np.linalg.eigh(lw.covariance_)
+    white = vec / np.sqrt(np.maximum(lam, 1e-6 * max(float(lam.max()), 1e-12)))
+    kernel = pca.components_.T @ white
+    bias = -(pca.mean_ @ kernel) - lw.location_ @ white
     return Projection(kernel.astype(np.float32), bias.astype(np.float32))
 
 

@@ -206,7 +206,7 @@ def _print_flagged(settings: Any, since: dt.datetime | None, limit: int | None) 
     from pneumoscreen.db.queries import flagged as flagged_rows
 
     with settings.session() as session:
-        rows = flagged_rows(session=session, since=since, limit=limit)
+        rows = flagged_rows(session=session, since=since, limit=limit, outside_scope=True)
     console.print(reading_list(rows))
 
 
@@ -219,18 +219,26 @@ def flagged(
     interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 2.0,
     model_version: Annotated[str | None, typer.Option(
         "--model", help="Only this model version's flags [default: each study's newest].")] = None,
+    outside_scope: Annotated[bool | None, typer.Option(
+        "--outside-scope/--flagged-only",
+        help="Also list the studies outside the model's validated scope, flagged or not "
+        "[default: yes for the table, no for csv and json].")] = None,
 ) -> None:
-    """Flagged studies, highest probability first: the radiologist's reading list."""
+    """Flagged studies, highest probability first: the radiologist's reading list. The table
+    lists the studies outside the model's validated scope in a section of their own: they need
+    a human read whatever their probability."""
     from pneumoscreen.db.queries import flagged as flagged_rows
     from pneumoscreen.worker.settings import get_settings
 
     since_at = _parse_since(since)
     settings = get_settings()
 
+    outside = (fmt == FormatCsv.table or watch) if outside_scope is None else outside_scope
+
     def fetch() -> list[dict[str, Any]]:
         with settings.session() as session:
             return flagged_rows(session=session, since=since_at, limit=limit,
-                                model_version=model_version)
+                                model_version=model_version, outside_scope=outside)
 
     if not watch:
         rows = fetch()

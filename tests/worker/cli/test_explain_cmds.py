@@ -43,7 +43,8 @@ def test_every_prediction_carries_a_scope_verdict(screened: dict) -> None:
 
 
 def test_outside_scope_is_on_the_reading_list_and_counted(screened: dict) -> None:
-    listed = json.loads(runner.invoke(app, ["flagged", "--format", "json"]).stdout)
+    listed = json.loads(runner.invoke(app, ["flagged", "--format", "json",
+                                            "--outside-scope"]).stdout)
     adult = [r for r in listed if r["study_id"] == screened["adult.dcm"]["study_id"]]
     assert adult and adult[0]["in_scope"] is False and "scope_reason" in adult[0]
     table = runner.invoke(app, ["flagged"]).stdout
