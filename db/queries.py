@@ -96,18 +96,13 @@ def status_counts(*, session: Session, batch_id: int | None = None) -> dict[str,
     counts = count_by_status(session=session,
                              batch_ids=None if batch_id is None else [batch_id])
     counts["total"] = sum(counts.values())
-    flagged_q = (select(func.count()).select_from(Prediction).join(Study)
-                 .where(Prediction.flagged.is_(True),
-                        Prediction.id.in_(select(_latest_prediction_ids().c.id))))
-    if batch_id is not None:
-        flagged_q = flagged_q.where(Study.batch_id == batch_id)
-    counts["flagged"] = session.scalar(flagged_q) or 0
-    outside_q = (select(func.count()).select_from(Prediction).join(Study)
-                 .where(Prediction.in_scope.is_(False),
-                        Prediction.id.in_(select(_latest_prediction_ids().c.id))))
-    if batch_id is not None:
-        outside_q = outside_q.where(Study.batch_id == batch_id)
-    counts["outside_scope"] = session.scalar(outside_q) or 0
+    for key, condition in (("flagged", Prediction.flagged.is_(True)),
+                           ("outside_scope", Prediction.in_scope.is_(False))):
+        query = (select(func.count()).select_from(Prediction).join(Study)
+                 .where(condition, Prediction.id.in_(select(_latest_prediction_ids().c.id))))
+        if batch_id is not None:
+            query = query.where(Study.batch_id == batch_id)
+        counts[key] = session.scalar(query) or 0  # each study's newest verdict
     return counts
 
 

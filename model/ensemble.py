@@ -31,7 +31,14 @@ from pneumoscreen.model.bundle import (
 from pneumoscreen.model.calibration import calibrated_model
 from pneumoscreen.model.dataset import MANIFEST_NAME, Arrays, load_arrays, split_from_manifest
 from pneumoscreen.model.progress import Progress, Silent
-from pneumoscreen.model.train import MODEL_NAME, OUTPUT_MEANINGS, Tuned, _headline, tune
+from pneumoscreen.model.train import (
+    MODEL_NAME,
+    OUTPUT_MEANINGS,
+    Tuned,
+    tune,
+    tuned_record,
+    write_metrics,
+)
 
 ENSEMBLE_ARCH = "ensemble"
 
@@ -168,17 +175,10 @@ def make_ensemble(paths: list[Path], out_dir: Path, data_dir: Path, *, target_re
                          "seconds": sum(float((s.extra.get("training") or {}).get("seconds", 0))
                                         for s in specs)},
             "history": (specs[0].extra.get("history") or {}),
-            "threshold_selection": {"split": "validation", "target_recall": target_recall,
-                                    "rule": "highest threshold with validation recall >= target, "
-                                            "on calibrated scores",
-                                    "validation": _headline(tuned.validation)},
-            "metrics": {"internal-test": _headline(tuned.internal_test),
-                        "validation": _headline(tuned.validation)},
+            **tuned_record(tuned, target_recall),
         })
     write_sidecar(model_path, spec)
-    (out / "metrics.json").write_text(json.dumps(
-        {"validation": tuned.validation, "internal-test": tuned.internal_test}, indent=1,
-        default=float) + "\n")
+    write_metrics(out, tuned)
     spec.sha256 = file_sha256(model_path)
     return EnsembleResult(model_path, spec, tuned)
 

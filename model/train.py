@@ -435,6 +435,24 @@ def _headline(m: dict[str, Any]) -> dict[str, Any]:
     return {k: m[k] for k in keys if k in m}
 
 
+def tuned_record(tuned: Tuned, target_recall: float) -> dict[str, Any]:
+    """What the sidecar says about the threshold and the figures behind it."""
+    return {
+        "threshold_selection": {"split": "validation", "target_recall": target_recall,
+                                "rule": "highest threshold with validation recall >= target, "
+                                        "on calibrated scores",
+                                "validation": _headline(tuned.validation)},
+        "metrics": {"internal-test": _headline(tuned.internal_test),
+                    "validation": _headline(tuned.validation)},
+    }
+
+
+def write_metrics(out: Path, tuned: Tuned) -> None:
+    (Path(out) / "metrics.json").write_text(json.dumps(
+        {"validation": tuned.validation, "internal-test": tuned.internal_test}, indent=1,
+        default=float) + "\n")
+
+
 def save(cfg: TrainConfig, model: Any, tuned: Tuned, *, root: Path, split: Split,
          history: dict[str, list[float]], facts: dict[str, Any], arrays: dict[str, Arrays],
          device: str) -> tuple[Path, ModelSpec]:
@@ -470,19 +488,12 @@ def save(cfg: TrainConfig, model: Any, tuned: Tuned, *, root: Path, split: Split
                          "class_weights": class_weights(arrays["train"].y),
                          "unreadable_files": sum(len(a.errors) for a in arrays.values())},
             "history": history,
-            "threshold_selection": {"split": "validation", "target_recall": cfg.target_recall,
-                                    "rule": "highest threshold with validation recall >= target, "
-                                            "on calibrated scores",
-                                    "validation": _headline(tuned.validation)},
-            "metrics": {"internal-test": _headline(tuned.internal_test),
-                        "validation": _headline(tuned.validation)},
+            **tuned_record(tuned, cfg.target_recall),
         },
     )
     write_sidecar(model_path, spec)
     (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")
-    (out / "metrics.json").write_text(json.dumps(
-        {"validation": tuned.validation, "internal-test": tuned.internal_test}, indent=1,
-        default=float) + "\n")
+    write_metrics(out, tuned)
     spec.sha256 = file_sha256(model_path)
     return model_path, spec
 
