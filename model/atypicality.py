@@ -12,6 +12,7 @@ percentile, stored in the sidecar.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,11 +58,20 @@ def fit_projection(features: np.ndarray, components: int = DEFAULT_COMPONENTS) -
     return Projection(kernel.astype(np.float32), bias.astype(np.float32))
 
 
+def features_layer(net: Any) -> str:
+    """The penultimate features: ``features`` in v2 networks, ``fc`` in the wave-1 ``cnn-s``."""
+    names = {layer.name for layer in net.layers}
+    for name in (FEATURES_LAYER, "fc"):
+        if name in names:
+            return name
+    raise ValueError(f"{net.name} has no features layer ({FEATURES_LAYER} or fc)")
+
+
 def feature_net(net: Any) -> Any:
     """Input -> pooled features of a single (not ensemble) network."""
     import keras
 
-    return keras.Model(net.input, net.get_layer(FEATURES_LAYER).output)
+    return keras.Model(net.input, net.get_layer(features_layer(net)).output)
 
 
 def features_of(net: Any, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
@@ -94,8 +104,10 @@ def with_atypicality(keras_model: Any, proj: Projection) -> Any:
     """A single network with a third output, ``atypicality``."""
     import keras
 
-    score = score_branch(keras_model.get_layer(FEATURES_LAYER).output, proj)
-    outputs = {k: v for k, v in dict(keras_model.output).items() if k != "atypicality"}
+    score = score_branch(keras_model.get_layer(features_layer(keras_model)).output, proj)
+    out = keras_model.output
+    outputs = ({k: v for k, v in dict(out).items() if k != "atypicality"}
+               if isinstance(out, dict) else {"pneumonia": out})  # wave 1: one output
     outputs["atypicality"] = output_layer([score])
     return keras.Model(keras_model.input, outputs, name=keras_model.name)
 
@@ -111,3 +123,46 @@ def threshold_on(model: Any, validation_x: np.ndarray, quantile: float = DEFAULT
     return {"method": "mahalanobis", "covariance": "Ledoit-Wolf", "fitted_on": "train",
             "threshold": threshold, "threshold_rule": f"validation {quantile:.0%} quantile",
             "validation_above": float((val > threshold).mean())}
+
+
+def attach(model_path: Path, data_dir: Path, out_dir: Path) -> Path:
+    """Give a saved single model the ``atypicality`` output (fitted on its own training split,
+    thresholded on its validation split) and save it, with its sidecar, into ``out_dir``."""
+    import json
+    import shutil
+
+    import keras
+
+    from pneumoscreen.model.bundle import read_spec, write_sidecar
+    from pneumoscreen.model.dataset import (
+        MANIFEST_NAME,
+        load_arrays,
+        split_from_manifest,
+        training_root,
+    )
+
+    spec = read_spec(model_path)
+    manifest = Path(model_path).parent / (spec.extra.get("training") or {}).get(
+        "split_manifest", MANIFEST_NAME)
+    parts = split_from_manifest(json.loads(manifest.read_text()),
+                                training_root(data_dir)).parts()
+    train = load_arrays(parts["train"], spec.input_size).x
+    validation = load_arrays(parts["validation"], spec.input_size).x
+    model = keras.saving.load_model(model_path, compile=False)
+    proj = fit_projection(features_of(feature_net(model), train))
+    final = with_atypicality(model, proj)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / Path(model_path).name
+    final.save(target)
+    spec.extra["atypicality"] = {**threshold_on(final, validation), "components": proj.k}
+    spec.extra.setdefault("outputs", {})["atypicality"] = "see the model card"
+    write_sidecar(target, spec)
+    shutil.copyfile(manifest, out / MANIFEST_NAME)
+    return target
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(attach(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])))
