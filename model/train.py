@@ -466,7 +466,6 @@ def save(cfg: TrainConfig, model: Any, tuned: Tuned, *, root: Path, split: Split
     final.save(model_path)
     version = cfg.version or dt.datetime.now(dt.timezone.utc).strftime("2.0.0+%Y%m%d%H%M")
     seconds = sum(f.get("seconds", 0.0) for f in facts.values())
-    loss_key = "loss"
     best = facts[list(facts)[-1]]
     spec = ModelSpec(
         name=MODEL_NAME, version=version, input_size=cfg.input_size, threshold=tuned.threshold,
@@ -481,7 +480,7 @@ def save(cfg: TrainConfig, model: Any, tuned: Tuned, *, root: Path, split: Split
             "calibration": tuned.calibration,
             "atypicality": scope,
             "training": {"config": cfg.to_json(), "seconds": round(seconds, 1),
-                         "epochs_run": len(history.get(loss_key, [])),
+                         "epochs_run": len(history.get("loss", [])),
                          "best_epoch": best["best_epoch"], "phases": facts,
                          "device": device, "split_counts": split.counts(),
                          "split_manifest": MANIFEST_NAME,
