@@ -1,0 +1,22 @@
+"""receiving over DICOM: spooled instances and stable studies (issue 11, receive side)
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-12-02
+"""
+from alembic import op  # noqa: F401
+import sqlalchemy as sa  # noqa: F401
+
+
+revision = '0007'
+down_revision = '0006'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
