@@ -10,6 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import typer
 
 from pneumoscreen.worker.cli import (
+    audit_cmds,
     explain_cmds,
     ingest_cmds,
     model_cmds,
@@ -32,9 +33,27 @@ bench_app = typer.Typer(help="Benchmarks that print their figures.", no_args_is_
 app.add_typer(bench_app, name="bench")
 
 for _module in (screening_cmds, system_cmds, ingest_cmds, model_cmds, registry_cmds, explain_cmds,
-                ops_cmds):
+                ops_cmds, audit_cmds):
     _module.register(app, bench_app)
 
 
 def main() -> None:
-    app()
+    from pneumoscreen.worker.settings import PatientKeyError
+
+    try:
+        app()
+    except PatientKeyError as exc:
+        _config_error(exc)
+    except Exception as exc:
+        from pneumoscreen.db.keys import KeyMismatch
+
+        if isinstance(exc, KeyMismatch):
+            _config_error(exc)
+        raise
+
+
+def _config_error(exc: Exception) -> None:
+    from pneumoscreen.worker.cli.output import err_console, plain
+
+    err_console.print(plain(f"error: {exc}"), style="bold red", soft_wrap=True)
+    raise SystemExit(1)

@@ -19,9 +19,11 @@ from pneumoscreen.db import Batch, Study, StudyStatus
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.model.bundle import file_sha256
 from pneumoscreen.model.progress import Progress, Silent
+from pneumoscreen.worker.audit import audit
 from pneumoscreen.worker.ingest import IngestConfig, IngestError, probe, sniff_format
 from pneumoscreen.worker.intake.discovery import iter_files
 from pneumoscreen.worker.intake.enqueue import Enqueued, enqueue
+from pneumoscreen.worker.keys import checked_key
 from pneumoscreen.worker.settings import Settings
 from pneumoscreen.worker.status import status_of
 
@@ -130,6 +132,7 @@ def submit_folder(folder: Path, *, settings: Settings, recursive: bool = True,
                   kind: str = "submit") -> SubmitResult:
     """Register every new study under ``folder`` as one batch and enqueue the screenable ones."""
     progress = progress or Silent()
+    checked_key(settings)  # one key per database: refused before anything is registered
     folder = Path(folder)
     if not folder.exists():
         raise FileNotFoundError(f"{folder} does not exist")
@@ -154,6 +157,8 @@ def submit_folder(folder: Path, *, settings: Settings, recursive: bool = True,
         session.flush()
         new_ids, duplicates = register(candidates, batch, session=session, progress=progress)
         batch.n_new, batch.n_duplicate = len(new_ids), duplicates
+        audit(session, "submit" if kind == "submit" else f"{kind}.submit", batch=batch.id,
+              folder=batch.source, files=len(paths), new=len(new_ids))
         rows = session.execute(select(Study.id, Study.status).where(Study.id.in_(new_ids))).all()
         result = SubmitResult(batch_id=batch.id, n_files=len(paths), n_new=len(new_ids),
                               n_duplicate=duplicates, n_not_images=not_images)

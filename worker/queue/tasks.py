@@ -8,13 +8,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict
-from typing import Any
+from typing import Any, NoReturn
 
+from celery.exceptions import Reject
 from celery.signals import worker_process_init
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from pneumoscreen.db import reset_engines
 from pneumoscreen.worker.queue.app import app
+from pneumoscreen.worker.queue.messages import RefusedMessage, screen_args
 from pneumoscreen.worker.screening.screen import screen_task as screen_studies
 from pneumoscreen.worker.settings import Settings, get_settings
 
@@ -56,24 +58,48 @@ def task_settings() -> Settings:
     max_retries=8,
 )
 def screen_task(self: Any, study_ids: list[int], batch_id: int | None = None,
-                rescreen: bool = False, model: str | None = None) -> dict[str, Any]:
+                rescreen: bool = False, model_version: int | None = None,
+                **unexpected: Any) -> dict[str, Any]:
     """Screen one task's studies; safe to run again on the same ids.
 
-    ``model``: a model file to use instead of the configured one (a rescreen batch also names
-    its model itself). The task id is the claim token, so a retry or a redelivery of this task
-    takes back the studies it held at once, while other tasks wait for them.
+    ``model_version``: a registered model version id to use instead of the configured model (a
+    rescreen batch also names its version itself); never a path. A message whose arguments are
+    not what pneumoscreen sends, or that names a model that is not registered or whose file
+    changed, is refused before anything changes. The task id is the claim token, so a retry or
+    a redelivery of this task takes back the studies it held at once, while other tasks wait.
     """
+    from pneumoscreen.model.bundle import ModelFileError
+
+    try:
+        args = screen_args(study_ids, batch_id, rescreen, model_version, unexpected)
+    except RefusedMessage as exc:
+        refuse(self, str(exc))
     settings = task_settings()
-    outcome = screen_studies(study_ids, settings, batch_id=batch_id, rescreen=rescreen,
-                             model_path=model, claim_token=self.request.id)
+    try:
+        outcome = screen_studies(args.study_ids, settings, batch_id=args.batch_id,
+                                 rescreen=args.rescreen, model_version_id=args.model_version,
+                                 claim_token=self.request.id)
+    except ModelFileError as exc:
+        if self.request.is_eager:
+            raise
+        refuse(self, str(exc))
     if outcome.busy:
         # Held by another live worker (a duplicate task, e.g. from `screen resume`): check later
         # that they got finished; a dead holder's lease expires and this retry takes them.
         countdown = min(BUSY_RETRY_S, settings.visibility_timeout)
         raise self.retry(args=[outcome.busy],
-                         kwargs={"batch_id": batch_id, "rescreen": rescreen, "model": model},
+                         kwargs={"batch_id": args.batch_id, "rescreen": args.rescreen,
+                                 "model_version": args.model_version},
                          countdown=countdown, max_retries=None)
     return asdict(outcome)
+
+
+def refuse(task: Any, reason: str) -> NoReturn:
+    """Drop a task message without running it (not requeued, not retried)."""
+    log.error("refused task %s: %s", task.request.id, reason)
+    if task.request.is_eager:
+        raise RefusedMessage(reason)
+    raise Reject(reason, requeue=False)
 
 
 @app.task(name="pneumoscreen.nightly", acks_late=True, autoretry_for=TRANSIENT,
