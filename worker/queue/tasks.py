@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, NoReturn
 
 from celery.exceptions import Reject
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_ready
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from pneumoscreen.db import reset_engines
@@ -112,15 +116,78 @@ def nightly_task() -> dict[str, Any]:
     return summary.as_dict()
 
 
+# Each pool process marks itself warm here; the main process waits for all of them before it
+# says "ready" and starts taking tasks (set by the main process, inherited through the fork).
+WARM_DIR_ENV = "PNEUMOSCREEN_WARM_DIR"
+WARM_TIMEOUT_S = 900
+
+
+@worker_init.connect
+def _before_pool(**_: Any) -> None:
+    quiet_startup_logs()
+    os.environ[WARM_DIR_ENV] = tempfile.mkdtemp(prefix="pneumoscreen-warm-")
+
+
 @worker_process_init.connect
 def _after_fork(**_: Any) -> None:
     # Connections opened before the fork must not be shared between processes.
     reset_engines()
-    settings = get_settings()
-    if settings.gpu_per_process:
-        from billiard.process import current_process
+    from billiard.process import current_process
 
-        pin_gpu(current_process().index, os.environ)
+    settings = get_settings()
+    index = current_process().index
+    if settings.gpu_per_process:
+        pin_gpu(index, os.environ)
+    try:
+        warm(settings, index)
+    finally:
+        folder = os.environ.get(WARM_DIR_ENV)
+        if folder and os.path.isdir(folder):
+            Path(folder, str(os.getpid())).touch()
+
+
+@worker_ready.connect
+def _wait_until_warm(sender: Any = None, **_: Any) -> None:
+    """Hold "ready" (and the first task) until every pool process has its model warm."""
+    folder = os.environ.get(WARM_DIR_ENV)
+    wanted = getattr(getattr(sender, "pool", None), "num_processes", None) or 1
+    if not folder:
+        return
+    deadline = time.monotonic() + WARM_TIMEOUT_S
+    while len(os.listdir(folder)) < wanted and time.monotonic() < deadline:
+        time.sleep(0.2)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def warm(settings: Settings, index: int = 0) -> None:
+    """Open the database (engine, migration check, the key's fingerprint), load the configured
+    model and run one dummy chunk (and heatmap) through it, so the first task runs at steady
+    speed. What cannot be warmed is logged; its tasks then say why."""
+    import numpy as np
+
+    from pneumoscreen.worker.keys import checked_key
+    from pneumoscreen.worker.screening.model_choice import configured_model
+
+    started = time.monotonic()
+    try:
+        checked_key(settings)
+        model = configured_model(settings)
+        size, channels = model.spec.input_size, model.spec.channels
+        dummy = np.zeros((settings.chunk_size, size, size, channels), np.float32)
+        model.predict(dummy)
+        if settings.heatmaps != "none":
+            model.heatmaps(dummy[:1])
+    except Exception as exc:
+        log.error("pool process %d: the model could not be warmed: %s", index, exc)
+        return
+    log.info("model %s warm in pool process %d (%.1f s)", model.spec.label, index,
+             time.monotonic() - started)
+
+
+def quiet_startup_logs() -> None:
+    """No migration chatter or font-cache notices in a worker's start-up log."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
 
 
 def pin_gpu(index: int, environ: Any) -> str:
