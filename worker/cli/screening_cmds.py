@@ -70,11 +70,12 @@ def rows_table(title: str, columns: list[str], rows: list[dict[str, Any]]) -> An
     if "p_viral" in columns:
         table.caption = SUBTYPE_NOTE
     return table
-BY_STUDY_COLUMNS = ["study_uid", "patient", "accession", "modality", "probability", "threshold",
-                    "n_screened", "n_rejected", "export_status"]
-BY_STUDY_SHORT = {"study_uid": "study", "probability": "highest prob.", "threshold": "thr.",
-                  "n_screened": "screened", "n_rejected": "rejected", "export_status": "export",
-                  "modality": "mod."}
+BY_STUDY_COLUMNS = ["study_uid", "patient", "accession", "probability", "n_screened",
+                    "n_rejected", "export_status"]
+BY_STUDY_SHORT = {"study_uid": "study", "probability": "prob.", "accession": "acc.",
+                  "n_screened": "scr.", "n_rejected": "rej.", "export_status": "export"}
+BY_STUDY_NOTE = ("prob.: the highest among the study's screened images; scr. / rej.: images "
+                 "screened / rejected (e.g. lateral views)")
 
 
 class By(str, enum.Enum):
@@ -82,9 +83,24 @@ class By(str, enum.Enum):
     study = "study"
 
 
+def _study_cell(column: str, value: Any) -> Any:
+    """The terminal shows a UID's tail and a patient key's head; JSON and CSV keep them."""
+    if value is None:
+        return ""
+    if column == "study_uid" and len(value) > 13:
+        return "…" + value[-12:]
+    if column in ("patient", "accession"):
+        return value[:8]
+    return value
+
+
 def by_study_table(rows: list[dict[str, Any]], title: str) -> Any:
-    return make_table(title, [BY_STUDY_SHORT.get(c, c) for c in BY_STUDY_COLUMNS],
-                      [["" if r[c] is None else r[c] for c in BY_STUDY_COLUMNS] for r in rows])
+    table = make_table(title, [BY_STUDY_SHORT.get(c, c) for c in BY_STUDY_COLUMNS],
+                       [[_study_cell(c, r[c]) for c in BY_STUDY_COLUMNS] for r in rows])
+    thresholds = sorted({r["threshold"] for r in rows})
+    table.caption = BY_STUDY_NOTE + (
+        f"; threshold {', '.join(str(t) for t in thresholds)}" if thresholds else "")
+    return table
 
 
 def by_study_list(rows: list[dict[str, Any]]) -> Any:
