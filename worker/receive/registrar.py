@@ -142,9 +142,9 @@ class Registrar:
         self._retry_at = 0.0
         self._enqueue_at = 0.0
 
-    def notify(self, file: SpoolFile) -> None:
+    def notify(self, file: SpoolFile, received: float | None = None) -> None:
         """Called by the C-STORE handler once a file is in the spool (any thread)."""
-        self._inbox.put((file, time.time()))
+        self._inbox.put((file, time.time() if received is None else received))
 
     def run(self, stop: threading.Event, interval: float = 0.5) -> None:
         while not stop.is_set():
