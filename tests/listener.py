@@ -21,6 +21,7 @@ class ListenerProcess:
     def __init__(self, env: dict[str, str], log_path: Path, port: int, *extra: str) -> None:
         self.port = port
         self.log_path = log_path
+        self._start = log_path.stat().st_size if log_path.exists() else 0  # this run's part
         self._log = open(log_path, "a")  # noqa: SIM115 - closed in stop()/kill()
         self.proc = subprocess.Popen(screen_cmd("listen", "--port", str(port), *extra), env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT,
@@ -31,7 +32,7 @@ class ListenerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"screen listen exited early:\n{self.log()}")
-            if "Listening on" in self.log():
+            if "Listening on" in self.log()[self._start:]:
                 return self
             time.sleep(0.2)
         raise AssertionError(f"screen listen not ready after {timeout}s:\n{self.log()}")
@@ -98,7 +99,7 @@ def store(port: int, files: Iterable[Path], *, calling: str = "SCU",
     ae = AE(ae_title=calling)
     for pair in {(str(d.SOPClassUID), str(d.file_meta.TransferSyntaxUID)) for d in datasets}:
         ae.add_requested_context(*pair)
-    tls = (ssl_context, "") if ssl_context is not None else None
+    tls = (ssl_context, "localhost") if ssl_context is not None else None
     assoc = ae.associate("127.0.0.1", port, ae_title=called, tls_args=tls)
     if not assoc.is_established:
         raise ConnectionError(f"association refused or failed (rejected={assoc.is_rejected})")
