@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     max_pixels: int = Field(
         _DECODE.max_pixels, ge=1, description="Rows*Columns limit (decompression bombs)."
     )
+    max_file_bytes: int | None = Field(
+        None, ge=1, description="Image files larger than this are refused from their size alone, "
+        "before hashing or parsing; default: max_pixels x 2 bytes x 2 + 64 MiB.",
+    )
     reduced_resolution: bool = Field(
         _DECODE.reduced, description="Decode at the resolution the network needs (J2K levels, "
         "JPEG DCT scaling)."
@@ -268,7 +272,8 @@ class Settings(BaseSettings):
             reduced=self.reduced_resolution if reduced is None else reduced,
             min_side=self.reduced_min_side,
             percentiles=(float(self.window_percentiles[0]), float(self.window_percentiles[1])))
-        return IngestConfig(policy, decode, self.effective_patient_key())
+        return IngestConfig(policy, decode, self.effective_patient_key(),
+                            max_file_bytes=self.max_file_bytes)
 
     def runtime_config(self) -> RuntimeConfig:
         """TensorFlow's runtime settings (threads computed when left at 0)."""
