@@ -26,14 +26,13 @@ def listen_config(settings: Settings, *, host: str | None = None, port: int | No
                               settings.listen_tls_ca)
     elif settings.listen_tls_ca:
         raise ValueError("SCREEN_LISTEN_TLS_CA needs SCREEN_LISTEN_TLS_CERT and _KEY as well")
-    max_file = getattr(settings, "max_file_bytes", None)  # the intake's file-size limit
     return ListenConfig(
         host=host or settings.listen_host, port=settings.listen_port if port is None else port,
         ae_title=ae_title or settings.listen_ae_title,
         calling_ae_titles=tuple(settings.calling_ae_titles),
         max_associations=settings.listen_max_associations, max_pdu=settings.listen_max_pdu,
         timeout=settings.listen_timeout,
-        max_instance_bytes=int(max_file or settings.ingest_config().max_bytes),
+        max_instance_bytes=settings.ingest_config().file_limit,  # the intake's file-size limit
         ssl_context=context, sop_classes=tuple(settings.listen_sop_classes))
 
 
