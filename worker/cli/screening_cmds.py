@@ -158,19 +158,27 @@ def submit(
     settings = get_settings()
     if not folder.exists() and not folder.is_symlink():
         fail(f"{folder} does not exist")
+    left_over = 0
     try:
         with _progress() as progress:
+            rich = RichProgress(progress, STAGE_LABELS)
             result = submit_folder(folder, settings=settings, recursive=not no_recursive,
-                                   task_size=task_size,
-                                   progress=RichProgress(progress, STAGE_LABELS))
+                                   task_size=task_size, progress=rich)
+            if settings.eager:
+                # No broker: nothing else will ever screen studies an earlier run left queued
+                # (one that stopped on a bad model, a crash); with a broker the sweep sends them.
+                from pneumoscreen.worker.intake.resume import resume
+
+                left_over = resume(settings=settings, task_size=task_size,
+                                   progress=rich).n_queued
     except ModelFileError as exc:
         fail(f"{exc}. Nothing was registered; fix SCREEN_MODEL_PATH (`screen config` shows it).")
     except BrokerUnavailable as exc:
         fail(str(exc), code=3)
     console.print(summary_line(result), highlight=False)
-    if result.n_left_over:
-        console.print(f"Also screened {counted(result.n_left_over, 'study', 'studies')} left "
-                      "queued by earlier runs.", highlight=False)
+    if left_over:
+        console.print(f"Also screened {counted(left_over, 'study', 'studies')} left queued "
+                      "by earlier runs.", highlight=False)
     elif result.n_new == 0 and result.n_replaced == 0 and result.n_duplicate:
         console.print("Nothing new: every image here was submitted before.")
     if settings.eager or wait:

@@ -54,7 +54,6 @@ class SubmitResult(Enqueued):
     n_failed: int = 0
     n_replaced: int = 0
     n_twins: int = 0
-    n_left_over: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
 
 
@@ -228,8 +227,7 @@ def submit_folder(folder: Path, *, settings: Settings, recursive: bool = True,
                   kind: str = "submit") -> SubmitResult:
     """Register every new study under ``folder`` as one batch and enqueue the screenable ones.
 
-    The model is checked first (``ModelFileError``: nothing registered). With no broker, studies
-    left queued by an earlier submit (say, one that failed on its model) are screened too.
+    The model is checked first (``ModelFileError``: nothing registered).
     """
     progress = progress or Silent()
     folder = Path(folder)
@@ -278,9 +276,4 @@ def submit_folder(folder: Path, *, settings: Settings, recursive: bool = True,
         result.queued_ids.sort()
 
     enqueue(result, settings=settings, task_size=task_size, progress=progress)
-    if settings.eager:
-        from pneumoscreen.worker.intake.resume import resume
-
-        result.n_left_over = resume(settings=settings, task_size=task_size,
-                                    progress=progress).n_queued
     return result

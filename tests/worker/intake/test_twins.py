@@ -107,3 +107,21 @@ def test_every_copy_unreadable_fails_naming_the_twins(tmp_path: Path, settings, 
     study, files, _ = _accounted(settings.effective_database_url)
     assert study.status is StudyStatus.failed and "(and its 1 twin copy)" in study.reason
     assert sorted(role.value for role, _ in files.values()) == ["primary", "twin"]
+
+
+def test_a_copy_failing_its_header_then_replaced_counts_once(tmp_path: Path, settings) -> None:
+    """The failed copy registers, the good one replaces it in the same submit: one new study
+    (it was counted twice: "534 new studies" for 516 rows)."""
+    import pydicom
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    ds = pydicom.dcmread(SAMPLE)
+    ds.BitsAllocated = 7  # fails at the header probe, its SOP Instance UID known
+    ds.save_as(folder / "a_bad_header.dcm")
+    (folder / "b_good.dcm").write_bytes(SAMPLE.read_bytes())
+    result = submit_folder(folder, settings=settings)
+    assert (result.n_new, result.n_replaced, result.n_twins, result.n_to_screen) == (1, 0, 1, 1)
+    assert (result.n_failed, result.queued_ids) == (0, [1])
+    _assert_screened_from_good(settings.effective_database_url, folder / "b_good.dcm",
+                               folder / "a_bad_header.dcm")
