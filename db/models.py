@@ -146,6 +146,30 @@ class Study(Base):
     predictions: Mapped[list[Prediction]] = relationship(back_populates="study")
 
 
+class FileRole(str, enum.Enum):
+    primary = "primary"  # the copy the study is screened from
+    twin = "twin"  # another copy with the same SOP Instance UID (a retransmission)
+
+
+class StudyFile(Base):
+    """Every distinct file received for a study (by content hash): which copies were twins,
+    which one the study was screened from, and why another was set aside."""
+
+    __tablename__ = "study_files"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"),
+                                          index=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    path: Mapped[str] = mapped_column(Text)
+    role: Mapped[FileRole] = mapped_column(
+        Enum(FileRole, native_enum=False, length=16, validate_strings=True),
+        default=FileRole.primary)
+    reason: Mapped[str | None] = mapped_column(Text)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
 class ModelVersion(Base):
     """A model file the tool has used, identified by its content hash."""
 
