@@ -1,4 +1,5 @@
-"""The schema: studies, batches, predictions, model versions, evaluation reports, nightly runs."""
+"""The schema: studies, batches, predictions, model versions, evaluation reports, nightly runs,
+exports."""
 
 from __future__ import annotations
 
@@ -242,3 +243,37 @@ class Run(Base):
     duration_s: Mapped[float | None] = mapped_column(Float)
     status: Mapped[str] = mapped_column(String(16), default="running")  # running|finished|error
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class ExportStatus(str, enum.Enum):
+    pending = "pending"  # not sent yet, or a transient failure that is being retried
+    sent = "sent"
+    failed = "failed"  # a permanent failure, or the retries ran out
+
+
+class Export(Base):
+    """One study's DICOM result (SR, and heatmap SCs) sent to one destination by one model
+    version; a resend updates the row (and sends the same instances)."""
+
+    __tablename__ = "exports"
+    __table_args__ = (UniqueConstraint("study_instance_uid", "destination", "model_version_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    # The destination as configured, with any password masked (never a secret in the database).
+    destination: Mapped[str] = mapped_column(String(512))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    status: Mapped[ExportStatus] = mapped_column(
+        Enum(ExportStatus, native_enum=False, length=16, validate_strings=True),
+        default=ExportStatus.pending, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # What went wrong, in words about the destination only (no patient data).
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sr_sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    sc_sop_instance_uids: Mapped[list[str] | None] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=func.now())
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, server_default=func.now())
+    sent_at: Mapped[dt.datetime | None]
+
+    model_version: Mapped[ModelVersion] = relationship()

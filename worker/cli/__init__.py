@@ -13,6 +13,7 @@ import typer
 
 from pneumoscreen.worker.cli import (
     explain_cmds,
+    export_cmds,
     ingest_cmds,
     model_cmds,
     ops_cmds,
@@ -49,7 +50,7 @@ def _root(
 
 
 for _module in (screening_cmds, system_cmds, ingest_cmds, model_cmds, registry_cmds, explain_cmds,
-                ops_cmds):
+                ops_cmds, export_cmds):
     _module.register(app, bench_app)
 
 

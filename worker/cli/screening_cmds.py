@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -69,6 +70,52 @@ def rows_table(title: str, columns: list[str], rows: list[dict[str, Any]]) -> An
     if "p_viral" in columns:
         table.caption = SUBTYPE_NOTE
     return table
+BY_STUDY_COLUMNS = ["study_uid", "patient", "accession", "probability", "n_screened",
+                    "n_rejected", "export_status"]
+BY_STUDY_SHORT = {"study_uid": "study", "probability": "prob.", "accession": "acc.",
+                  "n_screened": "scr.", "n_rejected": "rej.", "export_status": "export"}
+BY_STUDY_NOTE = ("prob.: the highest among the study's screened images; scr. / rej.: images "
+                 "screened / rejected (e.g. lateral views)")
+
+
+class By(str, enum.Enum):
+    image = "image"
+    study = "study"
+
+
+def _study_cell(column: str, value: Any) -> Any:
+    """The terminal shows a UID's tail and a patient key's head; JSON and CSV keep them."""
+    if value is None:
+        return ""
+    if column == "study_uid" and len(value) > 13:
+        return "…" + value[-12:]
+    if column in ("patient", "accession"):
+        return value[:8]
+    return value
+
+
+def by_study_table(rows: list[dict[str, Any]], title: str) -> Any:
+    table = make_table(title, [BY_STUDY_SHORT.get(c, c) for c in BY_STUDY_COLUMNS],
+                       [[_study_cell(c, r[c]) for c in BY_STUDY_COLUMNS] for r in rows])
+    thresholds = sorted({r["threshold"] for r in rows})
+    table.caption = BY_STUDY_NOTE + (
+        f"; threshold {', '.join(str(t) for t in thresholds)}" if thresholds else "")
+    return table
+
+
+def by_study_list(rows: list[dict[str, Any]]) -> Any:
+    """Flagged studies by highest probability, then those outside the validated scope."""
+    from rich.console import Group
+
+    inside = [r for r in rows if r["in_scope"]]
+    outside = [r for r in rows if not r["in_scope"]]
+    parts = [by_study_table(inside, "Flagged studies, by study")]
+    if outside:
+        parts.append(by_study_table(outside,
+                                    "Needs a human read: an image outside the validated scope"))
+    return Group(*parts)
+
+
 STAGE_LABELS = {"scan": "Reading headers", "register": "Registering", "screen": "Screening",
                 "queue": "Queueing"}
 
@@ -223,6 +270,10 @@ def flagged(
         "--outside-scope/--flagged-only",
         help="Also list the studies outside the model's validated scope, flagged or not "
         "[default: yes for the table, no for csv and json].")] = None,
+    by: Annotated[By, typer.Option(
+        "--by", help="One row per image, or per DICOM study (Study Instance UID): its highest "
+        "probability, images screened / rejected, accession, patient, export status.")
+    ] = By.image,
 ) -> None:
     """Flagged studies, highest probability first: the radiologist's reading list. The table
     lists the studies outside the model's validated scope in a section of their own: they need
@@ -234,6 +285,12 @@ def flagged(
     settings = get_settings()
 
     outside = (fmt == FormatCsv.table or watch) if outside_scope is None else outside_scope
+    if by is By.study:
+        if watch or model_version:
+            fail("--by study lists each study's newest verdicts once: without --watch and "
+                 "--model")
+        _flagged_by_study(settings, since_at, limit, fmt, outside)
+        return
 
     def fetch() -> list[dict[str, Any]]:
         with settings.session() as session:
@@ -317,3 +374,23 @@ def studies(
         print_json(rows)
     else:
         console.print(rows_table("Studies", STUDY_COLUMNS, rows))
+
+
+def _flagged_by_study(settings: Any, since: dt.datetime | None, limit: int, fmt: FormatCsv,
+                      outside: bool) -> None:
+    from pneumoscreen.db.study_groups import BY_STUDY_FIELDS, by_study
+
+    with settings.session() as session:
+        rows = by_study(session=session, since=since, limit=limit, outside_scope=outside)
+    if fmt == FormatCsv.json:
+        print_json(rows)
+    elif fmt == FormatCsv.csv:
+        import csv
+        import sys
+
+        fields = [f for f in BY_STUDY_FIELDS if f != "exports"]
+        writer = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        console.print(by_study_list(rows))

@@ -19,7 +19,7 @@ from pneumoscreen.db import Batch, Study, StudyStatus
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.model.bundle import file_sha256
 from pneumoscreen.model.progress import Progress, Silent
-from pneumoscreen.worker.ingest import IngestConfig, IngestError, probe, sniff_format
+from pneumoscreen.worker.ingest import IngestConfig, IngestError, check_file, probe
 from pneumoscreen.worker.intake.discovery import iter_files
 from pneumoscreen.worker.intake.enqueue import Enqueued, enqueue
 from pneumoscreen.worker.settings import Settings
@@ -50,15 +50,23 @@ class Candidate:
 
 
 def examine(path: Path, config: IngestConfig) -> Candidate | None:
-    """Hash and probe one file: None if it is not an image at all."""
+    """Hash and probe one file: None if it is not an image at all.
+
+    ``check_file`` looks first (132 bytes): a file that is not regular or exceeds the size
+    limit is recorded as failed, keyed by its path, without being hashed or parsed.
+    """
     try:
-        fmt = sniff_format(path)
-    except OSError as exc:
-        return Candidate(path, "unknown", _path_hash(path), status=StudyStatus.failed,
-                         reason=f"cannot read file: {exc.strerror or exc}")
+        fmt = check_file(path, config)
+    except IngestError as exc:
+        return Candidate(path, "unknown", _path_hash(path), status=status_of(exc),
+                         reason=str(exc))
     if fmt is None:
         return None
-    sha = file_sha256(path)
+    try:
+        sha = file_sha256(path)
+    except OSError as exc:
+        return Candidate(path, fmt, _path_hash(path), status=StudyStatus.failed,
+                         reason=f"cannot read file: {exc.strerror or 'I/O error'}")
     try:
         found = probe(path, config)
     except IngestError as exc:  # kept, with whatever the header told us, never dropped
