@@ -15,6 +15,7 @@ from pneumoscreen.worker.cli import (
     explain_cmds,
     export_cmds,
     ingest_cmds,
+    listen_cmds,
     model_cmds,
     ops_cmds,
     quiet,
@@ -50,7 +51,7 @@ def _root(
 
 
 for _module in (screening_cmds, system_cmds, ingest_cmds, model_cmds, registry_cmds, explain_cmds,
-                ops_cmds, export_cmds):
+                ops_cmds, export_cmds, listen_cmds):
     _module.register(app, bench_app)
 
 

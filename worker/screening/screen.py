@@ -40,7 +40,7 @@ from pneumoscreen.db.queries import model_version_for
 from pneumoscreen.db.upsert import insert_ignore
 from pneumoscreen.model.bundle import LoadedModel, ModelFileError, Scores, load_model
 from pneumoscreen.worker.ingest import IngestConfig, IngestError, load_grey
-from pneumoscreen.worker.screening import scope
+from pneumoscreen.worker.screening import scope, twins
 from pneumoscreen.worker.screening.claim import claim, release
 from pneumoscreen.worker.screening.prefetch import prefetched
 from pneumoscreen.worker.settings import Settings
@@ -60,6 +60,9 @@ class Prepared:
     status: StudyStatus | None = None
     reason: str | None = None
     metadata: dict = field(default_factory=dict)
+    # Screened from this twin copy (path, sha256): the primary one failed for ``primary_reason``.
+    copy: twins.Copy | None = None
+    primary_reason: str | None = None
 
 
 @dataclass
@@ -92,8 +95,19 @@ def model_path_for_batch(batch_id: int | None, *, session: Session) -> str | Non
     return str(path)
 
 
-def prepare(study_id: int, path: str, model: LoadedModel, config: IngestConfig) -> Prepared:
-    """Decode and normalise one file; every error becomes a reason, never an exception."""
+def prepare(study_id: int, path: str, model: LoadedModel, config: IngestConfig,
+            spares: Sequence[twins.Copy] = ()) -> Prepared:
+    """Decode and normalise one file, falling back on its twin copies when it fails; every
+    error becomes a reason, never an exception."""
+    primary = _prepare_one(study_id, path, model, config)
+    outcome, copy = twins.first_readable(
+        primary, spares, lambda other: _prepare_one(study_id, other, model, config))
+    if copy is not None:
+        outcome.copy, outcome.primary_reason = copy, primary.reason
+    return outcome
+
+
+def _prepare_one(study_id: int, path: str, model: LoadedModel, config: IngestConfig) -> Prepared:
     try:
         decoded = load_grey(Path(path), config)
         tensor = model.preprocess(decoded.grey)
@@ -137,10 +151,13 @@ def screen_task(
     outcome = TaskOutcome(already_done=claimed.already_done, busy=claimed.busy)
     if not claimed.todo:
         return outcome
+    with session_scope(url) as session:
+        spares = twins.spare_copies([i for i, _ in claimed.todo], session=session)
 
     try:
         config = settings.ingest_config()
-        chunks = prefetched(claimed.todo, lambda t: prepare(t[0], t[1], model, config),
+        chunks = prefetched(claimed.todo, lambda t: prepare(t[0], t[1], model, config,
+                                                         spares.get(t[0], ())),
                             chunk_size=settings.chunk_size,
                             threads=settings.decode_threads)
         for prepared in chunks:
@@ -232,6 +249,8 @@ def record(prepared: list[Prepared], ready: list[Prepared], scores: Scores, *,
                 setattr(study, key, value)
         study.finished_at = now
         study.claim_token = study.claimed_at = None
+        if p.copy is not None:
+            twins.promote(study, p.copy, why=p.primary_reason, session=session)
         if rescreen:
             study.rescreen_batch_id = None  # the re-screen has reached it
         if p.tensor is not None:
