@@ -25,15 +25,33 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from pneumoscreen.model.runtime import RuntimeConfig, auto_runtime
-from pneumoscreen.worker.ingest import AcceptancePolicy, DecodeOptions, IngestConfig
-
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from pneumoscreen.model.runtime import RuntimeConfig
+    from pneumoscreen.worker.ingest import IngestConfig
+
 APP_NAME = "pneumoscreen"
-_POLICY = AcceptancePolicy()
-_DECODE = DecodeOptions()
+
+
+class _Defaults:
+    """Ingestion's own defaults (``AcceptancePolicy()``, ``DecodeOptions()``), restated so that
+    reading the settings does not import pydicom: read-only commands must start fast.
+    ``tests/worker/test_settings.py`` checks they stay equal."""
+
+    modalities = ("CR", "DX")
+    body_parts = ("CHEST", "THORAX", "LUNG", "TORSO", "")
+    reject_views = ("LL", "RL", "LATERAL", "LAT", "RLD", "LLD")
+    reject_intents = ("FOR PROCESSING",)
+    non_image_modalities = ("SR", "PR", "KO", "DOC", "REG", "SEG", "RTSTRUCT", "RTPLAN", "RTDOSE",
+                            "RTRECORD", "ECG", "HD", "AU", "PLAN", "FID", "RWV")
+    max_pixels = 60_000_000
+    reduced = True
+    min_side = 256
+    percentiles = (0.5, 99.5)
+
+
+_POLICY = _DECODE = _Defaults
 
 
 def cron_fields(expression: str) -> tuple[str, str, str, str, str]:
@@ -262,6 +280,8 @@ class Settings(BaseSettings):
 
     def ingest_config(self, *, reduced: bool | None = None) -> IngestConfig:
         """What ingestion is told: the acceptance policy, decoder options and pseudonym key."""
+        from pneumoscreen.worker.ingest import AcceptancePolicy, DecodeOptions, IngestConfig
+
         policy = AcceptancePolicy.of(
             modalities=self.accept_modalities, body_parts=self.accept_body_parts,
             reject_views=self.reject_view_positions,
@@ -277,6 +297,8 @@ class Settings(BaseSettings):
 
     def runtime_config(self) -> RuntimeConfig:
         """TensorFlow's runtime settings (threads computed when left at 0)."""
+        from pneumoscreen.model.runtime import auto_runtime
+
         return auto_runtime(device=self.device, mixed_precision=self.mixed_precision,
                             memory_growth=self.memory_growth,
                             intra_threads=self.tf_intra_threads,
