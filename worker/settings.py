@@ -89,6 +89,11 @@ class Settings(BaseSettings):
         _DECODE.min_side, ge=64,
         description="Reduced decoding keeps at least this many pixels per side.",
     )
+    decode_budget_mb: int = Field(
+        _DECODE.budget_bytes >> 20, ge=1,
+        description="Memory one decode may produce (rows x columns x samples x bytes, checked "
+        "from the headers before decoding; reduced decoding counts its reduced size), MiB.",
+    )
     reject_presentation_intents: list[str] = list(_POLICY.reject_intents)
     non_image_modalities: list[str] = list(_POLICY.non_image_modalities)
     window_percentiles: tuple[float, float] = Field(
@@ -96,7 +101,16 @@ class Settings(BaseSettings):
     )
 
     # Worker runtime.
-    decode_threads: int = Field(2, ge=1, le=64, description="Threads decoding the next batch.")
+    decode_threads: int = Field(2, ge=1, le=64, description="Threads decoding the next batch "
+                                "when decode_processes is 0.")
+    decode_processes: int = Field(
+        2, ge=0, le=64,
+        description="Processes decoding the next chunk (C decoders hold the GIL, and a process "
+        "can be stopped when it overruns decode_timeout); 0 = threads in the worker itself, with "
+        "no time limit.",
+    )
+    decode_timeout: float = Field(
+        60.0, gt=0, description="Seconds one file may take to decode (decode_processes > 0).")
     chunk_size: int = Field(
         32, ge=1, le=4096,
         description="Studies per model call (a chunk) inside a task; the next chunk decodes "
@@ -177,7 +191,7 @@ class Settings(BaseSettings):
         decode = DecodeOptions(
             max_pixels=self.max_pixels,
             reduced=self.reduced_resolution if reduced is None else reduced,
-            min_side=self.reduced_min_side,
+            min_side=self.reduced_min_side, budget_bytes=self.decode_budget_mb << 20,
             percentiles=(float(self.window_percentiles[0]), float(self.window_percentiles[1])))
         return IngestConfig(policy, decode, self.effective_patient_key())
 
