@@ -42,6 +42,7 @@ from pneumoscreen.model.bundle import LoadedModel, ModelFileError, Scores, load_
 from pneumoscreen.worker.ingest import IngestConfig, IngestError, load_grey
 from pneumoscreen.worker.screening import scope
 from pneumoscreen.worker.screening.claim import claim, release
+from pneumoscreen.worker.screening.decode_pool import DecodePool, shared_pool
 from pneumoscreen.worker.screening.prefetch import prefetched
 from pneumoscreen.worker.settings import Settings
 from pneumoscreen.worker.status import status_of
@@ -106,6 +107,16 @@ def prepare(study_id: int, path: str, model: LoadedModel, config: IngestConfig) 
                         reason=f"unexpected error: {type(exc).__name__}: {exc}")
 
 
+def prepare_in(pool: DecodePool, study_id: int, path: str, model: LoadedModel,
+               config: IngestConfig) -> Prepared:
+    """:func:`prepare` in one of ``pool``'s processes, under its time limit."""
+    found = pool.run(path, config, model.spec.input_size)
+    if found.tensor is None:
+        return Prepared(study_id, status=StudyStatus(found.status or "failed"),
+                        reason=found.reason)
+    return Prepared(study_id, tensor=found.tensor, metadata=found.metadata)
+
+
 def screen_task(
     study_ids: Sequence[int],
     settings: Settings,
@@ -140,9 +151,14 @@ def screen_task(
 
     try:
         config = settings.ingest_config()
-        chunks = prefetched(claimed.todo, lambda t: prepare(t[0], t[1], model, config),
-                            chunk_size=settings.chunk_size,
-                            threads=settings.decode_threads)
+        if settings.decode_processes:  # one thread drives each decoding process
+            pool = shared_pool(settings.decode_processes, settings.decode_timeout)
+            chunks = prefetched(claimed.todo, lambda t: prepare_in(pool, t[0], t[1], model, config),
+                                chunk_size=settings.chunk_size, threads=pool.processes)
+        else:
+            chunks = prefetched(claimed.todo, lambda t: prepare(t[0], t[1], model, config),
+                                chunk_size=settings.chunk_size,
+                                threads=settings.decode_threads)
         for prepared in chunks:
             ready = [p for p in prepared if p.tensor is not None]
             batch = np.stack([p.tensor for p in ready]) if ready else None
