@@ -25,6 +25,10 @@ from pydicom.uid import (
     HTJ2KLosslessRPCL,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
 )
 
 from pneumoscreen.worker.ingest import pixels
@@ -35,7 +39,8 @@ from pneumoscreen.worker.ingest.metadata import redact, text, transfer_syntax
 
 # JPEG 2000 Part 1 and High-Throughput JPEG 2000: Pillow's OpenJPEG (2.5+) decodes both at a
 # resolution level.
-J2K_SYNTAXES = frozenset({JPEG2000Lossless, JPEG2000, HTJ2KLossless, HTJ2KLosslessRPCL, HTJ2K})
+HTJ2K_SYNTAXES = frozenset({HTJ2KLossless, HTJ2KLosslessRPCL, HTJ2K})
+J2K_SYNTAXES = frozenset({JPEG2000Lossless, JPEG2000, *HTJ2K_SYNTAXES})
 _ALL_PLUGINS_FAILED = "Unable to decode as exceptions were raised by all available plugins:"
 
 
@@ -155,7 +160,8 @@ def reduced_shape(ds: Dataset, info: CodestreamInfo | None,
     ts = transfer_syntax(ds)
     if not opts.reduced or info is None or ts is None or info.components != 1 or info.signed:
         return None
-    if int(ds.PixelRepresentation) != 0 or info.precision != int(ds.BitsStored):
+    # A codestream may carry more bits than stored (HTJ2K encoders write 16 for 12-bit data).
+    if int(ds.PixelRepresentation) != 0 or info.precision < int(ds.BitsStored):
         return None
     rows, cols = int(ds.Rows), int(ds.Columns)
     if ts in J2K_SYNTAXES and info.precision <= 16:
@@ -189,7 +195,7 @@ def decode_reduced(
 ) -> tuple[np.ndarray, str] | None:
     """Stored values at reduced resolution, or None where the codec or the data do not allow it.
 
-    Only single-component, unsigned codestreams whose precision equals Bits Stored qualify: Pillow
+    Only single-component, unsigned codestreams of at least Bits Stored bits qualify: Pillow
     returns those scaled to its 8/16-bit modes, which we undo exactly with a right shift.
     """
     ts = transfer_syntax(ds)
@@ -197,6 +203,8 @@ def decode_reduced(
         return None
     rows, cols = int(ds.Rows), int(ds.Columns)
     frame = first_frame(ds)
+    if ts in HTJ2K_SYNTAXES and (arr := _htj2k_reduced(frame, info, rows, cols, opts)) is not None:
+        return arr
     if ts in J2K_SYNTAXES:
         r = reduce_level(rows, cols, info.levels or 0, opts.min_side)
         # Finer levels are a fallback only while they fit the memory budget.
@@ -220,6 +228,22 @@ def decode_reduced(
     else:
         return None
     return arr, f"{how}: {rows} x {cols} -> {arr.shape[0]} x {arr.shape[1]}"
+
+
+def _htj2k_reduced(frame: bytes, info: CodestreamInfo, rows: int, cols: int,
+                   opts: DecodeOptions) -> tuple[np.ndarray, str] | None:
+    """HTJ2K at a resolution level with OpenJPH (imagecodecs): 3-7x faster than OpenJPEG here,
+    and it takes every level (Pillow refuses levels >= 2 of some odd-sized images)."""
+    try:
+        import imagecodecs
+    except ImportError:
+        return None
+    r = reduce_level(rows, cols, info.levels or 0, opts.min_side)
+    arr = imagecodecs.htj2k_decode(frame, skipres=r)
+    if arr.ndim != 2:
+        return None
+    return arr, f"HTJ2K resolution level 1/{2**r} (OpenJPH): {rows} x {cols} -> " \
+        f"{arr.shape[0]} x {arr.shape[1]}"
 
 
 def _j2k_reduced(frame: bytes, level: int, finest: int = 1) -> tuple[Image.Image, int]:
@@ -259,9 +283,21 @@ def decode_stored(ds: Dataset, opts: DecodeOptions, steps: list[str]) -> np.ndar
     if reduced is not None:
         arr, note = reduced
         steps.append(f"decoded {ts.name} at reduced resolution ({note})")
-        return arr
+        return shrink(arr, ds, opts, steps)  # a level finer than planned: the rest by block means
     if planned is not None:  # reduced decoding failed: full resolution must fit the budget too
         check_budget(rows, cols, ds, info, opts)
+    arr = decode_fast(ds, info, steps)
+    if arr is None:
+        arr = _decode_pydicom(ds, ts, steps)
+    shape = (int(ds.Rows), int(ds.Columns))
+    if arr.shape[:2] != shape:
+        raise FailedStudy(f"decoded pixel array has shape {arr.shape}, expected {shape}")
+    steps.append(f"decoded {ts.name} at full resolution ({shape[0]} x {shape[1]})")
+    return shrink(arr, ds, opts, steps)
+
+
+def _decode_pydicom(ds: Dataset, ts: UID, steps: list[str]) -> np.ndarray:
+    """The whole frame through pydicom's decoders; FailedStudy naming the codec's complaint."""
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -276,11 +312,61 @@ def decode_stored(ds: Dataset, opts: DecodeOptions, steps: list[str]) -> np.ndar
         why = str(exc).replace(_ALL_PLUGINS_FAILED, "")
         reason = f"cannot decode {ts.name} pixel data: {short(ValueError(why), 200)}"
         raise FailedStudy(redact(reason, ds)) from exc
-    shape = (int(ds.Rows), int(ds.Columns))
-    if arr.shape[:2] != shape:
-        raise FailedStudy(f"decoded pixel array has shape {arr.shape}, expected {shape}")
-    steps.append(f"decoded {ts.name} at full resolution ({shape[0]} x {shape[1]})")
     return arr
+
+
+def decode_fast(ds: Dataset, info: CodestreamInfo | None, steps: list[str]) -> np.ndarray | None:
+    """JPEG-LS with CharLS and lossless JPEG with libjpeg-turbo (both via imagecodecs), or None.
+
+    Measured here on 2128 x 2000 12-bit frames: CharLS 0.32 s against pylibjpeg-libjpeg's 1.27 s
+    (pydicom's default), libjpeg-turbo 0.09 s against 0.62 s. Only what both decode to the same
+    values qualifies: unsigned, one component; anything else, or a failure, goes to pydicom.
+    """
+    ts = transfer_syntax(ds)
+    decoder = _FAST.get(ts) if ts is not None else None
+    if decoder is None or info is None or info.kind != "jpeg" or info.components != 1:
+        return None
+    if int(ds.PixelRepresentation) != 0 or int(ds.SamplesPerPixel) != 1:
+        return None
+    try:
+        import imagecodecs
+    except ImportError:
+        return None
+    try:
+        arr = getattr(imagecodecs, decoder)(first_frame(ds))
+    except Exception as exc:  # pydicom's decoders get their chance, and give the reason
+        steps.append(f"{decoder} failed ({short(exc, 80)}); pydicom's decoder instead")
+        return None
+    return arr if arr.ndim == 2 else None
+
+
+_FAST = {JPEGLSLossless: "jpegls_decode", JPEGLSNearLossless: "jpegls_decode",
+         JPEGLosslessSV1: "jpeg8_decode", JPEGLossless: "jpeg8_decode"}
+
+
+def shrink(arr: np.ndarray, ds: Dataset, opts: DecodeOptions, steps: list[str]) -> np.ndarray:
+    """A full-resolution grey frame reduced by a power of two, by block means of stored values.
+
+    What a JPEG 2000 resolution level gives, for codecs without one: the network needs 224 px,
+    and every later pixel step then costs 4-16x less. Skipped where averaging stored values
+    would change their meaning (padding, LUT sequences) and for colour.
+    """
+    if not opts.reduced or arr.ndim != 2 or "PixelPaddingValue" in ds:
+        return arr
+    if "ModalityLUTSequence" in ds or "VOILUTSequence" in ds:
+        return arr
+    rows, cols = arr.shape
+    k = 1
+    while min(rows, cols) // (2 * k) >= opts.min_side:
+        k *= 2
+    if k == 1:
+        return arr
+    r, c = rows // k * k, cols // k * k  # the few edge rows/columns beyond a block are dropped
+    means = arr[:r, :c].reshape(r // k, k, c // k, k).mean(axis=(1, 3), dtype=np.float32)
+    out = np.rint(means).astype(arr.dtype)
+    steps.append(f"block mean 1/{k} of the stored values: {rows} x {cols} -> "
+                 f"{out.shape[0]} x {out.shape[1]}")
+    return out
 
 
 def to_grey(arr: np.ndarray, ds: Dataset, opts: DecodeOptions, steps: list[str]) -> np.ndarray:
