@@ -287,12 +287,13 @@ def decode_stored(ds: Dataset, opts: DecodeOptions, steps: list[str]) -> np.ndar
     if planned is not None:  # reduced decoding failed: full resolution must fit the budget too
         check_budget(rows, cols, ds, info, opts)
     arr = decode_fast(ds, info, steps)
+    by = f", {_FAST_NAMES[ts]}" if arr is not None else ""
     if arr is None:
         arr = _decode_pydicom(ds, ts, steps)
     shape = (int(ds.Rows), int(ds.Columns))
     if arr.shape[:2] != shape:
         raise FailedStudy(f"decoded pixel array has shape {arr.shape}, expected {shape}")
-    steps.append(f"decoded {ts.name} at full resolution ({shape[0]} x {shape[1]})")
+    steps.append(f"decoded {ts.name} at full resolution ({shape[0]} x {shape[1]}{by})")
     return shrink(arr, ds, opts, steps)
 
 
@@ -342,6 +343,8 @@ def decode_fast(ds: Dataset, info: CodestreamInfo | None, steps: list[str]) -> n
 
 _FAST = {JPEGLSLossless: "jpegls_decode", JPEGLSNearLossless: "jpegls_decode",
          JPEGLosslessSV1: "jpeg8_decode", JPEGLossless: "jpeg8_decode"}
+_FAST_NAMES = {JPEGLSLossless: "CharLS", JPEGLSNearLossless: "CharLS",
+               JPEGLosslessSV1: "libjpeg-turbo", JPEGLossless: "libjpeg-turbo"}
 
 
 def shrink(arr: np.ndarray, ds: Dataset, opts: DecodeOptions, steps: list[str]) -> np.ndarray:

@@ -150,7 +150,7 @@ def screen_task(
         return outcome
 
     try:
-        config = settings.ingest_config()
+        config = settings.ingest_config(input_size=model.spec.input_size)
         if settings.decode_processes:  # one thread drives each decoding process
             pool = shared_pool(settings.decode_processes, settings.decode_timeout)
             chunks = prefetched(claimed.todo, lambda t: prepare_in(pool, t[0], t[1], model, config),
