@@ -12,12 +12,13 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import platformdirs
 from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -84,6 +85,10 @@ class Settings(BaseSettings):
     max_pixels: int = Field(
         _DECODE.max_pixels, ge=1, description="Rows*Columns limit (decompression bombs)."
     )
+    max_file_bytes: int | None = Field(
+        None, ge=1, description="Image files larger than this are refused from their size alone, "
+        "before hashing or parsing; default: max_pixels x 2 bytes x 2 + 64 MiB.",
+    )
     reduced_resolution: bool = Field(
         _DECODE.reduced, description="Decode at the resolution the network needs (J2K levels, "
         "JPEG DCT scaling)."
@@ -144,6 +149,24 @@ class Settings(BaseSettings):
         (0.0, 10.0), description="The validated age range (years): the training films are "
         "pediatric. Older or younger patients are marked outside scope.")
 
+    # Sending results back (DICOM SR, heatmap SC): see worker/export.
+    export_to: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Where results go after screening: dicom://AET@host:port "
+        "(C-STORE), http(s)://host/.../dicom-web (STOW-RS), file:///folder. A JSON list, or "
+        "comma-separated.")
+    export_ae_title: str = Field(
+        "PNEUMOSCREEN", min_length=1, max_length=16,
+        description="Our calling AE title for C-STORE exports.")
+    export_timeout: float = Field(
+        30.0, gt=0, le=600, description="Seconds for one network step of an export (connect, "
+        "association, each response).")
+    export_retries: int = Field(
+        8, ge=0, le=100, description="Retries of an export after a transient failure (PACS "
+        "down, timeout, 5xx), with exponential backoff.")
+    export_retry_delay: float = Field(
+        30.0, ge=0.1, le=3600, description="Seconds before the first retry of an export; "
+        "doubled each time, at most 1 hour.")
+
     # Nightly runs.
     inbox_dirs: list[Path] = []
     nightly_cron: str = Field("0 2 * * *", description="Celery beat schedule for nightly runs.")
@@ -160,6 +183,22 @@ class Settings(BaseSettings):
     def _min_side_floor(cls, value: int) -> int:
         if 0 < value < 64:
             raise ValueError("reduced_min_side must be 0 (the model's input size) or at least 64")
+        return value
+
+    @field_validator("export_to", mode="before")
+    @classmethod
+    def _list_or_commas(cls, value: Any) -> Any:
+        """A JSON list, or one or more destinations separated by commas (checked when used)."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                try:
+                    return json.loads(text)
+                except ValueError as exc:
+                    raise ValueError(f"not a JSON list: {exc}") from None
+            return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
     @field_validator("database_url", "broker_url", "result_backend", mode="before")
@@ -211,7 +250,8 @@ class Settings(BaseSettings):
                                                else _DECODE.min_side),
             budget_bytes=self.decode_budget_mb << 20,
             percentiles=(float(self.window_percentiles[0]), float(self.window_percentiles[1])))
-        return IngestConfig(policy, decode, self.effective_patient_key())
+        return IngestConfig(policy, decode, self.effective_patient_key(),
+                            max_file_bytes=self.max_file_bytes)
 
     def runtime_config(self) -> RuntimeConfig:
         """TensorFlow's runtime settings (threads computed when left at 0)."""

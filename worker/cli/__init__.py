@@ -11,6 +11,7 @@ import typer
 
 from pneumoscreen.worker.cli import (
     explain_cmds,
+    export_cmds,
     ingest_cmds,
     model_cmds,
     ops_cmds,
@@ -32,7 +33,7 @@ bench_app = typer.Typer(help="Benchmarks that print their figures.", no_args_is_
 app.add_typer(bench_app, name="bench")
 
 for _module in (screening_cmds, system_cmds, ingest_cmds, model_cmds, registry_cmds, explain_cmds,
-                ops_cmds):
+                ops_cmds, export_cmds):
     _module.register(app, bench_app)
 
 

@@ -11,6 +11,7 @@ import typer
 from pneumoscreen.worker.cli.output import (
     Format,
     console,
+    counted,
     err_console,
     fail,
     make_table,
@@ -51,8 +52,8 @@ def resume(
     if not out.n_queued:
         console.print("Nothing to resume: no study is queued or stuck processing.")
         return
-    console.print(f"Re-enqueued {out.n_queued} studies ({out.n_stale} stuck processing) in "
-                  f"{out.n_tasks} tasks.", highlight=False)
+    console.print(f"Re-enqueued {counted(out.n_queued, 'study', 'studies')} ({out.n_stale} "
+                  f"stuck processing) in {counted(out.n_tasks, 'task')}.", highlight=False)
 
 
 def nightly(
@@ -138,8 +139,9 @@ def rescreen(
     except BrokerUnavailable as exc:
         fail(str(exc), code=3)
     verb = "Screened" if settings.eager else "Queued"
-    console.print(f"Batch [bold]{result.batch_id}[/]: {verb} {len(result.queued_ids)} studies "
-                  f"with {model} in {result.n_tasks} tasks.", highlight=False)
+    console.print(f"Batch [bold]{result.batch_id}[/]: {verb} "
+                  f"{counted(len(result.queued_ids), 'study', 'studies')} "
+                  f"with {model} in {counted(result.n_tasks, 'task')}.", highlight=False)
 
 
 def bench_throughput(

@@ -41,6 +41,11 @@ def plain(value: Any) -> Text:
     return Text(_CONTROL.sub("\ufffd", str(value)))
 
 
+def counted(n: int, one: str, many: str | None = None) -> str:
+    """``"1 study"``, ``"2 studies"``: a count with its noun in the right number."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
 def print_json(data: Any) -> None:
     """A plain JSON document on stdout and nothing else (no Rich markup, no colour)."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,7 @@ from pneumoscreen.worker.ingest.codestream import CodestreamInfo, codestream_inf
 from pneumoscreen.worker.ingest.dicom_header import COLOUR, PIXEL_DATA, short
 from pneumoscreen.worker.ingest.errors import FailedStudy, must_propagate
 from pneumoscreen.worker.ingest.metadata import redact, text, transfer_syntax
+from pneumoscreen.worker.ingest.vr import tag_name
 
 # JPEG 2000 Part 1 and High-Throughput JPEG 2000: Pillow's OpenJPEG (2.5+) decodes both at a
 # resolution level.
@@ -372,28 +374,67 @@ def shrink(arr: np.ndarray, ds: Dataset, opts: DecodeOptions, steps: list[str]) 
     return out
 
 
+def _lut_item(ds: Dataset, keyword: str) -> Dataset | None:
+    """The first item of a LUT sequence, checked; FailedStudy naming the sequence if broken."""
+    if keyword not in ds:
+        return None
+    name = tag_name(keyword)
+    try:
+        seq = ds[keyword].value
+        item = seq[0] if seq else None
+    except Exception as exc:
+        raise FailedStudy(f"{name} is malformed ({type(exc).__name__})") from exc
+    if item is None:
+        return None
+    if not isinstance(item, Dataset):
+        raise FailedStudy(f"{name} is malformed: its item is not a data set")
+    problem = pixels.lut_problem(item)
+    if problem:
+        raise FailedStudy(f"{name} is malformed: {problem}")
+    return item
+
+
+def _step(keyword: str, what: str, func: Callable[[], np.ndarray]) -> np.ndarray:
+    """Run one pixel step; an error in it becomes a reason naming its tag, not a catch-all."""
+    try:
+        return func()
+    except (FailedStudy, MemoryError):
+        raise
+    except Exception as exc:
+        raise FailedStudy(f"{tag_name(keyword)}: {what} failed ({type(exc).__name__})") from exc
+
+
 def to_grey(arr: np.ndarray, ds: Dataset, opts: DecodeOptions, steps: list[str]) -> np.ndarray:
     """Apply the pixel steps in the standard's order; returns float32 in [0, 1]."""
     pi = (text(ds, "PhotometricInterpretation") or "").upper()
     if pi in COLOUR:
         steps.append(f"{pi} -> luminance (ITU-R 601), value/max, no stretching")
-        return pixels.colour_to_grey(arr, ds).astype(np.float32)
+        keyword = "RedPaletteColorLookupTableDescriptor" if pi == "PALETTE COLOR" else (
+            "PhotometricInterpretation")
+        return _step(keyword, f"{pi} to grey",
+                     lambda: pixels.colour_to_grey(arr, ds)).astype(np.float32)
     mask = pixels.padding_mask(arr, ds)
     if mask is not None:
         steps.append(f"Pixel Padding Value: {int(mask.sum())} pixels excluded, shown black")
-    values = pixels.apply_modality_lut(arr, ds)
-    if "ModalityLUTSequence" in ds:
+    if _lut_item(ds, "ModalityLUTSequence") is not None:
+        values = _step("ModalityLUTSequence", "applying the Modality LUT",
+                       lambda: pixels.apply_modality_lut(arr, ds))
         steps.append("Modality LUT Sequence")
-    elif ds.get("RescaleSlope") is not None or ds.get("RescaleIntercept") is not None:
-        steps.append(
-            f"rescale slope {ds.get('RescaleSlope', 1)} intercept {ds.get('RescaleIntercept', 0)}"
-        )
+    else:
+        problem = pixels.rescale_problem(ds)
+        if problem:
+            raise FailedStudy(problem)
+        values = _step("RescaleSlope", "rescaling", lambda: pixels.apply_modality_lut(arr, ds))
+        if ds.get("RescaleSlope") is not None or ds.get("RescaleIntercept") is not None:
+            steps.append(f"rescale slope {ds.get('RescaleSlope', 1)} "
+                         f"intercept {ds.get('RescaleIntercept', 0)}")
     if not np.isfinite(values).all():
         raise FailedStudy("Modality LUT produced non-finite values (check Rescale Slope/Intercept)")
     lo, hi = float(values.min()), float(values.max())
     if lo == hi:  # a corrupt codestream often decodes to its fill value
         raise FailedStudy(f"pixel data decodes to a constant image (every pixel is {lo:g}): "
                           "nothing to screen")
+    _lut_item(ds, "VOILUTSequence")
     window, note = pixels.choose_voi(ds)
     if note:
         steps.append(note)
@@ -403,7 +444,8 @@ def to_grey(arr: np.ndarray, ds: Dataset, opts: DecodeOptions, steps: list[str])
         p_lo, p_hi = opts.percentiles
         steps.append(f"robust window: percentiles {p_lo:g}-{p_hi:g} = {lo:g}..{hi:g}")
     elif window.kind == "lut":
-        out = pixels.apply_voi_lut_sequence(values, ds)
+        out = _step("VOILUTSequence", "applying the VOI LUT",
+                    lambda: pixels.apply_voi_lut_sequence(values, ds))
         steps.append(window.description)
     else:
         out = pixels.apply_windowing(values, window.center, window.width, window.function)

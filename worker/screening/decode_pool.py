@@ -142,18 +142,20 @@ class DecodePool:
                 self._all.remove(child)
         self._spawn()
 
-    def run(self, path: str | Path, config: IngestConfig, size: int) -> FileResult:
-        """Decode and preprocess ``path`` in a child; never raises for a bad file."""
+    def run(self, path: str | Path, config: IngestConfig, size: int,
+            timeout: float | None = None) -> FileResult:
+        """Decode and preprocess ``path`` in a child (within ``timeout``, default the pool's);
+        never raises for a bad file."""
+        limit = self.timeout if timeout is None else timeout
         child = self._idle.get()
         try:
             child.ensure_started()
-            result = child.ask((str(path), config, size), self.timeout)
+            result = child.ask((str(path), config, size), limit)
         except TimeoutError:
             self._retire(child)
             if not child.started:
                 return FileResult(status="failed", reason="the decoding process did not start")
-            return FileResult(status="failed",
-                              reason=f"decoding took longer than {self.timeout:g} s")
+            return FileResult(status="failed", reason=f"decoding took longer than {limit:g} s")
         except (_ChildGone, ValueError, json.JSONDecodeError):
             code = child.proc.poll()
             self._retire(child)

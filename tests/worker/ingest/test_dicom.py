@@ -118,7 +118,8 @@ class TestPolicy:
         code.CodeValue, code.CodingSchemeDesignator = "R-10236", "SRT"
         code.CodeMeaning = "left lateral"
         ds = make_ds(chest_like(), ViewPosition="", ViewCodeSequence=[code])
-        with pytest.raises(RejectedStudy, match=r"View Code Sequence 'left lateral'"):
+        with pytest.raises(RejectedStudy,
+                           match=r"View Code Sequence \(0054,0220\) names a lateral view"):
             probe(write(ds, tmp_path / "a.dcm"))
 
     def test_dx_for_processing_rejected_for_presentation_accepted(self, tmp_path: Path) -> None:
@@ -415,13 +416,13 @@ class TestMetadata:
         assert found.sop_instance_uid == ds.SOPInstanceUID
         assert md["study_instance_uid"] == ds.StudyInstanceUID
         assert md["series_instance_uid"] == ds.SeriesInstanceUID
+        key = settings.patient_key
         assert (md["accession_number"], md["study_date"], md["modality"]) == (
-            "ACC123", "20240131", "DX")
+            hmac.new(key, b"accession:ACC123", hashlib.sha256).hexdigest(), "20240131", "DX")
         assert (md["body_part"], md["view_position"], md["patient_age"], md["patient_sex"]) == (
             "CHEST", "AP", "042Y", "F")
         assert md["manufacturer"] == "Acme" and md["photometric_interpretation"] == "MONOCHROME2"
         assert md["transfer_syntax"] == "1.2.840.10008.1.2.1"
-        key = settings.patient_key
         expected = hmac.new(key, f"id:{PATIENT_ID}".encode(), hashlib.sha256).hexdigest()
         assert md["patient_key"] == expected and len(expected) == 64
         assert md["patient_key"] != hashlib.sha256(PATIENT_ID.encode()).hexdigest()
