@@ -301,3 +301,26 @@ class Export(Base):
     sent_at: Mapped[dt.datetime | None]
 
     model_version: Mapped[ModelVersion] = relationship()
+
+
+class ReceivedInstance(Base):
+    """One instance file received over DICOM (``screen listen``) and registered from the spool.
+
+    The spool file stays where it is: it is the study's ``source_path``. Files in the spool with
+    no row here are not registered yet (the receipt itself never needs the database).
+    """
+
+    __tablename__ = "received_instances"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)  # of the spool file
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    spool_path: Mapped[str] = mapped_column(Text)
+    calling_aet: Mapped[str | None] = mapped_column(String(16))
+    received_at: Mapped[dt.datetime]
+    registered_at: Mapped[dt.datetime]
+    # Null while its study still waits for the broker (sent again by the listener's loop).
+    enqueued_at: Mapped[dt.datetime | None]
+    study_id: Mapped[int | None] = mapped_column(
+        ForeignKey("studies.id", ondelete="SET NULL"), index=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,31 @@ def test_help_explains(command: list[str]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage" in result.output and len(result.output.splitlines()) > 5
+
+
+# Runs a command through the real entry point, then names the heavy modules it imported.
+_HEAVY = ("tensorflow", "keras", "alembic", "pydicom", "celery")
+_PROBE = ("import sys\nfrom pneumoscreen.worker.cli import main\nsys.argv = sys.argv[1:]\n"
+          "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+          f"print('HEAVY=' + ','.join(m for m in {_HEAVY!r} if m in sys.modules), "
+          "file=sys.stderr)\n")
+
+
+def _heavy_modules(*args: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", _PROBE, "screen", *args], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith("HEAVY="), out.stderr
+    return set(filter(None, line[len("HEAVY="):].split(",")))
+
+
+def test_help_and_read_only_commands_start_light() -> None:
+    """`--help` and the read-only commands never load TensorFlow (nor Keras, pydicom, Celery);
+    on a database already at the newest migration they do not load Alembic either."""
+    assert not _heavy_modules("--help")
+    assert not _heavy_modules("submit", "--help")
+    assert "alembic" in _heavy_modules("status")  # a new database: migrated on first use
+    for command in (["status"], ["studies"], ["flagged"], ["runs"], ["reports"],
+                    ["status", "--format", "json"]):
+        assert not _heavy_modules(*command), command

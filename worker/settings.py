@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,15 +25,33 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from pneumoscreen.model.runtime import RuntimeConfig, auto_runtime
-from pneumoscreen.worker.ingest import AcceptancePolicy, DecodeOptions, IngestConfig
-
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from pneumoscreen.model.runtime import RuntimeConfig
+    from pneumoscreen.worker.ingest import IngestConfig
+
 APP_NAME = "pneumoscreen"
-_POLICY = AcceptancePolicy()
-_DECODE = DecodeOptions()
+
+
+class _Defaults:
+    """Ingestion's own defaults (``AcceptancePolicy()``, ``DecodeOptions()``), restated so that
+    reading the settings does not import pydicom: read-only commands must start fast.
+    ``tests/worker/test_settings.py`` checks they stay equal."""
+
+    modalities = ("CR", "DX")
+    body_parts = ("CHEST", "THORAX", "LUNG", "TORSO", "")
+    reject_views = ("LL", "RL", "LATERAL", "LAT", "RLD", "LLD")
+    reject_intents = ("FOR PROCESSING",)
+    non_image_modalities = ("SR", "PR", "KO", "DOC", "REG", "SEG", "RTSTRUCT", "RTPLAN", "RTDOSE",
+                            "RTRECORD", "ECG", "HD", "AU", "PLAN", "FID", "RWV")
+    max_pixels = 60_000_000
+    reduced = True
+    min_side = 256
+    percentiles = (0.5, 99.5)
+
+
+_POLICY = _DECODE = _Defaults
 
 
 def cron_fields(expression: str) -> tuple[str, str, str, str, str]:
@@ -42,6 +61,15 @@ def cron_fields(expression: str) -> tuple[str, str, str, str, str]:
         raise ValueError(f"cron expression {expression!r} must have 5 fields: minute hour "
                          "day-of-month month day-of-week, e.g. '0 2 * * *'")
     return fields[0], fields[1], fields[2], fields[3], fields[4]
+
+
+def ae_title(value: str) -> str:
+    """A valid DICOM AE title (1-16 printable ASCII characters, no backslash), or ValueError."""
+    text = value.strip()
+    if not 1 <= len(text) <= 16 or not all(" " <= c <= "~" and c != "\\" for c in text):
+        raise ValueError(f"AE title {value!r} must be 1-16 printable ASCII characters without "
+                         "a backslash")
+    return text
 
 
 def default_data_dir() -> Path:
@@ -161,6 +189,50 @@ class Settings(BaseSettings):
     nightly_cron: str = Field("0 2 * * *", description="Celery beat schedule for nightly runs.")
     nightly_timezone: str = Field("UTC", description="Time zone of nightly_cron (IANA name).")
 
+    # Receiving over DICOM (`screen listen`).
+    listen_host: str = Field("127.0.0.1", description="Address `screen listen` binds to "
+                             "(0.0.0.0 for every interface, e.g. in a container).")
+    listen_port: int = Field(11112, ge=1, le=65535, description="DICOM port of `screen listen`.")
+    listen_ae_title: str = Field("PNEUMOSCREEN", description="Our AE title (the called AE).")
+    calling_ae_titles: list[str] = Field(
+        [], description="Calling AE titles allowed to send to `screen listen`; empty refuses "
+        "everyone.")
+    study_stable_seconds: float = Field(
+        30.0, ge=0, le=86400, description="A received study is registered and enqueued once no "
+        "new instance arrived for this long (Orthanc's stable-study rule).")
+    listen_sop_classes: list[str] = Field(
+        ["1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1",
+         "1.2.840.10008.5.1.4.1.1.1.1.1"],
+        description="Storage SOP classes `screen listen` accepts (default CR, DX for "
+        "presentation, DX for processing); others are refused.")
+    listen_tls_cert: Path | None = Field(None, description="PEM certificate: listen over TLS.")
+    listen_tls_key: Path | None = Field(None, description="PEM private key of listen_tls_cert.")
+    listen_tls_ca: Path | None = Field(
+        None, description="PEM CA file: with TLS, senders must present a certificate it signed.")
+    listen_max_associations: int = Field(8, ge=1, le=256,
+                                         description="Concurrent associations accepted.")
+    listen_max_pdu: int = Field(65536, ge=4096, le=4194304, description="Maximum PDU we receive.")
+    listen_timeout: float = Field(60.0, ge=1, le=3600,
+                                  description="ACSE, DIMSE and network timeouts (s).")
+
+    @field_validator("listen_ae_title")
+    @classmethod
+    def _one_ae_title(cls, value: str) -> str:
+        return ae_title(value)
+
+    @field_validator("listen_sop_classes")
+    @classmethod
+    def _uids(cls, value: list[str]) -> list[str]:
+        for uid in value:
+            if not re.fullmatch(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+", uid) or len(uid) > 64:
+                raise ValueError(f"{uid!r} is not a DICOM UID")
+        return value
+
+    @field_validator("calling_ae_titles")
+    @classmethod
+    def _ae_titles(cls, value: list[str]) -> list[str]:
+        return [ae_title(v) for v in value]
+
     @field_validator("nightly_cron")
     @classmethod
     def _five_cron_fields(cls, value: str) -> str:
@@ -216,6 +288,8 @@ class Settings(BaseSettings):
 
     def ingest_config(self, *, reduced: bool | None = None) -> IngestConfig:
         """What ingestion is told: the acceptance policy, decoder options and pseudonym key."""
+        from pneumoscreen.worker.ingest import AcceptancePolicy, DecodeOptions, IngestConfig
+
         policy = AcceptancePolicy.of(
             modalities=self.accept_modalities, body_parts=self.accept_body_parts,
             reject_views=self.reject_view_positions,
@@ -231,6 +305,8 @@ class Settings(BaseSettings):
 
     def runtime_config(self) -> RuntimeConfig:
         """TensorFlow's runtime settings (threads computed when left at 0)."""
+        from pneumoscreen.model.runtime import auto_runtime
+
         return auto_runtime(device=self.device, mixed_precision=self.mixed_precision,
                             memory_growth=self.memory_growth,
                             intra_threads=self.tf_intra_threads,

@@ -23,8 +23,6 @@ from pneumoscreen.db.models import utcnow
 from pneumoscreen.db.queries import count_by_status
 from pneumoscreen.model.bundle import ModelFileError
 from pneumoscreen.model.progress import Progress
-from pneumoscreen.worker.intake.enqueue import BrokerUnavailable
-from pneumoscreen.worker.intake.submit import submit_folder
 from pneumoscreen.worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,6 +51,10 @@ class RunSummary:
 def run_nightly(inboxes: Sequence[Path] | None, *, settings: Settings,
                 progress: Progress | None = None) -> RunSummary:
     """Submit every inbox folder (default: the configured ones) and record the run."""
+    # Here, not at the top: `screen runs` reads this module and must not load pydicom or Celery.
+    from pneumoscreen.worker.intake.enqueue import BrokerUnavailable
+    from pneumoscreen.worker.intake.submit import submit_folder
+
     dirs = [Path(d) for d in (inboxes if inboxes else settings.inbox_dirs)]
     if not dirs:
         raise ValueError("no inbox folder: pass --inbox DIR or set SCREEN_INBOX_DIRS")
