@@ -81,8 +81,10 @@ def register_arrivals(arrivals: list[Arrival], *, settings: Settings) -> Enqueue
                       n_files=len(fresh), n_not_images=len(examined) - len(candidates))
         session.add(batch)
         session.flush()
-        new_ids, duplicates = register(candidates, batch, session=session, progress=Silent())
-        batch.n_new, batch.n_duplicate = len(new_ids), duplicates
+        totals = register(candidates, batch.id, session=session, progress=Silent())
+        # New studies and failed ones given a readable copy (a twin): both are to screen.
+        new_ids, duplicates = sorted(totals.new | totals.replaced), totals.duplicates
+        batch.n_new, batch.n_duplicate = len(totals.new), duplicates
         queued = set(session.scalars(select(Study.id).where(
             Study.id.in_(new_ids), Study.status == StudyStatus.queued)))
         now = utcnow()
