@@ -29,7 +29,7 @@ def test_compose_file_is_valid_and_has_every_service() -> None:
     env = {"SCREEN_PATIENT_KEY": "k", "PATH": "/usr/bin:/bin:/usr/local/bin"}
     out = subprocess.run([*cmd, "config", "--services"], cwd=REPO, env=env, capture_output=True,
                          text=True, check=True).stdout.split()
-    assert {"redis", "postgres", "worker", "beat", "flower"} <= set(out)
+    assert {"redis", "postgres", "worker", "beat", "flower", "listener", "orthanc"} <= set(out)
 
 
 def test_compose_refuses_to_run_without_a_patient_key() -> None:
@@ -52,7 +52,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 @pytest.mark.parametrize("command", [[], ["submit"], ["flagged"], ["status"], ["studies"],
-                                     ["worker"], ["config"], ["db", "upgrade"]])
+                                     ["worker"], ["config"], ["db", "upgrade"], ["listen"]])
 def test_help_explains(command: list[str]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
