@@ -15,7 +15,8 @@ RUN pip install --no-cache-dir -c constraints.txt ".[flower]" \
     && if [ -n "$TF_EXTRA" ]; then \
         pip install --no-cache-dir -c constraints.txt "tensorflow${TF_EXTRA}"; fi \
     && useradd --system --home /var/lib/pneumoscreen --create-home screen \
-    && chmod 0700 /var/lib/pneumoscreen
+    && chmod 0700 /var/lib/pneumoscreen \
+    && install -d -m 0700 -o screen -g screen /var/lib/pneumoscreen/spool
 
 USER screen
 ENTRYPOINT ["screen"]

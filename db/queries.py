@@ -73,7 +73,8 @@ def flagged(*, session: Session, since: dt.datetime | None = None, limit: int | 
         query = query.limit(limit)
     return [dict(zip(FLAGGED_FIELDS, (
         pred.id, study.id, study.source_path,
-        study.patient_key[:12] if study.patient_key else None, study.accession_number,
+        study.patient_key[:12] if study.patient_key else None,
+        study.accession_number[:12] if study.accession_number else None,  # a keyed hash
         study.modality, study.view_position, round(pred.probability, 4), _round(pred.p_viral),
         round(pred.threshold, 4), pred.flagged, pred.in_scope, pred.scope_reason,
         _round(pred.atypicality), mv.label, mv.trained, _iso(pred.created_at)), strict=True))

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from live import fresh_pg_database
+from orthanc import Orthanc, orthanc_server
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -39,6 +40,13 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"../shared is absent ({SHARED}): it holds the DICOM files and training images")
     return SHARED
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
+    """A real Orthanc on free ports with its own storage, stopped afterwards (skips if absent)."""
+    with orthanc_server(tmp_path / "orthanc") as server:
+        yield server
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,27 @@ def jpeg_baseline_ds(arr: np.ndarray, **kwargs: Any) -> Dataset:
 
 def secondary_capture(arr: np.ndarray, **kwargs: Any) -> Dataset:
     return make_ds(arr, sop_class=SecondaryCaptureImageStorage, **kwargs)
+
+
+def patch_element(path: Path, tag: int, value: bytes, *, vr: bytes | None = None) -> Path:
+    """Rewrite one explicit-VR little-endian element (2-byte length VRs) of a written file in
+    place: a new value (padded to even length) and optionally a new VR, which pydicom would
+    refuse to write (a PatientID of VR IS, an 80-character UID). Fixes the file meta's group
+    length when the element is in group 0002."""
+    data = bytearray(path.read_bytes())
+    key = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
+    start = next(i for i in range(len(data))
+                 if data[i:i + 4] == key and data[i + 4:i + 6].isalpha())
+    old_len = struct.unpack("<H", data[start + 6:start + 8])[0]
+    if len(value) % 2:
+        value += b"\0" if data[start + 4:start + 6] == b"UI" else b" "
+    data[start + 8:start + 8 + old_len] = value
+    data[start + 6:start + 8] = struct.pack("<H", len(value))
+    if vr is not None:
+        data[start + 4:start + 6] = vr
+    if tag >> 16 == 0x0002:
+        glen = data.index(b"\x02\x00\x00\x00UL")
+        old = struct.unpack("<I", data[glen + 8:glen + 12])[0]
+        data[glen + 8:glen + 12] = struct.pack("<I", old + len(value) - old_len)
+    path.write_bytes(bytes(data))
+    return path

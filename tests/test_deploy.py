@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,8 @@ def secrets(tmp_path: Path) -> dict[str, str]:
 def test_compose_file_is_valid_and_has_every_service(secrets: dict[str, str]) -> None:
     out = _config(secrets, "--services")
     assert out.returncode == 0, out.stderr
-    assert {"redis", "postgres", "migrate", "worker", "beat", "flower"} <= set(out.stdout.split())
+    assert {"redis", "postgres", "migrate", "worker", "beat", "flower", "listener",
+            "orthanc"} <= set(out.stdout.split())
 
 
 @pytest.mark.parametrize("missing", SECRETS)
@@ -63,18 +65,19 @@ def test_compose_secrets_reach_only_the_services_that_need_them(
     services = yaml.safe_load(out.stdout)["services"]
     env = {name: svc.get("environment") or {} for name, svc in services.items()}
     with_key = {n for n, s in services.items() if s.get("secrets")}
-    assert with_key == {"worker"}
+    assert with_key == {"worker", "listener"}  # they pseudonymise; beat, flower, migrate don't
     assert env["worker"]["SCREEN_PATIENT_KEY_FILE"] == "/run/secrets/patient_key"
     assert not any("SCREEN_PATIENT_KEY" in e for e in env.values())
     with_db = {n for n, e in env.items() if "SCREEN_DATABASE_URL" in e}
-    assert with_db == {"migrate", "worker"}
+    assert with_db == {"migrate", "worker", "listener"}
+    assert env["worker"]["SCREEN_EXPORT_TO"] == "dicom://ORTHANC@orthanc:4242"
     assert all(e["SCREEN_BROKER_URL"] == "redis://:r3dis-pw@redis:6379/0"
                for n, e in env.items() if "SCREEN_BROKER_URL" in e)
     assert "--requirepass" in " ".join(services["redis"]["command"])
     assert env["flower"]["FLOWER_BASIC_AUTH"] == "admin:fl-pw"
     for svc in services.values():  # pinned images: an exact version, never a floating tag
         if "image" in svc:
-            assert re.fullmatch(r"[a-z]+:\d+\.\d+(\.\d+)?-alpine", svc["image"]), svc["image"]
+            assert re.fullmatch(r"[a-z/-]+:\d+\.\d+(\.\d+)?(-alpine)?", svc["image"]), svc["image"]
 
 
 def test_the_image_installs_from_the_lock() -> None:
@@ -100,8 +103,36 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 @pytest.mark.parametrize("command", [[], ["submit"], ["flagged"], ["status"], ["studies"],
-                                     ["worker"], ["config"], ["db", "upgrade"]])
+                                     ["worker"], ["config"], ["db", "upgrade"], ["listen"]])
 def test_help_explains(command: list[str]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage" in result.output and len(result.output.splitlines()) > 5
+
+
+# Runs a command through the real entry point, then names the heavy modules it imported.
+_HEAVY = ("tensorflow", "keras", "alembic", "pydicom", "celery")
+_PROBE = ("import sys\nfrom pneumoscreen.worker.cli import main\nsys.argv = sys.argv[1:]\n"
+          "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+          f"print('HEAVY=' + ','.join(m for m in {_HEAVY!r} if m in sys.modules), "
+          "file=sys.stderr)\n")
+
+
+def _heavy_modules(*args: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", _PROBE, "screen", *args], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith("HEAVY="), out.stderr
+    return set(filter(None, line[len("HEAVY="):].split(",")))
+
+
+def test_help_and_read_only_commands_start_light() -> None:
+    """`--help` and the read-only commands never load TensorFlow (nor Keras, pydicom, Celery);
+    on a database already at the newest migration they do not load Alembic either."""
+    assert not _heavy_modules("--help")
+    assert not _heavy_modules("submit", "--help")
+    assert "alembic" in _heavy_modules("status")  # a new database: migrated on first use
+    for command in (["status"], ["studies"], ["flagged"], ["runs"], ["reports"],
+                    ["status", "--format", "json"]):
+        assert not _heavy_modules(*command), command

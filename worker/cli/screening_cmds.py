@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +17,7 @@ from pneumoscreen.worker.cli.output import (
     FormatCsv,
     RichProgress,
     console,
+    counted,
     err_console,
     fail,
     make_table,
@@ -69,6 +71,52 @@ def rows_table(title: str, columns: list[str], rows: list[dict[str, Any]]) -> An
     if "p_viral" in columns:
         table.caption = SUBTYPE_NOTE
     return table
+BY_STUDY_COLUMNS = ["study_uid", "patient", "accession", "probability", "n_screened",
+                    "n_rejected", "export_status"]
+BY_STUDY_SHORT = {"study_uid": "study", "probability": "prob.", "accession": "acc.",
+                  "n_screened": "scr.", "n_rejected": "rej.", "export_status": "export"}
+BY_STUDY_NOTE = ("prob.: the highest among the study's screened images; scr. / rej.: images "
+                 "screened / rejected (e.g. lateral views)")
+
+
+class By(str, enum.Enum):
+    image = "image"
+    study = "study"
+
+
+def _study_cell(column: str, value: Any) -> Any:
+    """The terminal shows a UID's tail and a patient key's head; JSON and CSV keep them."""
+    if value is None:
+        return ""
+    if column == "study_uid" and len(value) > 13:
+        return "…" + value[-12:]
+    if column in ("patient", "accession"):
+        return value[:8]
+    return value
+
+
+def by_study_table(rows: list[dict[str, Any]], title: str) -> Any:
+    table = make_table(title, [BY_STUDY_SHORT.get(c, c) for c in BY_STUDY_COLUMNS],
+                       [[_study_cell(c, r[c]) for c in BY_STUDY_COLUMNS] for r in rows])
+    thresholds = sorted({r["threshold"] for r in rows})
+    table.caption = BY_STUDY_NOTE + (
+        f"; threshold {', '.join(str(t) for t in thresholds)}" if thresholds else "")
+    return table
+
+
+def by_study_list(rows: list[dict[str, Any]]) -> Any:
+    """Flagged studies by highest probability, then those outside the validated scope."""
+    from rich.console import Group
+
+    inside = [r for r in rows if r["in_scope"]]
+    outside = [r for r in rows if not r["in_scope"]]
+    parts = [by_study_table(inside, "Flagged studies, by study")]
+    if outside:
+        parts.append(by_study_table(outside,
+                                    "Needs a human read: an image outside the validated scope"))
+    return Group(*parts)
+
+
 STAGE_LABELS = {"scan": "Reading headers", "register": "Registering", "screen": "Screening",
                 "queue": "Queueing"}
 
@@ -149,27 +197,36 @@ def submit(
     a progress bar, and the flagged table is printed; with a broker one task per batch is queued
     and the command returns at once.
     """
+    from pneumoscreen.model.bundle import ModelFileError
     from pneumoscreen.worker.intake.enqueue import BrokerUnavailable
     from pneumoscreen.worker.intake.submit import submit_folder
     from pneumoscreen.worker.settings import get_settings
 
     settings = get_settings()
-    if not folder.exists():
+    if not folder.exists() and not folder.is_symlink():
         fail(f"{folder} does not exist")
+    left_over = 0
     try:
         with _progress() as progress:
+            rich = RichProgress(progress, STAGE_LABELS)
             result = submit_folder(folder, settings=settings, recursive=not no_recursive,
-                                   task_size=task_size,
-                                   progress=RichProgress(progress, STAGE_LABELS))
+                                   task_size=task_size, progress=rich)
+            if settings.eager:
+                # No broker: nothing else will ever screen studies an earlier run left queued
+                # (one that stopped on a bad model, a crash); with a broker the sweep sends them.
+                from pneumoscreen.worker.intake.resume import resume
+
+                left_over = resume(settings=settings, task_size=task_size,
+                                   progress=rich).n_queued
+    except ModelFileError as exc:
+        fail(f"{exc}. Nothing was registered; fix SCREEN_MODEL_PATH (`screen config` shows it).")
     except BrokerUnavailable as exc:
         fail(str(exc), code=3)
-    console.print(
-        f"Batch [bold]{result.batch_id}[/]: {result.n_files} files, {result.n_new} new studies "
-        f"({len(result.queued_ids)} to screen, {result.n_rejected} rejected, "
-        f"{result.n_failed} failed), {result.n_duplicate} already registered, "
-        f"{result.n_not_images} not images; "
-        f"{result.n_tasks} task{'' if result.n_tasks == 1 else 's'}.", highlight=False)
-    if result.n_new == 0 and result.n_duplicate:
+    console.print(summary_line(result), highlight=False)
+    if left_over:
+        console.print(f"Also screened {counted(left_over, 'study', 'studies')} left queued "
+                      "by earlier runs.", highlight=False)
+    elif result.n_new == 0 and result.n_replaced == 0 and result.n_duplicate:
         console.print("Nothing new: every image here was submitted before.")
     if settings.eager or wait:
         if wait and not settings.eager:
@@ -178,6 +235,27 @@ def submit(
     else:
         console.print(f"Queued. Follow with [bold]screen status {result.batch_id}[/] "
                       "and [bold]screen flagged[/].")
+
+
+def summary_line(result: Any) -> str:
+    """One line: what a submit found, registered and queued."""
+    from pneumoscreen.worker.intake.discovery import describe_skipped
+
+    line = (f"Batch {result.batch_id}: {counted(result.n_files, 'file')}, "
+            f"{counted(result.n_new, 'new study', 'new studies')} "
+            f"({result.n_to_screen} to screen, "
+            f"{result.n_rejected} rejected, {result.n_failed} failed), ")
+    if result.n_replaced:
+        line += (f"{counted(result.n_replaced, 'failed study', 'failed studies')} "
+                 "given a readable copy, ")
+    if result.n_twins:
+        line += f"{counted(result.n_twins, 'twin copy', 'twin copies')} (same SOP Instance UID), "
+    line += (f"{result.n_duplicate} already registered, "
+             f"{counted(result.n_not_images, 'not an image', 'not images')}")
+    skipped = describe_skipped(result.skipped)
+    if skipped:
+        line += f", left out: {skipped}"
+    return line + f"; {counted(result.n_tasks, 'task')}."
 
 
 def _wait_for(settings: Any, batch_id: int, poll: float = 1.0) -> None:
@@ -223,6 +301,10 @@ def flagged(
         "--outside-scope/--flagged-only",
         help="Also list the studies outside the model's validated scope, flagged or not "
         "[default: yes for the table, no for csv and json].")] = None,
+    by: Annotated[By, typer.Option(
+        "--by", help="One row per image, or per DICOM study (Study Instance UID): its highest "
+        "probability, images screened / rejected, accession, patient, export status.")
+    ] = By.image,
 ) -> None:
     """Flagged studies, highest probability first: the radiologist's reading list. The table
     lists the studies outside the model's validated scope in a section of their own: they need
@@ -234,6 +316,12 @@ def flagged(
     settings = get_settings()
 
     outside = (fmt == FormatCsv.table or watch) if outside_scope is None else outside_scope
+    if by is By.study:
+        if watch or model_version:
+            fail("--by study lists each study's newest verdicts once: without --watch and "
+                 "--model")
+        _flagged_by_study(settings, since_at, limit, fmt, outside)
+        return
 
     def fetch() -> list[dict[str, Any]]:
         with settings.session() as session:
@@ -317,3 +405,23 @@ def studies(
         print_json(rows)
     else:
         console.print(rows_table("Studies", STUDY_COLUMNS, rows))
+
+
+def _flagged_by_study(settings: Any, since: dt.datetime | None, limit: int, fmt: FormatCsv,
+                      outside: bool) -> None:
+    from pneumoscreen.db.study_groups import BY_STUDY_FIELDS, by_study
+
+    with settings.session() as session:
+        rows = by_study(session=session, since=since, limit=limit, outside_scope=outside)
+    if fmt == FormatCsv.json:
+        print_json(rows)
+    elif fmt == FormatCsv.csv:
+        import csv
+        import sys
+
+        fields = [f for f in BY_STUDY_FIELDS if f != "exports"]
+        writer = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        console.print(by_study_list(rows))

@@ -4,21 +4,27 @@ Every outcome is one of: a decoded grey image in [0, 1] (MONOCHROME2 sense) read
 ``pneumoscreen.model.preprocess``, a :class:`RejectedStudy` (a valid file we must not screen) or a
 :class:`FailedStudy` (a file we could not read). Reasons are short, human and carry no patient data.
 
-Modules, one job each: ``sniff`` (format by content), ``dicom_header`` (read + Image Pixel checks),
+Modules, one job each: ``files`` (open regular files only, within the size limit), ``sniff``
+(format by content), ``vr`` (what a value may be, stored or quoted), ``dicom_header`` (bounded
+read + Image Pixel checks),
 ``metadata`` (tags → Study columns, keyed patient hash), ``policy`` (acceptance rules as
 data), ``codestream`` (JPEG/J2K main headers), ``dicom_decode`` (pixel data → stored values),
 ``pixels`` (the standard's pixel steps), ``raster`` (PNG/JPEG), ``inspection`` (``screen inspect``),
-``outcome`` (what it hands back), ``api`` (this facade, and :class:`IngestConfig`).
+``outcome`` (what it hands back), ``quiet`` (pydicom's logs and warnings kept in), ``api``
+(this facade, and :class:`IngestConfig`).
 
 It imports nothing else of the project: the caller passes an :class:`IngestConfig`.
 """
 
-from pneumoscreen.worker.ingest.api import IngestConfig, load_grey, probe
+from pneumoscreen.worker.ingest.api import IngestConfig, check_file, load_grey, probe
 from pneumoscreen.worker.ingest.dicom_decode import DecodeOptions
 from pneumoscreen.worker.ingest.errors import FailedStudy, IngestError, RejectedStudy
 from pneumoscreen.worker.ingest.outcome import Decoded, Probe
 from pneumoscreen.worker.ingest.policy import AcceptancePolicy
+from pneumoscreen.worker.ingest.quiet import contain_pydicom_output
 from pneumoscreen.worker.ingest.sniff import sniff_format
+
+contain_pydicom_output()  # pydicom quotes tag values in its logs and warnings: see ``quiet``
 
 __all__ = [
     "AcceptancePolicy",
@@ -29,6 +35,7 @@ __all__ = [
     "IngestError",
     "Probe",
     "RejectedStudy",
+    "check_file",
     "load_grey",
     "probe",
     "sniff_format",

@@ -6,10 +6,13 @@ warnings are collected (they explain odd files in ``screen inspect``) instead of
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import pydicom
+from pydicom.datadict import DicomDictionary
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.uid import (
@@ -25,13 +28,17 @@ from pydicom.uid import (
 )
 
 from pneumoscreen.worker.ingest.errors import FailedStudy
+from pneumoscreen.worker.ingest.files import BoundedReader, file_size, open_regular
 from pneumoscreen.worker.ingest.metadata import (
     COLUMNS,
     META_KEYWORDS,
     redact,
+    scrub,
     text,
     transfer_syntax,
 )
+from pneumoscreen.worker.ingest.sniff import plausible_dicom
+from pneumoscreen.worker.ingest.vr import quoted, tag_name
 
 PIXEL_DATA = Tag(0x7FE0, 0x0010)
 REQUIRED_PIXEL_KEYWORDS = (
@@ -50,6 +57,9 @@ USED_KEYWORDS = (
     "WindowCenter", "WindowWidth", "VOILUTFunction", "PixelPaddingValue", "PixelPaddingRangeLimit",
     "ViewCodeSequence", "VOILUTSequence", "ModalityLUTSequence",
 )
+# A header read stops after this many bytes: generous for private blocks and overlays before
+# the Pixel Data, and a bound on what a hostile file can make the parser read.
+MAX_HEADER_BYTES = 16 << 20
 # A dataset must name at least one of these to count as DICOM when it has neither preamble nor meta.
 _IDENTIFYING = ("SOPClassUID", "SOPInstanceUID", "Modality", "Rows", "StudyInstanceUID")
 
@@ -60,38 +70,43 @@ def short(exc: BaseException, limit: int = 160) -> str:
     return msg if len(msg) <= limit else msg[: limit - 1] + "…"
 
 
-def check_deflated_size(path: Path, limit: int) -> None:
+def check_deflated_size(fh: BinaryIO, limit: int) -> bool:
     """Refuse a Deflated Explicit VR data set that would inflate beyond ``limit`` bytes.
 
     pydicom inflates such files whole while reading the header, so a deflate bomb must be caught
-    before ``dcmread``: stream-inflate and count, keeping nothing.
+    before ``dcmread``: stream-inflate and count, keeping nothing. Returns whether the data set
+    is deflated; leaves ``fh`` at its start.
     """
     import zlib
 
     from pydicom.filereader import _read_file_meta_info, read_preamble
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-    with open(path, "rb") as fh:
+    fh.seek(0)
+    try:
+        read_preamble(fh, force=True)
+        meta = _read_file_meta_info(fh)
+    except Exception:  # not Part-10 or odd meta: dcmread will tell what is wrong
+        fh.seek(0)
+        return False
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        fh.seek(0)
+        return False
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    while chunk := fh.read(1 << 20):
         try:
-            read_preamble(fh, force=True)
-            meta = _read_file_meta_info(fh)
-        except Exception:  # not Part-10 or odd meta: dcmread will tell what is wrong
-            return
-        if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
-            return
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        total = 0
-        while chunk := fh.read(1 << 20):
-            try:
-                total += len(inflater.decompress(chunk, limit + 1 - total))
-                while inflater.unconsumed_tail and total <= limit:
-                    total += len(inflater.decompress(inflater.unconsumed_tail, limit + 1 - total))
-            except zlib.error as exc:
-                raise FailedStudy(f"deflated data set is corrupt: {short(exc)}") from exc
-            if total > limit:
-                raise FailedStudy(
-                    f"deflated data set inflates beyond {limit} bytes (max_pixels guard)"
-                )
+            total += len(inflater.decompress(chunk, limit + 1 - total))
+            while inflater.unconsumed_tail and total <= limit:
+                total += len(inflater.decompress(inflater.unconsumed_tail, limit + 1 - total))
+        except zlib.error as exc:
+            raise FailedStudy(f"deflated data set is corrupt: {short(exc)}") from exc
+        if total > limit:
+            raise FailedStudy(
+                f"deflated data set inflates beyond {limit} bytes (max_pixels guard)"
+            )
+    fh.seek(0)
+    return True
 
 
 def read_dataset(
@@ -99,34 +114,39 @@ def read_dataset(
     *,
     pixels: bool,
     max_bytes: int,
+    max_file_bytes: int | None = None,
+    max_header_bytes: int = MAX_HEADER_BYTES,
     notes: list[str] | None = None,
 ) -> Dataset:
     """Parse ``path`` as DICOM (``force``: no preamble or no meta is fine) or raise FailedStudy.
 
-    ``max_bytes`` bounds what a deflated data set may inflate to; it is required, so no reader
-    can skip the guard.
+    Bounded: a regular file only, at most ``max_file_bytes``; its first bytes must look like
+    DICOM before pydicom is let loose; a header read (``pixels=False``) stops after
+    ``max_header_bytes``; ``max_bytes`` bounds what a deflated data set may inflate to (it is
+    required, so no reader can skip that guard).
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
+        fh = open_regular(path, max_file_bytes)
     except OSError as exc:
         raise FailedStudy(f"cannot read file: {exc.strerror or short(exc)}") from exc
-    if size == 0:
-        raise FailedStudy("empty file (0 bytes)")
-    check_deflated_size(path, max_bytes)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            ds = pydicom.dcmread(path, force=True, stop_before_pixels=not pixels)
-            # Element values are parsed lazily; touch the ones we use so that errors surface here.
-            for kw in USED_KEYWORDS:
-                ds.get(kw)
-        except OSError as exc:
-            raise FailedStudy(f"cannot read file: {exc.strerror or short(exc)}") from exc
-        except Exception as exc:
-            raise FailedStudy(f"unreadable DICOM ({type(exc).__name__}): {short(exc)}") from exc
-    if notes is not None:
-        notes.extend(redact(f"pydicom: {short(w.message, 120)}", ds) for w in caught[:5])
+    with fh:
+        size = file_size(fh)
+        if size == 0:
+            raise FailedStudy("empty file (0 bytes)")
+        if not plausible_dicom(fh.read(132), size):
+            raise FailedStudy(
+                "not a DICOM file: no DICM marker at byte 128 and the first bytes do not start "
+                "a data set"
+            )
+        deflated = check_deflated_size(fh, max_bytes)
+        bounded = not pixels and not deflated and size > max_header_bytes
+        source = BoundedReader(fh, max_header_bytes if bounded else None)
+        ds = _parse(source, pixels=pixels, notes=notes)
+        if source.exceeded:
+            raise _header_too_large(max_header_bytes)
+        if pixels and PIXEL_DATA not in ds and ds.get("Rows") is None:
+            _check_truncated_pixel_data(fh)
     has_meta = bool(getattr(ds, "file_meta", None))
     if not has_meta and not any(kw in ds for kw in _IDENTIFYING):
         raise FailedStudy(
@@ -134,6 +154,65 @@ def read_dataset(
         )
     infer_transfer_syntax(ds, notes)
     return ds
+
+
+def _header_too_large(limit: int) -> FailedStudy:
+    return FailedStudy(
+        f"header larger than {limit} bytes before the Pixel Data: not read further "
+        "(header bound)"
+    )
+
+
+def _parse(source: BoundedReader, *, pixels: bool,
+           notes: list[str] | None) -> Dataset:
+    """pydicom's reading, its errors as reasons and its warnings as (redacted) notes."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = pydicom.dcmread(source, force=True, stop_before_pixels=not pixels)
+            # Element values are parsed lazily; touch the ones we use so that errors surface here.
+            for kw in USED_KEYWORDS:
+                ds.get(kw)
+        except OSError as exc:
+            raise FailedStudy(f"cannot read file: {exc.strerror or short(exc)}") from exc
+        except Exception as exc:
+            if source.exceeded and source.limit is not None:
+                raise _header_too_large(source.limit) from exc
+            raise FailedStudy(unreadable_reason(exc)) from exc
+    if notes is not None:
+        notes.extend(redact(f"pydicom: {short(w.message, 120)}", ds) for w in caught[:5])
+    return ds
+
+
+_UNKNOWN_VR = re.compile(
+    r"Unknown Value Representation .* in tag (\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\))"
+)
+
+
+def unreadable_reason(exc: Exception) -> str:
+    """The reason for a data set pydicom could not parse, naming the tag where it can."""
+    found = _UNKNOWN_VR.search(str(exc))
+    if found:
+        tag = Tag(found.group(1).strip("()").replace(",", ""))
+        name = pydicom.datadict.dictionary_description(tag) if tag in DicomDictionary else ""
+        return f"unknown Value Representation (VR) in tag {tag}{' ' + name if name else ''}"
+    return f"unreadable DICOM ({type(exc).__name__}): {scrub(short(exc))}"
+
+
+def _check_truncated_pixel_data(fh: BinaryIO) -> None:
+    """A full read that lost the whole data set: if the header alone reads, the file ends
+    inside its (encapsulated) Pixel Data, which pydicom reports only as a warning."""
+    fh.seek(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            header = pydicom.dcmread(BoundedReader(fh), force=True, stop_before_pixels=True)
+        except Exception:
+            return
+    if header.get("Rows") is not None:
+        raise FailedStudy(
+            "pixel data truncated: the file ends inside its encapsulated Pixel Data (7FE0,0010)"
+        )
 
 
 def infer_transfer_syntax(ds: Dataset, notes: list[str] | None = None) -> UID | None:
@@ -223,12 +302,35 @@ def check_image_pixel(ds: Dataset, max_pixels: int) -> None:
     if spp not in (1, 3):
         raise FailedStudy(f"Samples per Pixel {spp} is not supported (allowed: 1, 3)")
     if pi not in MONOCHROME + COLOUR:
+        shown = quoted(text(ds, "PhotometricInterpretation", 1024), "CS")
         raise FailedStudy(
-            f"Photometric Interpretation {pi or '(blank)'} is not supported "
+            f"Photometric Interpretation {shown} is not supported "
             f"(allowed: {', '.join(MONOCHROME + COLOUR)})"
         )
     if (pi in MONOCHROME or pi == "PALETTE COLOR") != (spp == 1):
         raise FailedStudy(f"Photometric Interpretation {pi} does not match Samples per Pixel {spp}")
+    if pi == "PALETTE COLOR":
+        check_palette(ds)
+
+
+_PALETTE = ("Red", "Green", "Blue")
+
+
+def check_palette(ds: Dataset) -> None:
+    """A PALETTE COLOR image must carry its three lookup tables (PS3.3 C.7.6.3.1.5-6)."""
+    missing = []
+    for colour in _PALETTE:
+        descriptor = f"{colour}PaletteColorLookupTableDescriptor"
+        if descriptor not in ds:
+            missing.append(tag_name(descriptor))
+        if (f"{colour}PaletteColorLookupTableData" not in ds
+                and f"Segmented{colour}PaletteColorLookupTableData" not in ds):
+            missing.append(tag_name(f"{colour}PaletteColorLookupTableData"))
+    if missing:
+        raise FailedStudy(
+            f"PALETTE COLOR image without its Palette Color Lookup Table: missing "
+            f"{', '.join(missing)}"
+        )
 
 
 def _int_or_text(ds: Dataset, keyword: str) -> object | None:

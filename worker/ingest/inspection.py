@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from pneumoscreen.worker.ingest.api import IngestConfig, load_grey
+from pneumoscreen.worker.ingest import vr
+from pneumoscreen.worker.ingest.api import IngestConfig, check_file, load_grey, read_limits
 from pneumoscreen.worker.ingest.dicom_header import USED_KEYWORDS, read_dataset
 from pneumoscreen.worker.ingest.errors import IngestError
-from pneumoscreen.worker.ingest.metadata import text, transfer_syntax
-from pneumoscreen.worker.ingest.sniff import sniff_format
+from pneumoscreen.worker.ingest.metadata import accession_key, text, transfer_syntax
 
 # Never shown, even to the operator at the console: pseudonymisation is the point.
 _HIDDEN = frozenset({"PatientID", "PatientName", "PatientBirthDate"})
@@ -40,28 +40,32 @@ class Inspection:
         return out
 
 
-def used_tags(path: Path, max_bytes: int) -> dict[str, str]:
+def used_tags(path: Path, config: IngestConfig) -> dict[str, str]:
     """The header values ingestion reads (patient identity excluded), as display strings.
 
-    Read under the same size guard as ingestion itself (``max_bytes``): a small deflated file
-    must not inflate without bound here either.
+    Read under the same bounds as ingestion itself (a small deflated file must not inflate
+    without bound here either). A value is shown only if it is valid for its VR, and the
+    Accession Number only as its keyed hash, as stored.
     """
     try:
-        ds = read_dataset(path, pixels=False, max_bytes=max_bytes)
+        ds = read_dataset(path, pixels=False, **read_limits(config))
     except IngestError:
         return {}
     tags: dict[str, str] = {}
     ts = transfer_syntax(ds)
     if ts:
-        tags["TransferSyntaxUID"] = f"{ts} ({ts.name})"
+        tags["TransferSyntaxUID"] = f"{vr.quoted(str(ts), 'UI')} ({vr.quoted(ts.name, 'LO')})"
     for kw in USED_KEYWORDS:
         if kw in _HIDDEN or kw not in ds:
             continue
         value = ds.get(kw)
         if kw.endswith("Sequence"):
             tags[kw] = f"{len(value or [])} item(s)"
+        elif kw == "AccessionNumber":
+            hashed = accession_key(ds, config.patient_key) if config.patient_key else None
+            tags[kw] = f"(keyed hash) {hashed[:12]}" if hashed else "(not shown)"
         else:
-            tags[kw] = text(ds, kw, 128) or ""
+            tags[kw] = vr.quoted(text(ds, kw, 1024), vr.vr_of(kw))
     return tags
 
 
@@ -71,10 +75,10 @@ def inspect_file(path: Path, config: IngestConfig | None = None, *,
     config = config or IngestConfig()
     path = Path(path)
     try:
-        fmt = sniff_format(path)
-    except OSError:
-        fmt = None
-    tags = used_tags(path, config.max_bytes) if fmt == "dicom" else {}
+        fmt = check_file(path, config)
+    except IngestError as exc:  # a FIFO, a device, a file beyond the size limit: not opened
+        return Inspection(str(path), None, exc.status, str(exc))
+    tags = used_tags(path, config) if fmt == "dicom" else {}
     try:
         decoded = load_grey(path, config, reduced=reduced)
     except IngestError as exc:

@@ -7,12 +7,14 @@ import hmac
 import re
 from typing import Any
 
-from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-# Study column → DICOM keyword. A value is kept to its VR's maximum length (the standard's, not
-# the database's: the schema is at least that wide, which a test checks).
+from pneumoscreen.worker.ingest import vr
+
+# Study column → DICOM keyword. A value is stored only if it is valid for its VR, which bounds
+# its length by the standard's maximum (the schema is at least that wide, which a test checks);
+# anything else is stored as NULL, never cut to fit.
 COLUMNS: dict[str, str] = {
     "study_instance_uid": "StudyInstanceUID",
     "series_instance_uid": "SeriesInstanceUID",
@@ -26,14 +28,15 @@ COLUMNS: dict[str, str] = {
     "manufacturer": "Manufacturer",
     "photometric_interpretation": "PhotometricInterpretation",
 }
-# PS3.5 table 6.2-1: maximum value length, in characters, of the VRs read into columns.
-VR_MAX_LENGTH = {"AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "IS": 12, "LO": 64, "SH": 16,
-                 "TM": 14, "UI": 64}
+# Columns that hold a keyed hash of the value, never the value (see ``keyed_hash``).
+HASHED_COLUMNS = frozenset({"accession_number"})
 
 
 def max_length(keyword: str) -> int:
     """The longest value the standard allows for ``keyword``'s VR."""
-    return VR_MAX_LENGTH[dictionary_VR(keyword)]
+    return vr.max_length(vr.vr_of(keyword))
+
+
 # Extra, non-identifying facts kept in ``meta`` (JSON) for inspection and audits.
 META_KEYWORDS = (
     "SOPClassUID", "Rows", "Columns", "BitsAllocated", "BitsStored", "PixelRepresentation",
@@ -68,7 +71,36 @@ def patient_key(ds: Dataset, key: bytes) -> str | None:
         ident, label = text(ds, "PatientName", 256), "name"
     if not ident:
         return None
-    return hmac.new(key, f"{label}:{ident}".encode(), hashlib.sha256).hexdigest()
+    return keyed_hash(key, label, ident)
+
+
+def keyed_hash(key: bytes, label: str, value: str) -> str:
+    """HMAC-SHA256 (hex, 64 characters) of ``label:value``: the pseudonym of an identifier."""
+    return hmac.new(key, f"{label}:{value}".encode(), hashlib.sha256).hexdigest()
+
+
+def valid_text(ds: Dataset, keyword: str, *, multi: bool = False) -> str | None:
+    """``keyword``'s value if it is valid for its VR (so within its maximum length), else None.
+
+    ``multi``: a backslash-joined multi-value is allowed (each value checked); a column holds one.
+    """
+    value = text(ds, keyword, 1024)
+    kind = vr.vr_of(keyword)
+    if value is None:
+        return None
+    ok = vr.is_valid_multi(value, kind) if multi else vr.is_valid(value, kind)
+    return value if ok else None
+
+
+def valid_uid(value: str | None) -> str | None:
+    """A UID that fits a UI column (dotted digits, at most 64 characters), or None."""
+    return value if value is not None and vr.is_valid(value, "UI") else None
+
+
+def accession_key(ds: Dataset, key: bytes) -> str | None:
+    """The Accession Number's keyed hash: it identifies a patient's visit as surely as an id."""
+    value = text(ds, "AccessionNumber", 256)
+    return keyed_hash(key, "accession", value) if value else None
 
 
 _IDENTITY_KEYWORDS = (
@@ -77,9 +109,29 @@ _IDENTITY_KEYWORDS = (
 )
 
 
+# A quoted literal (pydicom quotes element values with repr) and a file path.
+_QUOTED = re.compile(r"(?<!\w)b?'[^'\n]*'|(?<!\w)b?\"[^\"\n]*\"")
+_IN_FILE = re.compile(r"\b(in|from) file \S+")
+_PATH = re.compile(r"(?<![\w.:/])/[^\s'\"]+")
+
+
+def scrub(message: str) -> str:
+    """``message`` with every quoted value and file path replaced.
+
+    For texts about a file that we did not write (pydicom's and the codecs' messages): they
+    quote element values verbatim (``Invalid value for VR IS: 'MRN-998877'``) and name the
+    file's path, and neither may reach a log, a listing or a stored reason.
+    """
+    message = _QUOTED.sub("<value>", message)
+    message = _IN_FILE.sub(r"\1 the file", message)
+    return _PATH.sub("<path>", message)
+
+
 def redact(message: str, ds: Dataset | None) -> str:
-    """``message`` with the patient's ids and name parts replaced: pydicom's warnings and errors
-    may quote element values, and reasons and pixel steps are stored, shown and logged."""
+    """``message`` with quoted values, paths and the patient's ids and name parts replaced:
+    pydicom's warnings and errors may quote element values, and reasons and pixel steps are
+    stored, shown and logged."""
+    message = scrub(message)
     if ds is None:
         return message
     for kw in _IDENTITY_KEYWORDS:
@@ -116,28 +168,27 @@ def transfer_syntax(ds: Dataset) -> UID | None:
 
 
 def extract(ds: Dataset, key: bytes | None) -> dict[str, Any]:
-    """The ``Study`` column values of ``ds`` (short strings or None) plus a ``meta`` dict."""
-    out: dict[str, Any] = {col: text(ds, kw, max_length(kw)) for col, kw in COLUMNS.items()}
-    if out["study_date"] and not re.fullmatch(r"\d{8}", out["study_date"]):
-        out["study_date"] = None
-    if out["patient_age"] and not re.fullmatch(r"\d{3}[DWMY]", out["patient_age"].upper()):
-        out["patient_age"] = None  # not an Age String: no age rather than a wrong one
+    """The ``Study`` column values of ``ds`` (valid for their VR, or None) plus a ``meta`` dict.
+
+    Identifiers are stored only as keyed hashes (patient, accession number), and not at all
+    without a key.
+    """
+    out: dict[str, Any] = {col: valid_text(ds, kw) for col, kw in COLUMNS.items()
+                           if col not in HASHED_COLUMNS}
     if not out["patient_age"]:
         out["patient_age"] = age_from_dates(text(ds, "PatientBirthDate", 8), out["study_date"])
-    for col in ("modality", "body_part", "view_position"):
-        if out[col]:
-            out[col] = out[col].upper()
     ts = transfer_syntax(ds)
-    out["transfer_syntax"] = str(ts) if ts else None
+    out["transfer_syntax"] = valid_uid(str(ts) if ts else None)
     out["patient_key"] = patient_key(ds, key) if key is not None else None
+    out["accession_number"] = accession_key(ds, key) if key is not None else None
     meta: dict[str, Any] = {}
     for kw in META_KEYWORDS:
-        value = text(ds, kw, 128)
+        value = valid_text(ds, kw, multi=True)
         if value is not None:
             meta[kw] = value
-    if ts:
-        meta["TransferSyntax"] = ts.name
-    sop_class = text(ds, "SOPClassUID")
+    if out["transfer_syntax"]:
+        meta["TransferSyntax"] = UID(out["transfer_syntax"]).name
+    sop_class = valid_text(ds, "SOPClassUID")
     if sop_class:
         meta["SOPClass"] = UID(sop_class).name
     out["meta"] = meta

@@ -36,6 +36,55 @@ def _first(value: object) -> float | None:
     return out if math.isfinite(out) else None
 
 
+def lut_problem(item: Dataset) -> str | None:
+    """What is wrong with a LUT item (Modality or VOI LUT Sequence), or None if it is usable.
+
+    PS3.3 C.11.1.1: LUT Descriptor = entries (0 means 65536), first mapped value, bits (8-16);
+    LUT Data holds at least that many entries.
+    """
+    try:
+        descriptor = [int(v) for v in item.get("LUTDescriptor")]
+    except Exception:  # absent, a single number, or not numbers
+        return "LUT Descriptor (0028,3002) is not three numbers"
+    if len(descriptor) != 3:
+        return f"LUT Descriptor (0028,3002) has {len(descriptor)} values, not 3"
+    entries, bits = descriptor[0] or 65536, descriptor[2]
+    if not 8 <= bits <= 16:
+        return f"LUT Descriptor (0028,3002) declares {bits} bits per entry (allowed: 8-16)"
+    try:
+        data = item.get("LUTData")
+    except Exception:
+        data = None
+    if data is None or (hasattr(data, "__len__") and len(data) == 0):
+        return "LUT Data (0028,3006) is missing or empty"
+    if isinstance(data, (bytes, bytearray)):
+        found = len(data) // (2 if bits > 8 else 1)
+    elif isinstance(data, (int, float)):
+        found = 1
+    else:
+        found = len(data)
+    if found < entries:
+        return f"LUT Data (0028,3006) holds {found} entries, the descriptor says {entries}"
+    return None
+
+
+def rescale_problem(ds: Dataset) -> str | None:
+    """What is wrong with Rescale Slope / Intercept when present (empty, not a number)."""
+    for keyword, tag in (("RescaleSlope", "(0028,1053)"), ("RescaleIntercept", "(0028,1052)")):
+        if keyword not in ds:
+            continue
+        name = "Rescale Slope" if keyword == "RescaleSlope" else "Rescale Intercept"
+        try:
+            value = ds[keyword].value
+        except Exception:
+            value = "?"
+        if value is None or str(value).strip() == "":
+            return f"{name} {tag} is empty"
+        if _first(value) is None:
+            return f"{name} {tag} is not a finite number"
+    return None
+
+
 def padding_mask(arr: np.ndarray, ds: Dataset) -> np.ndarray | None:
     """Stored values that are Pixel Padding Value (or within its Range Limit), or None."""
     pad = _first(ds.get("PixelPaddingValue"))
@@ -90,7 +139,8 @@ def choose_voi(ds: Dataset) -> tuple[Window | None, str | None]:
     if seq:
         item = seq[0]
         if "LUTDescriptor" in item and "LUTData" in item:
-            return Window("lut", f"VOI LUT Sequence item 1 ({item.LUTDescriptor[0]} entries)"), None
+            entries = int(item.LUTDescriptor[0]) or 65536  # lut_problem checked it is 3 numbers
+            return Window("lut", f"VOI LUT Sequence item 1 ({entries} entries)"), None
     center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
     if center is None or width is None:
         return None, None

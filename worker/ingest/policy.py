@@ -13,6 +13,7 @@ from pydicom.uid import UID
 
 from pneumoscreen.worker.ingest.errors import RejectedStudy
 from pneumoscreen.worker.ingest.metadata import text
+from pneumoscreen.worker.ingest.vr import quoted, vr_of
 
 # SOP classes that hold no radiograph, by their PS3.6 names: reports, presentation states, RT
 # objects, waveforms, key-object selections, registrations, segmentations, encapsulated documents.
@@ -60,7 +61,7 @@ class AcceptancePolicy:
             name = UID(sop_class).name
             if NON_IMAGE_SOP_CLASS.search(name):
                 raise RejectedStudy(
-                    f"SOP Class UID {sop_class} ({name}) is not an image: "
+                    f"SOP Class UID {quoted(sop_class, 'UI')} ({name}) is not an image: "
                     "non-image objects are not screened"
                 )
         modality = (text(ds, "Modality") or "").upper()
@@ -75,33 +76,33 @@ class AcceptancePolicy:
         modality = (text(ds, "Modality") or "").upper()
         if modality not in self.modalities:
             raise RejectedStudy(
-                f"Modality {modality or '(blank)'} is not screened "
+                f"Modality {_shown(ds, 'Modality')} is not screened "
                 f"(accepted: {_listed(list(self.modalities))})"
             )
         part = (text(ds, "BodyPartExamined") or "").upper()
         if part not in self.body_parts:
             blank = " or blank" if "" in self.body_parts else ""
             raise RejectedStudy(
-                f"Body Part Examined {part or '(blank)'} is not screened "
+                f"Body Part Examined {_shown(ds, 'BodyPartExamined')} is not screened "
                 f"(accepted: {_listed(list(self.body_parts))}{blank})"
             )
         view = (text(ds, "ViewPosition") or "").upper()
         if view and view in self.reject_views:
             raise RejectedStudy(
-                f"View Position {view} is not screened "
+                f"View Position {_shown(ds, 'ViewPosition')} is not screened "
                 f"(lateral views are rejected: {_listed(list(self.reject_views))})"
             )
         for item in _view_codes(ds):
             meaning = text(item, "CodeMeaning", 128) or ""
             if LATERAL_VIEW.search(meaning):
                 raise RejectedStudy(
-                    f"View Code Sequence '{meaning}' is a lateral view: "
+                    "View Code Sequence (0054,0220) names a lateral view: "
                     "lateral views are not screened"
                 )
         intent = (text(ds, "PresentationIntentType") or "").upper()
         if intent and intent in self.reject_intents:
             raise RejectedStudy(
-                f"Presentation Intent Type {intent} is not screened "
+                f"Presentation Intent Type {_shown(ds, 'PresentationIntentType')} is not screened "
                 "(only images FOR PRESENTATION are)"
             )
         frames = text(ds, "NumberOfFrames")
@@ -113,6 +114,11 @@ class AcceptancePolicy:
             raise RejectedStudy(
                 f"Number of Frames {n_frames}: multi-frame objects are not screened"
             )
+
+
+def _shown(ds: Dataset, keyword: str) -> str:
+    """A tag's value as a reason may quote it: valid for its VR, else 'an invalid value'."""
+    return quoted(text(ds, keyword, 1024), vr_of(keyword))
 
 
 def _view_codes(ds: Dataset) -> list[Dataset]:

@@ -10,6 +10,8 @@ ignored.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,30 +19,41 @@ from PIL import Image, UnidentifiedImageError
 
 from pneumoscreen.worker.ingest.dicom_header import short
 from pneumoscreen.worker.ingest.errors import FailedStudy
+from pneumoscreen.worker.ingest.files import open_regular
 
 _FORMATS = {"png": ("PNG",), "jpeg": ("JPEG", "MPO")}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I"}
 
 
-def open_checked(path: Path, fmt: str, max_pixels: int) -> Image.Image:
-    """Open lazily (header only) and apply the pixel limit before anything is decoded."""
+@contextmanager
+def open_checked(path: Path, fmt: str, max_pixels: int,
+                 max_file_bytes: int | None = None) -> Iterator[Image.Image]:
+    """Open lazily (header only) and apply the pixel limit before anything is decoded.
+
+    A regular file of at most ``max_file_bytes`` only (``files.open_regular``).
+    """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path)
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning,
-            SyntaxError, ValueError, OSError) as exc:
-        raise FailedStudy(f"cannot read {fmt.upper()}: {short(exc)}") from exc
-    if im.format not in _FORMATS.get(fmt, ()):
-        im.close()
-        raise FailedStudy(f"file is {im.format}, not {fmt.upper()}")
-    width, height = im.size
-    if width < 1 or height < 1 or width * height > max_pixels:
-        im.close()
-        raise FailedStudy(
-            f"{fmt.upper()} size {width} x {height} is outside 1..{max_pixels} pixels (max_pixels)"
-        )
-    return im
+        fh = open_regular(path, max_file_bytes)
+    except OSError as exc:
+        raise FailedStudy(f"cannot read file: {exc.strerror or short(exc)}") from exc
+    with fh:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                im = Image.open(fh)
+        except (UnidentifiedImageError, Image.DecompressionBombError,
+                Image.DecompressionBombWarning, SyntaxError, ValueError, OSError) as exc:
+            raise FailedStudy(f"cannot read {fmt.upper()}: {short(exc)}") from exc
+        with im:
+            if im.format not in _FORMATS.get(fmt, ()):
+                raise FailedStudy(f"file is {im.format}, not {fmt.upper()}")
+            width, height = im.size
+            if width < 1 or height < 1 or width * height > max_pixels:
+                raise FailedStudy(
+                    f"{fmt.upper()} size {width} x {height} is outside 1..{max_pixels} pixels "
+                    "(max_pixels)"
+                )
+            yield im
 
 
 def to_grey(im: Image.Image) -> tuple[np.ndarray, list[str]]:
@@ -61,11 +74,11 @@ def to_grey(im: Image.Image) -> tuple[np.ndarray, list[str]]:
     return np.asarray(im, dtype=np.float32) / 255.0, steps
 
 
-def load_raster(path: Path, fmt: str, max_pixels: int) -> tuple[np.ndarray, list[str], dict]:
+def load_raster(path: Path, fmt: str, max_pixels: int,
+                max_file_bytes: int | None = None) -> tuple[np.ndarray, list[str], dict]:
     """Decode a PNG/JPEG file to grey; every decoder error becomes a FailedStudy."""
-    im = open_checked(path, fmt, max_pixels)
     try:
-        with im:
+        with open_checked(path, fmt, max_pixels, max_file_bytes) as im:
             meta = {"mode": im.mode, "size": f"{im.size[0]}x{im.size[1]}"}
             if getattr(im, "n_frames", 1) > 1:
                 meta["frames"] = str(im.n_frames)  # APNG/MPO: the first frame is the image

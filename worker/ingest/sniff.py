@@ -11,6 +11,8 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+from pneumoscreen.worker.ingest.files import file_size, open_regular
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 _HEAD = 132
@@ -45,20 +47,34 @@ def looks_like_raw_dataset(head: bytes, size: int) -> bool:
     return False
 
 
+def plausible_dicom(head: bytes, size: int) -> bool:
+    """True if the first bytes start like DICOM: ``DICM`` at 128, or a plausible data set.
+
+    Checked before any forced parse: pydicom's ``force`` reads anything, and 100 MB of zeros
+    parse as millions of empty elements.
+    """
+    return head[128:132] == b"DICM" or looks_like_raw_dataset(head, size)
+
+
 def sniff_format(path: Path) -> str | None:
     """``"dicom"``, ``"png"``, ``"jpeg"`` or None (not an image: submit skips it).
 
-    Raises OSError if the file cannot be read at all.
+    Only the first 132 bytes are read. Raises FailedStudy for what is not a regular file (a
+    FIFO, a device) and OSError if the file cannot be opened at all.
     """
     path = Path(path)
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         head = fh.read(_HEAD)
+        size = file_size(fh)
+    return format_of(head, size, path.suffix)
+
+
+def format_of(head: bytes, size: int, suffix: str) -> str | None:
+    """The format the first bytes show, else the one the file name claims, else None."""
     if head.startswith(PNG_MAGIC):
         return "png"
     if head.startswith(JPEG_MAGIC):
         return "jpeg"
-    if head[128:132] == b"DICM":
+    if plausible_dicom(head, size):
         return "dicom"
-    if looks_like_raw_dataset(head, path.stat().st_size):
-        return "dicom"
-    return _SUFFIXES.get(path.suffix.lower())
+    return _SUFFIXES.get(suffix.lower())

@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 from pneumoscreen.db import Study, StudyStatus
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.model.progress import Progress
-from pneumoscreen.worker.audit import audit
 from pneumoscreen.worker.intake.enqueue import Enqueued, enqueue
 from pneumoscreen.worker.settings import Settings
 
@@ -58,8 +57,6 @@ def resume(*, settings: Settings, task_size: int | None = None,
     """
     with settings.session() as session:
         groups, n_stale = left_over(session=session, lease_s=settings.visibility_timeout)
-        audit(session, "resume", studies=sum(len(ids) for ids in groups.values()),
-              stale=n_stale)
     out = ResumeResult(n_stale=n_stale)
     for (batch_id, rescreen), ids in groups.items():
         result = Enqueued(batch_id=batch_id, queued_ids=ids)

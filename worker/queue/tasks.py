@@ -95,6 +95,44 @@ def screen_task(self: Any, study_ids: list[int], batch_id: int | None = None,
                          kwargs={"batch_id": args.batch_id, "rescreen": args.rescreen,
                                  "model_version": args.model_version},
                          countdown=countdown, max_retries=None)
+    if settings.export_to and (outcome.screened or outcome.rejected or outcome.failed):
+        _queue_exports(args.study_ids, settings)
+    return asdict(outcome)
+
+
+def _queue_exports(study_ids: list[int], settings: Settings) -> None:
+    """Send back the results of the studies this task completed; never fails the screening
+    (``screen export`` sends what could not be queued)."""
+    from pneumoscreen.worker.export.enqueue import enqueue_exports
+
+    try:
+        enqueue_exports(study_ids, settings)
+    except Exception:
+        log.exception("exports of a task's studies could not be queued")
+
+
+@app.task(name="pneumoscreen.export_study", bind=True, acks_late=True,
+          autoretry_for=(OperationalError, InterfaceError), retry_backoff=2,
+          retry_backoff_max=120, max_retries=8)
+def export_task(self: Any, study_uid: str, destination: str) -> dict[str, Any]:
+    """Send one study's result to one configured destination (named by its label); a transient
+    failure (PACS down, timeout, 5xx) is retried with exponential backoff, a bounded number of
+    times. In eager mode there is one attempt: ``screen export`` resends."""
+    from pneumoscreen.worker.export.enqueue import configured_destination
+    from pneumoscreen.worker.export.run import export_study
+
+    settings = task_settings()
+    dest = configured_destination(destination, settings)
+    if dest is None:  # not (or no longer) configured: a message cannot name a destination
+        log.error("export of study %s: %s is not a configured destination", study_uid,
+                  destination)
+        return {"study_uid": study_uid, "destination": destination, "status": "refused"}
+    retries = self.request.retries or 0
+    last = settings.eager or retries >= settings.export_retries
+    outcome = export_study(study_uid, dest, settings, retry_later=not last)
+    if outcome.status == "pending" and not last:
+        countdown = min(settings.export_retry_delay * 2 ** retries, 3600.0)
+        raise self.retry(countdown=countdown, max_retries=settings.export_retries)
     return asdict(outcome)
 
 
@@ -114,6 +152,22 @@ def nightly_task() -> dict[str, Any]:
 
     summary = run_nightly(None, settings=task_settings())
     return summary.as_dict()
+
+
+@app.task(name="pneumoscreen.sweep", ignore_result=True)
+def sweep_task() -> dict[str, Any]:
+    """The beat entry: enqueue again the studies no live task carries (after a Redis restart)."""
+    from pneumoscreen.worker.intake.sweep import sweep
+
+    return asdict(sweep(settings=task_settings()))
+
+
+@worker_ready.connect
+def _sweep_at_start(**_: Any) -> None:
+    # What a broker restart (or a crash) stranded is sent again before the first beat tick.
+    from pneumoscreen.worker.intake.sweep import sweep_safely
+
+    sweep_safely(get_settings())
 
 
 # Each pool process marks itself warm here; the main process waits for all of them before it

@@ -12,7 +12,14 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ingest_factories import chest_like, jpeg_baseline_ds, jpeg_bytes, make_ds, write
+from ingest_factories import (
+    chest_like,
+    jpeg_baseline_ds,
+    jpeg_bytes,
+    make_ds,
+    patch_element,
+    write,
+)
 from PIL import Image
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
@@ -99,12 +106,18 @@ def test_unmutated_seeds_are_done(seeds: list[bytes], tmp_path: Path) -> None:
         assert _outcome(tmp_path / f"s{i}") == "done", i
 
 
-def test_worker_survives_a_batch_of_mutants(seeds: list[bytes], tmp_path: Path) -> None:
-    """Through submit and the in-process batch task: mutants fail or reject alone."""
+def test_worker_survives_a_batch_of_mutants(
+    seeds: list[bytes], tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through submit and the in-process batch task, on SQLite and PostgreSQL: mutants fail or
+    reject alone. PostgreSQL enforces column widths (SQLite does not): a Transfer Syntax UID
+    longer than its String(64) used to abort the whole registration there."""
     from pneumoscreen.db import Study, StudyStatus, session_scope
     from pneumoscreen.worker.intake.submit import submit_folder
     from pneumoscreen.worker.settings import get_settings
 
+    monkeypatch.setenv("SCREEN_DATABASE_URL", db_url)
+    get_settings.cache_clear()
     rng = random.Random(1234)
     folder = tmp_path / "inbox"
     folder.mkdir()
@@ -113,11 +126,27 @@ def test_worker_survives_a_batch_of_mutants(seeds: list[bytes], tmp_path: Path) 
         data = seeds[rng.randrange(len(seeds))]
         ops = [(rng.randrange(5), rng.random(), rng.randrange(1 << 16)) for _ in range(3)]
         (folder / f"m{i}.dcm").write_bytes(mutate(data, ops))
+    # A bit-flip is enough to lengthen a value past its column: these are the deterministic ones.
+    long_ts = write(make_ds(chest_like(seed=2)), folder / "long_ts.dcm")
+    patch_element(long_ts, 0x00020010, b"1.2.840.10008.1.2.1" + b"1" * 60)
+    long_study = write(make_ds(chest_like(seed=3)), folder / "long_study_uid.dcm")
+    patch_element(long_study, 0x0020000D, b"1.2.3." + b"4" * 70)
+    long_maker = write(make_ds(chest_like(seed=4)), folder / "long_manufacturer.dcm")
+    patch_element(long_maker, 0x00080070, b"M" * 130)
     settings_ = get_settings()
     submit_folder(folder, settings=settings_)
     with session_scope(settings_.effective_database_url) as session:
         studies = list(session.scalars(sa.select(Study)))
-        states = {Path(s.source_path).name: s.status for s in studies}
+        states = {Path(s.source_path).name: (s.status, s.reason) for s in studies}
         assert all(s.status in StudyStatus.final() for s in studies)
         assert all(s.reason for s in studies if s.status != StudyStatus.done)
-    assert states["good.dcm"] == StudyStatus.done
+        maker = next(s for s in studies if s.source_path.endswith("long_manufacturer.dcm"))
+        assert maker.manufacturer is None  # not valid for LO: not stored, never cut to fit
+    assert states["good.dcm"][0] == StudyStatus.done
+    assert states["long_manufacturer.dcm"][0] == StudyStatus.done
+    assert states["long_ts.dcm"] == (
+        StudyStatus.failed, "Transfer Syntax UID (0002,0010) is not a valid UID: an invalid "
+        "value (79 characters; a UID is at most 64 digits and dots)")
+    assert states["long_study_uid.dcm"][0] == StudyStatus.failed
+    assert states["long_study_uid.dcm"][1].startswith(
+        "Study Instance UID (0020,000D) is not a valid UID")

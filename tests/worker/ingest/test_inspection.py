@@ -32,6 +32,6 @@ class TestInspectFile:
     def test_tags_of_a_good_file(self, tmp_path: Path) -> None:
         path = write(make_ds(np.full((32, 32), 500, np.uint16) + np.eye(32, dtype=np.uint16)),
                      tmp_path / "ok.dcm")
-        tags = used_tags(path, IngestConfig().max_bytes)
+        tags = used_tags(path, IngestConfig())
         assert tags["Modality"] == "CR" and "PatientID" not in tags and "PatientName" not in tags
         assert inspect_file(path).decision == "done"

@@ -1,0 +1,129 @@
+"""`screen exports`, `screen export` and `screen flagged --by study` on screened studies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from results import screened_study
+from typer.testing import CliRunner
+
+from pneumoscreen.worker.cli import app
+from pneumoscreen.worker.settings import get_settings
+
+runner = CliRunner()
+
+
+def _url() -> str:
+    return get_settings().effective_database_url
+
+
+def test_export_by_hand_then_list(tmp_path: Path) -> None:
+    made = screened_study(tmp_path / "in", _url(), views=("PA", "LL"))
+    other = screened_study(tmp_path / "in2", _url(), probability=0.3, heatmap=False)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["export", "--to", f"file://{out}", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert sorted(r["study_uid"] for r in rows) == sorted([made.study_uid, other.study_uid])
+    assert {r["status"] for r in rows} == {"sent"}
+    listed = json.loads(runner.invoke(app, ["exports", "--format", "json"]).stdout)
+    assert {(r["study_uid"], r["status"], r["attempts"]) for r in listed} == {
+        (made.study_uid, "sent", 1), (other.study_uid, "sent", 1)}
+    one = runner.invoke(app, ["export", "--to", f"file://{out}", "--study", made.study_uid])
+    assert one.exit_code == 0 and "Exported 1 studies to 1 destination" in one.stdout
+    listed = json.loads(runner.invoke(app, ["exports", "--format", "json", "--study",
+                                            made.study_uid]).stdout)
+    assert [r["attempts"] for r in listed] == [2]  # a resend updates the row
+    table = runner.invoke(app, ["exports", "--status", "sent"])
+    assert table.exit_code == 0 and "sent" in table.stdout
+    assert json.loads(runner.invoke(app, ["exports", "--status", "failed", "--format",
+                                          "json"]).stdout) == []
+
+
+def test_export_uses_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    made = screened_study(tmp_path / "in", _url())
+    monkeypatch.setenv("SCREEN_EXPORT_TO", f"file://{tmp_path / 'a'}, file://{tmp_path / 'b'}")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["export", "--since", "7d", "--format", "json"])
+    # screened (in the fixture) on 2026-12-01 08:30: within 7 days only if "now" is near it
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["export", "--format", "json"])
+    assert len(json.loads(result.stdout)) == 2
+    assert (tmp_path / "a" / made.study_uid).is_dir() and (tmp_path / "b" / made.study_uid).is_dir()
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["export", "--to", "dicom://pacs:104"], "called AE title"),
+    (["export", "--to", "nowhere"], "unknown kind"),
+    (["export"], "no destination"),
+    (["export", "--to", "file:///tmp/x", "--since", "yesterday"], "--since"),
+    (["export", "--to", "file:///tmp/x", "--study", "1.2.3"], "no screened images"),
+    (["exports", "--status", "lost"], "lost"),
+])
+def test_bad_input_gets_one_line(args: list[str], says: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0
+    text = (result.stderr or result.output).strip()
+    assert says in text and "Traceback" not in text
+    assert len([line for line in text.splitlines() if line.startswith("error:")]) <= 1
+
+
+def test_a_bad_setting_gets_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCREEN_EXPORT_TO", "dicom://AE@host")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["export"])
+    assert result.exit_code == 1
+    # one message (Rich wraps it at the test terminal's 80 columns)
+    assert result.stderr.count("error:") == 1 and "port 1-65535" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_pacs_that_is_down_fails_the_command(tmp_path: Path) -> None:
+    from live import free_port
+
+    screened_study(tmp_path / "in", _url(), heatmap=False)
+    result = runner.invoke(app, ["export", "--to", f"dicom://NOBODY@127.0.0.1:{free_port()}",
+                                 "--format", "json"])
+    assert result.exit_code == 1
+    (row,) = json.loads(result.stdout)
+    assert row["status"] == "failed" and "no association" in row["error"]
+
+
+def test_flagged_by_study(tmp_path: Path) -> None:
+    """One row per Study Instance UID: the lateral image rejected, the frontal one screened."""
+    made = screened_study(tmp_path / "in", _url(), views=("PA", "LL"), probability=0.91)
+    screened_study(tmp_path / "in2", _url(), probability=0.2)  # not flagged: not listed
+    outside = screened_study(tmp_path / "in3", _url(), probability=0.3, in_scope=False,
+                             scope_reason="atypical")
+    runner.invoke(app, ["export", "--to", f"file://{tmp_path / 'out'}", "--study",
+                        made.study_uid])
+    result = runner.invoke(app, ["flagged", "--by", "study", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["study_uid"] == made.study_uid
+    assert (row["n_screened"], row["n_rejected"], row["probability"]) == (1, 1, 0.91)
+    assert row["accession"] == "acc-key" and row["patient"] == "p" * 12  # as stored, keyed
+    assert row["export_status"] == "sent" and row["exports"][0]["status"] == "sent"
+    table = runner.invoke(app, ["flagged", "--by", "study"])
+    assert table.exit_code == 0
+    assert "Flagged studies, by study" in table.stdout and made.study_uid[-12:] in table.stdout
+    assert "Needs a human read" in table.stdout
+    both = json.loads(runner.invoke(app, ["flagged", "--by", "study", "--outside-scope",
+                                          "--format", "json"]).stdout)
+    assert [r["study_uid"] for r in both] == [made.study_uid, outside.study_uid]
+    assert both[1]["export_status"] is None
+    csv = runner.invoke(app, ["flagged", "--by", "study", "--format", "csv"])
+    assert csv.stdout.splitlines()[0].startswith("study_uid,probability")
+    bad = runner.invoke(app, ["flagged", "--by", "study", "--watch"])
+    assert bad.exit_code == 1 and "--watch" in bad.stderr
+
+
+def test_config_masks_destination_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCREEN_EXPORT_TO", "https://bob:hunter2@h/dicom-web,dicom://A:hunter2@h")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["config", "--format", "json"])
+    assert result.exit_code == 0 and "hunter2" not in result.stdout
+    shown = json.loads(result.stdout)["export_to"]
+    assert shown[0] == "https://bob:***@h/dicom-web" and shown[1].startswith("invalid: ")

@@ -1,0 +1,147 @@
+"""Deliver DICOM objects to a destination: C-STORE (pynetdicom), STOW-RS (dicomweb-client) or
+an atomic write into a folder. Failures are sorted into transient (worth a retry) and
+permanent; their messages name the destination, never patient data."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydicom import Dataset
+
+from pneumoscreen.worker.export.destinations import (
+    Destination,
+    DicomDestination,
+    DicomWebDestination,
+    FolderDestination,
+)
+
+
+class ExportError(RuntimeError):
+    """An export that did not reach its destination."""
+
+    transient = False
+
+
+class TransientExportError(ExportError):
+    """Worth another try later: connection refused, timeout, busy or failing server."""
+
+    transient = True
+
+
+class PermanentExportError(ExportError):
+    """Another try would fail the same way: refused objects, bad configuration."""
+
+
+# C-STORE warnings (coercion, elements discarded, duplicate): stored all the same.
+_STORE_WARNINGS = {0x0001, 0x0107, 0x0116, 0xB000, 0xB006, 0xB007, 0x0111}
+_TRANSIENT_FILE_ERRORS = {errno.ENOSPC, errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.EDQUOT}
+
+
+def send(datasets: Sequence[Dataset], destination: Destination, *, ae_title: str = "PNEUMOSCREEN",
+         timeout: float = 30.0) -> None:
+    """Send every dataset, or raise :class:`ExportError` (none is half-sent to a folder)."""
+    if isinstance(destination, DicomDestination):
+        c_store(datasets, destination, ae_title=ae_title, timeout=timeout)
+    elif isinstance(destination, DicomWebDestination):
+        stow(datasets, destination, timeout=timeout)
+    else:
+        write_folder(datasets, destination)
+
+
+def c_store(datasets: Sequence[Dataset], dest: DicomDestination, *, ae_title: str,
+            timeout: float) -> None:
+    """One association, one C-STORE per dataset, each status checked."""
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pynetdicom import AE
+
+    ae = AE(ae_title=ae_title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    ae.connection_timeout = timeout
+    for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
+        ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title)
+    if not assoc.is_established:
+        if assoc.is_rejected:
+            result = getattr(getattr(assoc.acceptor, "primitive", None), "result", None)
+            message = f"{dest.label} rejected the association (result {result})"
+            raise (TransientExportError if result == 2 else PermanentExportError)(message)
+        raise TransientExportError(f"no association with {dest.label}: connection refused, "
+                                   "timed out or aborted")
+    try:
+        for ds in datasets:
+            status = assoc.send_c_store(ds)
+            code = getattr(status, "Status", None)
+            if code is None:
+                raise TransientExportError(f"{dest.label} sent no C-STORE response "
+                                           "(timeout or aborted)")
+            if code == 0x0000 or code in _STORE_WARNINGS:
+                continue
+            text = f"{dest.label} refused a {ds.Modality} object: C-STORE status 0x{code:04X}"
+            if 0xA700 <= code <= 0xA7FF:  # out of resources
+                raise TransientExportError(text)
+            raise PermanentExportError(text)
+    except (ConnectionError, OSError, RuntimeError) as exc:
+        if isinstance(exc, ExportError):
+            raise
+        raise TransientExportError(f"{dest.label}: {type(exc).__name__} during C-STORE") from None
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+def stow(datasets: Sequence[Dataset], dest: DicomWebDestination, *, timeout: float) -> None:
+    """One STOW-RS request with every dataset; a failed SOP in the response is an error."""
+    import requests
+    from dicomweb_client import DICOMwebClient
+
+    client = DICOMwebClient(dest.url, timeout=(timeout, timeout))
+    client.set_http_retry_params(retry=False)  # retries are the export task's, with backoff
+    try:
+        response = client.store_instances(list(datasets))
+    except requests.exceptions.HTTPError as exc:
+        code = exc.response.status_code if exc.response is not None else 0
+        text = f"{dest.label} answered HTTP {code} to STOW-RS"
+        if code >= 500 or code in (408, 429):
+            raise TransientExportError(text) from None
+        raise PermanentExportError(text) from None
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
+        raise TransientExportError(f"{dest.label}: connection refused or timed out") from None
+    except requests.exceptions.RequestException as exc:
+        raise PermanentExportError(f"{dest.label}: {type(exc).__name__}") from None
+    failed = response.get("FailedSOPSequence") if response is not None else None
+    if failed:
+        reasons = sorted({f"0x{int(item.get('FailureReason', 0)):04X}" for item in failed})
+        raise PermanentExportError(f"{dest.label} refused {len(failed)} object(s) "
+                                   f"(failure reason {', '.join(reasons)})")
+
+
+def write_folder(datasets: Sequence[Dataset], dest: FolderDestination) -> None:
+    """``{folder}/{StudyInstanceUID}/{SOPInstanceUID}.dcm``, each written to a temporary file
+    and renamed into place (a reader never sees half a file; a resend replaces it)."""
+    for ds in datasets:
+        folder = dest.path / str(ds.StudyInstanceUID)
+        target = folder / f"{ds.SOPInstanceUID}.dcm"
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".export-", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(buf.getvalue())
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            text = f"{dest.label}: cannot write ({os.strerror(exc.errno or 0) or exc})"
+            if exc.errno in _TRANSIENT_FILE_ERRORS:
+                raise TransientExportError(text) from None
+            raise PermanentExportError(text) from None
