@@ -162,14 +162,6 @@ def sweep_task() -> dict[str, Any]:
     return asdict(sweep(settings=task_settings()))
 
 
-@worker_ready.connect
-def _sweep_at_start(**_: Any) -> None:
-    # What a broker restart (or a crash) stranded is sent again before the first beat tick.
-    from pneumoscreen.worker.intake.sweep import sweep_safely
-
-    sweep_safely(get_settings())
-
-
 # Each pool process marks itself warm here; the main process waits for all of them before it
 # says "ready" and starts taking tasks (set by the main process, inherited through the fork).
 WARM_DIR_ENV = "PNEUMOSCREEN_WARM_DIR"
@@ -180,6 +172,14 @@ WARM_TIMEOUT_S = 900
 def _before_pool(**_: Any) -> None:
     quiet_startup_logs()
     os.environ[WARM_DIR_ENV] = tempfile.mkdtemp(prefix="pneumoscreen-warm-")
+    # Migrate once here, before the fork: pool processes opening a fresh SQLite file together
+    # would race to create the tables.
+    from pneumoscreen.db import get_engine
+
+    try:
+        get_engine(get_settings().effective_database_url)
+    except Exception as exc:  # the pool processes report it again, with each task
+        log.error("the database cannot be opened: %s", exc)
 
 
 @worker_process_init.connect
@@ -211,6 +211,14 @@ def _wait_until_warm(sender: Any = None, **_: Any) -> None:
     while len(os.listdir(folder)) < wanted and time.monotonic() < deadline:
         time.sleep(0.2)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@worker_ready.connect  # after _wait_until_warm: the pool processes have migrated the database
+def _sweep_at_start(**_: Any) -> None:
+    # What a broker restart (or a crash) stranded is sent again before the first beat tick.
+    from pneumoscreen.worker.intake.sweep import sweep_safely
+
+    sweep_safely(get_settings())
 
 
 def warm(settings: Settings, index: int = 0) -> None:
