@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from pneumoscreen.db import Batch, ReceivedInstance, Study, StudyStatus
+from pneumoscreen.db import Batch, ReceivedInstance, Study, StudyFile, StudyStatus
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.model.progress import Silent
 from pneumoscreen.worker.intake.enqueue import BrokerUnavailable, Enqueued, enqueue
@@ -81,18 +81,22 @@ def register_arrivals(arrivals: list[Arrival], *, settings: Settings) -> Enqueue
                       n_files=len(fresh), n_not_images=len(examined) - len(candidates))
         session.add(batch)
         session.flush()
-        new_ids, duplicates = register(candidates, batch, session=session, progress=Silent())
-        batch.n_new, batch.n_duplicate = len(new_ids), duplicates
-        queued = set(session.scalars(select(Study.id).where(
-            Study.id.in_(new_ids), Study.status == StudyStatus.queued)))
+        totals = register(candidates, batch.id, session=session, progress=Silent())
+        batch.n_new, batch.n_duplicate = len(totals.new), totals.duplicates
+        touched = sorted(totals.new | totals.replaced)
+        queued: set[int] = set()
+        for i in range(0, len(touched), _CHUNK):  # bounded IN lists
+            queued.update(session.scalars(select(Study.id).where(
+                Study.id.in_(touched[i:i + _CHUNK]), Study.status == StudyStatus.queued)))
         now = utcnow()
         for arrival, cand in examined:
             study_id = None
-            if cand is not None:
-                study_id = session.scalar(select(Study.id).where(Study.sha256 == cand.sha256))
-                if study_id is None and cand.sop_instance_uid:
+            if cand is not None:  # the study this file is the primary copy, a twin or duplicate of
+                study_id = session.scalar(select(StudyFile.study_id).where(
+                    StudyFile.sha256 == cand.sha256).limit(1))
+                if study_id is None:
                     study_id = session.scalar(select(Study.id).where(
-                        Study.sop_instance_uid == cand.sop_instance_uid))
+                        Study.sha256 == cand.sha256))
             session.add(ReceivedInstance(
                 sha256=arrival.file.sha256, sop_instance_uid=arrival.sop_uid,
                 study_instance_uid=arrival.study_uid or None,
@@ -100,9 +104,20 @@ def register_arrivals(arrivals: list[Arrival], *, settings: Settings) -> Enqueue
                 received_at=_utc(arrival.received), registered_at=now, study_id=study_id,
                 enqueued_at=None if study_id in queued else now))
         batch_id = batch.id
-    log.info("batch %s: %d received instances registered, %d new studies (%d to screen), "
-             "%d already known", batch_id, len(fresh), len(new_ids), len(queued), duplicates)
+    log.info("batch %s: %d received instances registered, %d new studies, %d to screen, "
+             "%d already known, %d twins", batch_id, len(fresh), len(totals.new), len(queued),
+             totals.duplicates, totals.twins)
     return Enqueued(batch_id=batch_id, queued_ids=sorted(queued))
+
+
+def _what(exc: Exception) -> str:
+    """The error's kind, and for a failed connection or statement its first line: the driver's
+    message (host, port, "table … already exists"), never the statement's parameters."""
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError):
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+    return type(exc).__name__
 
 
 def _known(session: Session, shas: list[str]) -> set[str]:
@@ -168,7 +183,7 @@ class Registrar:
             self._retry_at = now + self.retry_seconds
             log.warning("%s unavailable (%s); %d received instances wait in the spool, retrying "
                         "in %.0f s", "broker" if isinstance(exc, BrokerUnavailable) else
-                        "database", type(exc).__name__, len(self.pending), self.retry_seconds)
+                        "database", _what(exc), len(self.pending), self.retry_seconds)
         except Exception:
             self._retry_at = now + self.retry_seconds
             log.exception("registering received instances failed; retrying")

@@ -73,8 +73,11 @@ class TestBeatSchedule:
         assert conf.timezone == "Europe/Berlin"
         configure(Settings())
 
-    def test_nothing_scheduled_without_inboxes(self) -> None:
-        assert beat_schedule(Settings()) == {}
+    def test_no_nightly_without_inboxes_but_always_the_sweep(self) -> None:
+        assert list(beat_schedule(Settings())) == ["recovery-sweep"]
+        entry = beat_schedule(Settings(sweep_seconds=7))["recovery-sweep"]
+        assert entry["task"] == "pneumoscreen.sweep" and entry["schedule"] == 7.0
+        assert beat_schedule(Settings(sweep_seconds=0)) == {}
 
     def test_the_task_is_registered(self) -> None:
         from pneumoscreen.worker.queue.tasks import app as celery_app
