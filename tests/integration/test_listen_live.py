@@ -244,6 +244,7 @@ def test_listener_killed_mid_transfer_loses_and_duplicates_nothing(
           f"resend: {len(files)} studies, {len(files)} received rows")
 
 
+@pytest.mark.slow
 def test_database_down_at_receive_time_then_registered_at_restart(
         orthanc: Orthanc, shared_dir: Path, tmp_path: Path) -> None:
     data, good = tmp_path / "data", f"sqlite:///{tmp_path / 'screen.sqlite3'}"
