@@ -12,7 +12,8 @@ COPY model ./model
 COPY db ./db
 RUN pip install --no-cache-dir ".[flower]" \
     && if [ -n "$TF_EXTRA" ]; then pip install --no-cache-dir "tensorflow${TF_EXTRA}"; fi \
-    && useradd --system --home /var/lib/pneumoscreen --create-home screen
+    && useradd --system --home /var/lib/pneumoscreen --create-home screen \
+    && install -d -o screen -g screen /var/lib/pneumoscreen/spool
 
 USER screen
 ENTRYPOINT ["screen"]

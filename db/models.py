@@ -146,6 +146,30 @@ class Study(Base):
     predictions: Mapped[list[Prediction]] = relationship(back_populates="study")
 
 
+class FileRole(str, enum.Enum):
+    primary = "primary"  # the copy the study is screened from
+    twin = "twin"  # another copy with the same SOP Instance UID (a retransmission)
+
+
+class StudyFile(Base):
+    """Every distinct file received for a study (by content hash): which copies were twins,
+    which one the study was screened from, and why another was set aside."""
+
+    __tablename__ = "study_files"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"),
+                                          index=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    path: Mapped[str] = mapped_column(Text)
+    role: Mapped[FileRole] = mapped_column(
+        Enum(FileRole, native_enum=False, length=16, validate_strings=True),
+        default=FileRole.primary)
+    reason: Mapped[str | None] = mapped_column(Text)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
 class ModelVersion(Base):
     """A model file the tool has used, identified by its content hash."""
 
@@ -277,3 +301,26 @@ class Export(Base):
     sent_at: Mapped[dt.datetime | None]
 
     model_version: Mapped[ModelVersion] = relationship()
+
+
+class ReceivedInstance(Base):
+    """One instance file received over DICOM (``screen listen``) and registered from the spool.
+
+    The spool file stays where it is: it is the study's ``source_path``. Files in the spool with
+    no row here are not registered yet (the receipt itself never needs the database).
+    """
+
+    __tablename__ = "received_instances"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)  # of the spool file
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    spool_path: Mapped[str] = mapped_column(Text)
+    calling_aet: Mapped[str | None] = mapped_column(String(16))
+    received_at: Mapped[dt.datetime]
+    registered_at: Mapped[dt.datetime]
+    # Null while its study still waits for the broker (sent again by the listener's loop).
+    enqueued_at: Mapped[dt.datetime | None]
+    study_id: Mapped[int | None] = mapped_column(
+        ForeignKey("studies.id", ondelete="SET NULL"), index=True)

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from pneumoscreen.db.migrate import upgrade
+from pneumoscreen.db.migrate import ensure_schema
 
 _lock = threading.Lock()
 _makers: dict[str, sessionmaker[Session]] = {}
@@ -40,7 +40,7 @@ def create_migrated_engine(url: str) -> Engine:
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    upgrade(engine)
+    ensure_schema(engine)
     return engine
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,15 +25,37 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from pneumoscreen.model.runtime import RuntimeConfig, auto_runtime
-from pneumoscreen.worker.ingest import AcceptancePolicy, DecodeOptions, IngestConfig
-
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from pneumoscreen.model.runtime import RuntimeConfig
+    from pneumoscreen.worker.ingest import IngestConfig
+
 APP_NAME = "pneumoscreen"
-_POLICY = AcceptancePolicy()
-_DECODE = DecodeOptions()
+
+
+class _Defaults:
+    """Ingestion's own defaults (``AcceptancePolicy()``, ``DecodeOptions()``), restated so that
+    reading the settings does not import pydicom: read-only commands must start fast.
+    ``tests/worker/test_settings.py`` checks they stay equal."""
+
+    modalities = ("CR", "DX")
+    body_parts = ("CHEST", "THORAX", "LUNG", "TORSO", "")
+    reject_views = ("LL", "RL", "LATERAL", "LAT", "RLD", "LLD")
+    reject_intents = ("FOR PROCESSING",)
+    non_image_modalities = ("SR", "PR", "KO", "DOC", "REG", "SEG", "RTSTRUCT", "RTPLAN", "RTDOSE",
+                            "RTRECORD", "ECG", "HD", "AU", "PLAN", "FID", "RWV")
+    max_pixels = 60_000_000
+    reduced = True
+    min_side = 256
+    budget_bytes = 64 << 20
+    percentiles = (0.5, 99.5)
+
+
+_POLICY = _DECODE = _Defaults
+# The floor of reduced decoding for small networks: at 1/8 of a 1024-px film, a JPEG 2000 level
+# moved a 96-px network input by 0.036 (mean absolute) from full decoding; at 224 px, 0.017.
+AUTO_MIN_SIDE = 224
 
 
 def cron_fields(expression: str) -> tuple[str, str, str, str, str]:
@@ -42,6 +65,15 @@ def cron_fields(expression: str) -> tuple[str, str, str, str, str]:
         raise ValueError(f"cron expression {expression!r} must have 5 fields: minute hour "
                          "day-of-month month day-of-week, e.g. '0 2 * * *'")
     return fields[0], fields[1], fields[2], fields[3], fields[4]
+
+
+def ae_title(value: str) -> str:
+    """A valid DICOM AE title (1-16 printable ASCII characters, no backslash), or ValueError."""
+    text = value.strip()
+    if not 1 <= len(text) <= 16 or not all(" " <= c <= "~" and c != "\\" for c in text):
+        raise ValueError(f"AE title {value!r} must be 1-16 printable ASCII characters without "
+                         "a backslash")
+    return text
 
 
 def default_data_dir() -> Path:
@@ -91,8 +123,15 @@ class Settings(BaseSettings):
         "JPEG DCT scaling)."
     )
     reduced_min_side: int = Field(
-        _DECODE.min_side, ge=64,
-        description="Reduced decoding keeps at least this many pixels per side.",
+        0, ge=0,
+        description="Reduced decoding keeps at least this many pixels per side (at least 64); "
+        f"0 = the model's input size but at least 224 (a deeper wavelet level drifts from full "
+        f"decoding), or {_DECODE.min_side} where no model is involved.",
+    )
+    decode_budget_mb: int = Field(
+        _DECODE.budget_bytes >> 20, ge=1,
+        description="Memory one decode may produce (rows x columns x samples x bytes, checked "
+        "from the headers before decoding; reduced decoding counts its reduced size), MiB.",
     )
     reject_presentation_intents: list[str] = list(_POLICY.reject_intents)
     non_image_modalities: list[str] = list(_POLICY.non_image_modalities)
@@ -101,7 +140,16 @@ class Settings(BaseSettings):
     )
 
     # Worker runtime.
-    decode_threads: int = Field(2, ge=1, le=64, description="Threads decoding the next batch.")
+    decode_threads: int = Field(2, ge=1, le=64, description="Threads decoding the next batch "
+                                "when decode_processes is 0.")
+    decode_processes: int = Field(
+        2, ge=0, le=64,
+        description="Processes decoding the next chunk (C decoders hold the GIL, and a process "
+        "can be stopped when it overruns decode_timeout); 0 = threads in the worker itself, with "
+        "no time limit.",
+    )
+    decode_timeout: float = Field(
+        60.0, gt=0, description="Seconds one file may take to decode (decode_processes > 0).")
     chunk_size: int = Field(
         32, ge=1, le=4096,
         description="Studies per model call (a chunk) inside a task; the next chunk decodes "
@@ -111,9 +159,17 @@ class Settings(BaseSettings):
         3600, ge=5,
         description="Seconds before Redis redelivers an unacknowledged task; also the lease "
         "after which a study left processing by a dead worker is screened again. Keep it "
-        "longer than any batch (and than task_time_limit).",
+        "longer than any batch (and than task_time_limit). Measured: redelivery of a killed "
+        "task came 1.6-2.2x this long after the kill (Redis checks for expired deliveries "
+        "only now and then).",
     )
     task_time_limit: int = Field(1800, ge=10, description="Hard time limit of one batch task (s).")
+    sweep_seconds: int = Field(
+        300, ge=0,
+        description="Every this many seconds (Celery beat), and once when a worker starts, "
+        "studies left queued or processing past their lease with no live task on the broker "
+        "(say, after a Redis restart) are enqueued again; 0 turns the periodic sweep off.",
+    )
     device: str | None = Field(None, description="TensorFlow device, e.g. /GPU:0; default: auto.")
     mixed_precision: bool = Field(False, description="float16 compute on GPU (mixed_float16).")
     memory_growth: bool = Field(True, description="Allocate GPU memory as needed.")
@@ -153,10 +209,61 @@ class Settings(BaseSettings):
     nightly_cron: str = Field("0 2 * * *", description="Celery beat schedule for nightly runs.")
     nightly_timezone: str = Field("UTC", description="Time zone of nightly_cron (IANA name).")
 
+    # Receiving over DICOM (`screen listen`).
+    listen_host: str = Field("127.0.0.1", description="Address `screen listen` binds to "
+                             "(0.0.0.0 for every interface, e.g. in a container).")
+    listen_port: int = Field(11112, ge=1, le=65535, description="DICOM port of `screen listen`.")
+    listen_ae_title: str = Field("PNEUMOSCREEN", description="Our AE title (the called AE).")
+    calling_ae_titles: list[str] = Field(
+        [], description="Calling AE titles allowed to send to `screen listen`; empty refuses "
+        "everyone.")
+    study_stable_seconds: float = Field(
+        30.0, ge=0, le=86400, description="A received study is registered and enqueued once no "
+        "new instance arrived for this long (Orthanc's stable-study rule).")
+    listen_sop_classes: list[str] = Field(
+        ["1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1",
+         "1.2.840.10008.5.1.4.1.1.1.1.1"],
+        description="Storage SOP classes `screen listen` accepts (default CR, DX for "
+        "presentation, DX for processing); others are refused.")
+    listen_tls_cert: Path | None = Field(None, description="PEM certificate: listen over TLS.")
+    listen_tls_key: Path | None = Field(None, description="PEM private key of listen_tls_cert.")
+    listen_tls_ca: Path | None = Field(
+        None, description="PEM CA file: with TLS, senders must present a certificate it signed.")
+    listen_max_associations: int = Field(8, ge=1, le=256,
+                                         description="Concurrent associations accepted.")
+    listen_max_pdu: int = Field(65536, ge=4096, le=4194304, description="Maximum PDU we receive.")
+    listen_timeout: float = Field(60.0, ge=1, le=3600,
+                                  description="ACSE, DIMSE and network timeouts (s).")
+
+    @field_validator("listen_ae_title")
+    @classmethod
+    def _one_ae_title(cls, value: str) -> str:
+        return ae_title(value)
+
+    @field_validator("listen_sop_classes")
+    @classmethod
+    def _uids(cls, value: list[str]) -> list[str]:
+        for uid in value:
+            if not re.fullmatch(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+", uid) or len(uid) > 64:
+                raise ValueError(f"{uid!r} is not a DICOM UID")
+        return value
+
+    @field_validator("calling_ae_titles")
+    @classmethod
+    def _ae_titles(cls, value: list[str]) -> list[str]:
+        return [ae_title(v) for v in value]
+
     @field_validator("nightly_cron")
     @classmethod
     def _five_cron_fields(cls, value: str) -> str:
         cron_fields(value)
+        return value
+
+    @field_validator("reduced_min_side")
+    @classmethod
+    def _min_side_floor(cls, value: int) -> int:
+        if 0 < value < 64:
+            raise ValueError("reduced_min_side must be 0 (the model's input size) or at least 64")
         return value
 
     @field_validator("export_to", mode="before")
@@ -206,8 +313,14 @@ class Settings(BaseSettings):
         with session_scope(self.effective_database_url) as session:
             yield session
 
-    def ingest_config(self, *, reduced: bool | None = None) -> IngestConfig:
-        """What ingestion is told: the acceptance policy, decoder options and pseudonym key."""
+    def ingest_config(self, *, reduced: bool | None = None,
+                      input_size: int | None = None) -> IngestConfig:
+        """What ingestion is told: the acceptance policy, decoder options and pseudonym key.
+
+        ``input_size``: the model's, the floor of reduced decoding unless reduced_min_side is set.
+        """
+        from pneumoscreen.worker.ingest import AcceptancePolicy, DecodeOptions, IngestConfig
+
         policy = AcceptancePolicy.of(
             modalities=self.accept_modalities, body_parts=self.accept_body_parts,
             reject_views=self.reject_view_positions,
@@ -216,18 +329,22 @@ class Settings(BaseSettings):
         decode = DecodeOptions(
             max_pixels=self.max_pixels,
             reduced=self.reduced_resolution if reduced is None else reduced,
-            min_side=self.reduced_min_side,
+            min_side=self.reduced_min_side or (max(input_size, AUTO_MIN_SIDE) if input_size
+                                               else _DECODE.min_side),
+            budget_bytes=self.decode_budget_mb << 20,
             percentiles=(float(self.window_percentiles[0]), float(self.window_percentiles[1])))
         return IngestConfig(policy, decode, self.effective_patient_key(),
                             max_file_bytes=self.max_file_bytes)
 
     def runtime_config(self) -> RuntimeConfig:
         """TensorFlow's runtime settings (threads computed when left at 0)."""
+        from pneumoscreen.model.runtime import auto_runtime
+
         return auto_runtime(device=self.device, mixed_precision=self.mixed_precision,
                             memory_growth=self.memory_growth,
                             intra_threads=self.tf_intra_threads,
                             inter_threads=self.tf_inter_threads,
-                            decode_threads=self.decode_threads)
+                            decode_threads=self.decode_processes or self.decode_threads)
 
     @property
     def eager(self) -> bool:

@@ -1,11 +1,13 @@
-"""The ``screen`` command. Each command group lives in its own module and registers itself here."""
+"""The ``screen`` command. Each command group lives in its own module and registers itself here.
+
+``main()`` is the entry point: it keeps TensorFlow's start-up chatter off the terminal and turns
+any error a command did not handle into one or two lines with the fix (``--debug`` shows the
+traceback), so every command, present and future, behaves the same.
+"""
 
 from __future__ import annotations
 
-import os
-
-# Before TensorFlow can be imported anywhere: keep its C++ start-up chatter off the terminal.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import sys
 
 import typer
 
@@ -13,12 +15,15 @@ from pneumoscreen.worker.cli import (
     explain_cmds,
     export_cmds,
     ingest_cmds,
+    listen_cmds,
     model_cmds,
     ops_cmds,
+    quiet,
     registry_cmds,
     screening_cmds,
     system_cmds,
 )
+from pneumoscreen.worker.cli.helptext import ScreenGroup
 
 app = typer.Typer(
     name="screen",
@@ -28,14 +33,52 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_show_locals=False,
+    cls=ScreenGroup,
 )
 bench_app = typer.Typer(help="Benchmarks that print their figures.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(
+        False, "--debug", envvar=quiet.DEBUG_ENV, show_envvar=False,
+        help="Show tracebacks and TensorFlow's own log lines (also SCREEN_DEBUG=1).",
+    ),
+) -> None:
+    """pneumoscreen: batch screening of chest X-rays for likely pneumonia."""
+    quiet.configure(debug or quiet.debug_enabled())
+
+
 for _module in (screening_cmds, system_cmds, ingest_cmds, model_cmds, registry_cmds, explain_cmds,
-                ops_cmds, export_cmds):
+                ops_cmds, export_cmds, listen_cmds):
     _module.register(app, bench_app)
 
 
+def _debug_requested(argv: list[str]) -> bool:
+    """``--debug`` among the options before the command name, or SCREEN_DEBUG set."""
+    for arg in argv:
+        if arg == "--debug":
+            return True
+        if not arg.startswith("-"):
+            break
+    return quiet.debug_enabled()
+
+
 def main() -> None:
-    app()
+    """Run ``screen``; an error no command handled ends in one or two lines and a non-zero exit."""
+    debug = _debug_requested(sys.argv[1:])
+    quiet.configure(debug)
+    try:
+        app()
+    except Exception as exc:  # the last resort: every command gets the same short answer
+        if debug:
+            raise
+        from pneumoscreen.worker.cli.errors import explain
+        from pneumoscreen.worker.cli.output import error_line
+
+        message, code = explain(exc)
+        error_line(message)
+        sys.exit(code)
+    except KeyboardInterrupt:
+        sys.exit(130)

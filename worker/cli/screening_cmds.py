@@ -17,6 +17,7 @@ from pneumoscreen.worker.cli.output import (
     FormatCsv,
     RichProgress,
     console,
+    counted,
     err_console,
     fail,
     make_table,
@@ -196,27 +197,36 @@ def submit(
     a progress bar, and the flagged table is printed; with a broker one task per batch is queued
     and the command returns at once.
     """
+    from pneumoscreen.model.bundle import ModelFileError
     from pneumoscreen.worker.intake.enqueue import BrokerUnavailable
     from pneumoscreen.worker.intake.submit import submit_folder
     from pneumoscreen.worker.settings import get_settings
 
     settings = get_settings()
-    if not folder.exists():
+    if not folder.exists() and not folder.is_symlink():
         fail(f"{folder} does not exist")
+    left_over = 0
     try:
         with _progress() as progress:
+            rich = RichProgress(progress, STAGE_LABELS)
             result = submit_folder(folder, settings=settings, recursive=not no_recursive,
-                                   task_size=task_size,
-                                   progress=RichProgress(progress, STAGE_LABELS))
+                                   task_size=task_size, progress=rich)
+            if settings.eager:
+                # No broker: nothing else will ever screen studies an earlier run left queued
+                # (one that stopped on a bad model, a crash); with a broker the sweep sends them.
+                from pneumoscreen.worker.intake.resume import resume
+
+                left_over = resume(settings=settings, task_size=task_size,
+                                   progress=rich).n_queued
+    except ModelFileError as exc:
+        fail(f"{exc}. Nothing was registered; fix SCREEN_MODEL_PATH (`screen config` shows it).")
     except BrokerUnavailable as exc:
         fail(str(exc), code=3)
-    console.print(
-        f"Batch [bold]{result.batch_id}[/]: {result.n_files} files, {result.n_new} new studies "
-        f"({len(result.queued_ids)} to screen, {result.n_rejected} rejected, "
-        f"{result.n_failed} failed), {result.n_duplicate} already registered, "
-        f"{result.n_not_images} not images; "
-        f"{result.n_tasks} task{'' if result.n_tasks == 1 else 's'}.", highlight=False)
-    if result.n_new == 0 and result.n_duplicate:
+    console.print(summary_line(result), highlight=False)
+    if left_over:
+        console.print(f"Also screened {counted(left_over, 'study', 'studies')} left queued "
+                      "by earlier runs.", highlight=False)
+    elif result.n_new == 0 and result.n_replaced == 0 and result.n_duplicate:
         console.print("Nothing new: every image here was submitted before.")
     if settings.eager or wait:
         if wait and not settings.eager:
@@ -225,6 +235,27 @@ def submit(
     else:
         console.print(f"Queued. Follow with [bold]screen status {result.batch_id}[/] "
                       "and [bold]screen flagged[/].")
+
+
+def summary_line(result: Any) -> str:
+    """One line: what a submit found, registered and queued."""
+    from pneumoscreen.worker.intake.discovery import describe_skipped
+
+    line = (f"Batch {result.batch_id}: {counted(result.n_files, 'file')}, "
+            f"{counted(result.n_new, 'new study', 'new studies')} "
+            f"({result.n_to_screen} to screen, "
+            f"{result.n_rejected} rejected, {result.n_failed} failed), ")
+    if result.n_replaced:
+        line += (f"{counted(result.n_replaced, 'failed study', 'failed studies')} "
+                 "given a readable copy, ")
+    if result.n_twins:
+        line += f"{counted(result.n_twins, 'twin copy', 'twin copies')} (same SOP Instance UID), "
+    line += (f"{result.n_duplicate} already registered, "
+             f"{counted(result.n_not_images, 'not an image', 'not images')}")
+    skipped = describe_skipped(result.skipped)
+    if skipped:
+        line += f", left out: {skipped}"
+    return line + f"; {counted(result.n_tasks, 'task')}."
 
 
 def _wait_for(settings: Any, batch_id: int, poll: float = 1.0) -> None:

@@ -18,6 +18,16 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     app.command()(beat)
 
 
+def _destination_shown(text: str) -> str:
+    """An export destination as printed: password masked, a bad one said so."""
+    from pneumoscreen.worker.export.destinations import DestinationError, parse_destination
+
+    try:
+        return parse_destination(text).label
+    except DestinationError as exc:
+        return f"invalid: {exc}"
+
+
 def effective_settings() -> dict[str, Any]:
     """Settings as printed: URLs with passwords masked, the patient key never shown."""
     from pneumoscreen.model.bundle import ModelFileError, model_file
@@ -28,6 +38,7 @@ def effective_settings() -> dict[str, Any]:
     data["database_url"] = mask_url(settings.effective_database_url)
     data["broker_url"] = mask_url(settings.broker_url) or None
     data["result_backend"] = mask_url(settings.result_backend) or None
+    data["export_to"] = [_destination_shown(d) for d in settings.export_to]
     data["patient_key"] = "***" if settings.patient_key else f"(generated, in {settings.data_dir})"
     try:
         data["model_path"] = str(model_file(settings.model_path))

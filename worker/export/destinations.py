@@ -10,6 +10,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 FORMS = "dicom://AET@host:port, http(s)://host[:port]/…/dicom-web or file:///absolute/folder"
 # An AE title: 1-16 characters of the default repertoire, no backslash, not only spaces.
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
+_PASSWORD = re.compile(r"://([^:/@]*):[^@/]*@")
 _HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?)$")
 
 
@@ -64,7 +65,8 @@ Destination = DicomDestination | DicomWebDestination | FolderDestination
 def parse_destination(text: str) -> Destination:
     """One destination from its string, or :class:`DestinationError` saying what is wrong."""
     raw = text.strip()
-    shown = raw if len(raw) <= 120 else raw[:117] + "..."
+    shown = _PASSWORD.sub(r"://\1:***@", raw)  # an error message never carries a password
+    shown = shown if len(shown) <= 120 else shown[:117] + "..."
     scheme = raw.split(":", 1)[0].lower() if ":" in raw else ""
     if scheme == "dicom":
         return _dicom(raw, shown)

@@ -45,7 +45,13 @@ def enqueue_exports(study_ids: Sequence[int], settings: Settings) -> int:
 
     with settings.session() as session:
         uids = complete_study_uids(study_uids_of(study_ids, session=session), session=session)
+    queued = 0
     for uid in uids:
         for dest in destinations:
-            export_task.delay(uid, dest.label)
-    return len(uids) * len(destinations)
+            try:  # one study's trouble (eager mode runs it here) must not stop the others
+                export_task.delay(uid, dest.label)
+                queued += 1
+            except Exception as exc:
+                log.error("export of study %s to %s not queued: %s", uid, dest.label,
+                          type(exc).__name__)
+    return queued

@@ -78,6 +78,9 @@ def export_study(study_uid: str, destination: Destination, settings: Settings, *
             objects = build_objects(result, settings)
         except SourceError as exc:
             raise PermanentExportError(str(exc)) from None
+        except Exception as exc:  # a header highdicom refuses: its message may quote a value
+            raise PermanentExportError(f"cannot build the DICOM result of study {study_uid} "
+                                       f"({type(exc).__name__})") from None
         sr_uid = str(objects[0].SOPInstanceUID)
         sc_uids = [str(o.SOPInstanceUID) for o in objects[1:]]
         send(objects, destination, ae_title=settings.export_ae_title,

@@ -33,6 +33,29 @@ def read_source(path: str | Path, *, study_uid: str, sop_uid: str | None) -> Dat
     if ds.get("StudyInstanceUID") != study_uid or (sop_uid and ds.get("SOPInstanceUID") != sop_uid):
         raise SourceError(f"a source file of study {study_uid} was replaced by another image")
     for keyword in _TYPE2:
-        if keyword not in ds:
+        if keyword not in ds or not _valid(ds, keyword):
+            # Missing or invalid for its VR (anonymisers write hashes into dates): copied empty,
+            # as a Type 2 attribute may be, rather than refusing the whole result.
             setattr(ds, keyword, "")
     return ds
+
+
+def _valid(ds: Dataset, keyword: str) -> bool:
+    from pydicom import config
+    from pydicom.valuerep import DA, TM, validate_value
+
+    element = ds[keyword]
+    value = element.value
+    if value in (None, ""):
+        return True
+    try:
+        validate_value(element.VR, value, config.RAISE)
+        if keyword == "PatientSex":
+            return str(value) in ("M", "F", "O")
+        if element.VR == "DA":
+            DA(str(value))
+        elif element.VR == "TM":
+            TM(str(value))
+    except (ValueError, TypeError):
+        return False
+    return True

@@ -21,9 +21,8 @@ from sqlalchemy.orm import Session
 from pneumoscreen.db import Batch, Prediction, Run, Study, session_scope
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.db.queries import count_by_status
+from pneumoscreen.model.bundle import ModelFileError
 from pneumoscreen.model.progress import Progress
-from pneumoscreen.worker.intake.enqueue import BrokerUnavailable
-from pneumoscreen.worker.intake.submit import submit_folder
 from pneumoscreen.worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,6 +51,10 @@ class RunSummary:
 def run_nightly(inboxes: Sequence[Path] | None, *, settings: Settings,
                 progress: Progress | None = None) -> RunSummary:
     """Submit every inbox folder (default: the configured ones) and record the run."""
+    # Here, not at the top: `screen runs` reads this module and must not load pydicom or Celery.
+    from pneumoscreen.worker.intake.enqueue import BrokerUnavailable
+    from pneumoscreen.worker.intake.submit import submit_folder
+
     dirs = [Path(d) for d in (inboxes if inboxes else settings.inbox_dirs)]
     if not dirs:
         raise ValueError("no inbox folder: pass --inbox DIR or set SCREEN_INBOX_DIRS")
@@ -80,9 +83,13 @@ def run_nightly(inboxes: Sequence[Path] | None, *, settings: Settings,
         except FileNotFoundError as exc:
             errors.append(f"inbox {inbox}: {exc}")
             continue
+        except ModelFileError as exc:  # nothing registered; every inbox would fail the same way
+            errors.append(f"model: {exc}")
+            break
         batch_ids.append(result.batch_id)
         n_new += result.n_new
-        log.info("nightly run %s: %s: %d new studies", run_id, inbox, result.n_new)
+        log.info("nightly run %s: %s: %d new %s", run_id, inbox, result.n_new,
+                 "study" if result.n_new == 1 else "studies")
     with session_scope(url) as session:
         run = session.get(Run, run_id)
         if run is None:  # deleted meanwhile by hand: nothing left to close

@@ -1,41 +1,60 @@
 """Register the studies of a folder once each, as one batch, and enqueue them in tasks.
 
-Registration is one transaction; enqueueing happens after it commits, so a broker that is down
-leaves queued studies behind (``screen resume`` sends them) and never a half-written batch.
+The folder is streamed: files are walked lazily, hashed and probed one at a time, and registered
+in chunks of ``REGISTER_CHUNK`` (one transaction each), so a folder of any size runs in constant
+memory and shows progress at once. Enqueueing happens after registration; a broker that is down
+leaves queued studies behind (the sweep or ``screen resume`` sends them), never a half-written
+study.
+
+Twins: a file with the SOP Instance UID of a registered study but other content (a retransmission,
+a copy damaged in transfer) is recorded in ``study_files`` as a twin of that study. It replaces a
+study that failed on its copy (the study is queued again); a study still waiting keeps it as a
+spare, which screening falls back on when the primary copy cannot be decoded.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pneumoscreen.db import Batch, Study, StudyStatus
+from pneumoscreen.db import Batch, FileRole, Study, StudyFile, StudyStatus
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.model.bundle import file_sha256
 from pneumoscreen.model.progress import Progress, Silent
 from pneumoscreen.worker.ingest import IngestConfig, IngestError, check_file, probe
-from pneumoscreen.worker.intake.discovery import iter_files
+from pneumoscreen.worker.intake.discovery import Walk
 from pneumoscreen.worker.intake.enqueue import Enqueued, enqueue
 from pneumoscreen.worker.settings import Settings
 from pneumoscreen.worker.status import status_of
 
 log = logging.getLogger(__name__)
 
+# Files registered per transaction: big enough to amortise the commit, small enough that memory
+# and the work lost to a crash stay small.
+REGISTER_CHUNK = 256
+
 
 @dataclass
 class SubmitResult(Enqueued):
+    """What one submit did. ``n_new`` counts new studies only; a failed study given a readable
+    copy counts in ``n_replaced`` (its id is in ``queued_ids`` too)."""
+
     n_files: int = 0
     n_new: int = 0
     n_duplicate: int = 0
     n_not_images: int = 0
+    n_to_screen: int = 0  # of the new studies
     n_rejected: int = 0
     n_failed: int = 0
+    n_replaced: int = 0
+    n_twins: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,96 +101,186 @@ def _path_hash(path: Path) -> str:
     return hashlib.sha256(b"unreadable:" + str(path.resolve()).encode()).hexdigest()
 
 
-def _apply(study: Study, cand: Candidate, batch: Batch, columns: set[str]) -> None:
+def _apply(study: Study, cand: Candidate, batch_id: int, columns: set[str]) -> None:
     study.sha256, study.sop_instance_uid = cand.sha256, cand.sop_instance_uid
     study.source_path, study.format = str(cand.path.resolve()), cand.format
-    study.status, study.reason, study.batch_id = cand.status, cand.reason, batch.id
+    study.status, study.reason, study.batch_id = cand.status, cand.reason, batch_id
     study.finished_at = utcnow() if cand.status in StudyStatus.final() else None
     for key, value in cand.metadata.items():
         if key in columns:
             setattr(study, key, value)
 
 
-def register(candidates: Iterable[Candidate], batch: Batch, *, session: Session,
-             progress: Progress) -> tuple[list[int], int]:
-    """Insert the studies not seen before (by content hash or SOP Instance UID).
+@dataclass
+class Registered:
+    """Running totals of a registration, kept across its chunks."""
 
-    A study that failed (say, a damaged copy) is replaced by a readable file with the same SOP
-    Instance UID, so one broken transfer cannot block the good one for ever.
+    new: set[int] = field(default_factory=set)
+    replaced: set[int] = field(default_factory=set)
+    duplicates: int = 0
+    twins: int = 0
+
+
+def _file(study_id: int, cand: Candidate, batch_id: int, role: FileRole,
+          reason: str | None = None) -> StudyFile:
+    return StudyFile(study_id=study_id, sha256=cand.sha256, path=str(cand.path.resolve()),
+                     role=role, reason=reason, batch_id=batch_id)
+
+
+def _twin_reason(study: Study, cand: Candidate) -> str:
+    if cand.status == StudyStatus.failed:
+        return f"twin of study {study.id}, unreadable: {cand.reason}"
+    if study.status in (StudyStatus.queued, StudyStatus.processing):
+        return f"twin of study {study.id}: a spare copy if its own cannot be decoded"
+    return f"twin of study {study.id}, which was {study.status.value} from another copy"
+
+
+def _replace_failed(study: Study, cand: Candidate, batch_id: int, *, session: Session,
+                    columns: set[str]) -> None:
+    """A readable copy takes the place of the copy the study failed on; that one stays a twin."""
+    log.info("study %s: a readable copy replaces the failed one", study.id)
+    session.execute(update(StudyFile)
+                    .where(StudyFile.study_id == study.id, StudyFile.role == FileRole.primary)
+                    .values(role=FileRole.twin, reason=f"the study failed on it: {study.reason}")
+                    .execution_options(synchronize_session=False))
+    _apply(study, cand, batch_id, columns)
+    study.attempts = 0
+    session.add(_file(study.id, cand, batch_id, FileRole.primary))
+
+
+def register(candidates: Iterable[Candidate], batch_id: int, *, session: Session,
+             progress: Progress, totals: Registered | None = None) -> Registered:
+    """Register the files not seen before (by content hash) and account for every other one.
+
+    Same content as a file received before: a duplicate. Same SOP Instance UID as a study, other
+    content: a twin (see the module's docstring). Otherwise a new study with its primary file.
     """
-    new_ids: list[int] = []
-    duplicates = 0
+    totals = totals or Registered()
+    cands = list(candidates)
+    shas = [c.sha256 for c in cands]
+    known = set(session.scalars(select(Study.sha256).where(Study.sha256.in_(shas))))
+    known |= set(session.scalars(select(StudyFile.sha256).where(StudyFile.sha256.in_(shas))))
     columns = set(Study.__table__.columns.keys()) - {"id", "sha256", "sop_instance_uid"}
-    for cand in candidates:
+    for cand in cands:
         progress.advance("register")
-        if session.scalar(select(Study.id).where(Study.sha256 == cand.sha256)) is not None:
-            duplicates += 1
+        if cand.sha256 in known:
+            totals.duplicates += 1
             continue
+        known.add(cand.sha256)
         same_uid = None
         if cand.sop_instance_uid:
             same_uid = session.scalars(select(Study).where(
                 Study.sop_instance_uid == cand.sop_instance_uid)).first()
         if same_uid is not None:
-            if same_uid.status != StudyStatus.failed or cand.status == StudyStatus.failed:
-                duplicates += 1
-                continue
-            log.info("study %s: a readable copy replaces the failed one", same_uid.id)
-            _apply(same_uid, cand, batch, columns)
-            same_uid.attempts = 0
+            totals.twins += 1
+            if same_uid.status == StudyStatus.failed and cand.status != StudyStatus.failed:
+                _replace_failed(same_uid, cand, batch_id, session=session, columns=columns)
+                if same_uid.id not in totals.new:
+                    totals.replaced.add(same_uid.id)
+            else:
+                session.add(_file(same_uid.id, cand, batch_id, FileRole.twin,
+                                  _twin_reason(same_uid, cand)))
             session.flush()
-            new_ids.append(same_uid.id)
             continue
         study = Study()
-        _apply(study, cand, batch, columns)
+        _apply(study, cand, batch_id, columns)
         try:
             with session.begin_nested():  # a concurrent submit may have registered it meanwhile
                 session.add(study)
+                session.flush()
+                session.add(_file(study.id, cand, batch_id, FileRole.primary))
         except IntegrityError:
-            duplicates += 1
+            totals.duplicates += 1
             continue
-        new_ids.append(study.id)
-    return new_ids, duplicates
+        totals.new.add(study.id)
+    return totals
+
+
+def check_model(settings: Settings) -> None:
+    """Refuse a model that cannot load before anything is registered: the file exists, is a
+    Keras archive, its sidecar is valid and records the file's sha256 (ModelFileError)."""
+    import zipfile
+
+    from pneumoscreen.model.bundle import ModelFileError, model_file, verified_spec
+
+    path = model_file(settings.model_path)
+    try:
+        verified_spec(path)
+        if not zipfile.is_zipfile(path):
+            raise ModelFileError(f"model file {path} is not a Keras archive")
+    except OSError as exc:
+        raise ModelFileError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
+
+
+def _chunks(walk: Iterable[Path], config: IngestConfig, progress: Progress,
+            counts: dict[str, int]) -> Iterator[list[Candidate]]:
+    chunk: list[Candidate] = []
+    for path in walk:
+        counts["files"] += 1
+        cand = examine(path, config)
+        progress.advance("scan")
+        if cand is None:
+            counts["not_images"] += 1
+            continue
+        chunk.append(cand)
+        if len(chunk) >= REGISTER_CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def submit_folder(folder: Path, *, settings: Settings, recursive: bool = True,
                   task_size: int | None = None, progress: Progress | None = None,
                   kind: str = "submit") -> SubmitResult:
-    """Register every new study under ``folder`` as one batch and enqueue the screenable ones."""
+    """Register every new study under ``folder`` as one batch and enqueue the screenable ones.
+
+    The model is checked first (``ModelFileError``: nothing registered).
+    """
     progress = progress or Silent()
     folder = Path(folder)
-    if not folder.exists():
+    if not folder.exists() and not folder.is_symlink():
         raise FileNotFoundError(f"{folder} does not exist")
-    paths = list(iter_files(folder, recursive=recursive))
-    progress.start("scan", len(paths))
+    check_model(settings)
+    walk = Walk(folder, recursive=recursive)
     config = settings.ingest_config()
-    candidates: list[Candidate] = []
-    not_images = 0
-    for path in paths:
-        cand = examine(path, config)
-        progress.advance("scan")
-        if cand is None:
-            not_images += 1
-        else:
-            candidates.append(cand)
-
-    progress.start("register", len(candidates))
+    counts = {"files": 0, "not_images": 0}
     with settings.session() as session:
-        batch = Batch(kind=kind, source=str(folder.resolve()), n_files=len(paths),
-                      n_not_images=not_images)
+        batch = Batch(kind=kind, source=str(folder.resolve()))
         session.add(batch)
         session.flush()
-        new_ids, duplicates = register(candidates, batch, session=session, progress=progress)
-        batch.n_new, batch.n_duplicate = len(new_ids), duplicates
-        rows = session.execute(select(Study.id, Study.status).where(Study.id.in_(new_ids))).all()
-        result = SubmitResult(batch_id=batch.id, n_files=len(paths), n_new=len(new_ids),
-                              n_duplicate=duplicates, n_not_images=not_images)
-        for study_id, status in rows:
-            if status == StudyStatus.queued:
-                result.queued_ids.append(study_id)
-            elif status == StudyStatus.rejected:
-                result.n_rejected += 1
-            elif status == StudyStatus.failed:
-                result.n_failed += 1
+        batch_id = batch.id
+
+    progress.start("scan", None)
+    progress.start("register", None)
+    totals = Registered()
+    for chunk in _chunks(walk, config, progress, counts):
+        with settings.session() as session:
+            register(chunk, batch_id, session=session, progress=progress, totals=totals)
+
+    result = SubmitResult(batch_id=batch_id, n_files=counts["files"], n_new=len(totals.new),
+                          n_duplicate=totals.duplicates, n_not_images=counts["not_images"],
+                          n_replaced=len(totals.replaced), n_twins=totals.twins,
+                          skipped=dict(walk.skipped))
+    with settings.session() as session:
+        batch = session.get(Batch, batch_id)
+        batch.n_files, batch.n_not_images = result.n_files, result.n_not_images
+        batch.n_new, batch.n_duplicate = result.n_new, result.n_duplicate
+        touched = sorted(totals.new | totals.replaced)
+        for start in range(0, len(touched), 1000):  # bounded IN lists
+            part = touched[start:start + 1000]
+            for study_id, status in session.execute(
+                    select(Study.id, Study.status).where(Study.id.in_(part))).all():
+                if status == StudyStatus.queued:
+                    result.queued_ids.append(study_id)
+                if study_id in totals.replaced:
+                    continue
+                if status == StudyStatus.queued:
+                    result.n_to_screen += 1
+                elif status == StudyStatus.rejected:
+                    result.n_rejected += 1
+                elif status == StudyStatus.failed:
+                    result.n_failed += 1
         result.queued_ids.sort()
 
     enqueue(result, settings=settings, task_size=task_size, progress=progress)

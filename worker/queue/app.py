@@ -6,7 +6,8 @@ embedded defaults and the unit tests work.
 Running at scale: one ``screen worker`` per machine with ``--concurrency`` = the number of GPUs
 and ``SCREEN_GPU_PER_PROCESS=1`` (pool process i sees GPU i only), or ``--concurrency 1`` on a
 CPU-only machine (TensorFlow already uses every core). ``visibility_timeout`` must exceed the
-longest batch: Redis hands an unacknowledged task to another worker after that long.
+longest batch: Redis hands an unacknowledged task to another worker after that long (measured:
+a killed task came back 1.6-2.2x the visibility timeout after the kill, not at once).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def configure(settings: Settings | None = None) -> Celery:
         worker_hijack_root_logger=False,
         timezone=settings.nightly_timezone,
         beat_schedule=beat_schedule(settings),
+        # Beat's own state file in the data folder, not in whatever directory it started in.
+        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
     )
     return app
 
@@ -68,11 +71,18 @@ def cron(expression: str) -> crontab:
 
 
 def beat_schedule(settings: Settings) -> dict[str, Any]:
-    """The nightly run, when inbox folders are configured (beat has nothing to do otherwise)."""
-    if not settings.inbox_dirs:
-        return {}
-    return {"nightly-inboxes": {"task": "pneumoscreen.nightly",
-                                "schedule": cron(settings.nightly_cron)}}
+    """The nightly run, when inbox folders are configured; the recovery sweep every
+    ``sweep_seconds`` (unless 0)."""
+    schedule: dict[str, Any] = {}
+    if settings.inbox_dirs:
+        schedule["nightly-inboxes"] = {"task": "pneumoscreen.nightly",
+                                       "schedule": cron(settings.nightly_cron)}
+    if settings.sweep_seconds:
+        # A sweep that finds its moment passed (beat was down) is pointless to run late.
+        schedule["recovery-sweep"] = {"task": "pneumoscreen.sweep",
+                                      "schedule": float(settings.sweep_seconds),
+                                      "options": {"expires": float(settings.sweep_seconds)}}
+    return schedule
 
 
 configure()

@@ -10,7 +10,7 @@ from contextvars import ContextVar
 from dataclasses import asdict
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from pneumoscreen.db import reset_engines
@@ -122,6 +122,22 @@ def nightly_task() -> dict[str, Any]:
 
     summary = run_nightly(None, settings=task_settings())
     return summary.as_dict()
+
+
+@app.task(name="pneumoscreen.sweep", ignore_result=True)
+def sweep_task() -> dict[str, Any]:
+    """The beat entry: enqueue again the studies no live task carries (after a Redis restart)."""
+    from pneumoscreen.worker.intake.sweep import sweep
+
+    return asdict(sweep(settings=task_settings()))
+
+
+@worker_ready.connect
+def _sweep_at_start(**_: Any) -> None:
+    # What a broker restart (or a crash) stranded is sent again before the first beat tick.
+    from pneumoscreen.worker.intake.sweep import sweep_safely
+
+    sweep_safely(get_settings())
 
 
 @worker_process_init.connect

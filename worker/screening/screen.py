@@ -40,8 +40,9 @@ from pneumoscreen.db.queries import model_version_for
 from pneumoscreen.db.upsert import insert_ignore
 from pneumoscreen.model.bundle import LoadedModel, ModelFileError, Scores, load_model
 from pneumoscreen.worker.ingest import IngestConfig, IngestError, load_grey
-from pneumoscreen.worker.screening import scope
+from pneumoscreen.worker.screening import scope, twins
 from pneumoscreen.worker.screening.claim import claim, release
+from pneumoscreen.worker.screening.decode_pool import DecodePool, shared_pool
 from pneumoscreen.worker.screening.prefetch import prefetched
 from pneumoscreen.worker.settings import Settings
 from pneumoscreen.worker.status import status_of
@@ -60,6 +61,9 @@ class Prepared:
     status: StudyStatus | None = None
     reason: str | None = None
     metadata: dict = field(default_factory=dict)
+    # Screened from this twin copy (path, sha256): the primary one failed for ``primary_reason``.
+    copy: twins.Copy | None = None
+    primary_reason: str | None = None
 
 
 @dataclass
@@ -92,8 +96,23 @@ def model_path_for_batch(batch_id: int | None, *, session: Session) -> str | Non
     return str(path)
 
 
-def prepare(study_id: int, path: str, model: LoadedModel, config: IngestConfig) -> Prepared:
-    """Decode and normalise one file; every error becomes a reason, never an exception."""
+def prepare(study_id: int, path: str, model: LoadedModel, config: IngestConfig,
+            spares: Sequence[twins.Copy] = (), *, pool: DecodePool | None = None) -> Prepared:
+    """Decode and normalise one file (in one of ``pool``'s processes, if given), falling back on
+    its twin copies when it fails; every error becomes a reason, never an exception."""
+    def one(file: str) -> Prepared:
+        if pool is not None:
+            return _prepare_in(pool, study_id, file, model, config)
+        return _prepare_one(study_id, file, model, config)
+
+    primary = one(path)
+    outcome, copy = twins.first_readable(primary, spares, one)
+    if copy is not None:
+        outcome.copy, outcome.primary_reason = copy, primary.reason
+    return outcome
+
+
+def _prepare_one(study_id: int, path: str, model: LoadedModel, config: IngestConfig) -> Prepared:
     try:
         decoded = load_grey(Path(path), config)
         tensor = model.preprocess(decoded.grey)
@@ -104,6 +123,16 @@ def prepare(study_id: int, path: str, model: LoadedModel, config: IngestConfig) 
         log.exception("study %s: unexpected error while preparing", study_id)
         return Prepared(study_id, status=StudyStatus.failed,
                         reason=f"unexpected error: {type(exc).__name__}: {exc}")
+
+
+def _prepare_in(pool: DecodePool, study_id: int, path: str, model: LoadedModel,
+                config: IngestConfig) -> Prepared:
+    """:func:`_prepare_one` in one of ``pool``'s processes, under its time limit."""
+    found = pool.run(path, config, model.spec.input_size)
+    if found.tensor is None:
+        return Prepared(study_id, status=StudyStatus(found.status or "failed"),
+                        reason=found.reason)
+    return Prepared(study_id, tensor=found.tensor, metadata=found.metadata)
 
 
 def screen_task(
@@ -137,12 +166,18 @@ def screen_task(
     outcome = TaskOutcome(already_done=claimed.already_done, busy=claimed.busy)
     if not claimed.todo:
         return outcome
+    with session_scope(url) as session:
+        spares = twins.spare_copies([i for i, _ in claimed.todo], session=session)
 
     try:
-        config = settings.ingest_config()
-        chunks = prefetched(claimed.todo, lambda t: prepare(t[0], t[1], model, config),
+        config = settings.ingest_config(input_size=model.spec.input_size)
+        # One thread drives each decoding process; without processes, threads decode.
+        pool = (shared_pool(settings.decode_processes, settings.decode_timeout)
+                if settings.decode_processes else None)
+        chunks = prefetched(claimed.todo, lambda t: prepare(t[0], t[1], model, config,
+                                                         spares.get(t[0], ()), pool=pool),
                             chunk_size=settings.chunk_size,
-                            threads=settings.decode_threads)
+                            threads=pool.processes if pool else settings.decode_threads)
         for prepared in chunks:
             ready = [p for p in prepared if p.tensor is not None]
             batch = np.stack([p.tensor for p in ready]) if ready else None
@@ -232,6 +267,8 @@ def record(prepared: list[Prepared], ready: list[Prepared], scores: Scores, *,
                 setattr(study, key, value)
         study.finished_at = now
         study.claim_token = study.claimed_at = None
+        if p.copy is not None:
+            twins.promote(study, p.copy, why=p.primary_reason, session=session)
         if rescreen:
             study.rescreen_batch_id = None  # the re-screen has reached it
         if p.tensor is not None:

@@ -32,7 +32,8 @@ def screened_study(folder: Path, url: str, *, views: tuple[str, ...] = ("PA",),
                    probability: float = 0.91, p_viral: float | None = 0.7,
                    in_scope: bool = True, scope_reason: str | None = None,
                    heatmap: bool = True, model_sha: str = MODEL_SHA,
-                   study_uid: str | None = None, status: StudyStatus | None = None) -> Made:
+                   study_uid: str | None = None, status: StudyStatus | None = None,
+                   **tags: Any) -> Made:
     """One DICOM study: an image per view; frontal ones screened (a prediction, perhaps a
     heatmap), lateral ones rejected, as the worker leaves them."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -44,9 +45,10 @@ def screened_study(folder: Path, url: str, *, views: tuple[str, ...] = ("PA",),
             input_spec={"height": 32, "width": 32, "channels": 1}, threshold=0.6591,
             target_recall=0.95, trained=True)
         for n, view in enumerate(views):
-            ds = make_ds(chest_like(64, 48, seed=n), StudyInstanceUID=study_uid,
-                         ViewPosition=view, PatientBirthDate="20200101", StudyTime="101500",
-                         StudyID="S1", ReferringPhysicianName="Ref^Doc")
+            ds = make_ds(chest_like(64, 48, seed=n), **{
+                "StudyInstanceUID": study_uid, "ViewPosition": view,
+                "PatientBirthDate": "20200101", "StudyTime": "101500", "StudyID": "S1",
+                "ReferringPhysicianName": "Ref^Doc", **tags})
             path = write(ds, folder / f"{study_uid[-8:]}_{n}_{view}.dcm")
             lateral = view in ("LL", "RL", "LAT", "LATERAL")
             st = status or (StudyStatus.rejected if lateral else StudyStatus.done)

@@ -56,3 +56,12 @@ def test_bad_destinations_get_one_line(text: str, says: str) -> None:
     with pytest.raises(DestinationError, match=says) as info:
         parse_destination(text)
     assert "\n" not in str(info.value) and str(info.value).startswith("export destination")
+
+
+def test_an_error_never_shows_a_password() -> None:
+    with pytest.raises(DestinationError, match="port 1-65535") as info:
+        parse_destination("dicom://AE:hunter2@host")
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(DestinationError, match="Port could not") as info:
+        parse_destination("https://bob:hunter2@host:x/dicom-web")
+    assert "hunter2" not in str(info.value)

@@ -118,3 +118,12 @@ def test_flagged_by_study(tmp_path: Path) -> None:
     assert csv.stdout.splitlines()[0].startswith("study_uid,probability")
     bad = runner.invoke(app, ["flagged", "--by", "study", "--watch"])
     assert bad.exit_code == 1 and "--watch" in bad.stderr
+
+
+def test_config_masks_destination_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCREEN_EXPORT_TO", "https://bob:hunter2@h/dicom-web,dicom://A:hunter2@h")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["config", "--format", "json"])
+    assert result.exit_code == 0 and "hunter2" not in result.stdout
+    shown = json.loads(result.stdout)["export_to"]
+    assert shown[0] == "https://bob:***@h/dicom-web" and shown[1].startswith("invalid: ")

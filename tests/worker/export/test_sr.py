@@ -138,3 +138,19 @@ def test_a_missing_source_fails_without_naming_it(tmp_path: Path) -> None:
     assert outcome.status == "failed"  # permanent: a retry would not bring the file back
     assert "missing" in outcome.error and str(tmp_path) not in outcome.error
     assert not (tmp_path / "out").exists()
+
+
+def test_invalid_source_values_are_copied_empty(tmp_path: Path) -> None:
+    """Anonymisers leave hashes in dates and over-long accessions: the SR still goes, with those
+    Type 2 attributes empty, and no value is quoted in an error."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    made = screened_study(tmp_path / "in", url, PatientBirthDate="d14a028c2a3a2bc9476102bb",
+                          PatientSex="X", AccessionNumber="a" * 56, StudyTime="noon")
+    out = tmp_path / "out"
+    outcome = export_study(made.study_uid, parse_destination(f"file://{out}"),
+                           _settings(url, tmp_path))
+    assert outcome.status == "sent", outcome.error
+    for ds in _written(out).values():
+        assert (ds.PatientBirthDate, ds.PatientSex, ds.AccessionNumber, ds.StudyTime) == (
+            "", "", "", "")
+        assert ds.PatientID == "PAT-4711-SECRET" and ds.StudyDate == "20240131"

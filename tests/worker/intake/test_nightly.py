@@ -73,8 +73,11 @@ class TestBeatSchedule:
         assert conf.timezone == "Europe/Berlin"
         configure(Settings())
 
-    def test_nothing_scheduled_without_inboxes(self) -> None:
-        assert beat_schedule(Settings()) == {}
+    def test_no_nightly_without_inboxes_but_always_the_sweep(self) -> None:
+        assert list(beat_schedule(Settings())) == ["recovery-sweep"]
+        entry = beat_schedule(Settings(sweep_seconds=7))["recovery-sweep"]
+        assert entry["task"] == "pneumoscreen.sweep" and entry["schedule"] == 7.0
+        assert beat_schedule(Settings(sweep_seconds=0)) == {}
 
     def test_the_task_is_registered(self) -> None:
         from pneumoscreen.worker.queue.tasks import app as celery_app
@@ -94,10 +97,10 @@ def test_a_run_deleted_while_it_ran_is_a_clear_error(tmp_path: Path,
     import sqlalchemy as sa
 
     from pneumoscreen.db import Run
-    from pneumoscreen.worker.intake import nightly
+    from pneumoscreen.worker.intake import nightly, submit
 
     settings = get_settings()
-    real_submit = nightly.submit_folder
+    real_submit = submit.submit_folder
 
     def submit_then_delete(*args, **kwargs):  # type: ignore[no-untyped-def]
         result = real_submit(*args, **kwargs)
@@ -105,7 +108,7 @@ def test_a_run_deleted_while_it_ran_is_a_clear_error(tmp_path: Path,
             session.execute(sa.delete(Run))
         return result
 
-    monkeypatch.setattr(nightly, "submit_folder", submit_then_delete)
+    monkeypatch.setattr(submit, "submit_folder", submit_then_delete)
     make_pngs(tmp_path / "inbox", 1, size=32)
     with pytest.raises(RuntimeError, match=r"nightly run \d+ disappeared"):
         nightly.run_nightly([tmp_path / "inbox"], settings=settings)

@@ -94,7 +94,7 @@ class TestSubmit:
         submit_folder(broken_dir, settings=settings)
         assert _states(url)["x.dcm"][0] == "failed"
         replaced = submit_folder(good_dir, settings=settings)
-        assert replaced.n_new == 1
+        assert (replaced.n_new, replaced.n_replaced, replaced.queued_ids) == (0, 1, [1])
         with session_scope(url) as s:
             study = s.scalars(sa.select(Study)).one()
             assert study.status is StudyStatus.done and study.source_path.startswith(str(good_dir))

@@ -1,0 +1,68 @@
+"""A real worker sends results to a real Orthanc that is down at first: the export task retries
+with backoff and completes once the PACS is back."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pydicom
+import pytest
+from ingest_factories import chest_like, make_ds, write
+from live import REDIS_URL, WorkerProcess, redis_or_skip, run_screen, screen_env, wait_until
+from orthanc import Orthanc
+from pydicom.uid import generate_uid
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
+
+
+def _exports(env: dict[str, str]) -> list[dict]:
+    return json.loads(run_screen(env, "exports", "--format", "json").stdout)
+
+
+def test_pacs_down_at_export_then_back(tmp_path: Path, pg_url: str, orthanc: Orthanc) -> None:
+    redis_or_skip(REDIS_URL)
+    study_uid = generate_uid()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    pa = make_ds(chest_like(256, 256), StudyInstanceUID=study_uid, ViewPosition="PA")
+    write(pa, inbox / "pa.dcm")
+    write(make_ds(chest_like(256, 256, seed=1), StudyInstanceUID=study_uid,
+                  ViewPosition="LL"), inbox / "lat.dcm")
+    orthanc.upload(inbox / "pa.dcm")  # the PACS holds the study
+    destination = f"dicom://{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}"
+    env = screen_env(data_dir=tmp_path / "data", database_url=pg_url, broker_url=REDIS_URL,
+                     SCREEN_EXPORT_TO=destination, SCREEN_EXPORT_RETRY_DELAY="1",
+                     SCREEN_EXPORT_TIMEOUT="5", SCREEN_MODEL_PATH="bundled:cnn-s",
+                     SCREEN_HEATMAPS="all")
+    orthanc.stop()
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        worker.wait_ready()
+        assert run_screen(env, "submit", str(inbox)).returncode == 0
+
+        def retrying() -> bool:
+            rows = _exports(env)
+            return bool(rows) and rows[0]["status"] == "pending" and rows[0]["attempts"] >= 2
+
+        wait_until(retrying, 180, "the export retried while the PACS is down",
+                   on_timeout=worker.log)
+        (row,) = _exports(env)
+        assert "no association" in row["last_error"] and row["sr_sop_instance_uid"] is None
+        orthanc.start()
+        wait_until(lambda: _exports(env)[0]["status"] == "sent", 120,
+                   "the export sent once the PACS is back", on_timeout=worker.log)
+    finally:
+        worker.stop()
+    (row,) = _exports(env)
+    found = {}
+    for oid in orthanc.find_by_study_uid(study_uid):
+        ds = pydicom.dcmread(io.BytesIO(orthanc.instance_file(oid)))
+        found[ds.Modality] = ds
+    assert sorted(found) == ["CR", "OT", "SR"] and len(orthanc.studies()) == 1
+    assert found["SR"].SOPInstanceUID == row["sr_sop_instance_uid"]
+    refs = found["SR"].CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+    assert [r.ReferencedSOPInstanceUID for r in refs.ReferencedSOPSequence] == [
+        pa.SOPInstanceUID]  # the lateral image was rejected, the study screened by its PA
+    assert "Traceback" not in worker.log()

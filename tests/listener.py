@@ -1,0 +1,117 @@
+"""`screen listen` as a real subprocess, DICOM test instances with fresh UIDs, and a small SCU."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from live import screen_cmd
+
+LISTEN_START_TIMEOUT = 60.0
+
+
+class ListenerProcess:
+    """`screen listen --port PORT` in its own process group, its output kept in a log file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, port: int, *extra: str) -> None:
+        self.port = port
+        self.log_path = log_path
+        self._start = log_path.stat().st_size if log_path.exists() else 0  # this run's part
+        self._log = open(log_path, "a")  # noqa: SIM115 - closed in stop()/kill()
+        self.proc = subprocess.Popen(screen_cmd("listen", "--port", str(port), *extra), env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def wait_ready(self, timeout: float = LISTEN_START_TIMEOUT) -> ListenerProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"screen listen exited early:\n{self.log()}")
+            if "Listening on" in self.log()[self._start:]:
+                return self
+            time.sleep(0.2)
+        raise AssertionError(f"screen listen not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up at all, as in a crash."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+        self._log.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(30)
+        self._log.close()
+
+
+def spool_files(data_dir: Path) -> list[Path]:
+    """The complete files in a data directory's spool."""
+    root = data_dir / "spool"
+    return sorted(p for p in root.glob("*/*.dcm")) if root.is_dir() else []
+
+
+def fresh_instances(sources: list[Path], folder: Path, n: int, *, per_study: int = 5,
+                    prefix: str = "i") -> list[Path]:
+    """``n`` copies of the source files, each a distinct instance (new SOP Instance UID), grouped
+    ``per_study`` to a study (new Study and Series Instance UIDs)."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    datasets = [pydicom.dcmread(s) for s in sources]
+    out = []
+    study = series = ""
+    for i in range(n):
+        if i % per_study == 0:
+            study, series = generate_uid(), generate_uid()
+        ds = datasets[i % len(datasets)]
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.InstanceNumber = i % per_study + 1
+        path = folder / f"{prefix}{i:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        out.append(path)
+    return out
+
+
+def store(port: int, files: Iterable[Path], *, calling: str = "SCU",
+          called: str = "PNEUMOSCREEN", ssl_context: Any = None) -> list[int]:
+    """C-STORE the files over one association; their statuses (-1: not sent, no context)."""
+    import pydicom
+    from pynetdicom import AE
+
+    paths = list(files)
+    datasets = [pydicom.dcmread(p) for p in paths]
+    ae = AE(ae_title=calling)
+    for pair in {(str(d.SOPClassUID), str(d.file_meta.TransferSyntaxUID)) for d in datasets}:
+        ae.add_requested_context(*pair)
+    tls = (ssl_context, "localhost") if ssl_context is not None else None
+    assoc = ae.associate("127.0.0.1", port, ae_title=called, tls_args=tls)
+    if not assoc.is_established:
+        raise ConnectionError(f"association refused or failed (rejected={assoc.is_rejected})")
+    statuses = []
+    try:
+        for ds in datasets:
+            try:
+                status = assoc.send_c_store(ds)
+            except ValueError:  # no accepted presentation context for this SOP class
+                statuses.append(-1)
+                continue
+            statuses.append(int(status.Status) if "Status" in status else -2)
+    finally:
+        assoc.release()
+    return statuses

@@ -1,0 +1,58 @@
+"""The recovery sweep on a real Redis (no worker): it sends again exactly the studies no task on
+the broker carries, and nothing twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from live import REDIS_URL, free_port, make_pngs, redis_or_skip
+
+from pneumoscreen.worker.intake.enqueue import BrokerUnavailable
+from pneumoscreen.worker.intake.submit import submit_folder
+from pneumoscreen.worker.intake.sweep import _ids_in, live_study_ids, sweep
+from pneumoscreen.worker.queue.app import configure
+from pneumoscreen.worker.settings import get_settings
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def on_redis():  # type: ignore[no-untyped-def]
+    redis_or_skip(REDIS_URL)
+    settings = get_settings().model_copy(update={"broker_url": REDIS_URL})
+    yield settings
+    redis_or_skip(REDIS_URL)
+    configure(get_settings())
+
+
+def test_sweep_sends_only_what_no_task_carries(tmp_path: Path, on_redis) -> None:
+    import redis
+
+    settings = on_redis
+    make_pngs(tmp_path / "a", 3, size=32, seed=1)
+    make_pngs(tmp_path / "b", 2, size=32, seed=2)
+    sent = submit_folder(tmp_path / "a", settings=settings)  # three studies with a live task
+    down = settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0"})
+    with pytest.raises(BrokerUnavailable):
+        submit_folder(tmp_path / "b", settings=down)  # two studies stranded, no task
+    assert live_study_ids(settings) == set(sent.queued_ids)
+
+    first = sweep(settings=settings, grace_s=0)
+    assert (first.n_requeued, first.n_live) == (2, 3)
+    assert len(live_study_ids(settings)) == 5
+    again = sweep(settings=settings, grace_s=0)  # idempotent: everything has a live task now
+    assert (again.n_requeued, again.n_live) == (0, 5)
+
+    redis.Redis.from_url(REDIS_URL).flushdb()  # a restart that kept nothing
+    after = sweep(settings=settings, grace_s=0)
+    assert (after.n_requeued, after.n_live) == (5, 0)
+    assert sweep(settings=settings).n_requeued == 0  # within the grace: a submit may be sending
+
+
+def test_messages_that_are_not_screen_tasks_count_for_nothing() -> None:
+    assert list(_ids_in(b"not json")) == []
+    assert list(_ids_in(b'{"headers": {"task": "other"}, "body": "W1tbMV1dLCB7fSwge31d"}')) == []
+    assert list(_ids_in(b'{"headers": {"task": "pneumoscreen.screen_task"}, "body": 5}')) == []
+    body = b'{"headers": {"task": "pneumoscreen.screen_task"}, "body": "[[[4, 5]], {}, {}]"}'
+    assert list(_ids_in(body)) == [4, 5]

@@ -1,0 +1,127 @@
+"""Twins: two files with one SOP Instance UID, a copy cut inside its pixel data (header intact)
+and a good copy. Whatever the order, in one submit or two, the study ends screened from the good
+copy and both files are accounted for in ``study_files``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from pneumoscreen.db import FileRole, Prediction, Study, StudyFile, StudyStatus, session_scope
+from pneumoscreen.worker.intake.submit import submit_folder
+from pneumoscreen.worker.settings import get_settings
+
+SAMPLE = Path(__file__).resolve().parents[3] / "samples" / "cr_chest_mono2_12bit_windowed.dcm"
+
+
+@pytest.fixture
+def settings(db_url: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("SCREEN_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def _write(folder: Path, name: str, data: bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture
+def copies() -> tuple[bytes, bytes]:
+    good = SAMPLE.read_bytes()
+    return good, good[: len(good) - len(good) // 3]  # cut inside the pixel data
+
+
+def _accounted(url: str) -> tuple[Study, dict[str, tuple[FileRole, str | None]], int]:
+    with session_scope(url) as s:
+        study = s.scalars(sa.select(Study)).one()
+        files = {Path(f.path).name: (f.role, f.reason) for f in s.scalars(sa.select(StudyFile))}
+        n_pred = s.scalar(sa.select(sa.func.count()).select_from(Prediction))
+        s.expunge(study)
+    return study, files, n_pred
+
+
+def _assert_screened_from_good(url: str, good: Path, broken: Path) -> None:
+    study, files, n_pred = _accounted(url)
+    assert study.status is StudyStatus.done and study.reason is None
+    assert study.source_path == str(good.resolve()) and n_pred == 1
+    assert files[good.name] == (FileRole.primary, None)
+    role, reason = files[broken.name]
+    assert role is FileRole.twin and reason  # why it was set aside
+
+
+def test_broken_copy_sorted_first_in_one_submit(tmp_path: Path, settings, copies) -> None:
+    good, broken = copies
+    folder = tmp_path / "in"
+    b = _write(folder, "a_broken.dcm", broken)
+    g = _write(folder, "b_good.dcm", good)
+    result = submit_folder(folder, settings=settings)
+    assert (result.n_files, result.n_new, result.n_twins, result.n_replaced) == (2, 1, 1, 0)
+    _assert_screened_from_good(settings.effective_database_url, g, b)
+
+
+def test_good_copy_sorted_first_in_one_submit(tmp_path: Path, settings, copies) -> None:
+    good, broken = copies
+    folder = tmp_path / "in"
+    g = _write(folder, "a_good.dcm", good)
+    b = _write(folder, "b_broken.dcm", broken)
+    result = submit_folder(folder, settings=settings)
+    assert (result.n_new, result.n_twins, result.n_replaced) == (1, 1, 0)
+    _assert_screened_from_good(settings.effective_database_url, g, b)
+
+
+def test_broken_then_good_across_two_submits(tmp_path: Path, settings, copies) -> None:
+    good, broken = copies
+    url = settings.effective_database_url
+    b = _write(tmp_path / "first", "x.dcm", broken)
+    submit_folder(tmp_path / "first", settings=settings)
+    assert _accounted(url)[0].status is StudyStatus.failed
+    g = _write(tmp_path / "second", "y.dcm", good)
+    second = submit_folder(tmp_path / "second", settings=settings)
+    assert (second.n_new, second.n_replaced, second.n_twins) == (0, 1, 1)
+    _assert_screened_from_good(url, g, b)
+    again = submit_folder(tmp_path / "first", settings=settings)  # the damaged copy: seen before
+    assert (again.n_new, again.n_duplicate, again.n_tasks) == (0, 1, 0)
+
+
+def test_good_then_broken_across_two_submits(tmp_path: Path, settings, copies) -> None:
+    good, broken = copies
+    g = _write(tmp_path / "first", "x.dcm", good)
+    submit_folder(tmp_path / "first", settings=settings)
+    b = _write(tmp_path / "second", "y.dcm", broken)
+    second = submit_folder(tmp_path / "second", settings=settings)
+    assert (second.n_new, second.n_twins, second.n_tasks) == (0, 1, 0)
+    _assert_screened_from_good(settings.effective_database_url, g, b)
+
+
+def test_every_copy_unreadable_fails_naming_the_twins(tmp_path: Path, settings, copies) -> None:
+    _, broken = copies
+    folder = tmp_path / "in"
+    _write(folder, "a.dcm", broken)
+    _write(folder, "b.dcm", broken[:-100])  # another cut, other content: a second twin
+    submit_folder(folder, settings=settings)
+    study, files, _ = _accounted(settings.effective_database_url)
+    assert study.status is StudyStatus.failed and "(and its 1 twin copy)" in study.reason
+    assert sorted(role.value for role, _ in files.values()) == ["primary", "twin"]
+
+
+def test_a_copy_failing_its_header_then_replaced_counts_once(tmp_path: Path, settings) -> None:
+    """The failed copy registers, the good one replaces it in the same submit: one new study
+    (it was counted twice: "534 new studies" for 516 rows)."""
+    import pydicom
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    ds = pydicom.dcmread(SAMPLE)
+    ds.BitsAllocated = 7  # fails at the header probe, its SOP Instance UID known
+    ds.save_as(folder / "a_bad_header.dcm")
+    (folder / "b_good.dcm").write_bytes(SAMPLE.read_bytes())
+    result = submit_folder(folder, settings=settings)
+    assert (result.n_new, result.n_replaced, result.n_twins, result.n_to_screen) == (1, 0, 1, 1)
+    assert (result.n_failed, result.queued_ids) == (0, [1])
+    _assert_screened_from_good(settings.effective_database_url, folder / "b_good.dcm",
+                               folder / "a_bad_header.dcm")

@@ -1,0 +1,248 @@
+"""Register what the listener spooled, a study once it is stable, exactly as ``screen submit`` does.
+
+The spool is the record of what arrived; ``received_instances`` the record of what was registered
+(one row per spool file, by its hash). At every start, and whenever the database comes back, the
+spool files without a row are registered, so nothing received is lost and nothing twice: the
+intake's dedupe (content hash, SOP Instance UID) makes a second registration a no-op. A study is
+registered once no new instance of it arrived for ``stable_seconds``. Studies the broker refused
+stay queued with ``enqueued_at`` empty and are sent again on the next round.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from pneumoscreen.db import Batch, ReceivedInstance, Study, StudyFile, StudyStatus
+from pneumoscreen.db.models import utcnow
+from pneumoscreen.model.progress import Silent
+from pneumoscreen.worker.intake.enqueue import BrokerUnavailable, Enqueued, enqueue
+from pneumoscreen.worker.intake.submit import examine, register
+from pneumoscreen.worker.receive.spool import Spool, SpoolFile, is_uid
+from pneumoscreen.worker.settings import Settings
+
+log = logging.getLogger(__name__)
+_CHUNK = 500
+
+
+@dataclass
+class Arrival:
+    """One spooled instance waiting for its study to become stable."""
+
+    file: SpoolFile
+    received: float  # wall-clock seconds: when it arrived (its file's mtime after a restart)
+    study_uid: str = ""  # "" when absent or not a valid UID: such instances group together
+    sop_uid: str | None = None
+    calling_aet: str | None = None
+
+
+def read_arrival(file: SpoolFile, received: float) -> Arrival:
+    """The few header values the registrar needs, each validated before it is kept."""
+    import pydicom
+
+    arrival = Arrival(file, received)
+    try:
+        ds = pydicom.dcmread(file.path, stop_before_pixels=True,
+                             specific_tags=["StudyInstanceUID", "SOPInstanceUID"])
+        study, sop = str(ds.get("StudyInstanceUID", "")), str(ds.get("SOPInstanceUID", ""))
+        aet = str(ds.file_meta.get("SourceApplicationEntityTitle", "")).strip()
+    except Exception:  # an unreadable header: registration records it as failed
+        return arrival
+    arrival.study_uid = study if is_uid(study) else ""
+    arrival.sop_uid = sop if is_uid(sop) else None
+    arrival.calling_aet = aet if 0 < len(aet) <= 16 and aet.isprintable() else None
+    return arrival
+
+
+def register_arrivals(arrivals: list[Arrival], *, settings: Settings) -> Enqueued:
+    """Register these spool files as one ``receive`` batch with the intake's own functions; the
+    new screenable studies are returned for enqueueing. Files already registered are skipped."""
+    with settings.session() as session:
+        known = _known(session, [a.file.sha256 for a in arrivals])
+    fresh = [a for a in arrivals if a.file.sha256 not in known]
+    if not fresh:
+        return Enqueued(batch_id=None)
+    config = settings.ingest_config()
+    examined = [(a, examine(a.file.path, config)) for a in fresh]  # outside the transaction
+    candidates = [c for _, c in examined if c is not None]
+    senders = sorted({a.calling_aet for a in fresh if a.calling_aet})
+    with settings.session() as session:
+        batch = Batch(kind="receive", source="DICOM from " + (", ".join(senders) or "unknown"),
+                      n_files=len(fresh), n_not_images=len(examined) - len(candidates))
+        session.add(batch)
+        session.flush()
+        totals = register(candidates, batch.id, session=session, progress=Silent())
+        batch.n_new, batch.n_duplicate = len(totals.new), totals.duplicates
+        touched = sorted(totals.new | totals.replaced)
+        queued: set[int] = set()
+        for i in range(0, len(touched), _CHUNK):  # bounded IN lists
+            queued.update(session.scalars(select(Study.id).where(
+                Study.id.in_(touched[i:i + _CHUNK]), Study.status == StudyStatus.queued)))
+        now = utcnow()
+        for arrival, cand in examined:
+            study_id = None
+            if cand is not None:  # the study this file is the primary copy, a twin or duplicate of
+                study_id = session.scalar(select(StudyFile.study_id).where(
+                    StudyFile.sha256 == cand.sha256).limit(1))
+                if study_id is None:
+                    study_id = session.scalar(select(Study.id).where(
+                        Study.sha256 == cand.sha256))
+            session.add(ReceivedInstance(
+                sha256=arrival.file.sha256, sop_instance_uid=arrival.sop_uid,
+                study_instance_uid=arrival.study_uid or None,
+                spool_path=str(arrival.file.path.resolve()), calling_aet=arrival.calling_aet,
+                received_at=_utc(arrival.received), registered_at=now, study_id=study_id,
+                enqueued_at=None if study_id in queued else now))
+        batch_id = batch.id
+    log.info("batch %s: %d received instances registered, %d new studies, %d to screen, "
+             "%d already known, %d twins", batch_id, len(fresh), len(totals.new), len(queued),
+             totals.duplicates, totals.twins)
+    return Enqueued(batch_id=batch_id, queued_ids=sorted(queued))
+
+
+def _known(session: Session, shas: list[str]) -> set[str]:
+    """Which of these spool files are registered already."""
+    found: set[str] = set()
+    for i in range(0, len(shas), _CHUNK):
+        found.update(session.scalars(select(ReceivedInstance.sha256).where(
+            ReceivedInstance.sha256.in_(shas[i:i + _CHUNK]))))
+    return found
+
+
+def _utc(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+
+
+def _mark_enqueued(study_ids: Iterable[int], *, settings: Settings) -> None:
+    ids = list(study_ids)
+    with settings.session() as session:
+        for i in range(0, len(ids), _CHUNK):
+            session.execute(update(ReceivedInstance).where(
+                ReceivedInstance.study_id.in_(ids[i:i + _CHUNK]),
+                ReceivedInstance.enqueued_at.is_(None)).values(enqueued_at=utcnow()))
+
+
+class Registrar:
+    """The listener's background loop: spool → stable studies → registered → enqueued."""
+
+    def __init__(self, settings: Settings, spool: Spool, *, stable_seconds: float,
+                 retry_seconds: float = 5.0) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.stable_seconds = stable_seconds
+        self.retry_seconds = retry_seconds
+        self._inbox: queue.SimpleQueue[tuple[SpoolFile, float]] = queue.SimpleQueue()
+        self.pending: dict[str, Arrival] = {}
+        self._reconciled = False
+        self._retry_at = 0.0
+        self._enqueue_at = 0.0
+
+    def notify(self, file: SpoolFile, received: float | None = None) -> None:
+        """Called by the C-STORE handler once a file is in the spool (any thread)."""
+        self._inbox.put((file, time.time() if received is None else received))
+
+    def run(self, stop: threading.Event, interval: float = 0.5) -> None:
+        while not stop.is_set():
+            self.tick()
+            stop.wait(interval)
+
+    def tick(self, now: float | None = None) -> None:
+        """One round; never raises (a database or broker that is down is retried later)."""
+        now = time.time() if now is None else now
+        self._drain()
+        if now < self._retry_at:
+            return
+        try:
+            if not self._reconciled:
+                self.reconcile()
+            self._register_stable(now)
+            if now >= self._enqueue_at:
+                self._enqueue_at = now + self.retry_seconds
+                self.enqueue_left_over()
+        except (SQLAlchemyError, BrokerUnavailable, OSError) as exc:
+            self._retry_at = now + self.retry_seconds
+            log.warning("%s unavailable (%s); %d received instances wait in the spool, retrying "
+                        "in %.0f s", "broker" if isinstance(exc, BrokerUnavailable) else
+                        "database", type(exc).__name__, len(self.pending), self.retry_seconds)
+        except Exception:
+            self._retry_at = now + self.retry_seconds
+            log.exception("registering received instances failed; retrying")
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                file, received = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if file.sha256 not in self.pending:
+                self.pending[file.sha256] = read_arrival(file, received)
+
+    def reconcile(self) -> int:
+        """Take every spool file not registered yet into the pending set (at start, and after a
+        database outage); returns how many."""
+        removed = self.spool.remove_stale_temp_files(older_than_s=0 if not self._reconciled
+                                                     else 600)
+        files = list(self.spool.files())
+        with self.settings.session() as session:
+            known = _known(session, [f.sha256 for f in files])
+        added = 0
+        for file in files:
+            if file.sha256 not in known and file.sha256 not in self.pending:
+                self.pending[file.sha256] = read_arrival(file, file.mtime)
+                added += 1
+        self._reconciled = True
+        log.info("spool: %d files, %d waiting to be registered (%d unfinished writes removed)",
+                 len(files), len(self.pending), removed)
+        return added
+
+    def stable(self, now: float) -> list[Arrival]:
+        """The pending instances of studies with no new instance for ``stable_seconds``."""
+        by_study: dict[str, list[Arrival]] = defaultdict(list)
+        for arrival in self.pending.values():
+            by_study[arrival.study_uid].append(arrival)
+        return [a for group in by_study.values()
+                if now - max(x.received for x in group) >= self.stable_seconds for a in group]
+
+    def _register_stable(self, now: float) -> None:
+        ready = self.stable(now)
+        if not ready:
+            return
+        result = register_arrivals(ready, settings=self.settings)
+        for arrival in ready:
+            self.pending.pop(arrival.file.sha256, None)
+        if result.queued_ids:
+            enqueue(result, settings=self.settings)
+            _mark_enqueued(result.queued_ids, settings=self.settings)
+
+    def enqueue_left_over(self) -> int:
+        """Send again the received studies registered but never enqueued (broker down, or the
+        listener stopped in between); those no longer queued are just marked."""
+        with self.settings.session() as session:
+            rows = session.execute(
+                select(ReceivedInstance.study_id, Study.batch_id, Study.status)
+                .join(Study, Study.id == ReceivedInstance.study_id)
+                .where(ReceivedInstance.enqueued_at.is_(None))).all()
+        groups: dict[int | None, set[int]] = defaultdict(set)
+        settled: set[int] = set()
+        for study_id, batch_id, status in rows:
+            (groups[batch_id] if status == StudyStatus.queued else settled).add(study_id)
+        if settled:
+            _mark_enqueued(settled, settings=self.settings)
+        sent = 0
+        for batch_id, ids in groups.items():
+            enqueue(Enqueued(batch_id=batch_id, queued_ids=sorted(ids)), settings=self.settings)
+            _mark_enqueued(ids, settings=self.settings)
+            sent += len(ids)
+        if sent:
+            log.info("%d received studies enqueued again", sent)
+        return sent

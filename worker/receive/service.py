@@ -1,0 +1,54 @@
+"""``screen listen`` as one call: the spool, the registrar's loop and the DICOM service together."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from pneumoscreen.worker.receive.registrar import Registrar
+from pneumoscreen.worker.receive.scp import ListenConfig, Receiver, tls_context
+from pneumoscreen.worker.receive.spool import Spool
+from pneumoscreen.worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def listen_config(settings: Settings, *, host: str | None = None, port: int | None = None,
+                  ae_title: str | None = None) -> ListenConfig:
+    """The service's bounds from the settings (options override). TLS files that cannot be read
+    raise OSError / ssl.SSLError; a key without a certificate, ValueError."""
+    context = None
+    if settings.listen_tls_cert or settings.listen_tls_key:
+        if not (settings.listen_tls_cert and settings.listen_tls_key):
+            raise ValueError("TLS needs both SCREEN_LISTEN_TLS_CERT and SCREEN_LISTEN_TLS_KEY")
+        context = tls_context(settings.listen_tls_cert, settings.listen_tls_key,
+                              settings.listen_tls_ca)
+    elif settings.listen_tls_ca:
+        raise ValueError("SCREEN_LISTEN_TLS_CA needs SCREEN_LISTEN_TLS_CERT and _KEY as well")
+    return ListenConfig(
+        host=host or settings.listen_host, port=settings.listen_port if port is None else port,
+        ae_title=ae_title or settings.listen_ae_title,
+        calling_ae_titles=tuple(settings.calling_ae_titles),
+        max_associations=settings.listen_max_associations, max_pdu=settings.listen_max_pdu,
+        timeout=settings.listen_timeout,
+        max_instance_bytes=settings.ingest_config().file_limit,  # the intake's file-size limit
+        ssl_context=context, sop_classes=tuple(settings.listen_sop_classes))
+
+
+def serve(settings: Settings, config: ListenConfig, stop: threading.Event,
+          on_ready: Callable[[Receiver, Registrar], None] | None = None) -> None:
+    """Receive until ``stop`` is set. The port is bound before anything touches the database,
+    so a database that is down delays registration, never a receipt."""
+    spool = Spool(settings.data_dir / "spool")
+    registrar = Registrar(settings, spool, stable_seconds=settings.study_stable_seconds)
+    receiver = Receiver(config, spool, registrar.notify)
+    receiver.start()
+    try:
+        if on_ready is not None:
+            on_ready(receiver, registrar)
+        registrar.run(stop)
+    finally:
+        receiver.stop()
+        log.info("stopped: %d instances stored in this run, %d waiting in the spool for a "
+                 "stable study", receiver.n_stored, len(registrar.pending))
