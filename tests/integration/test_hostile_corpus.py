@@ -102,7 +102,8 @@ def _sibling_landed(module: str, marker: str) -> bool:
 
 
 SYMLINK_RULES = _sibling_landed("pneumoscreen.worker.intake.discovery", "outside")
-PLAIN_RENDERING = _sibling_landed("pneumoscreen.worker.cli.output", "def clean(")
+# cli-ux's plain rendering reaches `screen inspect` last: its path line is the marker.
+PLAIN_RENDERING = _sibling_landed("pneumoscreen.worker.cli.ingest_cmds", 'plain(data["path"]')
 
 
 class Run:
