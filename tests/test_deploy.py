@@ -32,6 +32,17 @@ def test_compose_file_is_valid_and_has_every_service() -> None:
     assert {"redis", "postgres", "worker", "beat", "flower", "listener", "orthanc"} <= set(out)
 
 
+def test_compose_worker_sends_results_to_the_demo_pacs() -> None:
+    import yaml
+
+    env = {"SCREEN_PATIENT_KEY": "k", "PATH": "/usr/bin:/bin:/usr/local/bin"}
+    config = yaml.safe_load(subprocess.run([*_compose(), "config"], cwd=REPO, env=env,
+                                           capture_output=True, text=True, check=True).stdout)
+    worker = config["services"]["worker"]["environment"]
+    assert worker["SCREEN_EXPORT_TO"] == "dicom://ORTHANC@orthanc:4242"
+    assert worker["SCREEN_BROKER_URL"] == "redis://redis:6379/0"  # the shared settings kept
+
+
 def test_compose_refuses_to_run_without_a_patient_key() -> None:
     cmd = _compose()
     result = subprocess.run([*cmd, "config", "-q"], cwd=REPO, env={"PATH": "/usr/bin:/bin"},

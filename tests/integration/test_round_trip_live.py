@@ -1,19 +1,36 @@
-"""The round trip: the chest studies are in the PACS (Orthanc); pneumoscreen screens them with a
-real worker and stores an SR back into each study, where Orthanc's REST API finds it and the
-probability, threshold and flag read back match what pneumoscreen recorded."""
+"""The round trip: Orthanc (the modality/PACS) pushes the chest studies to `screen listen`; each
+study, once stable, is screened by a real worker; an SR is stored back into each study in
+Orthanc, where Orthanc's REST API finds it and the probability, threshold and flag read back
+match what pneumoscreen recorded."""
 
 from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import pydicom
 import pytest
-from live import REDIS_URL, WorkerProcess, redis_or_skip, run_screen, screen_env, wait_until
+import sqlalchemy as sa
+from listener import ListenerProcess
+from live import (
+    REDIS_URL,
+    WorkerProcess,
+    free_port,
+    redis_or_skip,
+    run_screen,
+    screen_env,
+    wait_until,
+)
 from orthanc import Orthanc
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.shared, pytest.mark.slow]
+
+# CR, DX (for presentation and processing) and, for the RSNA/SIIM chest films stored as
+# Secondary Capture, SC: what this site's listener accepts.
+SOP_CLASSES = ["1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1",
+               "1.2.840.10008.5.1.4.1.1.1.1.1", "1.2.840.10008.5.1.4.1.1.7"]
 
 
 def _read_sr(ds: pydicom.Dataset) -> list[dict]:
@@ -29,48 +46,75 @@ def _read_sr(ds: pydicom.Dataset) -> list[dict]:
     return out
 
 
+def _screened(db_url: str) -> dict[str, tuple[float, float, bool]]:
+    """SOP Instance UID → (probability, threshold, flagged), as pneumoscreen recorded them."""
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT s.sop_instance_uid, p.probability, p.threshold, p.flagged "
+                "FROM studies s JOIN predictions p ON p.study_id = s.id")).all()
+    finally:
+        engine.dispose()
+    return {r[0]: (r[1], r[2], bool(r[3])) for r in rows}
+
+
 def test_round_trip_through_orthanc(tmp_path: Path, pg_url: str, orthanc: Orthanc,
                                     shared_dir: Path) -> None:
     redis_or_skip(REDIS_URL)
     chest = sorted((shared_dir / "dicom" / "chest").glob("*.dcm"))
+    port = free_port()
+    env = screen_env(data_dir=tmp_path / "data", database_url=pg_url, broker_url=REDIS_URL,
+                     SCREEN_CALLING_AE_TITLES=json.dumps([orthanc.aet]),
+                     SCREEN_LISTEN_SOP_CLASSES=json.dumps(SOP_CLASSES),
+                     SCREEN_STUDY_STABLE_SECONDS="2", SCREEN_LISTEN_TIMEOUT="20",
+                     SCREEN_PATIENT_KEY="k" * 40,
+                     SCREEN_EXPORT_TO=f"dicom://{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}")
     for path in chest:
         orthanc.upload(path)
     n_studies, n_before = len(orthanc.studies()), len(orthanc.instances())
-    env = screen_env(data_dir=tmp_path / "data", database_url=pg_url, broker_url=REDIS_URL,
-                     SCREEN_EXPORT_TO=f"dicom://{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}")
+    orthanc.add_modality("pneumoscreen", "PNEUMOSCREEN", "127.0.0.1", port)
+    listener = ListenerProcess(env, tmp_path / "listen.log", port)
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
+        listener.wait_ready()
         worker.wait_ready()
-        submitted = run_screen(env, "submit", str(shared_dir / "dicom" / "chest"))
-        assert submitted.returncode == 0, submitted.stderr
+        started = time.monotonic()
+        pushed = orthanc.send_to_modality("pneumoscreen", orthanc.studies())
+        assert pushed["InstancesCount"] == len(chest) and pushed["FailedInstancesCount"] == 0
 
         def all_sent() -> bool:
             rows = json.loads(run_screen(env, "exports", "--format", "json").stdout)
             return len(rows) == n_studies and all(r["status"] == "sent" for r in rows)
 
-        wait_until(all_sent, 400, "every study's SR sent to Orthanc", on_timeout=worker.log)
+        wait_until(all_sent, 400, "every study's SR sent back to Orthanc",
+                   on_timeout=lambda: listener.log()[-3000:] + worker.log()[-3000:])
+        elapsed = time.monotonic() - started
     finally:
+        listener.stop()
         worker.stop()
-    studies = json.loads(run_screen(env, "studies", "--format", "json").stdout)
-    by_sop = {}
+    screened = _screened(pg_url)
+    assert len(screened) == len(chest)
+    assert len(orthanc.studies()) == n_studies  # every SR went into its source's study
+    read_back = []
     for path in chest:
         header = pydicom.dcmread(path, stop_before_pixels=True)
-        by_sop[header.SOPInstanceUID] = (header.StudyInstanceUID,
-                                         next(s for s in studies if s["path"] == str(path)))
-    assert len(orthanc.studies()) == n_studies  # every SR went into its source's study
-    reports = {}
-    for study_uid in {uid for uid, _ in by_sop.values()}:
         found = [pydicom.dcmread(io.BytesIO(orthanc.instance_file(oid)))
-                 for oid in orthanc.find_by_study_uid(study_uid)]
-        srs = [ds for ds in found if ds.Modality == "SR"]
-        assert len(srs) == 1, study_uid
-        reports[study_uid] = srs[0]
-    for sop_uid, (study_uid, row) in by_sop.items():
-        (group,) = _read_sr(reports[study_uid])
-        assert group["sources"] == [sop_uid]
-        assert group["Probability of pneumonia"] == pytest.approx(row["probability"], abs=1e-4)
-        assert group["Flag threshold"] == pytest.approx(0.6591, abs=1e-4)
-        assert group["Triage flag"] == ("Flagged: read first" if row["flagged"]
+                 for oid in orthanc.find_by_study_uid(header.StudyInstanceUID)]
+        (sr,) = [ds for ds in found if ds.Modality == "SR"]
+        (group,) = _read_sr(sr)
+        probability, threshold, flagged = screened[header.SOPInstanceUID]
+        assert group["sources"] == [header.SOPInstanceUID]
+        assert group["Probability of pneumonia"] == pytest.approx(probability, abs=1e-4)
+        assert group["Flag threshold"] == pytest.approx(threshold, abs=1e-4)
+        assert group["Triage flag"] == ("Flagged: read first" if flagged
                                         else "Not flagged: reading priority unchanged")
-    heatmaps = sum(1 for r in studies if r["flagged"])  # SCREEN_HEATMAPS=flagged
+        read_back.append((group["Probability of pneumonia"], group["Flag threshold"],
+                          group["Triage flag"].split(":")[0]))
+    heatmaps = sum(flagged for _, _, flagged in screened.values())  # SCREEN_HEATMAPS=flagged
     assert len(orthanc.instances()) == n_before + n_studies + heatmaps
+    print(f"\nround trip: Orthanc pushed {pushed['InstancesCount']} instances of {n_studies} "
+          f"studies to screen listen; {n_studies} SRs and {heatmaps} heatmap SCs stored back "
+          f"{elapsed:.1f} s later; Orthanc now holds {len(orthanc.instances())} instances in "
+          f"{len(orthanc.studies())} studies; read back (probability, threshold, flag): "
+          + "; ".join(f"{p:.4f}, {t:.4f}, {f}" for p, t, f in read_back))

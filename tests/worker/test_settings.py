@@ -79,6 +79,8 @@ def test_defaults_restate_ingestions_own() -> None:
         modalities=s.accept_modalities, body_parts=s.accept_body_parts,
         reject_views=s.reject_view_positions, reject_intents=s.reject_presentation_intents,
         non_image_modalities=s.non_image_modalities) == policy
-    assert (s.max_pixels, s.reduced_resolution, s.reduced_min_side,
+    # reduced_min_side 0 is "the model's input size", else ingestion's min_side
+    assert s.reduced_min_side == 0 and s.ingest_config().decode == decode
+    assert (s.max_pixels, s.reduced_resolution, s.decode_budget_mb << 20,
             tuple(s.window_percentiles)) == (decode.max_pixels, decode.reduced,
-                                             decode.min_side, decode.percentiles)
+                                             decode.budget_bytes, decode.percentiles)

@@ -1,9 +1,14 @@
 """``screen bench throughput``: studies per second of the model alone, of the whole batch task and
 of the naive per-image loop of the reference notebooks, with the resident memory over the run.
 
-Synthetic studies only: a few distinct PNG phantoms written to a temporary folder and registered
-N times under distinct hashes straight into the database (registration is not what is measured),
-so ``--studies 10000`` costs neither 10,000 files nor a long set-up.
+Synthetic mode: a few distinct PNG phantoms written to a temporary folder and registered N times
+under distinct hashes straight into the database (registration is not what is measured), so
+``--studies 10000`` costs neither 10,000 files nor a long set-up.
+
+Corpus mode (``--corpus DIR``): every file under DIR is one study, registered once; the batch
+task runs codec by codec, which gives studies/s per transfer syntax, and a separate in-process
+pass times decoding per file. The naive loop is then the notebooks' DICOM loop: ``dcmread`` →
+``pixel_array`` → Modality/VOI LUT → resize → one ``predict`` per image.
 """
 
 from __future__ import annotations
@@ -75,6 +80,16 @@ class RssSampler:
 
 
 @dataclass
+class CodecFigures:
+    """One transfer syntax of a corpus run."""
+
+    files: int
+    decode_ms_per_file: float | None  # load + pixel steps + resize, in-process, one thread
+    studies_per_s: float  # the batch task on this codec's files alone
+    screened: int
+
+
+@dataclass
 class ThroughputResult:
     studies: int
     model_only_per_s: float
@@ -85,6 +100,7 @@ class ThroughputResult:
     pipeline_heatmaps_per_s: float | None = None  # (b) with a Grad-CAM map for every study
     rss_mb: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    per_codec: dict[str, CodecFigures] | None = None  # corpus mode only
 
     @property
     def ratios(self) -> dict[str, float]:
@@ -116,14 +132,14 @@ def write_files(folder: Path, n: int, size: int) -> list[Path]:
     return paths
 
 
-def register(paths: list[Path], n: int, *, url: str, tag: str) -> list[int]:
+def register(paths: list[Path], n: int, *, url: str, tag: str, fmt: str = "png") -> list[int]:
     """``n`` queued studies cycling over ``paths``, each with its own (made-up) content hash."""
     with session_scope(url) as session:
         batch = Batch(kind="submit", source=f"bench:{tag}", n_files=n, n_new=n)
         session.add(batch)
         session.flush()
         rows = [{"sha256": hashlib.sha256(f"bench:{tag}:{i}".encode()).hexdigest(),
-                 "source_path": str(paths[i % len(paths)]), "format": "png",
+                 "source_path": str(paths[i % len(paths)]), "format": fmt,
                  "status": StudyStatus.queued, "batch_id": batch.id, "attempts": 0}
                 for i in range(n)]
         for part in split(rows, 1000):
@@ -150,25 +166,101 @@ def naive_loop(paths: list[Path], keras_model: Any, size: int) -> None:
         keras_model.predict(x, verbose=0)
 
 
+def naive_dicom_loop(paths: list[Path], keras_model: Any, size: int) -> None:
+    """The reference notebooks on DICOM: read, decode all pixels, LUTs, min-max, resize, and
+    ``model.predict`` on one image."""
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        arr = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds).astype(np.float32)
+        arr = (arr - arr.min()) / max(float(arr.max() - arr.min()), 1e-6)
+        if ds.get("PhotometricInterpretation") == "MONOCHROME1":
+            arr = 1.0 - arr
+        img = Image.fromarray(arr).resize((size, size))
+        keras_model.predict(np.asarray(img, dtype=np.float32)[None, ..., None], verbose=0)
+
+
+def corpus_files(folder: Path) -> dict[str, list[Path]]:
+    """Every file under ``folder`` (recursive), grouped by transfer syntax (or image format)."""
+    import pydicom
+
+    from pneumoscreen.worker.ingest import sniff_format
+
+    groups: dict[str, list[Path]] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        fmt = sniff_format(path)
+        if fmt is None:
+            continue
+        key = fmt.upper()
+        if fmt == "dicom":
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+                uid = ds.file_meta.TransferSyntaxUID
+                key = uid.name if uid.is_transfer_syntax else str(uid)
+            except Exception:  # an unreadable file is still a study: the pipeline fails it
+                key = "unreadable DICOM"
+        groups.setdefault(key, []).append(path)
+    return groups
+
+
+def _decode_ms(paths: list[Path], settings: Settings, size: int) -> float | None:
+    """Mean milliseconds of load + pixel steps + resize per file, in this process."""
+    from pneumoscreen.model.preprocess import preprocess
+    from pneumoscreen.worker.ingest import IngestError, load_grey
+
+    config = settings.ingest_config(input_size=size)
+    times = []
+    for path in paths:
+        start = time.perf_counter()
+        try:
+            preprocess(load_grey(path, config).grey, size)
+        except IngestError:
+            continue
+        times.append(time.perf_counter() - start)
+    return round(1000 * sum(times) / len(times), 1) if times else None
+
+
 def run_throughput(n: int, *, settings: Settings, task_size: int = 256, naive_n: int = 100,
                    image_size: int = 512, database_url: str | None = None,
-                   heatmap_n: int = 0,
+                   heatmap_n: int = 0, corpus: Path | None = None, decode_sample: int = 30,
                    say: Callable[[str], None] = lambda _: None) -> ThroughputResult:
     """Measure (a) model only, (b) the batch task end to end without heatmaps, (b') with a
-    heatmap for each of ``heatmap_n`` studies, (c) the naive loop, and RSS."""
+    heatmap for each of ``heatmap_n`` studies, (c) the naive loop, and RSS.
+
+    With ``corpus``, ``n`` is ignored: the studies are the files under ``corpus``."""
     rss: dict[str, float] = {"start": round(rss_mb(), 1)}
     with tempfile.TemporaryDirectory(prefix="screen-bench-") as tmp, RssSampler() as sampler:
         folder = Path(tmp)
         url = database_url or f"sqlite:///{folder / 'bench.sqlite3'}"
         settings = settings.model_copy(update={"database_url": url})
         tag = hashlib.sha256(f"{time.time_ns()}".encode()).hexdigest()[:12]
-        paths = write_files(folder, min(n, DISTINCT_FILES), image_size)
         chunk = settings.chunk_size
-        warm_ids = register(paths, 2 * chunk, url=url, tag=tag + "-warm")
-        ids = register(paths, n, url=url, tag=tag)
-        cam_ids = register(paths, heatmap_n, url=url, tag=tag + "-cam") if heatmap_n else []
+        fmt = "png"
+        groups: dict[str, list[int]] = {}
+        if corpus is not None:
+            by_codec = corpus_files(corpus)
+            paths = [p for files in by_codec.values() for p in files]
+            if not paths:
+                raise ValueError(f"no DICOM, PNG or JPEG file under {corpus}")
+            n, fmt = len(paths), "dicom"
+            ids = register(paths, n, url=url, tag=tag, fmt=fmt)  # each file once, codec by codec
+            start = 0
+            for codec, files in by_codec.items():
+                groups[codec] = ids[start:start + len(files)]
+                start += len(files)
+            say(f"{n} files registered, one study each: " + ", ".join(
+                f"{codec} {len(files)}" for codec, files in by_codec.items()))
+        else:
+            paths = write_files(folder, min(n, DISTINCT_FILES), image_size)
+            ids = register(paths, n, url=url, tag=tag)
+            say(f"{n} studies registered ({len(paths)} distinct {image_size}px PNGs)")
+        warm_ids = register(paths, 2 * chunk, url=url, tag=tag + "-warm", fmt=fmt)
+        cam_ids = (register(paths, heatmap_n, url=url, tag=tag + "-cam", fmt=fmt)
+                   if heatmap_n else [])
         plain_settings = settings.model_copy(update={"heatmaps": "none"})
-        say(f"{n} studies registered ({len(paths)} distinct {image_size}px PNGs); warming up")
+        say("warming up (model, gradients, database, decoding processes)")
 
         model = get_model(settings)
         size = model.spec.input_size
@@ -185,17 +277,26 @@ def run_throughput(n: int, *, settings: Settings, task_size: int = 256, naive_n:
         model_only = calls * chunk / elapsed()
 
         say(f"(b) batch task: decode → preprocess → predict → database, tasks of {task_size}")
-        groups = split(ids, task_size)
-        screened = 0
+        tasks = [(codec, part) for codec, members in (groups or {"": ids}).items()
+                 for part in split(members, task_size)]
+        screened, finished = 0, 0
+        codec_s: dict[str, float] = {}
+        codec_screened: dict[str, int] = {}
         with _timer() as elapsed:
-            for k, group in enumerate(groups, 1):
-                screened += screen_task(group, plain_settings, model=model).screened
-                if k == max(1, len(groups) // 2):
+            for k, (codec, group) in enumerate(tasks, 1):
+                started = time.perf_counter()
+                outcome = screen_task(group, plain_settings, model=model)
+                codec_s[codec] = codec_s.get(codec, 0.0) + time.perf_counter() - started
+                codec_screened[codec] = codec_screened.get(codec, 0) + outcome.screened
+                screened += outcome.screened
+                finished += outcome.screened + outcome.rejected + outcome.failed
+                if k == max(1, len(tasks) // 2):
                     rss["pipeline_half"] = round(rss_mb(), 1)
         pipeline = n / elapsed()
         rss["pipeline_end"] = round(rss_mb(), 1)
-        if screened != n:
-            raise RuntimeError(f"the batch task screened {screened} of {n} studies")
+        if finished != n or (corpus is None and screened != n):
+            raise RuntimeError(f"the batch task finished {finished} (screened {screened}) of "
+                               f"{n} studies")
 
         with_maps = None
         if cam_ids:
@@ -206,19 +307,37 @@ def run_throughput(n: int, *, settings: Settings, task_size: int = 256, naive_n:
                     screen_task(group, all_maps, model=model)
             with_maps = round(len(cam_ids) / elapsed(), 1)
 
-        naive_paths = [paths[i % len(paths)] for i in range(min(n, naive_n))]
+        per_codec = None
+        if corpus is not None:
+            say(f"decode time per file, in-process, up to {decode_sample} files per codec")
+            per_codec = {codec: CodecFigures(
+                files=len(members),
+                decode_ms_per_file=_decode_ms(by_codec[codec][:decode_sample], settings, size),
+                studies_per_s=round(len(members) / codec_s[codec], 1),
+                screened=codec_screened[codec]) for codec, members in groups.items()}
+            # The naive loop takes every codec in turn, so its mix is the corpus's.
+            rounds = [by_codec[c] for c in by_codec]
+            mixed = [files[i] for i in range(max(map(len, rounds)))
+                     for files in rounds if i < len(files)]
+            naive_paths, loop = mixed[:min(n, naive_n)], naive_dicom_loop
+        else:
+            naive_paths = [paths[i % len(paths)] for i in range(min(n, naive_n))]
+            loop = naive_loop
         say(f"(c) naive loop, model.predict per image, {len(naive_paths)} studies")
-        naive_loop(naive_paths[:2], model.keras_model, size)  # its own warm-up
+        loop(naive_paths[:2], model.keras_model, size)  # its own warm-up
         with _timer() as elapsed:
-            naive_loop(naive_paths, model.keras_model, size)
+            loop(naive_paths, model.keras_model, size)
         naive = len(naive_paths) / elapsed()
         rss["end"] = round(rss_mb(), 1)
-    return ThroughputResult(
+    return ThroughputResult(per_codec=per_codec,
         studies=n, model_only_per_s=round(model_only, 1), pipeline_per_s=round(pipeline, 1),
         naive_per_s=round(naive, 2), naive_studies=len(naive_paths),
         pipeline_heatmaps_per_s=with_maps,
         peak_rss_mb=round(max(sampler.peak, peak_rss_mb()), 1), rss_mb=rss,
         config={"task_size": task_size, "chunk_size": chunk,
-                "decode_threads": settings.decode_threads, "image_size": image_size,
+                "decode_processes": settings.decode_processes,
+                "decode_threads": settings.decode_threads,
+                "image_size": None if corpus else image_size,
+                "corpus": str(corpus) if corpus else None,
                 "model": model.spec.label, "device": model.device,
                 "database": url.split("://", 1)[0]})

@@ -99,7 +99,8 @@ def bench_decode(
         fail(f"{folder} holds no files")
     settings = get_settings()
     size = _model_input_size(settings)
-    rows, summary = run_decode(files, settings.ingest_config(), repeat=repeat, size=size)
+    rows, summary = run_decode(files, settings.ingest_config(input_size=size), repeat=repeat,
+                               size=size)
     summary["folder"] = str(folder)
     timed = [r for r in rows if "error" not in r]
     if fmt is Format.json:

@@ -1,5 +1,8 @@
 """Decode the next chunk of studies in a thread pool while the model runs on the current one.
 
+With ``decode_processes`` (the default) each thread only drives one decoding process of
+:mod:`.decode_pool`, so the decoding itself runs outside the model's process and under a time limit.
+
 A bounded producer/consumer: the consumer (the model, then the database write) holds one chunk
 while at most ``prefetch`` further chunks decode, so a task of any size keeps about two chunks of
 tensors in memory and the CPU/GPU is never idle waiting for decoding after the first chunk.

@@ -42,6 +42,7 @@ from pneumoscreen.model.bundle import LoadedModel, ModelFileError, Scores, load_
 from pneumoscreen.worker.ingest import IngestConfig, IngestError, load_grey
 from pneumoscreen.worker.screening import scope, twins
 from pneumoscreen.worker.screening.claim import claim, release
+from pneumoscreen.worker.screening.decode_pool import DecodePool, shared_pool
 from pneumoscreen.worker.screening.prefetch import prefetched
 from pneumoscreen.worker.settings import Settings
 from pneumoscreen.worker.status import status_of
@@ -96,12 +97,16 @@ def model_path_for_batch(batch_id: int | None, *, session: Session) -> str | Non
 
 
 def prepare(study_id: int, path: str, model: LoadedModel, config: IngestConfig,
-            spares: Sequence[twins.Copy] = ()) -> Prepared:
-    """Decode and normalise one file, falling back on its twin copies when it fails; every
-    error becomes a reason, never an exception."""
-    primary = _prepare_one(study_id, path, model, config)
-    outcome, copy = twins.first_readable(
-        primary, spares, lambda other: _prepare_one(study_id, other, model, config))
+            spares: Sequence[twins.Copy] = (), *, pool: DecodePool | None = None) -> Prepared:
+    """Decode and normalise one file (in one of ``pool``'s processes, if given), falling back on
+    its twin copies when it fails; every error becomes a reason, never an exception."""
+    def one(file: str) -> Prepared:
+        if pool is not None:
+            return _prepare_in(pool, study_id, file, model, config)
+        return _prepare_one(study_id, file, model, config)
+
+    primary = one(path)
+    outcome, copy = twins.first_readable(primary, spares, one)
     if copy is not None:
         outcome.copy, outcome.primary_reason = copy, primary.reason
     return outcome
@@ -118,6 +123,16 @@ def _prepare_one(study_id: int, path: str, model: LoadedModel, config: IngestCon
         log.exception("study %s: unexpected error while preparing", study_id)
         return Prepared(study_id, status=StudyStatus.failed,
                         reason=f"unexpected error: {type(exc).__name__}: {exc}")
+
+
+def _prepare_in(pool: DecodePool, study_id: int, path: str, model: LoadedModel,
+                config: IngestConfig) -> Prepared:
+    """:func:`_prepare_one` in one of ``pool``'s processes, under its time limit."""
+    found = pool.run(path, config, model.spec.input_size)
+    if found.tensor is None:
+        return Prepared(study_id, status=StudyStatus(found.status or "failed"),
+                        reason=found.reason)
+    return Prepared(study_id, tensor=found.tensor, metadata=found.metadata)
 
 
 def screen_task(
@@ -155,11 +170,14 @@ def screen_task(
         spares = twins.spare_copies([i for i, _ in claimed.todo], session=session)
 
     try:
-        config = settings.ingest_config()
+        config = settings.ingest_config(input_size=model.spec.input_size)
+        # One thread drives each decoding process; without processes, threads decode.
+        pool = (shared_pool(settings.decode_processes, settings.decode_timeout)
+                if settings.decode_processes else None)
         chunks = prefetched(claimed.todo, lambda t: prepare(t[0], t[1], model, config,
-                                                         spares.get(t[0], ())),
+                                                         spares.get(t[0], ()), pool=pool),
                             chunk_size=settings.chunk_size,
-                            threads=settings.decode_threads)
+                            threads=pool.processes if pool else settings.decode_threads)
         for prepared in chunks:
             ready = [p for p in prepared if p.tensor is not None]
             batch = np.stack([p.tensor for p in ready]) if ready else None

@@ -3,6 +3,7 @@ naive loop one ``predict`` per image, memory sampled."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,3 +39,69 @@ def test_a_small_run_reports_every_figure(monkeypatch: pytest.MonkeyPatch) -> No
     assert result.pipeline_heatmaps_per_s and result.pipeline_heatmaps_per_s > 0
     assert calls == [1] * (2 + 3)  # warm-up (2) then the timed loop: one image a call
     assert set(result.ratios) == {"pipeline_over_model_only", "pipeline_over_naive"}
+
+
+@pytest.mark.slow
+def test_corpus_mode_counts_each_file_once_and_reports_per_codec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ingest_factories import chest_like, make_ds, write
+    from pydicom.uid import JPEG2000Lossless, JPEGLSLossless
+
+    corpus = tmp_path / "corpus"
+    (corpus / "deep" / "er").mkdir(parents=True)
+    expected = {"Explicit VR Little Endian": 3, "JPEG 2000 Image Compression (Lossless Only)": 2,
+                "JPEG-LS Lossless Image Compression": 1}
+    k = 0
+    for ts, n in [(None, 3), (JPEG2000Lossless, 2), (JPEGLSLossless, 1)]:
+        for _ in range(n):
+            base = chest_like(80, 64, seed=k)
+            ds = make_ds(base, bits_stored=12)
+            if ts is not None:
+                ds.compress(ts, base)
+            write(ds, corpus / ("deep/er" if k % 2 else ".") / f"f{k}.dcm")
+            k += 1
+    (corpus / "notes.txt").write_text("not an image")
+
+    screened: list[int] = []
+    real_task = throughput.screen_task
+
+    def counting_task(ids: list[int], *args: Any, **kw: Any) -> Any:
+        outcome = real_task(ids, *args, **kw)
+        screened.extend(ids)
+        return outcome
+
+    calls: list[int] = []
+    real_loop = throughput.naive_dicom_loop
+
+    def counting_loop(paths: list[Path], keras_model: Any, size: int) -> None:
+        original = keras_model.predict
+
+        def predict(x: Any, **kw: Any) -> Any:
+            calls.append(len(x))
+            return original(x, **kw)
+
+        keras_model.predict = predict
+        try:
+            real_loop(paths, keras_model, size)
+        finally:
+            del keras_model.predict
+
+    monkeypatch.setattr(throughput, "screen_task", counting_task)
+    monkeypatch.setattr(throughput, "naive_dicom_loop", counting_loop)
+    settings = get_settings().model_copy(update={"chunk_size": 2})
+    result = throughput.run_throughput(1000, settings=settings, task_size=2, naive_n=4,
+                                       corpus=corpus)
+    assert result.studies == 6  # the files, not --studies
+    assert result.per_codec is not None
+    assert {codec: f.files for codec, f in result.per_codec.items()} == expected
+    assert all(f.screened == f.files and f.studies_per_s > 0 and f.decode_ms_per_file
+               for f in result.per_codec.values())
+    warm = 2 * settings.chunk_size
+    timed = screened[warm:]  # after the warm-up task
+    assert len(timed) == 6 and len(set(timed)) == 6  # each file once, as one study
+    assert calls == [1] * (2 + 4)  # the naive loop: one predict per image
+    data = result.as_dict()
+    for key in ("model_only_per_s", "pipeline_per_s", "naive_per_s", "peak_rss_mb"):
+        assert data[key] > 0, key
+    assert data["per_codec"]["JPEG-LS Lossless Image Compression"]["files"] == 1

@@ -66,15 +66,20 @@ def test_chest_files_carry_their_metadata(shared_dir: Path) -> None:
         assert md["transfer_syntax"] and md["photometric_interpretation"]
 
 
-def test_reduced_and_full_give_nearly_the_same_network_input(shared_dir: Path) -> None:
+@pytest.mark.parametrize("input_size", [None, 96, 224])  # none, cnn-s's, v2's
+def test_reduced_and_full_give_nearly_the_same_network_input(
+    shared_dir: Path, input_size: int | None
+) -> None:
     from pneumoscreen.model.preprocess import preprocess
 
+    config = get_settings().ingest_config(input_size=input_size)
+    size = input_size or 128
     for path in sorted((shared_dir / "dicom" / "chest").iterdir()):
-        full = preprocess(load_grey(path, reduced=False).grey, 128)
-        decoded = load_grey(path, reduced=True)
+        full = preprocess(load_grey(path, reduced=False).grey, size)
+        decoded = load_grey(path, config, reduced=True)
         # Every chest file is JPEG baseline or JPEG 2000 of ≥ 1024 px: the codec did reduce.
         assert any("at reduced resolution" in s for s in decoded.steps), (path.name, decoded.steps)
-        red = preprocess(decoded.grey, 128)
+        red = preprocess(decoded.grey, size)
         assert np.abs(full - red).mean() < 0.02, path.name
 
 
