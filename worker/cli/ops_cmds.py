@@ -31,6 +31,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     app.command()(runs)
     app.command()(rescreen)
     bench_app.command("throughput")(bench_throughput)
+    bench_app.command("register")(bench_register)
     bench_app.command("corpus")(bench_corpus)
 
 
@@ -220,6 +221,45 @@ def bench_throughput(
          ["peak RSS, MB", result.peak_rss_mb],
          *[[f"RSS {k}, MB", v] for k, v in result.rss_mb.items()],
          *[[k, v] for k, v in data["config"].items()]]))
+
+
+def bench_register(
+    files: Annotated[int, typer.Option("--files", min=1, help="Distinct DICOM files.")] = 10000,
+    size_mb: Annotated[float, typer.Option(
+        "--size-mb", min=0.01, max=64, help="Size of each synthetic file, MB.")] = 1.0,
+    source: Annotated[Path | None, typer.Option(
+        "--source", exists=True, dir_okay=False,
+        help="Copy this DICOM (new UIDs each) instead of a synthetic film.")] = None,
+    database_url: Annotated[str | None, typer.Option(
+        "--database-url", help="Register into this database [default: a temporary SQLite].")
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+) -> None:
+    """Files/s and peak memory of registering many distinct DICOMs, as `screen submit` does.
+
+    A temporary corpus (one DICOM with fresh UIDs per copy) is walked, hashed, header-probed and
+    inserted chunk by chunk; nothing is screened. The figure varies with the machine's load.
+    """
+    from pneumoscreen.worker.bench.register import run_register
+    from pneumoscreen.worker.settings import get_settings
+
+    result = run_register(files, settings=get_settings(), size_mb=size_mb, source=source,
+                          database_url=database_url,
+                          say=lambda msg: err_console.print(msg, highlight=False))
+    data = result.as_dict()
+    if fmt == Format.json:
+        print_json(data)
+        return
+    console.print(make_table(
+        f"Registration, {result.files} files of {result.mean_file_mb} MB",
+        ["measure", "value"],
+        [["files/s (walk + sha256 + header probe + insert)  target ≥ 200", result.files_per_s],
+         ["MB/s", result.mb_per_s], ["seconds", result.seconds],
+         ["first file examined after, s", result.first_file_after_s],
+         ["peak RSS, MB", result.peak_rss_mb],
+         *[[f"RSS {k}, MB", v] for k, v in result.rss_mb.items()],
+         *[[k, v] for k, v in result.counts.items()],
+         *[[k, v] for k, v in result.config.items()]]))
 
 
 def bench_corpus(
