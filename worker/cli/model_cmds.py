@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
 from rich.text import Text
 
 from pneumoscreen.worker.cli.output import (
@@ -21,6 +20,7 @@ from pneumoscreen.worker.cli.output import (
     err_console,
     fail,
     make_table,
+    plain,
     print_json,
 )
 
@@ -123,9 +123,9 @@ def train_cmd(
         except (ValueError, FileNotFoundError, InitError) as exc:
             fail(str(exc))
     spec, m = result.spec, result.internal_test
-    console.print(f"[bold]model[/] {result.model_path} ({spec.label}), "
-                  f"{spec.extra['architecture']['params']:,} parameters, "
-                  f"trained in {result.seconds / 60:.1f} min")
+    console.print(plain("model ", "bold") + plain(
+        f"{result.model_path} ({spec.label}), {spec.extra['architecture']['params']:,} "
+        f"parameters, trained in {result.seconds / 60:.1f} min"), highlight=False)
     console.print(f"threshold {spec.threshold:.4f} (validation recall ≥ {spec.target_recall})")
     if m:
         console.print(f"internal test (n={m['n']}): AUC {m['auc']:.4f}{_ci(m, 'auc')}, "
@@ -144,8 +144,8 @@ def _load(model: Path | None) -> Any:
     except ModelFileError as exc:
         fail(str(exc))
     if not loaded.spec.trained:
-        err_console.print(f"[yellow]warning:[/] {loaded.spec.label} is an untrained placeholder: "
-                          "its figures mean nothing")
+        err_console.print(plain("warning: ", "yellow") + plain(
+            f"{loaded.spec.label} is an untrained placeholder: its figures mean nothing"))
     return loaded
 
 
@@ -195,7 +195,8 @@ def evaluate_cmd(
     if fmt is Format.json:
         print_json({**headline(m), "report": str(report), "report_id": report_id})
         return
-    console.print(f"[bold]{escape(loaded.spec.label)}[/] on {escape(m['dataset'])}")
+    console.print(plain(loaded.spec.label, "bold") + plain(f" on {m['dataset']}"),
+                  highlight=False)
     rows = [("n", f"{m['n']} ({m['n_pneumonia']} pneumonia, {m['n_normal']} normal"
                   f", {m['unreadable']} unreadable)"),
             ("AUC", _fmt(m["auc"], 4) + _ci(m, "auc")),
@@ -214,8 +215,8 @@ def evaluate_cmd(
                      f"{sub['auc']:.4f}" + (f" (95% CI {ci[0]:.3f} to {ci[1]:.3f})" if ci else "")
                      + f", n={sub['n']} pneumonia images"))
     console.print(make_table(None, ["metric", "value"], rows))
-    console.print(f"report: {report}" + (f" (stored as evaluation report {report_id})"
-                                         if report_id else ""))
+    console.print(plain(f"report: {report}" + (f" (stored as evaluation report {report_id})"
+                                               if report_id else "")), highlight=False)
 
 
 def predict_cmd(
@@ -285,8 +286,8 @@ def predict_cmd(
         print_json({"model": loaded.spec.label, "sha256": loaded.spec.sha256,
                     "threshold": threshold, "results": results})
         return
-    console.print(f"model {loaded.spec.label}, threshold {threshold:.4f} "
-                  f"(flagged when probability ≥ threshold)")
+    console.print(plain(f"model {loaded.spec.label}, threshold {threshold:.4f} "
+                        "(flagged when probability ≥ threshold)"), highlight=False)
     console.print(make_table(None, ["file", "probability", "viral?", "flagged", "scope", "note"], [
         (r["file"], _fmt(r["probability"], 4), _fmt(r["p_viral"], 3),
          {True: Text("FLAGGED", style="bold red"), False: "no", None: "—"}[r["flagged"]],
@@ -311,12 +312,12 @@ def reports_cmd(
     if not data:
         console.print("no evaluation reports yet: run screen evaluate")
         return
+    # The threshold is the model's (`screen models`; JSON here): 9 columns fit 80 characters.
     console.print(make_table("Evaluation reports", [
-        "id", "created", "model", "dataset", "n", "AUC", "threshold", "recall", "spec.", "report"],
+        "id", "created", "model", "dataset", "n", "AUC", "rec.", "spec.", "report"],
         [(d["id"], f"{d['created_at']:%Y-%m-%d %H:%M}", d["model"], d["dataset"],
-          d["n"],
-          _fmt(d["auc"], 4), _fmt(d["threshold"], 4), _fmt(d["recall"]),
-          _fmt(d["specificity"]), d["report_path"] or "") for d in data]))
+          d["n"], _fmt(d["auc"], 4), _fmt(d["recall"]), _fmt(d["specificity"]),
+          d["report_path"] or "") for d in data]))
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:

@@ -13,8 +13,10 @@ from pneumoscreen.worker.cli.output import (
     console,
     counted,
     err_console,
+    error_line,
     fail,
     make_table,
+    plain,
     print_json,
 )
 
@@ -46,15 +48,21 @@ def resume(
     from pneumoscreen.worker.intake.resume import resume as resume_studies
     from pneumoscreen.worker.settings import get_settings
 
+    settings = get_settings()
     try:
-        out = resume_studies(settings=get_settings(), task_size=task_size)
+        out = resume_studies(settings=settings, task_size=task_size)
     except BrokerUnavailable as exc:
         fail(str(exc), code=3)
     if not out.n_queued:
         console.print("Nothing to resume: no study is queued or stuck processing.")
         return
-    console.print(f"Re-enqueued {counted(out.n_queued, 'study', 'studies')} ({out.n_stale} "
-                  f"stuck processing) in {counted(out.n_tasks, 'task')}.", highlight=False)
+    studies = counted(out.n_queued, "study", "studies")
+    if settings.eager:  # no broker: the tasks ran here, the studies are screened now
+        console.print(f"Screened {studies} left over ({out.n_stale} stuck processing); "
+                      "`screen studies` lists them.", highlight=False)
+        return
+    console.print(f"Re-enqueued {studies} ({out.n_stale} stuck processing) in "
+                  f"{counted(out.n_tasks, 'task')}.", highlight=False)
 
 
 def nightly(
@@ -82,7 +90,7 @@ def nightly(
         console.print(make_table(f"Nightly run {summary.run_id}", RUN_COLUMNS,
                                  [[_run_cell(c, data[c]) for c in RUN_COLUMNS]]))
     if summary.error:
-        err_console.print(f"[bold red]error:[/] {summary.error}", highlight=False)
+        error_line(summary.error)
         raise typer.Exit(3)
 
 
@@ -140,9 +148,9 @@ def rescreen(
     except BrokerUnavailable as exc:
         fail(str(exc), code=3)
     verb = "Screened" if settings.eager else "Queued"
-    console.print(f"Batch [bold]{result.batch_id}[/]: {verb} "
-                  f"{counted(len(result.queued_ids), 'study', 'studies')} "
-                  f"with {model} in {counted(result.n_tasks, 'task')}.", highlight=False)
+    console.print(plain(f"Batch {result.batch_id}: {verb} "
+                        f"{counted(len(result.queued_ids), 'study', 'studies')} "
+                        f"with {model} in {counted(result.n_tasks, 'task')}."), highlight=False)
 
 
 def bench_throughput(
@@ -186,7 +194,7 @@ def bench_throughput(
                                 naive_n=naive_studies, image_size=image_size,
                                 database_url=database_url, heatmap_n=heatmap_studies,
                                 corpus=corpus,
-                                say=lambda msg: err_console.print(msg, highlight=False))
+                                say=lambda msg: err_console.print(plain(msg), highlight=False))
     except ValueError as exc:
         fail(str(exc))
     data = result.as_dict()

@@ -189,14 +189,21 @@ _UNKNOWN_VR = re.compile(
 )
 
 
+def unknown_vr_reason(exc: BaseException) -> str | None:
+    """"unknown Value Representation (VR) in tag (gggg,eeee) Name" if that is what ``exc`` says
+    (pydicom raises it while reading, or later when a value is first converted)."""
+    found = _UNKNOWN_VR.search(str(exc))
+    if not found:
+        return None
+    tag = Tag(found.group(1).strip("()").replace(",", ""))
+    name = pydicom.datadict.dictionary_description(tag) if tag in DicomDictionary else ""
+    return f"unknown Value Representation (VR) in tag {tag}{' ' + name if name else ''}"
+
+
 def unreadable_reason(exc: Exception) -> str:
     """The reason for a data set pydicom could not parse, naming the tag where it can."""
-    found = _UNKNOWN_VR.search(str(exc))
-    if found:
-        tag = Tag(found.group(1).strip("()").replace(",", ""))
-        name = pydicom.datadict.dictionary_description(tag) if tag in DicomDictionary else ""
-        return f"unknown Value Representation (VR) in tag {tag}{' ' + name if name else ''}"
-    return f"unreadable DICOM ({type(exc).__name__}): {scrub(short(exc))}"
+    return unknown_vr_reason(exc) or (
+        f"unreadable DICOM ({type(exc).__name__}): {scrub(short(exc))}")
 
 
 def _check_truncated_pixel_data(fh: BinaryIO) -> None:
