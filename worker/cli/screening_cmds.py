@@ -234,7 +234,8 @@ def submit(
         fail(str(exc), code=3)
     if not (result.n_new or result.n_duplicate or result.n_replaced or result.n_twins):
         if left_over:
-            console.print(f"Screened {counted(left_over, 'study', 'studies')} left queued by "
+            verb = "Screened" if settings.eager else "Queued"
+            console.print(f"{verb} {counted(left_over, 'study', 'studies')} left queued by "
                           "earlier runs.", highlight=False)
         others = result.n_files
         fail(f"no DICOM, PNG or JPEG file found in {folder}"
