@@ -6,6 +6,7 @@ warnings are collected (they explain odd files in ``screen inspect``) instead of
 
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
 from pathlib import Path
@@ -140,8 +141,10 @@ def read_dataset(
                 "a data set"
             )
         deflated = check_deflated_size(fh, max_bytes)
-        bounded = not pixels and not deflated and size > max_header_bytes
-        source = BoundedReader(fh, max_header_bytes if bounded else None)
+        bounded = not deflated and size > max_header_bytes
+        if bounded and pixels:  # the header must fit the bound before the whole file is parsed
+            _bounded_header(fh, max_header_bytes)
+        source = BoundedReader(fh, max_header_bytes if bounded and not pixels else None)
         ds = _parse(source, pixels=pixels, notes=notes)
         if source.exceeded:
             raise _header_too_large(max_header_bytes)
@@ -154,6 +157,18 @@ def read_dataset(
         )
     infer_transfer_syntax(ds, notes)
     return ds
+
+
+def _bounded_header(fh: BinaryIO, limit: int) -> None:
+    """Parse the header alone under ``limit``; FailedStudy if it does not end within it."""
+    source = BoundedReader(fh, limit)
+    # An error here is left to the full parse that follows, which names what is wrong.
+    with warnings.catch_warnings(), contextlib.suppress(Exception):
+        warnings.simplefilter("ignore")
+        pydicom.dcmread(source, force=True, stop_before_pixels=True)
+    if source.exceeded:
+        raise _header_too_large(limit)
+    fh.seek(0)
 
 
 def _header_too_large(limit: int) -> FailedStudy:
