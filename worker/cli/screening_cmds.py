@@ -216,18 +216,26 @@ def submit(
                                    task_size=task_size, progress=rich)
             if settings.eager:
                 # No broker: nothing else will ever screen studies an earlier run left queued
-                # (one that stopped on a bad model, a crash); with a broker the sweep sends them.
+                # (one that stopped on a bad model, a crash).
                 from pneumoscreen.worker.intake.resume import resume
 
                 left_over = resume(settings=settings, task_size=task_size,
                                    progress=rich).n_queued
+            else:
+                # The sweep's work now rather than at its next tick: only studies no task on
+                # the broker carries are sent (this submit's own tasks are live).
+                from pneumoscreen.worker.intake.sweep import sweep_safely
+
+                swept = sweep_safely(settings, grace_s=0)
+                left_over = swept.n_requeued if swept else 0
     except ModelFileError as exc:
         fail(f"{exc}. Nothing was registered; fix SCREEN_MODEL_PATH (`screen config` shows it).")
     except BrokerUnavailable as exc:
         fail(str(exc), code=3)
     if not (result.n_new or result.n_duplicate or result.n_replaced or result.n_twins):
         if left_over:
-            console.print(f"Screened {counted(left_over, 'study', 'studies')} left queued by "
+            verb = "Screened" if settings.eager else "Queued"
+            console.print(f"{verb} {counted(left_over, 'study', 'studies')} left queued by "
                           "earlier runs.", highlight=False)
         others = result.n_files
         fail(f"no DICOM, PNG or JPEG file found in {folder}"
@@ -235,7 +243,8 @@ def submit(
              + ("" if no_recursive or folder.is_file() else ", sub-folders included"))
     console.print(summary_line(result), highlight=False)
     if left_over:
-        console.print(f"Also screened {counted(left_over, 'study', 'studies')} left queued "
+        verb = "screened" if settings.eager else "queued"
+        console.print(f"Also {verb} {counted(left_over, 'study', 'studies')} left waiting "
                       "by earlier runs.", highlight=False)
     elif result.n_new == 0 and result.n_replaced == 0 and result.n_duplicate:
         console.print("Nothing new: every image here was submitted before.")
