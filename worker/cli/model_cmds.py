@@ -146,7 +146,8 @@ def _load(model: Path | None) -> Any:
     try:
         loaded = load_model(model, runtime=_runtime())
     except ModelFileError as exc:
-        fail(str(exc))
+        fail(f"{exc}\nfix --model or SCREEN_MODEL_PATH (a .keras file with its .json sidecar "
+             "beside it), or leave both unset for the bundled model")
     if not loaded.spec.trained:
         err_console.print(plain("warning: ", "yellow") + plain(
             f"{loaded.spec.label} is an untrained placeholder: its figures mean nothing"))
