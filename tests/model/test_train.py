@@ -157,7 +157,8 @@ class TestCli:
         assert result.exit_code == 1
         said = " ".join(result.output.split())
         assert "is not labelled" in said and "NORMAL/ and PNEUMONIA/ sub-folders" in said
-        assert "/test" not in said and "--split" not in said  # no invented path, no failing hint
+        # No invented path, no hint at a flag that would fail too.
+        assert f"{tmp_path}/test " not in said and "--split" not in said
 
     def test_predict(self, trained: tuple[Path, Path], tmp_path: Path) -> None:
         data, run = trained

@@ -42,7 +42,11 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def _ci(m: dict[str, Any], key: str) -> str:
-    ci = (m.get("ci95") or {}).get(key)
+    """The 95% interval a report shows: the bootstrap's, widened (Wilson) on a small sample."""
+    from pneumoscreen.model.metrics import reported_intervals
+
+    shown = reported_intervals(m)[0] if "small_sample" in m else (m.get("ci95") or {})
+    ci = shown.get(key)
     return f" (95% CI {ci[0]:.3f} to {ci[1]:.3f})" if ci else ""
 
 
@@ -173,22 +177,32 @@ def evaluate_cmd(
     threshold, an HTML report with plots, and a row in the evaluation_reports table."""
     import shlex
     import sys
+    import time
 
     from pneumoscreen.model.evaluate import evaluate, headline, resolve_dataset, store
+    from pneumoscreen.model.provenance import git_commit, package_version
     from pneumoscreen.model.report import write_report
     from pneumoscreen.worker.settings import get_settings
 
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.perf_counter()
     loaded = _load(model or get_settings().model_path)
     try:
         dataset = resolve_dataset(data_dir, split, loaded)
         ev = evaluate(loaded, dataset)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
+    seconds = time.perf_counter() - t0
+    started_at = started.strftime("%Y-%m-%d %H:%M:%S UTC")
+    ev.metrics["run"] = {"started_at": started.isoformat(timespec="seconds"),
+                         "seconds": round(seconds, 2), "version": package_version(),
+                         "commit": git_commit()}
     out = out or Path("reports") / _stamp()
     command = "screen " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report = write_report(ev, out, model_label=loaded.spec.label,
                           history=loaded.spec.extra.get("history"), command=command,
-                          explain=loaded.heatmaps if heatmaps else None)
+                          explain=loaded.heatmaps if heatmaps else None,
+                          started_at=started_at, seconds=seconds)
     url = get_settings().effective_database_url
     report_id = store(ev, loaded, report.resolve(), url=url) if save else None
     m = ev.metrics
@@ -208,6 +222,9 @@ def evaluate_cmd(
             ("confusion", f"TP {m['tp']}  FP {m['fp']}  TN {m['tn']}  FN {m['fn']}"),
             ("at 0.5", f"recall {_fmt(m['at_0.5']['recall'])}, specificity "
                        f"{_fmt(m['at_0.5']['specificity'])}")]
+    rows += [(f"threshold for recall {p['target_recall']:.2f}",
+              f"{p['threshold']:.4f} (specificity {_fmt(p['specificity'])})")
+             for p in m.get("operating_points") or []]
     sub = m.get("subtype") or {}
     if sub.get("auc") is not None:
         ci = sub.get("ci95")
@@ -215,6 +232,11 @@ def evaluate_cmd(
                      f"{sub['auc']:.4f}" + (f" (95% CI {ci[0]:.3f} to {ci[1]:.3f})" if ci else "")
                      + f", n={sub['n']} pneumonia images"))
     console.print(make_table(None, ["metric", "value"], rows))
+    if m.get("small_sample"):
+        err_console.print(plain("warning: ", "yellow") + plain(
+            f"only {m['n_pneumonia']} pneumonia and {m['n_normal']} normal images: the figures "
+            "are unstable; intervals are widened to Wilson score intervals"), highlight=False,
+            soft_wrap=True)
     console.print(plain(f"report: {report}" + (f" (stored as evaluation report {report_id})"
                                                if report_id else "")), highlight=False)
 
