@@ -134,8 +134,16 @@ class Orthanc:
 
     # -- REST ------------------------------------------------------------------------------
     def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        response = self._session.request(method, self.rest + path,
-                                         timeout=kwargs.pop("timeout", HTTP_TIMEOUT), **kwargs)
+        timeout = kwargs.pop("timeout", HTTP_TIMEOUT)
+        for attempt in range(3):
+            try:
+                response = self._session.request(method, self.rest + path, timeout=timeout,
+                                                 **kwargs)
+                break
+            except requests.ConnectionError:  # Orthanc closed a kept-alive connection
+                if attempt == 2 or not self.running:
+                    raise
+                time.sleep(0.2)
         if not response.ok:
             raise AssertionError(f"Orthanc {method} {path}: HTTP {response.status_code} "
                                  f"{response.text[:500]}")

@@ -111,7 +111,7 @@ def test_help_explains(command: list[str]) -> None:
 
 
 # Runs a command through the real entry point, then names the heavy modules it imported.
-_HEAVY = ("tensorflow", "keras", "alembic", "pydicom", "celery")
+_HEAVY = ("tensorflow", "keras", "alembic", "pydicom", "celery", "numpy", "PIL", "sklearn")
 _PROBE = ("import sys\nfrom pneumoscreen.worker.cli import main\nsys.argv = sys.argv[1:]\n"
           "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
           f"print('HEAVY=' + ','.join(m for m in {_HEAVY!r} if m in sys.modules), "
@@ -128,8 +128,9 @@ def _heavy_modules(*args: str) -> set[str]:
 
 
 def test_help_and_read_only_commands_start_light() -> None:
-    """`--help` and the read-only commands never load TensorFlow (nor Keras, pydicom, Celery);
-    on a database already at the newest migration they do not load Alembic either."""
+    """`--help` and the read-only commands never load TensorFlow (nor Keras, pydicom, Celery,
+    NumPy, Pillow, scikit-learn); on a database already at the newest migration they do not load
+    Alembic either."""
     assert not _heavy_modules("--help")
     assert not _heavy_modules("submit", "--help")
     assert "alembic" in _heavy_modules("status")  # a new database: migrated on first use

@@ -46,6 +46,9 @@ def _setting(name: str) -> str:
 def explain(exc: BaseException) -> tuple[str, int]:
     """The message (one or two lines) and exit code for an exception no command handled."""
     names = _classes(exc)
+    inner = getattr(exc, "exc", None)
+    if "celery.exceptions.Retry" in names and isinstance(inner, BaseException):
+        return explain(inner)  # an eager task asked to retry: the cause is what matters
     if "pydantic_core._pydantic_core.ValidationError" in names:
         errors: list[dict[str, Any]] = exc.errors()  # type: ignore[attr-defined]
         first = errors[0] if errors else {"loc": (), "msg": str(exc)}

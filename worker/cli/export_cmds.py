@@ -52,8 +52,11 @@ def exports(
 
 
 def _cell(column: str, value: Any) -> Any:
+    """The terminal shows UIDs' tails; JSON keeps them whole."""
     if value is None:
         return ""
+    if column in ("study_uid", "sr_sop_instance_uid") and len(value) > 13:
+        return "…" + value[-12:]
     if column == "updated_at":
         return value[5:16].replace("T", " ")
     return value
@@ -105,7 +108,7 @@ def export(
         columns = ["study_uid", "destination", "status", "error", "sr_sop_instance_uid"]
         console.print(make_table(f"Exported {len(uids)} studies to {len(destinations)} "
                                  "destination(s)", [SHORT.get(c, c) for c in columns],
-                                 [[r[c] or "" for c in columns] for r in rows]))
+                                 [[_cell(c, r[c]) for c in columns] for r in rows]))
     if any(o.status == "failed" for o in outcomes):
         raise typer.Exit(1)
 

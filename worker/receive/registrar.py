@@ -112,6 +112,16 @@ def register_arrivals(arrivals: list[Arrival], *, settings: Settings) -> Enqueue
     return Enqueued(batch_id=batch_id, queued_ids=sorted(queued))
 
 
+def _what(exc: Exception) -> str:
+    """The error's kind, and for a failed connection or statement its first line: the driver's
+    message (host, port, "table … already exists"), never the statement's parameters."""
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError):
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+    return type(exc).__name__
+
+
 def _known(session: Session, shas: list[str]) -> set[str]:
     """Which of these spool files are registered already."""
     found: set[str] = set()
@@ -175,7 +185,7 @@ class Registrar:
             self._retry_at = now + self.retry_seconds
             log.warning("%s unavailable (%s); %d received instances wait in the spool, retrying "
                         "in %.0f s", "broker" if isinstance(exc, BrokerUnavailable) else
-                        "database", type(exc).__name__, len(self.pending), self.retry_seconds)
+                        "database", _what(exc), len(self.pending), self.retry_seconds)
         except Exception:
             self._retry_at = now + self.retry_seconds
             log.exception("registering received instances failed; retrying")

@@ -72,7 +72,7 @@ def test_a_later_submit_screens_what_is_still_queued(folder: Path) -> None:
     assert again.exit_code == 0, again.output
     text = " ".join(again.stdout.split())
     assert "0 new studies" in text and "2 already registered" in text
-    assert "Also screened 2 studies left queued by earlier runs." in text
+    assert "Also screened 2 studies left waiting by earlier runs." in text
     assert "Nothing new" not in text
     from pneumoscreen.db import session_scope
     from pneumoscreen.db.queries import status_counts

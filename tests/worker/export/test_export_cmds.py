@@ -127,3 +127,38 @@ def test_config_masks_destination_passwords(monkeypatch: pytest.MonkeyPatch) -> 
     assert result.exit_code == 0 and "hunter2" not in result.stdout
     shown = json.loads(result.stdout)["export_to"]
     assert shown[0] == "https://bob:***@h/dicom-web" and shown[1].startswith("invalid: ")
+
+
+def test_a_task_sends_only_to_configured_destinations(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A queued message cannot name its own destination: patient data goes nowhere else."""
+    from pneumoscreen.worker.queue.tasks import eager_settings, export_task
+
+    made = screened_study(tmp_path / "in", _url(), heatmap=False)
+    monkeypatch.setenv("SCREEN_EXPORT_TO", f"file://{tmp_path / 'ours'}")
+    get_settings.cache_clear()
+    settings = get_settings()
+    with eager_settings(settings):
+        refused = export_task.apply(args=[made.study_uid, f"file://{tmp_path / 'evil'}"]).get()
+        sent = export_task.apply(args=[made.study_uid, f"file://{tmp_path / 'ours'}"]).get()
+    assert refused["status"] == "refused" and not (tmp_path / "evil").exists()
+    assert sent["status"] == "sent" and (tmp_path / "ours" / made.study_uid).is_dir()
+
+
+def test_retries_are_bounded(tmp_path: Path) -> None:
+    """The last allowed retry of a transient failure leaves the export failed, not pending."""
+    from live import free_port
+
+    from pneumoscreen.worker.queue.tasks import eager_settings, export_task
+    from pneumoscreen.worker.settings import Settings
+
+    made = screened_study(tmp_path / "in", _url(), heatmap=False)
+    dest = f"dicom://DOWN@127.0.0.1:{free_port()}"
+    settings = Settings(database_url=_url(), data_dir=tmp_path / "data", export_to=[dest],
+                        broker_url="redis://127.0.0.1:1/0", export_retries=3, export_timeout=2)
+    with eager_settings(settings):
+        last = export_task.apply(args=[made.study_uid, dest], retries=3).get()
+    assert last["status"] == "failed" and "no association" in last["error"]
+    listed = json.loads(runner.invoke(app, ["exports", "--status", "failed", "--format",
+                                            "json"]).stdout)
+    assert [r["study_uid"] for r in listed] == [made.study_uid]

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 from ingest_factories import chest_like, make_ds, write
 from pydicom.encaps import encapsulate
-from pydicom.uid import HTJ2KLossless, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless
+from pydicom.uid import (
+    HTJ2KLossless,
+    JPEG2000Lossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+)
 
 from pneumoscreen.model.preprocess import preprocess
 from pneumoscreen.worker.ingest import load_grey
@@ -89,3 +95,18 @@ def test_padding_keeps_full_resolution(tmp_path: Path) -> None:
     path = write(make_ds(padded, bits_stored=12, PixelPaddingValue=4095), tmp_path / "p.dcm")
     got = load_grey(path, Settings(reduced_min_side=128).ingest_config())
     assert got.grey.shape == (600, 520)
+
+
+def test_odd_sized_jpeg_2000_decodes_at_the_planned_level(tmp_path: Path) -> None:
+    """Pillow sizes a reduced image by rounding (465 / 4 -> 116) where OpenJPEG takes the ceiling
+    (117) and then refused levels >= 2 of odd-sized films: they fell back to level 1."""
+    base = chest_like(521, 465, maximum=4095)
+    ds = make_ds(base, bits_stored=12)
+    ds.compress(JPEG2000Lossless, base)
+    path = write(ds, tmp_path / "odd.dcm")
+    red = load_grey(path, Settings(reduced_min_side=64).ingest_config())
+    assert any("JPEG 2000 resolution level 1/4: 521 x 465 -> 131 x 117" in s for s in red.steps), \
+        red.steps
+    assert red.grey.shape == (131, 117)
+    full = load_grey(path, FULL)
+    assert np.abs(preprocess(red.grey, 64) - preprocess(full.grey, 64)).mean() < 0.02
