@@ -59,6 +59,9 @@ def explain(exc: BaseException) -> tuple[str, int]:
         return (f"the model cannot be used: {_first_line(exc)}\nfix {_setting('MODEL_PATH')} "
                 "(a .keras file with its .json sidecar beside it), or unset it for the "
                 "bundled model", EXIT_ERROR)
+    if names & {"pneumoscreen.worker.settings.PatientKeyError",
+                "pneumoscreen.db.keys.KeyMismatch"}:
+        return _first_line(exc, 400), EXIT_ERROR  # the message names the fix
     if "pneumoscreen.worker.intake.enqueue.BrokerUnavailable" in names:
         return _first_line(exc, 400), EXIT_UNAVAILABLE
     if names & {"kombu.exceptions.OperationalError", "redis.exceptions.ConnectionError",

@@ -44,6 +44,7 @@ def resume(
     A study counts as stuck once it has been processing longer than the visibility timeout (its
     worker died and no redelivery came). Queuing a study twice is harmless: one task screens it.
     """
+    from pneumoscreen.worker.audit import audit_to
     from pneumoscreen.worker.intake.enqueue import BrokerUnavailable
     from pneumoscreen.worker.intake.resume import resume as resume_studies
     from pneumoscreen.worker.settings import get_settings
@@ -52,7 +53,10 @@ def resume(
     try:
         out = resume_studies(settings=settings, task_size=task_size)
     except BrokerUnavailable as exc:
+        audit_to(settings.effective_database_url, "resume", error="broker unavailable")
         fail(str(exc), code=3)
+    audit_to(settings.effective_database_url, "resume", studies=out.n_queued,
+             stale=out.n_stale, tasks=out.n_tasks)
     if not out.n_queued:
         console.print("Nothing to resume: no study is queued or stuck processing.")
         return

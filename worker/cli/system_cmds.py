@@ -145,11 +145,12 @@ def beat(
 ) -> None:
     """Start Celery beat: it submits the inbox folders on the nightly schedule."""
     from pneumoscreen.worker.queue.app import configure
-    from pneumoscreen.worker.settings import get_settings
+    from pneumoscreen.worker.settings import get_settings, private_dir
 
     settings = get_settings()
     if settings.eager:
         fail("no broker configured: beat needs SCREEN_BROKER_URL; or run `screen nightly` "
              "from cron")
+    private_dir(settings.data_dir)  # beat keeps its schedule file there
     celery = configure(settings)
     celery.start(["beat", f"--loglevel={loglevel}"])

@@ -22,6 +22,7 @@ from pneumoscreen.db import Batch, Prediction, Run, Study, session_scope
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.db.queries import count_by_status
 from pneumoscreen.model.progress import Progress
+from pneumoscreen.worker.audit import audit
 from pneumoscreen.worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def run_nightly(inboxes: Sequence[Path] | None, *, settings: Settings,
         session.add(run)
         session.flush()
         run_id = run.id
+        audit(session, "nightly.run", run=run_id, inboxes=[str(d) for d in dirs])
     clock = time.monotonic()
     batch_ids: list[int] = []
     n_new = 0

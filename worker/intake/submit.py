@@ -27,9 +27,11 @@ from pneumoscreen.db import Batch, FileRole, Study, StudyFile, StudyStatus
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.model.bundle import file_sha256
 from pneumoscreen.model.progress import Progress, Silent
+from pneumoscreen.worker.audit import audit
 from pneumoscreen.worker.ingest import IngestConfig, IngestError, check_file, probe
 from pneumoscreen.worker.intake.discovery import Walk
 from pneumoscreen.worker.intake.enqueue import Enqueued, enqueue
+from pneumoscreen.worker.keys import checked_key
 from pneumoscreen.worker.settings import Settings
 from pneumoscreen.worker.status import status_of
 
@@ -271,6 +273,7 @@ def submit_folder(folder: Path, *, settings: Settings, recursive: bool = True,
     The model is checked first (``ModelFileError``: nothing registered).
     """
     progress = progress or Silent()
+    checked_key(settings)  # one key per database: refused before anything is registered
     folder = Path(folder)
     if not folder.exists() and not folder.is_symlink():
         raise FileNotFoundError(f"{folder} does not exist")
@@ -310,6 +313,8 @@ def register_folder(folder: Path, *, settings: Settings, recursive: bool = True,
         batch = session.get(Batch, batch_id)
         batch.n_files, batch.n_not_images = result.n_files, result.n_not_images
         batch.n_new, batch.n_duplicate = result.n_new, result.n_duplicate
+        audit(session, "submit" if kind == "submit" else f"{kind}.submit", batch=batch_id,
+              folder=batch.source, files=result.n_files, new=result.n_new)
         touched = sorted(totals.new | totals.replaced)
         for start in range(0, len(touched), 1000):  # bounded IN lists
             part = touched[start:start + 1000]

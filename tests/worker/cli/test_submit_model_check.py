@@ -64,7 +64,8 @@ def test_wrong_model_is_one_line_and_registers_nothing(tmp_path: Path, folder: P
 
 def test_a_later_submit_screens_what_is_still_queued(folder: Path) -> None:
     settings = get_settings()
-    down = settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0"})
+    down = settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0",
+                                       "patient_key": settings.effective_patient_key().decode()})
     with pytest.raises(BrokerUnavailable):
         submit_folder(folder, settings=down)  # registered, never sent
     again = CliRunner().invoke(app, ["submit", str(folder)])

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.redis
 @pytest.fixture
 def on_redis():  # type: ignore[no-untyped-def]
     redis_or_skip(REDIS_URL)
-    settings = get_settings().model_copy(update={"broker_url": REDIS_URL})
+    settings = get_settings().model_copy(update={
+        "broker_url": REDIS_URL, "patient_key": get_settings().effective_patient_key().decode()})
     yield settings
     redis_or_skip(REDIS_URL)
     configure(get_settings())
