@@ -52,9 +52,10 @@ def enqueue(result: Enqueued, *, settings: Settings, task_size: int | None = Non
                 if settings.eager:
                     raise
                 raise BrokerUnavailable(
-                    f"cannot reach the broker at {mask_url(settings.broker_url)}: {exc}. "
-                    f"{len(result.queued_ids)} studies stay queued; run `screen resume` once "
-                    "the broker is back.") from exc
+                    f"cannot reach the broker at {mask_url(settings.broker_url)}: "
+                    f"{str(exc).rstrip('.')}. {len(result.queued_ids)} studies stay queued; "
+                    "check SCREEN_BROKER_URL, then run `screen resume` once the broker is "
+                    "back.") from exc
             result.task_ids.append(async_result.id)
             result.n_tasks += 1
             progress.advance("screen" if settings.eager else "queue", len(group))
