@@ -1,6 +1,7 @@
 """Schema, migrations and sessions of pneumoscreen's SQL database."""
 
 from pneumoscreen.db.models import (
+    AuditEvent,
     Base,
     Batch,
     EvaluationReport,
@@ -19,6 +20,7 @@ from pneumoscreen.db.models import (
 from pneumoscreen.db.session import get_engine, reset_engines, session_scope
 
 __all__ = [
+    "AuditEvent",
     "Base",
     "Batch",
     "EvaluationReport",

@@ -324,3 +324,29 @@ class ReceivedInstance(Base):
     enqueued_at: Mapped[dt.datetime | None]
     study_id: Mapped[int | None] = mapped_column(
         ForeignKey("studies.id", ondelete="SET NULL"), index=True)
+
+
+class KeyFingerprint(Base):
+    """The pseudonym key's fingerprint (an HMAC of a fixed label, never the key), recorded when
+    the database is first written: every later writer must hold the same key."""
+
+    __tablename__ = "key_fingerprints"
+
+    id: Mapped[int] = mapped_column(primary_key=True)  # always 1: one key per database
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
+class AuditEvent(Base):
+    """One operator action (append-only: triggers refuse UPDATE and DELETE). Parameters carry
+    ids, counts, folder and model paths, never patient data."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=func.now(),
+                                                    index=True)
+    os_user: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -113,7 +113,7 @@ def batch_summary(batch_id: int, *, session: Session) -> dict[str, Any] | None:
         return None
     return {"batch": batch.id, "kind": batch.kind, "source": batch.source,
             "created_at": _iso(batch.created_at), "files": batch.n_files, "new": batch.n_new,
-            "duplicates": batch.n_duplicate, "not_images": batch.n_skipped,
+            "duplicates": batch.n_duplicate, "not_images": batch.n_not_images,
             "tasks": batch.n_tasks, "counts": status_counts(session=session, batch_id=batch_id)}
 
 

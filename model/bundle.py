@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -25,6 +26,17 @@ BUNDLED = {"v2": "pneumoscreen-v2.keras", "cnn-s": "pneumoscreen-cnn.keras"}
 DEFAULT_BUNDLED = "v2"
 BUNDLED_NAME = BUNDLED[DEFAULT_BUNDLED]
 BUNDLED_PREFIX = "bundled:"
+
+
+def bundled_dir() -> Path:
+    """The folder of the models shipped inside the package (always an allowed model folder)."""
+    return Path(str(resources.files("pneumoscreen.model") / "bundled"))
+
+
+def inside(path: Path, folders: list[Path] | tuple[Path, ...]) -> bool:
+    """Whether ``path`` (symlinks resolved) lies inside one of ``folders`` (resolved too)."""
+    real = Path(path).resolve()
+    return any(real.is_relative_to(Path(f).expanduser().resolve()) for f in folders)
 
 
 def bundled_model_path(name: str = DEFAULT_BUNDLED) -> Path:
@@ -118,15 +130,46 @@ def read_spec(model_path: Path) -> ModelSpec:
         raise ModelFileError(f"model sidecar {side} is not valid: {exc}") from exc
 
 
-def verified_spec(model_path: Path, *, verify: bool = True) -> ModelSpec:
-    """The sidecar's spec with ``sha256`` set to the file's own hash.
+# Sane bounds for what a sidecar may say: a threshold of 2.0 would flag nothing, an input of
+# 100000 pixels a side would exhaust memory on the first batch.
+INPUT_SIZE_RANGE = (16, 1024)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
-    ``verify`` refuses a file whose hash differs from the one its sidecar records, so a swapped
-    file cannot pass as another version.
+
+def validate_spec(spec: ModelSpec, where: Path | str) -> None:
+    """Refuse a sidecar whose values no real model has (ModelFileError naming the field)."""
+    def bad(what: str) -> ModelFileError:
+        return ModelFileError(f"model sidecar of {where}: {what}")
+
+    if not isinstance(spec.sha256, str) or not _SHA256.fullmatch(spec.sha256):
+        raise bad("sha256 (64 lower-case hex digits) is required")
+    threshold = spec.threshold
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) \
+            or not 0.0 < float(threshold) < 1.0:
+        raise bad(f"threshold must lie strictly between 0 and 1, not {threshold!r}")
+    low, high = INPUT_SIZE_RANGE
+    if isinstance(spec.input_size, bool) or not isinstance(spec.input_size, int) \
+            or not low <= spec.input_size <= high:
+        raise bad(f"input_size must be an integer in [{low}, {high}], not {spec.input_size!r}")
+    if spec.channels not in (1, 3):
+        raise bad(f"channels must be 1 or 3, not {spec.channels!r}")
+    for name in ("name", "version"):
+        value = getattr(spec, name)
+        if not isinstance(value, str) or not 0 < len(value) <= 64:
+            raise bad(f"{name} must be a string of 1 to 64 characters")
+
+
+def verified_spec(model_path: Path, *, verify: bool = True) -> ModelSpec:
+    """The sidecar's spec, validated, with ``sha256`` set to the file's own hash.
+
+    ``verify`` refuses a sidecar without a sha256 or a file whose hash differs from the one its
+    sidecar records, so a swapped file cannot pass as another version.
     """
     spec = read_spec(model_path)
     sha = file_sha256(model_path)
-    if verify and spec.sha256 and spec.sha256 != sha:
+    if verify:
+        validate_spec(spec, model_path)
+    if verify and spec.sha256 != sha:
         raise ModelFileError(
             f"{model_path} has sha256 {sha[:12]}…, its sidecar says {spec.sha256[:12]}…"
         )
@@ -238,7 +281,9 @@ def load_model(path: Path | str | None = None, *, verify: bool = True,
             import keras
 
             try:
-                keras_model = keras.saving.load_model(model_path, compile=False)
+                # safe_mode stays on: no lambda layers, no arbitrary code from the archive.
+                keras_model = keras.saving.load_model(model_path, compile=False,
+                                                      safe_mode=True)
             except Exception as exc:  # keras raises many types for a bad archive
                 raise ModelFileError(f"cannot load {model_path}: {exc}") from exc
             _cache[key] = LoadedModel(model_path, spec, keras_model, device)

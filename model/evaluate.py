@@ -84,12 +84,16 @@ def resolve_dataset(data_dir: Path, split: str | None, model: LoadedModel,
         raise ValueError(f"unknown split {split!r}: use one of {[*SPLITS, *KAGGLE_SPLITS]}")
     elif is_labelled_dir(data_dir):
         root = data_dir
-    else:
+    elif is_labelled_dir(data_dir / "test"):
         root = data_dir / "test"
+    else:
+        raise FileNotFoundError(
+            f"{data_dir} is not labelled: evaluation needs the images sorted into NORMAL/ and "
+            "PNEUMONIA/ sub-folders, in the folder itself or in its test/ (Kaggle layout)")
     if not is_labelled_dir(root):
         raise FileNotFoundError(
-            f"{root} has no NORMAL/ or PNEUMONIA/ folder; pass a labelled folder, or "
-            "--split internal-test to evaluate the model's own held-out patients")
+            f"{root} is not labelled: evaluation needs the images sorted into NORMAL/ and "
+            "PNEUMONIA/ sub-folders")
     return Dataset(scan_labelled(root), str(root))
 
 

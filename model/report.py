@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from pneumoscreen.model.evaluate import Evaluation
-from pneumoscreen.model.metrics import flagged
+from pneumoscreen.model.metrics import calibration_bins, flagged, reported_intervals
 
 
 def _template() -> Any:
@@ -84,16 +84,36 @@ def plot_confusion(m: dict[str, Any], title: str, path: Path) -> str:
 
 
 def plot_calibration(ev: Evaluation, path: Path) -> str:
-    from sklearn.calibration import calibration_curve
-
+    """Observed fraction against mean predicted probability per equal-count bin, the marker's
+    area showing its number of images (the report's table lists the counts)."""
     plt = _plt()
-    frac, mean = calibration_curve(ev.y, ev.scores, n_bins=10, strategy="quantile")
+    bins = ev.metrics.get("calibration_bins") or calibration_bins(ev.y, ev.scores)
+    mean = [b["mean_predicted"] for b in bins]
+    frac = [b["fraction_positive"] for b in bins]
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
-    ax.plot(mean, frac, "o-", label=f"model (Brier {ev.metrics['brier']:.3f})")
+    ax.plot(mean, frac, "-", lw=1, label=f"model (Brier {ev.metrics['brier']:.3f})")
+    sizes = [20 + 180 * b["n"] / max(c["n"] for c in bins) for b in bins]
+    ax.scatter(mean, frac, s=sizes, alpha=0.7, label="bins (area ∝ images)")
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect")
     ax.set(xlabel="mean predicted probability", ylabel="fraction with pneumonia",
-           title="Calibration (deciles)")
+           title=f"Calibration ({len(bins)} equal-count bins)", xlim=(0, 1), ylim=(-0.03, 1.03))
     ax.legend(loc="upper left")
+    return _save(fig, path)
+
+
+def plot_histograms(ev: Evaluation, path: Path) -> str:
+    """The score distribution of each class, with the tuned threshold."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    edges = np.linspace(0, 1, 41)
+    for label, name, colour in ((0, "NORMAL", "tab:blue"), (1, "PNEUMONIA", "tab:red")):
+        scores = ev.scores[ev.y == label]
+        ax.hist(scores, bins=edges, alpha=0.55, color=colour, label=f"{name} (n={len(scores)})")
+    ax.axvline(ev.metrics["threshold"], color="black", ls="--", lw=1,
+               label=f"threshold {ev.metrics['threshold']:.3f}")
+    ax.set(xlabel="pneumonia probability", ylabel="images", title="Scores by true class",
+           xlim=(0, 1))
+    ax.legend(fontsize=8)
     return _save(fig, path)
 
 
@@ -143,11 +163,19 @@ def plot_examples(ev: Evaluation, path: Path, per_group: int = 6,
                     ax.imshow(maps[col], cmap="jet", alpha=0.35, vmin=0, vmax=1,
                               extent=(-0.5, size - 0.5, size - 0.5, -0.5),
                               interpolation="bilinear")
-                ax.set_title(f"image {i + 1}\np={ev.scores[i]:.3f}", fontsize=7)
+                ax.set_title(caption(f"image {i + 1} p={ev.scores[i]:.3f}"), fontsize=7)
         axes[row, 0].text(-0.1, 0.5, f"{name}\n({int(mask.sum())})", ha="right", va="center",
                           transform=axes[row, 0].transAxes, fontsize=9)
     fig.subplots_adjust(left=0.12)
     return _save(fig, path)
+
+
+def caption(text: str, width: int = 16) -> str:
+    """A caption broken between words to fit under a thumbnail, never inside a word."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width, break_long_words=False,
+                                    break_on_hyphens=False)) or text
 
 
 def shortcut_rows(ev: Evaluation, explain: Callable[[np.ndarray], np.ndarray]
@@ -178,15 +206,20 @@ def _num(v: Any) -> str:
     return str(v)  # the template escapes
 
 
-def _ci(m: dict[str, Any], key: str) -> str:
-    ci = (m.get("ci95") or {}).get(key)
+def _interval(ci: list[float] | None) -> str:
     return f"{ci[0]:.4f} to {ci[1]:.4f}" if ci else ""
 
 
 def write_report(ev: Evaluation, out_dir: Path, *, model_label: str,
                  history: dict[str, list[float]] | None = None, command: str = "",
-                 explain: Callable[[np.ndarray], np.ndarray] | None = None) -> Path:
-    """Write the PNGs and ``report.html`` into ``out_dir``; returns the HTML path."""
+                 explain: Callable[[np.ndarray], np.ndarray] | None = None,
+                 started_at: str = "", seconds: float | None = None) -> Path:
+    """Write the PNGs and ``report.html`` into ``out_dir``; returns the HTML path.
+
+    ``started_at`` and ``seconds`` (the evaluation's wall time) go in the header with the
+    package version and git commit, so a report says what produced it."""
+    from pneumoscreen.model.provenance import git_commit, package_version
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     m = ev.metrics
@@ -195,6 +228,7 @@ def write_report(ev: Evaluation, out_dir: Path, *, model_label: str,
     if both:
         figures += [("ROC", plot_roc(ev, out_dir / "roc.png")),
                     ("Precision-recall", plot_pr(ev, out_dir / "pr.png"))]
+    figures.append(("Scores by true class", plot_histograms(ev, out_dir / "histograms.png")))
     figures += [
         ("Confusion matrix at the tuned threshold",
          plot_confusion(m, f"threshold {m['threshold']:.3f}", out_dir / "confusion_tuned.png")),
@@ -204,7 +238,10 @@ def write_report(ev: Evaluation, out_dir: Path, *, model_label: str,
     if both:
         figures.append(("Calibration", plot_calibration(ev, out_dir / "calibration.png")))
     if history and history.get("loss"):
-        figures.append(("Training curves", plot_history(history, out_dir / "history.png")))
+        # The history is the evaluated model's own, from its sidecar: not this evaluation.
+        figures.append((f"Training curves of {model_label}, as recorded when it was trained "
+                        "(not computed on this dataset)",
+                        plot_history(history, out_dir / "history.png")))
     figures.append(("Examples at the tuned threshold" + (", with Grad-CAM" if explain else ""),
                     plot_examples(ev, out_dir / "examples.png", explain=explain)))
     shortcut = shortcut_rows(ev, explain) if explain is not None else None
@@ -216,7 +253,23 @@ def write_report(ev: Evaluation, out_dir: Path, *, model_label: str,
             ("specificity", m["specificity"]), ("precision", m["precision"]), ("NPV", m["npv"]),
             ("accuracy", m["accuracy"]), ("F1", m["f1"]), ("Brier score", m["brier"])]
     cis = {"AUC": "auc", "recall": "recall", "specificity": "specificity"}
-    metric_rows = [{"name": k, "value": _num(v), "ci": _ci(m, cis.get(k, ""))} for k, v in rows]
+    shown, ci_method = reported_intervals(m)
+    metric_rows = [{"name": k, "value": _num(v), "ci": _interval(shown.get(cis.get(k, "")))}
+                   for k, v in rows]
+    small = None
+    if m.get("small_sample"):
+        small = {"n_pneumonia": m["n_pneumonia"], "n_normal": m["n_normal"],
+                 "bootstrap": {k: _interval((m.get("ci95") or {}).get(v))
+                               for k, v in cis.items()}}
+    operating = [{"target": f"{p['target_recall']:.2f}", "threshold": _num(p["threshold"]),
+                  "recall": _num(p["recall"]), "specificity": _num(p["specificity"]),
+                  "fp": p["fp"], "fn": p["fn"]} for p in m.get("operating_points") or []]
+    calibration = [{"range": f"{b['low']:.3f} to {b['high']:.3f}", "n": b["n"],
+                    "mean": _num(b["mean_predicted"]), "observed": _num(b["fraction_positive"])}
+                   for b in m.get("calibration_bins") or []]
+    provenance = {"version": package_version(), "commit": git_commit(),
+                  "started_at": started_at,
+                  "seconds": "" if seconds is None else f"{seconds:.1f} s"}
     cr = m["classification_report"]
     cr_rows = [{"name": name, "precision": _num(float(cr[name]["precision"])),
                 "recall": _num(float(cr[name]["recall"])),
@@ -231,8 +284,9 @@ def write_report(ev: Evaluation, out_dir: Path, *, model_label: str,
                    "ci": f"{ci[0]:.3f} to {ci[1]:.3f}" if ci else ""}
     page = _template().render(
         model_label=model_label, sha256=m["model"]["sha256"], dataset=m["dataset"],
-        command=command, ci_method=m["ci_method"], metric_rows=metric_rows, cr_rows=cr_rows,
-        subtype=subtype, shortcut=shortcut,
+        command=command, ci_method=ci_method, metric_rows=metric_rows, cr_rows=cr_rows,
+        subtype=subtype, shortcut=shortcut, small=small, operating=operating,
+        calibration=calibration, provenance=provenance,
         figures=[{"title": t, "file": f} for t, f in figures])
     path = out_dir / "report.html"
     path.write_text(page)

@@ -89,15 +89,19 @@ def fresh_instances(sources: list[Path], folder: Path, n: int, *, per_study: int
 
 
 def store(port: int, files: Iterable[Path], *, calling: str = "SCU",
-          called: str = "PNEUMOSCREEN", ssl_context: Any = None) -> list[int]:
-    """C-STORE the files over one association; their statuses (-1: not sent, no context)."""
+          called: str = "PNEUMOSCREEN", ssl_context: Any = None,
+          contexts_of: Iterable[Path] = ()) -> list[int]:
+    """C-STORE the files over one association; their statuses (-1: not sent, no context; -2:
+    no answer, the association was aborted). ``contexts_of``: more files to propose for."""
     import pydicom
     from pynetdicom import AE
 
     paths = list(files)
     datasets = [pydicom.dcmread(p) for p in paths]
+    extra = [pydicom.dcmread(p, stop_before_pixels=True) for p in contexts_of]
     ae = AE(ae_title=calling)
-    for pair in {(str(d.SOPClassUID), str(d.file_meta.TransferSyntaxUID)) for d in datasets}:
+    for pair in {(str(d.SOPClassUID), str(d.file_meta.TransferSyntaxUID))
+                 for d in [*datasets, *extra]}:
         ae.add_requested_context(*pair)
     tls = (ssl_context, "localhost") if ssl_context is not None else None
     assoc = ae.associate("127.0.0.1", port, ae_title=called, tls_args=tls)
@@ -112,6 +116,9 @@ def store(port: int, files: Iterable[Path], *, calling: str = "SCU",
                 statuses.append(-1)
                 continue
             statuses.append(int(status.Status) if "Status" in status else -2)
+            if not assoc.is_established:
+                break
     finally:
-        assoc.release()
+        if assoc.is_established:
+            assoc.release()
     return statuses

@@ -60,12 +60,20 @@ def redis_or_skip(url: str) -> None:
         pytest.skip(f"Redis is not reachable at {url}")
 
 
+# With a broker the submitter and the workers must share an explicit pseudonym key.
+TEST_PATIENT_KEY = "test-only-patient-key-" + "0" * 42
+
+
 def screen_env(*, data_dir: Path, database_url: str, broker_url: str,
                **extra: str) -> dict[str, str]:
+    """The environment of a `screen` subprocess: these services, an explicit patient key (unless
+    ``extra`` names a key or key file) and ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCREEN_")}
     env.update(SCREEN_DATA_DIR=str(data_dir), SCREEN_DATABASE_URL=database_url,
                SCREEN_BROKER_URL=broker_url, SCREEN_CONFIG=str(data_dir / "none.toml"),
                TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    if not {"SCREEN_PATIENT_KEY", "SCREEN_PATIENT_KEY_FILE"} & extra.keys():
+        env["SCREEN_PATIENT_KEY"] = TEST_PATIENT_KEY
     env.update(extra)
     return env
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -24,30 +25,69 @@ def _compose() -> list[str]:
     pytest.skip("neither docker-compose nor the docker compose plugin is installed")
 
 
-def test_compose_file_is_valid_and_has_every_service() -> None:
-    cmd = _compose()
-    env = {"SCREEN_PATIENT_KEY": "k", "PATH": "/usr/bin:/bin:/usr/local/bin"}
-    out = subprocess.run([*cmd, "config", "--services"], cwd=REPO, env=env, capture_output=True,
-                         text=True, check=True).stdout.split()
-    assert {"redis", "postgres", "worker", "beat", "flower", "listener", "orthanc"} <= set(out)
+SECRETS = ("REDIS_PASSWORD", "POSTGRES_PASSWORD", "FLOWER_PASSWORD", "PATIENT_KEY_FILE")
 
 
-def test_compose_worker_sends_results_to_the_demo_pacs() -> None:
+def _config(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*_compose(), "config", *args], cwd=REPO,
+                          env={"PATH": "/usr/bin:/bin:/usr/local/bin", **env},
+                          capture_output=True, text=True)
+
+
+@pytest.fixture
+def secrets(tmp_path: Path) -> dict[str, str]:
+    key = tmp_path / "patient.key"
+    key.write_text("0" * 64)
+    return {"REDIS_PASSWORD": "r3dis-pw", "POSTGRES_PASSWORD": "pg-pw",
+            "FLOWER_PASSWORD": "fl-pw", "PATIENT_KEY_FILE": str(key)}
+
+
+def test_compose_file_is_valid_and_has_every_service(secrets: dict[str, str]) -> None:
+    out = _config(secrets, "--services")
+    assert out.returncode == 0, out.stderr
+    assert {"redis", "postgres", "migrate", "worker", "beat", "flower", "listener",
+            "orthanc"} <= set(out.stdout.split())
+
+
+@pytest.mark.parametrize("missing", SECRETS)
+def test_compose_refuses_to_run_without_each_secret(secrets: dict[str, str],
+                                                    missing: str) -> None:
+    result = _config({k: v for k, v in secrets.items() if k != missing}, "-q")
+    assert result.returncode != 0 and missing in result.stderr
+
+
+def test_compose_secrets_reach_only_the_services_that_need_them(
+        secrets: dict[str, str]) -> None:
     import yaml
 
-    env = {"SCREEN_PATIENT_KEY": "k", "PATH": "/usr/bin:/bin:/usr/local/bin"}
-    config = yaml.safe_load(subprocess.run([*_compose(), "config"], cwd=REPO, env=env,
-                                           capture_output=True, text=True, check=True).stdout)
-    worker = config["services"]["worker"]["environment"]
-    assert worker["SCREEN_EXPORT_TO"] == "dicom://ORTHANC@orthanc:4242"
-    assert worker["SCREEN_BROKER_URL"] == "redis://redis:6379/0"  # the shared settings kept
+    out = _config(secrets)
+    assert out.returncode == 0, out.stderr
+    services = yaml.safe_load(out.stdout)["services"]
+    env = {name: svc.get("environment") or {} for name, svc in services.items()}
+    with_key = {n for n, s in services.items() if s.get("secrets")}
+    assert with_key == {"worker", "listener"}  # they pseudonymise; beat, flower, migrate don't
+    assert env["worker"]["SCREEN_PATIENT_KEY_FILE"] == "/run/secrets/patient_key"
+    assert not any("SCREEN_PATIENT_KEY" in e for e in env.values())
+    with_db = {n for n, e in env.items() if "SCREEN_DATABASE_URL" in e}
+    assert with_db == {"migrate", "worker", "listener"}
+    assert env["worker"]["SCREEN_EXPORT_TO"] == "dicom://ORTHANC@orthanc:4242"
+    assert all(e["SCREEN_BROKER_URL"] == "redis://:r3dis-pw@redis:6379/0"
+               for n, e in env.items() if "SCREEN_BROKER_URL" in e)
+    assert "--requirepass" in " ".join(services["redis"]["command"])
+    assert env["flower"]["FLOWER_BASIC_AUTH"] == "admin:fl-pw"
+    for svc in services.values():  # pinned images: an exact version, never a floating tag
+        if "image" in svc:
+            assert re.fullmatch(r"[a-z/-]+:\d+\.\d+(\.\d+)?(-alpine)?", svc["image"]), svc["image"]
 
 
-def test_compose_refuses_to_run_without_a_patient_key() -> None:
-    cmd = _compose()
-    result = subprocess.run([*cmd, "config", "-q"], cwd=REPO, env={"PATH": "/usr/bin:/bin"},
-                            capture_output=True, text=True)
-    assert result.returncode != 0 and "SCREEN_PATIENT_KEY" in result.stderr
+def test_the_image_installs_from_the_lock() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "-c constraints.txt" in dockerfile
+    assert re.search(r"^FROM python:\d+\.\d+\.\d+-", dockerfile, re.M)
+    pins = dict(line.split("==") for line in (REPO / "constraints.txt").read_text().splitlines()
+                if "==" in line)
+    for dep in ("tensorflow", "keras", "celery", "redis", "sqlalchemy", "pydicom", "flower"):
+        assert dep in {k.lower() for k in pins}, dep
 
 
 def test_ci_runs_the_readme_test_command() -> None:
@@ -71,7 +111,7 @@ def test_help_explains(command: list[str]) -> None:
 
 
 # Runs a command through the real entry point, then names the heavy modules it imported.
-_HEAVY = ("tensorflow", "keras", "alembic", "pydicom", "celery")
+_HEAVY = ("tensorflow", "keras", "alembic", "pydicom", "celery", "numpy", "PIL", "sklearn")
 _PROBE = ("import sys\nfrom pneumoscreen.worker.cli import main\nsys.argv = sys.argv[1:]\n"
           "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
           f"print('HEAVY=' + ','.join(m for m in {_HEAVY!r} if m in sys.modules), "
@@ -88,8 +128,9 @@ def _heavy_modules(*args: str) -> set[str]:
 
 
 def test_help_and_read_only_commands_start_light() -> None:
-    """`--help` and the read-only commands never load TensorFlow (nor Keras, pydicom, Celery);
-    on a database already at the newest migration they do not load Alembic either."""
+    """`--help` and the read-only commands never load TensorFlow (nor Keras, pydicom, Celery,
+    NumPy, Pillow, scikit-learn); on a database already at the newest migration they do not load
+    Alembic either."""
     assert not _heavy_modules("--help")
     assert not _heavy_modules("submit", "--help")
     assert "alembic" in _heavy_modules("status")  # a new database: migrated on first use

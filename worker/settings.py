@@ -101,9 +101,17 @@ class Settings(BaseSettings):
     )
     result_backend: str | None = Field(None, description="Celery result backend; optional.")
     model_path: Path | None = Field(None, description="A .keras file; default: the bundled model.")
+    model_dirs: list[Path] = Field(
+        [], description="Folders a registered model version may be loaded from, besides the "
+        "bundled folder and the configured model's folder.")
     task_size: int = Field(128, ge=1, le=65536, description="Studies per queued task.")
     patient_key: str | None = Field(
-        None, description="Key for pseudonymising patient ids; default: made once in data_dir."
+        None, description="Key for pseudonymising patient ids (at least 32 bytes); default: "
+        "made once in data_dir (without a broker only)."
+    )
+    patient_key_file: Path | None = Field(
+        None, description="A file holding the pseudonym key (e.g. a Docker secret); with a "
+        "broker, this or patient_key is required."
     )
 
     # Ingestion policy (what gets screened); data, not code branches. The defaults are
@@ -282,7 +290,8 @@ class Settings(BaseSettings):
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
-    @field_validator("database_url", "broker_url", "result_backend", mode="before")
+    @field_validator("database_url", "broker_url", "result_backend", "patient_key_file",
+                     mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -303,6 +312,7 @@ class Settings(BaseSettings):
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url
+        private_dir(self.data_dir)
         return f"sqlite:///{self.data_dir / 'pneumoscreen.sqlite3'}"
 
     @contextmanager
@@ -352,20 +362,60 @@ class Settings(BaseSettings):
         return self.broker_url is None
 
     def effective_patient_key(self) -> bytes:
-        """The pseudonymisation key; generated once and kept (mode 600) in data_dir."""
-        if self.patient_key:
-            return self.patient_key.encode()
-        path = self.data_dir / "patient.key"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+        """The pseudonymisation key: SCREEN_PATIENT_KEY, else SCREEN_PATIENT_KEY_FILE, else
+        (no broker only) one generated once and kept (mode 600) in data_dir.
+
+        PatientKeyError for a key under 32 bytes, an empty or unreadable key file, or a broker
+        with no explicit key (the submitter and every worker must share one key).
+        """
+        if self.patient_key is not None:
+            key, source = self.patient_key.encode(), "SCREEN_PATIENT_KEY"
+        elif self.patient_key_file is not None:
+            source = f"the key file {self.patient_key_file}"
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:  # another process created it first
-                pass
-            else:
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(secrets.token_hex(32))
-        return path.read_text().strip().encode()
+                key = self.patient_key_file.read_bytes().strip()
+            except OSError as exc:
+                raise PatientKeyError(f"cannot read {source}: {exc.strerror}") from exc
+        elif self.broker_url is not None:
+            raise PatientKeyError(
+                "with a broker configured, the submitter and every worker must share one patient "
+                "key: set SCREEN_PATIENT_KEY_FILE (or SCREEN_PATIENT_KEY) to the same key "
+                "everywhere (e.g. `openssl rand -hex 32 > patient.key`)")
+        else:
+            path = self.data_dir / "patient.key"
+            source = f"the key file {path}"
+            if not path.exists():
+                private_dir(self.data_dir)
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                except FileExistsError:  # another process created it first
+                    pass
+                else:
+                    with os.fdopen(fd, "w") as fh:
+                        fh.write(secrets.token_hex(32))
+            key = path.read_bytes().strip()
+        if len(key) < MIN_KEY_BYTES:
+            raise PatientKeyError(
+                f"the patient key from {source} is {len(key)} bytes; it needs at least "
+                f"{MIN_KEY_BYTES} (e.g. `openssl rand -hex 32`)")
+        return key
+
+
+class PatientKeyError(ValueError):
+    """The pseudonym key is missing, too short or unreadable (one line naming the fix)."""
+
+
+MIN_KEY_BYTES = 32
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` as 0700, or tighten it to 0700 when it is ours and open to others (the
+    data directory holds the database and the key)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.stat()
+    if st.st_uid == os.getuid() and st.st_mode & 0o077 and not st.st_mode & 0o1000:
+        path.chmod(0o700)
+    return path
 
 
 def mask_url(url: str | None) -> str:

@@ -39,6 +39,7 @@ def live_env(module_pg: str, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     (root / "inbox").mkdir()
     return screen_env(data_dir=root / "data", database_url=module_pg, broker_url=REDIS_URL,
                       SCREEN_INBOX_DIRS=json.dumps([str(root / "inbox")]),
+                      SCREEN_MODEL_DIRS=json.dumps([str(root / "models")]),
                       SCREEN_CHUNK_SIZE="2", SCREEN_TF_INTRA_THREADS="1",
                       SCREEN_DECODE_THREADS="1")
 
@@ -149,7 +150,9 @@ def test_rescreen_through_the_workers_keeps_earlier_predictions(
         before = dict(conn.execute(sa.text("SELECT id, study_id FROM predictions")).all())
         n_done = conn.scalar(sa.text("SELECT count(*) FROM studies WHERE status = 'done'"))
     assert n_done and len(before) == n_done
-    model = bundled_model_copy(tmp_path, "0.0.2-rescreen-test", "pneumoscreen-cnn-v2.keras")
+    models = Path(json.loads(live_env["SCREEN_MODEL_DIRS"])[0])
+    models.mkdir(exist_ok=True)
+    model = bundled_model_copy(models, "0.0.2-rescreen-test", "pneumoscreen-cnn-v2.keras")
     out = run_screen(live_env, "rescreen", "--model", str(model), "--task-size", "8")
     assert out.returncode == 0, out.stderr
     assert f"Queued {n_done} studies" in out.stdout

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from listener import ListenerProcess, fresh_instances, spool_files, store
 from live import (
     REDIS_URL,
+    SAMPLES,
     WorkerProcess,
     free_port,
     redis_or_skip,
@@ -243,6 +244,7 @@ def test_listener_killed_mid_transfer_loses_and_duplicates_nothing(
           f"resend: {len(files)} studies, {len(files)} received rows")
 
 
+@pytest.mark.slow
 def test_database_down_at_receive_time_then_registered_at_restart(
         orthanc: Orthanc, shared_dir: Path, tmp_path: Path) -> None:
     data, good = tmp_path / "data", f"sqlite:///{tmp_path / 'screen.sqlite3'}"
@@ -312,3 +314,20 @@ def test_two_hundred_instances_from_two_concurrent_senders_are_registered_once(
     print(f"\n200 instances ({mb:.0f} MB) from 2 concurrent senders: sent in {sent_s:.1f} s, all "
           f"registered {registered_s:.1f} s after the start (stable time 2 s); 200 studies, "
           "200 received rows, 40 Study Instance UIDs")
+
+
+def test_an_instance_over_the_file_size_limit_is_refused(tmp_path: Path, shared_dir: Path
+                                                         ) -> None:
+    data, db_url, port = tmp_path / "data", f"sqlite:///{tmp_path / 'db.sqlite3'}", free_port()
+    env = _env(data, db_url, _no_broker(), allowed=["SCU1"], SCREEN_MAX_FILE_BYTES="300000",
+               SCREEN_LISTEN_MAX_PDU="16384")
+    small = [SAMPLES / "cr_chest_jpeg_baseline.dcm"]  # 86 kB
+    big = [p for p in _chest(shared_dir) if p.name.startswith("CR_chest_J2K")]  # 677 kB
+    listener = ListenerProcess(env, tmp_path / "listen.log", port).wait_ready()
+    try:
+        assert store(port, big, calling="SCU1", contexts_of=small) != [0]
+        assert store(port, small, calling="SCU1") == [0]
+    finally:
+        listener.stop()
+    assert len(spool_files(data)) == 1
+    assert "over the 300000-byte limit" in listener.log()

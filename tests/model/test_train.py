@@ -155,7 +155,10 @@ class TestCli:
         result = CliRunner().invoke(_app(), ["evaluate", str(tmp_path), "--model",
                                              str(run / "model.keras")])
         assert result.exit_code == 1
-        assert "no NORMAL/ or PNEUMONIA/ folder" in " ".join(result.output.split())
+        said = " ".join(result.output.split())
+        assert "is not labelled" in said and "NORMAL/ and PNEUMONIA/ sub-folders" in said
+        # No invented path, no hint at a flag that would fail too.
+        assert f"{tmp_path}/test " not in said and "--split" not in said
 
     def test_predict(self, trained: tuple[Path, Path], tmp_path: Path) -> None:
         data, run = trained

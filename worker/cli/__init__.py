@@ -12,6 +12,7 @@ import sys
 import typer
 
 from pneumoscreen.worker.cli import (
+    audit_cmds,
     explain_cmds,
     export_cmds,
     ingest_cmds,
@@ -51,7 +52,7 @@ def _root(
 
 
 for _module in (screening_cmds, system_cmds, ingest_cmds, model_cmds, registry_cmds, explain_cmds,
-                ops_cmds, export_cmds, listen_cmds):
+                ops_cmds, export_cmds, listen_cmds, audit_cmds):
     _module.register(app, bench_app)
 
 

@@ -46,6 +46,9 @@ def _setting(name: str) -> str:
 def explain(exc: BaseException) -> tuple[str, int]:
     """The message (one or two lines) and exit code for an exception no command handled."""
     names = _classes(exc)
+    inner = getattr(exc, "exc", None)
+    if "celery.exceptions.Retry" in names and isinstance(inner, BaseException):
+        return explain(inner)  # an eager task asked to retry: the cause is what matters
     if "pydantic_core._pydantic_core.ValidationError" in names:
         errors: list[dict[str, Any]] = exc.errors()  # type: ignore[attr-defined]
         first = errors[0] if errors else {"loc": (), "msg": str(exc)}
@@ -56,6 +59,9 @@ def explain(exc: BaseException) -> tuple[str, int]:
         return (f"the model cannot be used: {_first_line(exc)}\nfix {_setting('MODEL_PATH')} "
                 "(a .keras file with its .json sidecar beside it), or unset it for the "
                 "bundled model", EXIT_ERROR)
+    if names & {"pneumoscreen.worker.settings.PatientKeyError",
+                "pneumoscreen.db.keys.KeyMismatch"}:
+        return _first_line(exc, 400), EXIT_ERROR  # the message names the fix
     if "pneumoscreen.worker.intake.enqueue.BrokerUnavailable" in names:
         return _first_line(exc, 400), EXIT_UNAVAILABLE
     if names & {"kombu.exceptions.OperationalError", "redis.exceptions.ConnectionError",

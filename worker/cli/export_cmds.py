@@ -114,5 +114,10 @@ def export(
 
 
 def _audit(settings: Any, outcomes: list[Any], destinations: list[str]) -> None:
-    """Record the run in the audit trail, when the project has one."""
-    del settings, outcomes, destinations
+    """Record the run in the audit trail (counts and destination labels: no study UIDs)."""
+    from pneumoscreen.worker.audit import audit_to
+
+    statuses = [o.status for o in outcomes]
+    audit_to(settings.effective_database_url, "export", destinations=destinations,
+             exports=len(outcomes), sent=statuses.count("sent"),
+             failed=statuses.count("failed"))

@@ -7,7 +7,14 @@ from typing import Any
 
 import typer
 
-from pneumoscreen.worker.cli.output import Format, console, fail, make_table, print_json
+from pneumoscreen.worker.cli.output import (
+    Format,
+    console,
+    fail,
+    make_table,
+    plain,
+    print_json,
+)
 
 
 def _model_input_size(settings: Any) -> int:
@@ -47,6 +54,8 @@ def inspect_cmd(
         _print_inspection(data)
     if png is not None and written is None:
         fail(f"no image written: the study is {result.decision} ({result.reason})")
+    if result.decision == "failed":
+        raise typer.Exit(1)  # scripts must see that the file cannot be read
 
 
 def _write_png(grey: Any, out: Path, size: int) -> Path:
@@ -63,10 +72,10 @@ def _write_png(grey: Any, out: Path, size: int) -> Path:
 
 def _print_inspection(data: dict[str, Any]) -> None:
     colour = {"done": "green", "rejected": "yellow", "failed": "red"}.get(data["decision"], "")
-    console.print(f"[bold]{data['path']}[/]  format: {data['format'] or 'not an image'}")
+    console.print(plain(data["path"], "bold") + plain(
+        f"  format: {data['format'] or 'not an image'}"), highlight=False)
     reason = f": {data['reason']}" if data["reason"] else " (would be screened)"
-    decision = data["decision"] + reason
-    console.print(f"decision: [{colour}]{decision}[/]", highlight=False)
+    console.print(plain("decision: ") + plain(data["decision"] + reason, colour), highlight=False)
     if data["tags"]:
         console.print(make_table("Tags used", ["tag", "value"], sorted(data["tags"].items())))
     if data["steps"]:
@@ -77,7 +86,7 @@ def _print_inspection(data: dict[str, Any]) -> None:
         console.print(f"grey image {img['shape'][0]} x {img['shape'][1]}, "
                       f"min {img['min']} max {img['max']} mean {img['mean']}")
     if data.get("png"):
-        console.print(f"network input written to {data['png']}")
+        console.print(plain(f"network input written to {data['png']}"), highlight=False)
 
 
 def bench_decode(

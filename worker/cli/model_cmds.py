@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
 from rich.text import Text
 
 from pneumoscreen.worker.cli.output import (
@@ -21,6 +20,7 @@ from pneumoscreen.worker.cli.output import (
     err_console,
     fail,
     make_table,
+    plain,
     print_json,
 )
 
@@ -42,7 +42,11 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def _ci(m: dict[str, Any], key: str) -> str:
-    ci = (m.get("ci95") or {}).get(key)
+    """The 95% interval a report shows: the bootstrap's, widened (Wilson) on a small sample."""
+    from pneumoscreen.model.metrics import reported_intervals
+
+    shown = reported_intervals(m)[0] if "small_sample" in m else (m.get("ci95") or {})
+    ci = shown.get(key)
     return f" (95% CI {ci[0]:.3f} to {ci[1]:.3f})" if ci else ""
 
 
@@ -123,9 +127,9 @@ def train_cmd(
         except (ValueError, FileNotFoundError, InitError) as exc:
             fail(str(exc))
     spec, m = result.spec, result.internal_test
-    console.print(f"[bold]model[/] {result.model_path} ({spec.label}), "
-                  f"{spec.extra['architecture']['params']:,} parameters, "
-                  f"trained in {result.seconds / 60:.1f} min")
+    console.print(plain("model ", "bold") + plain(
+        f"{result.model_path} ({spec.label}), {spec.extra['architecture']['params']:,} "
+        f"parameters, trained in {result.seconds / 60:.1f} min"), highlight=False)
     console.print(f"threshold {spec.threshold:.4f} (validation recall ≥ {spec.target_recall})")
     if m:
         console.print(f"internal test (n={m['n']}): AUC {m['auc']:.4f}{_ci(m, 'auc')}, "
@@ -142,10 +146,11 @@ def _load(model: Path | None) -> Any:
     try:
         loaded = load_model(model, runtime=_runtime())
     except ModelFileError as exc:
-        fail(str(exc))
+        fail(f"{exc}\nfix --model or SCREEN_MODEL_PATH (a .keras file with its .json sidecar "
+             "beside it), or leave both unset for the bundled model")
     if not loaded.spec.trained:
-        err_console.print(f"[yellow]warning:[/] {loaded.spec.label} is an untrained placeholder: "
-                          "its figures mean nothing")
+        err_console.print(plain("warning: ", "yellow") + plain(
+            f"{loaded.spec.label} is an untrained placeholder: its figures mean nothing"))
     return loaded
 
 
@@ -173,29 +178,40 @@ def evaluate_cmd(
     threshold, an HTML report with plots, and a row in the evaluation_reports table."""
     import shlex
     import sys
+    import time
 
     from pneumoscreen.model.evaluate import evaluate, headline, resolve_dataset, store
+    from pneumoscreen.model.provenance import git_commit, package_version
     from pneumoscreen.model.report import write_report
     from pneumoscreen.worker.settings import get_settings
 
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.perf_counter()
     loaded = _load(model or get_settings().model_path)
     try:
         dataset = resolve_dataset(data_dir, split, loaded)
         ev = evaluate(loaded, dataset)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
+    seconds = time.perf_counter() - t0
+    started_at = started.strftime("%Y-%m-%d %H:%M:%S UTC")
+    ev.metrics["run"] = {"started_at": started.isoformat(timespec="seconds"),
+                         "seconds": round(seconds, 2), "version": package_version(),
+                         "commit": git_commit()}
     out = out or Path("reports") / _stamp()
     command = "screen " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report = write_report(ev, out, model_label=loaded.spec.label,
                           history=loaded.spec.extra.get("history"), command=command,
-                          explain=loaded.heatmaps if heatmaps else None)
+                          explain=loaded.heatmaps if heatmaps else None,
+                          started_at=started_at, seconds=seconds)
     url = get_settings().effective_database_url
     report_id = store(ev, loaded, report.resolve(), url=url) if save else None
     m = ev.metrics
     if fmt is Format.json:
         print_json({**headline(m), "report": str(report), "report_id": report_id})
         return
-    console.print(f"[bold]{escape(loaded.spec.label)}[/] on {escape(m['dataset'])}")
+    console.print(plain(loaded.spec.label, "bold") + plain(f" on {m['dataset']}"),
+                  highlight=False)
     rows = [("n", f"{m['n']} ({m['n_pneumonia']} pneumonia, {m['n_normal']} normal"
                   f", {m['unreadable']} unreadable)"),
             ("AUC", _fmt(m["auc"], 4) + _ci(m, "auc")),
@@ -207,6 +223,9 @@ def evaluate_cmd(
             ("confusion", f"TP {m['tp']}  FP {m['fp']}  TN {m['tn']}  FN {m['fn']}"),
             ("at 0.5", f"recall {_fmt(m['at_0.5']['recall'])}, specificity "
                        f"{_fmt(m['at_0.5']['specificity'])}")]
+    rows += [(f"threshold for recall {p['target_recall']:.2f}",
+              f"{p['threshold']:.4f} (specificity {_fmt(p['specificity'])})")
+             for p in m.get("operating_points") or []]
     sub = m.get("subtype") or {}
     if sub.get("auc") is not None:
         ci = sub.get("ci95")
@@ -214,8 +233,13 @@ def evaluate_cmd(
                      f"{sub['auc']:.4f}" + (f" (95% CI {ci[0]:.3f} to {ci[1]:.3f})" if ci else "")
                      + f", n={sub['n']} pneumonia images"))
     console.print(make_table(None, ["metric", "value"], rows))
-    console.print(f"report: {report}" + (f" (stored as evaluation report {report_id})"
-                                         if report_id else ""))
+    if m.get("small_sample"):
+        err_console.print(plain("warning: ", "yellow") + plain(
+            f"only {m['n_pneumonia']} pneumonia and {m['n_normal']} normal images: the figures "
+            "are unstable; intervals are widened to Wilson score intervals"), highlight=False,
+            soft_wrap=True)
+    console.print(plain(f"report: {report}" + (f" (stored as evaluation report {report_id})"
+                                               if report_id else "")), highlight=False)
 
 
 def predict_cmd(
@@ -285,8 +309,8 @@ def predict_cmd(
         print_json({"model": loaded.spec.label, "sha256": loaded.spec.sha256,
                     "threshold": threshold, "results": results})
         return
-    console.print(f"model {loaded.spec.label}, threshold {threshold:.4f} "
-                  f"(flagged when probability ≥ threshold)")
+    console.print(plain(f"model {loaded.spec.label}, threshold {threshold:.4f} "
+                        "(flagged when probability ≥ threshold)"), highlight=False)
     console.print(make_table(None, ["file", "probability", "viral?", "flagged", "scope", "note"], [
         (r["file"], _fmt(r["probability"], 4), _fmt(r["p_viral"], 3),
          {True: Text("FLAGGED", style="bold red"), False: "no", None: "—"}[r["flagged"]],
@@ -311,12 +335,12 @@ def reports_cmd(
     if not data:
         console.print("no evaluation reports yet: run screen evaluate")
         return
+    # The threshold is the model's (`screen models`; JSON here): 9 columns fit 80 characters.
     console.print(make_table("Evaluation reports", [
-        "id", "created", "model", "dataset", "n", "AUC", "threshold", "recall", "spec.", "report"],
+        "id", "created", "model", "dataset", "n", "AUC", "rec.", "spec.", "report"],
         [(d["id"], f"{d['created_at']:%Y-%m-%d %H:%M}", d["model"], d["dataset"],
-          d["n"],
-          _fmt(d["auc"], 4), _fmt(d["threshold"], 4), _fmt(d["recall"]),
-          _fmt(d["specificity"]), d["report_path"] or "") for d in data]))
+          d["n"], _fmt(d["auc"], 4), _fmt(d["recall"]), _fmt(d["specificity"]),
+          d["report_path"] or "") for d in data]))
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:

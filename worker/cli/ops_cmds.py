@@ -13,8 +13,10 @@ from pneumoscreen.worker.cli.output import (
     console,
     counted,
     err_console,
+    error_line,
     fail,
     make_table,
+    plain,
     print_json,
 )
 
@@ -29,6 +31,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     app.command()(runs)
     app.command()(rescreen)
     bench_app.command("throughput")(bench_throughput)
+    bench_app.command("register")(bench_register)
     bench_app.command("corpus")(bench_corpus)
 
 
@@ -41,19 +44,29 @@ def resume(
     A study counts as stuck once it has been processing longer than the visibility timeout (its
     worker died and no redelivery came). Queuing a study twice is harmless: one task screens it.
     """
+    from pneumoscreen.worker.audit import audit_to
     from pneumoscreen.worker.intake.enqueue import BrokerUnavailable
     from pneumoscreen.worker.intake.resume import resume as resume_studies
     from pneumoscreen.worker.settings import get_settings
 
+    settings = get_settings()
     try:
-        out = resume_studies(settings=get_settings(), task_size=task_size)
+        out = resume_studies(settings=settings, task_size=task_size)
     except BrokerUnavailable as exc:
+        audit_to(settings.effective_database_url, "resume", error="broker unavailable")
         fail(str(exc), code=3)
+    audit_to(settings.effective_database_url, "resume", studies=out.n_queued,
+             stale=out.n_stale, tasks=out.n_tasks)
     if not out.n_queued:
         console.print("Nothing to resume: no study is queued or stuck processing.")
         return
-    console.print(f"Re-enqueued {counted(out.n_queued, 'study', 'studies')} ({out.n_stale} "
-                  f"stuck processing) in {counted(out.n_tasks, 'task')}.", highlight=False)
+    studies = counted(out.n_queued, "study", "studies")
+    if settings.eager:  # no broker: the tasks ran here, the studies are screened now
+        console.print(f"Screened {studies} left over ({out.n_stale} stuck processing); "
+                      "`screen studies` lists them.", highlight=False)
+        return
+    console.print(f"Re-enqueued {studies} ({out.n_stale} stuck processing) in "
+                  f"{counted(out.n_tasks, 'task')}.", highlight=False)
 
 
 def nightly(
@@ -81,7 +94,7 @@ def nightly(
         console.print(make_table(f"Nightly run {summary.run_id}", RUN_COLUMNS,
                                  [[_run_cell(c, data[c]) for c in RUN_COLUMNS]]))
     if summary.error:
-        err_console.print(f"[bold red]error:[/] {summary.error}", highlight=False)
+        error_line(summary.error)
         raise typer.Exit(3)
 
 
@@ -139,9 +152,9 @@ def rescreen(
     except BrokerUnavailable as exc:
         fail(str(exc), code=3)
     verb = "Screened" if settings.eager else "Queued"
-    console.print(f"Batch [bold]{result.batch_id}[/]: {verb} "
-                  f"{counted(len(result.queued_ids), 'study', 'studies')} "
-                  f"with {model} in {counted(result.n_tasks, 'task')}.", highlight=False)
+    console.print(plain(f"Batch {result.batch_id}: {verb} "
+                        f"{counted(len(result.queued_ids), 'study', 'studies')} "
+                        f"with {model} in {counted(result.n_tasks, 'task')}."), highlight=False)
 
 
 def bench_throughput(
@@ -185,7 +198,7 @@ def bench_throughput(
                                 naive_n=naive_studies, image_size=image_size,
                                 database_url=database_url, heatmap_n=heatmap_studies,
                                 corpus=corpus,
-                                say=lambda msg: err_console.print(msg, highlight=False))
+                                say=lambda msg: err_console.print(plain(msg), highlight=False))
     except ValueError as exc:
         fail(str(exc))
     data = result.as_dict()
@@ -212,6 +225,45 @@ def bench_throughput(
          ["peak RSS, MB", result.peak_rss_mb],
          *[[f"RSS {k}, MB", v] for k, v in result.rss_mb.items()],
          *[[k, v] for k, v in data["config"].items()]]))
+
+
+def bench_register(
+    files: Annotated[int, typer.Option("--files", min=1, help="Distinct DICOM files.")] = 10000,
+    size_mb: Annotated[float, typer.Option(
+        "--size-mb", min=0.01, max=64, help="Size of each synthetic file, MB.")] = 1.0,
+    source: Annotated[Path | None, typer.Option(
+        "--source", exists=True, dir_okay=False,
+        help="Copy this DICOM (new UIDs each) instead of a synthetic film.")] = None,
+    database_url: Annotated[str | None, typer.Option(
+        "--database-url", help="Register into this database [default: a temporary SQLite].")
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+) -> None:
+    """Files/s and peak memory of registering many distinct DICOMs, as `screen submit` does.
+
+    A temporary corpus (one DICOM with fresh UIDs per copy) is walked, hashed, header-probed and
+    inserted chunk by chunk; nothing is screened. The figure varies with the machine's load.
+    """
+    from pneumoscreen.worker.bench.register import run_register
+    from pneumoscreen.worker.settings import get_settings
+
+    result = run_register(files, settings=get_settings(), size_mb=size_mb, source=source,
+                          database_url=database_url,
+                          say=lambda msg: err_console.print(msg, highlight=False))
+    data = result.as_dict()
+    if fmt == Format.json:
+        print_json(data)
+        return
+    console.print(make_table(
+        f"Registration, {result.files} files of {result.mean_file_mb} MB",
+        ["measure", "value"],
+        [["files/s (walk + sha256 + header probe + insert)  target ≥ 200", result.files_per_s],
+         ["MB/s", result.mb_per_s], ["seconds", result.seconds],
+         ["first file examined after, s", result.first_file_after_s],
+         ["peak RSS, MB", result.peak_rss_mb],
+         *[[f"RSS {k}, MB", v] for k, v in result.rss_mb.items()],
+         *[[k, v] for k, v in result.counts.items()],
+         *[[k, v] for k, v in result.config.items()]]))
 
 
 def bench_corpus(

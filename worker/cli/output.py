@@ -13,8 +13,17 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
+
+# C0 and C1 control characters (ESC among them) would reach the terminal as escape sequences.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean(value: Any) -> str:
+    """``str(value)`` with C0 and C1 control characters (ESC among them) replaced by U+FFFD."""
+    return _CONTROL.sub("\ufffd", str(value))
 
 
 def _pipe_width() -> int | None:
@@ -25,8 +34,23 @@ def _pipe_width() -> int | None:
     return 160
 
 
-console = Console(width=_pipe_width())
-err_console = Console(stderr=True)
+class SafeConsole(Console):
+    """A console that never lets a C0/C1 control character of the text reach the terminal.
+
+    The safety net under :func:`plain`: whatever a command prints (a table cell, a progress
+    description, a caption, an error), the characters of every text segment are cleaned just
+    before styles are rendered to escape sequences, so ``ESC]0;…`` or ``ESC[2J`` in a file name
+    prints as U+FFFD. Rich's own control segments (cursor moves of live displays) pass.
+    """
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        return super()._render_buffer(
+            seg if seg.control or not _CONTROL.search(seg.text)
+            else Segment(clean(seg.text), seg.style, seg.control) for seg in buffer)
+
+
+console = SafeConsole(width=_pipe_width())
+err_console = SafeConsole(stderr=True)
 
 
 class Format(str, enum.Enum):
@@ -38,15 +62,6 @@ class FormatCsv(str, enum.Enum):
     table = "table"
     csv = "csv"
     json = "json"
-
-
-# C0 and C1 control characters (ESC among them) would reach the terminal as escape sequences.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def clean(value: Any) -> str:
-    """``str(value)`` with C0 and C1 control characters (ESC among them) replaced by U+FFFD."""
-    return _CONTROL.sub("\ufffd", str(value))
 
 
 def plain(value: Any, style: str = "") -> Text:
@@ -65,34 +80,68 @@ def counted(n: int, one: str, many: str | None = None) -> str:
     return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
+def write_csv(rows: Iterable[dict[str, Any]], fields: Sequence[str]) -> None:
+    """CSV on stdout, text values with their control characters replaced (a file name's
+    ``ESC[2J`` must not reach the terminal from a CSV either); extra keys are ignored."""
+    import csv
+
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(fields), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: clean(v) if isinstance(v, str) else v for k, v in row.items()})
+
+
 def print_json(data: Any) -> None:
     """A plain JSON document on stdout and nothing else (no Rich markup, no colour)."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()
 
 
-# Words up to this long are never broken across lines; longer tokens (paths) fold.
-_WORD = 24
+# Words up to this long are never broken across lines; a column with longer tokens (paths,
+# versions) folds them instead.
+_WORD = 12
 
 
 def _longest_word(text: str) -> int:
     return max((len(w) for w in text.split()), default=0)
 
 
+def _fit(natural: list[int], least: list[int], room: int) -> list[int]:
+    """Column widths within ``room``: the widest columns give way first, none below its least."""
+    widths = list(natural)
+    while sum(widths) > room:
+        shrinkable = [i for i, w in enumerate(widths) if w > least[i]]
+        if not shrinkable:
+            break  # even the least widths do not fit: the table is wider than the terminal
+        widest = max(shrinkable, key=lambda i: widths[i])
+        widths[widest] -= 1
+    return widths
+
+
 def make_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
     """A table whose every cell is plain text (file names and tag values are untrusted); a cell
-    that is already a ``Text`` keeps its style. Headers and words are not broken mid-word;
-    columns holding paths or other long tokens fold them."""
+    that is already a ``Text`` keeps its style. Header words and cell words up to 12 characters
+    are never broken (they wrap between words); columns with longer tokens (paths, versions)
+    fold them. In a pipe the table may be wider than 80 columns (see :func:`_pipe_width`)."""
     cells = [[Text("") if v is None else plain(v) for v in row] for row in rows]
+    headers = [col.replace("_", " ") for col in columns]  # "outside_scope" wraps between words
     table = Table(title=None if title is None else plain(title), show_lines=False,
                   header_style="bold")
-    for i, col in enumerate(columns):
-        words = [_longest_word(col)] + [_longest_word(r[i].plain) for r in cells if i < len(r)]
-        longest = max(words)
-        path_like = any("/" in r[i].plain or "\\" in r[i].plain for r in cells if i < len(r))
-        fold = path_like or longest > _WORD
-        table.add_column(plain(col), overflow="fold" if fold else "ellipsis",
-                         min_width=min(longest, _WORD))
+    natural, least, folds = [], [], []
+    for i, header in enumerate(headers):
+        texts = [header] + [r[i].plain for r in cells if i < len(r)]
+        longest = max(_longest_word(t) for t in texts[1:]) if len(texts) > 1 else 0
+        fold = longest > _WORD
+        folds.append(fold)
+        least.append(max(_longest_word(header), 6 if fold else longest))
+        natural.append(max(len(line) for t in texts for line in (t.split("\n") or [""])))
+    # Rich squeezes an over-wide table evenly and then re-grows columns to their minimum, which
+    # crops the right edge; widths chosen here fit the console when the minimums do.
+    room = console.width - (3 * len(headers) + 1)
+    for header, fold, width, low in zip(headers, folds, _fit(natural, least, room), least,
+                                        strict=True):
+        table.add_column(plain(header), overflow="fold" if fold else "ellipsis",
+                         min_width=low, max_width=max(width, low))
     for row in cells:
         table.add_row(*row)
     return table

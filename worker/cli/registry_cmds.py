@@ -80,14 +80,18 @@ def register_cmd(
     path: Annotated[Path, typer.Argument(help="A .keras file with its .json sidecar beside it.",
                                          exists=True, dir_okay=False)],
 ) -> None:
-    """Register a model file (its sha256 is checked against its sidecar and recorded)."""
+    """Register a model file: it must lie in a model folder (SCREEN_MODEL_DIRS or the bundled
+    one) and its sidecar must be valid (sha256, threshold in (0, 1), input size); the file's
+    sha256 is checked against the sidecar and recorded, and workers verify it before every load.
+    Tasks then name this version by its id."""
     from pneumoscreen.model.bundle import ModelFileError
     from pneumoscreen.worker.intake.rescreen import register_model
     from pneumoscreen.worker.settings import get_settings
 
+    settings = get_settings()
     try:
-        with get_settings().session() as session:
-            mv = register_model(path.resolve(), session=session)
+        with settings.session() as session:
+            mv = register_model(path, session=session, settings=settings)
             label, mv_id = mv.label, mv.id
     except ModelFileError as exc:
         fail(str(exc))

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from pneumoscreen.worker.cli.output import (
     Format,
@@ -21,7 +22,9 @@ from pneumoscreen.worker.cli.output import (
     err_console,
     fail,
     make_table,
+    plain,
     print_json,
+    write_csv,
 )
 
 FLAGGED_COLUMNS = ["study_id", "patient", "modality", "view", "probability", "p_viral",
@@ -69,7 +72,7 @@ def rows_table(title: str, columns: list[str], rows: list[dict[str, Any]]) -> An
                        [[_subtype_cell(r) if c == "p_viral" else _cell(c, r[c]) for c in columns]
                         for r in rows])
     if "p_viral" in columns:
-        table.caption = SUBTYPE_NOTE
+        table.caption = plain(SUBTYPE_NOTE)
     return table
 BY_STUDY_COLUMNS = ["study_uid", "patient", "accession", "probability", "n_screened",
                     "n_rejected", "export_status"]
@@ -99,8 +102,8 @@ def by_study_table(rows: list[dict[str, Any]], title: str) -> Any:
     table = make_table(title, [BY_STUDY_SHORT.get(c, c) for c in BY_STUDY_COLUMNS],
                        [[_study_cell(c, r[c]) for c in BY_STUDY_COLUMNS] for r in rows])
     thresholds = sorted({r["threshold"] for r in rows})
-    table.caption = BY_STUDY_NOTE + (
-        f"; threshold {', '.join(str(t) for t in thresholds)}" if thresholds else "")
+    table.caption = plain(BY_STUDY_NOTE + (
+        f"; threshold {', '.join(str(t) for t in thresholds)}" if thresholds else ""))
     return table
 
 
@@ -164,13 +167,13 @@ def flagged_table(rows: list[dict[str, Any]], *, fresh: set[int] | None = None,
     for i, row in enumerate(rows):
         if fresh and row["prediction_id"] in fresh:
             table.rows[i].style = "bold yellow"
-    notes = [table.caption] if table.caption else []
+    notes = [plain(table.caption)] if table.caption else []
     if len(models) == 1:
-        notes.insert(0, f"model {models.pop()}")
+        notes.insert(0, plain(f"model {models.pop()}"))  # a label from the database: plain
     if any(not r["trained"] for r in rows):
-        notes.append("[red]UNTRAINED placeholder model (*): its flags are meaningless, "
-                     "for trying the pipeline only[/]")
-    table.caption = "; ".join(notes) or None
+        notes.append(plain("UNTRAINED placeholder model (*): its flags are meaningless, "
+                           "for trying the pipeline only", "red"))
+    table.caption = Text("; ").join(notes) if notes else None
     return table
 
 
@@ -213,18 +216,35 @@ def submit(
                                    task_size=task_size, progress=rich)
             if settings.eager:
                 # No broker: nothing else will ever screen studies an earlier run left queued
-                # (one that stopped on a bad model, a crash); with a broker the sweep sends them.
+                # (one that stopped on a bad model, a crash).
                 from pneumoscreen.worker.intake.resume import resume
 
                 left_over = resume(settings=settings, task_size=task_size,
                                    progress=rich).n_queued
+            else:
+                # The sweep's work now rather than at its next tick: only studies no task on
+                # the broker carries are sent (this submit's own tasks are live).
+                from pneumoscreen.worker.intake.sweep import sweep_safely
+
+                swept = sweep_safely(settings, grace_s=0)
+                left_over = swept.n_requeued if swept else 0
     except ModelFileError as exc:
         fail(f"{exc}. Nothing was registered; fix SCREEN_MODEL_PATH (`screen config` shows it).")
     except BrokerUnavailable as exc:
         fail(str(exc), code=3)
+    if not (result.n_new or result.n_duplicate or result.n_replaced or result.n_twins):
+        if left_over:
+            verb = "Screened" if settings.eager else "Queued"
+            console.print(f"{verb} {counted(left_over, 'study', 'studies')} left queued by "
+                          "earlier runs.", highlight=False)
+        others = result.n_files
+        fail(f"no DICOM, PNG or JPEG file found in {folder}"
+             + (f" ({counted(others, 'other file')})" if others else " (it is empty)")
+             + ("" if no_recursive or folder.is_file() else ", sub-folders included"))
     console.print(summary_line(result), highlight=False)
     if left_over:
-        console.print(f"Also screened {counted(left_over, 'study', 'studies')} left queued "
+        verb = "screened" if settings.eager else "queued"
+        console.print(f"Also {verb} {counted(left_over, 'study', 'studies')} left waiting "
                       "by earlier runs.", highlight=False)
     elif result.n_new == 0 and result.n_replaced == 0 and result.n_duplicate:
         console.print("Nothing new: every image here was submitted before.")
@@ -233,7 +253,7 @@ def submit(
             _wait_for(settings, result.batch_id)
         _print_batch(settings, result.batch_id)
     else:
-        console.print(f"Queued. Follow with [bold]screen status {result.batch_id}[/] "
+        console.print(f"Queued. Follow with [bold]screen status {int(result.batch_id)}[/] "
                       "and [bold]screen flagged[/].")
 
 
@@ -295,6 +315,9 @@ def flagged(
     limit: Annotated[int, typer.Option(min=1, help="At most this many rows.")] = 100,
     fmt: Annotated[FormatCsv, typer.Option("--format", help="Output format.")] = FormatCsv.table,
     interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 2.0,
+    mark_for: Annotated[str, typer.Option(
+        "--mark-for", help="With --watch: how long a newly flagged case stays marked, as 90s, "
+        "10m or 1h (Enter acknowledges every marked case at once).")] = "10m",
     model_version: Annotated[str | None, typer.Option(
         "--model", help="Only this model version's flags [default: each study's newest].")] = None,
     outside_scope: Annotated[bool | None, typer.Option(
@@ -313,6 +336,7 @@ def flagged(
     from pneumoscreen.worker.settings import get_settings
 
     since_at = _parse_since(since)
+    mark_seconds = _parse_duration(mark_for, "--mark-for")
     settings = get_settings()
 
     outside = (fmt == FormatCsv.table or watch) if outside_scope is None else outside_scope
@@ -333,32 +357,80 @@ def flagged(
         if fmt == FormatCsv.json:
             print_json(rows)
         elif fmt == FormatCsv.csv:
-            import csv
-            import sys
-
             from pneumoscreen.db.queries import FLAGGED_FIELDS
 
-            fields = list(FLAGGED_FIELDS)
-            writer = csv.DictWriter(sys.stdout, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
+            write_csv(rows, FLAGGED_FIELDS)
         else:
             console.print(reading_list(rows))
         return
-    seen: set[int] | None = None
+    marks = Marks(mark_seconds)
     try:
         with Live(console=console, auto_refresh=False, screen=False) as live:
             while True:
                 rows = fetch()
-                ids = {r["prediction_id"] for r in rows}
-                fresh = set() if seen is None else ids - seen
-                seen = ids if seen is None else seen | ids
+                fresh = marks.update({r["prediction_id"] for r in rows}, _now())
                 stamp = dt.datetime.now().strftime("%H:%M:%S")
-                title = f"Flagged ({len(rows)}, {len(fresh)} new) at {stamp}; Ctrl-C stops"
+                title = (f"Flagged ({len(rows)}, {len(fresh)} new) at {stamp}; new cases stay "
+                         f"marked {mark_for} (Enter: acknowledge); Ctrl-C stops")
                 live.update(reading_list(rows, fresh=fresh, title=title), refresh=True)
-                time.sleep(interval)
+                if _wait(interval):
+                    marks.acknowledge()
     except KeyboardInterrupt:
         pass
+
+
+class Marks:
+    """Which flagged cases ``--watch`` marks as new: each from the refresh that first shows it
+    until ``seconds`` have passed or the operator acknowledges (the first screen marks none)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.seen: set[int] | None = None
+        self.since: dict[int, float] = {}
+
+    def update(self, ids: set[int], now: float) -> set[int]:
+        if self.seen is None:
+            self.seen = set(ids)
+        for new in ids - self.seen:
+            self.since[new] = now
+        self.seen |= ids
+        self.since = {i: t for i, t in self.since.items() if now - t < self.seconds}
+        return set(self.since) & ids
+
+    def acknowledge(self) -> None:
+        self.since.clear()
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+def _wait(seconds: float) -> bool:
+    """Sleep until the next refresh; True when the operator pressed Enter meanwhile."""
+    import sys
+
+    if not sys.stdin.isatty():
+        time.sleep(seconds)
+        return False
+    import select
+
+    ready, _, _ = select.select([sys.stdin], [], [], seconds)
+    if ready:
+        sys.stdin.readline()
+    return bool(ready)
+
+
+def _parse_duration(value: str, option: str) -> float:
+    """Seconds in 90, 90s, 10m, 1h or 1d."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (value[:-1], value[-1]) if value[-1:] in units else (value, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        fail(f"{option} {value!r}: give a duration like 90s, 10m or 1h")
+    if seconds < 0:
+        fail(f"{option} {value!r}: give a duration like 90s, 10m or 1h")
+    return seconds
 
 
 def status(
@@ -416,12 +488,6 @@ def _flagged_by_study(settings: Any, since: dt.datetime | None, limit: int, fmt:
     if fmt == FormatCsv.json:
         print_json(rows)
     elif fmt == FormatCsv.csv:
-        import csv
-        import sys
-
-        fields = [f for f in BY_STUDY_FIELDS if f != "exports"]
-        writer = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+        write_csv(rows, [f for f in BY_STUDY_FIELDS if f != "exports"])
     else:
         console.print(by_study_list(rows))

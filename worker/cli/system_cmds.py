@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pneumoscreen.worker.cli.output import Format, console, fail, make_table, print_json
+from pneumoscreen.worker.cli.output import Format, console, fail, make_table, plain, print_json
 
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 
@@ -58,7 +58,20 @@ def config(
         print_json(data)
         return
     console.print(make_table("Effective settings", ["setting", "value", "environment variable"],
-                             [[k, v, f"SCREEN_{k.upper()}"] for k, v in data.items()]))
+                             [[k, v, _variable(k)] for k, v in data.items()]))
+
+
+# Rows that are not settings of their own: where they come from instead of a variable name.
+DERIVED = {"config_file": "SCREEN_CONFIG", "mode": "(from SCREEN_BROKER_URL)"}
+
+
+def _variable(key: str) -> str:
+    """The environment variable that sets ``key``; derived rows say where they come from."""
+    from pneumoscreen.worker.settings import Settings
+
+    if key in Settings.model_fields:
+        return f"SCREEN_{key.upper()}"
+    return DERIVED.get(key, "(derived)")
 
 
 @db_app.command("upgrade")
@@ -75,7 +88,7 @@ def db_upgrade(
     engine = create_engine(url)
     try:
         upgrade(engine, revision)
-        console.print(f"{mask_url(url)} is at revision {current(engine)}", highlight=False)
+        console.print(plain(f"{mask_url(url)} is at revision {current(engine)}"), highlight=False)
     except Exception as exc:
         fail(f"cannot upgrade {mask_url(url)}: {exc}")
     finally:
@@ -92,7 +105,7 @@ def db_current() -> None:
 
     engine = create_engine(get_settings().effective_database_url)
     try:
-        console.print(current(engine) or "(empty database)")
+        console.print(plain(current(engine) or "(empty database)"))
     finally:
         engine.dispose()
 
@@ -116,8 +129,8 @@ def worker(
         fail("no broker configured: set SCREEN_BROKER_URL (e.g. redis://127.0.0.1:6379/0); "
              "without one, `screen submit` screens in-process and needs no worker")
     celery = configure(settings)
-    console.print(f"worker on {mask_url(settings.broker_url)}, database "
-                  f"{mask_url(settings.effective_database_url)}", highlight=False)
+    console.print(plain(f"worker on {mask_url(settings.broker_url)}, database "
+                        f"{mask_url(settings.effective_database_url)}"), highlight=False)
     argv = ["worker", f"--concurrency={concurrency}", f"--queues={queues}",
             f"--loglevel={loglevel}", "--pool=prefork", "--without-gossip", "--without-mingle"]
     if hostname:
@@ -132,11 +145,12 @@ def beat(
 ) -> None:
     """Start Celery beat: it submits the inbox folders on the nightly schedule."""
     from pneumoscreen.worker.queue.app import configure
-    from pneumoscreen.worker.settings import get_settings
+    from pneumoscreen.worker.settings import get_settings, private_dir
 
     settings = get_settings()
     if settings.eager:
         fail("no broker configured: beat needs SCREEN_BROKER_URL; or run `screen nightly` "
              "from cron")
+    private_dir(settings.data_dir)  # beat keeps its schedule file there
     celery = configure(settings)
     celery.start(["beat", f"--loglevel={loglevel}"])

@@ -20,12 +20,14 @@ from pneumoscreen.worker.ingest.dicom_header import (
     check_image_pixel,
     read_dataset,
     short,
+    unknown_vr_reason,
 )
 from pneumoscreen.worker.ingest.errors import FailedStudy, IngestError, must_propagate
 from pneumoscreen.worker.ingest.files import check_size, file_size, open_regular
 from pneumoscreen.worker.ingest.metadata import (
     COLUMNS,
     extract,
+    scrub,
     text,
     transfer_syntax,
     valid_uid,
@@ -181,7 +183,8 @@ def probe(path: Path, config: IngestConfig | None = None) -> Probe:
         if must_propagate(exc):
             raise
         log.debug("probe failed unexpectedly", exc_info=True)
-        raise FailedStudy(f"unexpected {type(exc).__name__} reading header: {short(exc)}") from exc
+        raise FailedStudy(unknown_vr_reason(exc) or (
+            f"unexpected {type(exc).__name__} reading header: {scrub(short(exc))}")) from exc
 
 
 def load_grey(
@@ -204,7 +207,8 @@ def load_grey(
         if must_propagate(exc):
             raise
         log.debug("load_grey failed unexpectedly", exc_info=True)
-        raise FailedStudy(f"unexpected {type(exc).__name__} while decoding: {short(exc)}") from exc
+        raise FailedStudy(unknown_vr_reason(exc) or (
+            f"unexpected {type(exc).__name__} while decoding: {scrub(short(exc))}")) from exc
     grey = decoded.grey
     if grey.ndim != 2 or grey.size == 0 or not np.isfinite(grey).all():
         raise FailedStudy(f"decoding produced an unusable array of shape {grey.shape}")

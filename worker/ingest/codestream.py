@@ -72,6 +72,35 @@ def jpeg_info(data: bytes) -> CodestreamInfo | None:
     return None
 
 
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+
+
+def jp2_codestream(data: bytes) -> bytes | None:
+    """The codestream inside a JP2 file's ``jp2c`` box (ISO 15444-1 I.5), or None.
+
+    The standard wants a raw codestream in DICOM, but OpenJPEG decodes a JP2 file too: its own
+    header must not escape the checks.
+    """
+    if not data.startswith(_JP2_SIGNATURE):
+        return None
+    pos = 0
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        header = 8
+        if length == 1 and pos + 16 <= len(data):  # XLBox: a 64-bit length follows
+            length, header = struct.unpack(">Q", data[pos + 8:pos + 16])[0], 16
+        if kind == b"jp2c":
+            return data[pos + header:pos + length] if length else data[pos + header:]
+        if length < header:  # 0 ("to the end") before jp2c, or a malformed length
+            return None
+        pos += length
+    return None
+
+
 def codestream_info(data: bytes) -> CodestreamInfo | None:
-    """JPEG 2000 or JPEG main-header facts, or None for other or unparseable streams."""
+    """JPEG 2000 (raw or in a JP2 file) or JPEG main-header facts, or None for other or
+    unparseable streams."""
+    inner = jp2_codestream(data)
+    if inner is not None:
+        return j2k_info(inner)
     return j2k_info(data) or jpeg_info(data)

@@ -6,6 +6,7 @@ warnings are collected (they explain odd files in ``screen inspect``) instead of
 
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
 from pathlib import Path
@@ -140,8 +141,10 @@ def read_dataset(
                 "a data set"
             )
         deflated = check_deflated_size(fh, max_bytes)
-        bounded = not pixels and not deflated and size > max_header_bytes
-        source = BoundedReader(fh, max_header_bytes if bounded else None)
+        bounded = not deflated and size > max_header_bytes
+        if bounded and pixels:  # the header must fit the bound before the whole file is parsed
+            _bounded_header(fh, max_header_bytes)
+        source = BoundedReader(fh, max_header_bytes if bounded and not pixels else None)
         ds = _parse(source, pixels=pixels, notes=notes)
         if source.exceeded:
             raise _header_too_large(max_header_bytes)
@@ -154,6 +157,18 @@ def read_dataset(
         )
     infer_transfer_syntax(ds, notes)
     return ds
+
+
+def _bounded_header(fh: BinaryIO, limit: int) -> None:
+    """Parse the header alone under ``limit``; FailedStudy if it does not end within it."""
+    source = BoundedReader(fh, limit)
+    # An error here is left to the full parse that follows, which names what is wrong.
+    with warnings.catch_warnings(), contextlib.suppress(Exception):
+        warnings.simplefilter("ignore")
+        pydicom.dcmread(source, force=True, stop_before_pixels=True)
+    if source.exceeded:
+        raise _header_too_large(limit)
+    fh.seek(0)
 
 
 def _header_too_large(limit: int) -> FailedStudy:
@@ -189,14 +204,21 @@ _UNKNOWN_VR = re.compile(
 )
 
 
+def unknown_vr_reason(exc: BaseException) -> str | None:
+    """"unknown Value Representation (VR) in tag (gggg,eeee) Name" if that is what ``exc`` says
+    (pydicom raises it while reading, or later when a value is first converted)."""
+    found = _UNKNOWN_VR.search(str(exc))
+    if not found:
+        return None
+    tag = Tag(found.group(1).strip("()").replace(",", ""))
+    name = pydicom.datadict.dictionary_description(tag) if tag in DicomDictionary else ""
+    return f"unknown Value Representation (VR) in tag {tag}{' ' + name if name else ''}"
+
+
 def unreadable_reason(exc: Exception) -> str:
     """The reason for a data set pydicom could not parse, naming the tag where it can."""
-    found = _UNKNOWN_VR.search(str(exc))
-    if found:
-        tag = Tag(found.group(1).strip("()").replace(",", ""))
-        name = pydicom.datadict.dictionary_description(tag) if tag in DicomDictionary else ""
-        return f"unknown Value Representation (VR) in tag {tag}{' ' + name if name else ''}"
-    return f"unreadable DICOM ({type(exc).__name__}): {scrub(short(exc))}"
+    return unknown_vr_reason(exc) or (
+        f"unreadable DICOM ({type(exc).__name__}): {scrub(short(exc))}")
 
 
 def _check_truncated_pixel_data(fh: BinaryIO) -> None:

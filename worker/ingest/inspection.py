@@ -13,6 +13,7 @@ from pneumoscreen.worker.ingest.api import IngestConfig, check_file, load_grey, 
 from pneumoscreen.worker.ingest.dicom_header import USED_KEYWORDS, read_dataset
 from pneumoscreen.worker.ingest.errors import IngestError
 from pneumoscreen.worker.ingest.metadata import accession_key, text, transfer_syntax
+from pneumoscreen.worker.ingest.sniff import format_of
 
 # Never shown, even to the operator at the console: pseudonymisation is the point.
 _HIDDEN = frozenset({"PatientID", "PatientName", "PatientBirthDate"})
@@ -77,7 +78,7 @@ def inspect_file(path: Path, config: IngestConfig | None = None, *,
     try:
         fmt = check_file(path, config)
     except IngestError as exc:  # a FIFO, a device, a file beyond the size limit: not opened
-        return Inspection(str(path), None, exc.status, str(exc))
+        return Inspection(str(path), format_of(b"", 0, path.suffix), exc.status, str(exc))
     tags = used_tags(path, config) if fmt == "dicom" else {}
     try:
         decoded = load_grey(path, config, reduced=reduced)

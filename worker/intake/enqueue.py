@@ -29,8 +29,12 @@ class Enqueued:
 
 
 def enqueue(result: Enqueued, *, settings: Settings, task_size: int | None = None,
-            progress: Progress | None = None, rescreen: bool = False) -> None:
-    """One task per ``task_size`` queued studies; with no broker they run here, in order."""
+            progress: Progress | None = None, rescreen: bool = False,
+            model_version: int | None = None) -> None:
+    """One task per ``task_size`` queued studies; with no broker they run here, in order.
+
+    ``model_version``: a registered model version id the tasks screen with (a re-screen).
+    """
     from pneumoscreen.worker.queue.app import configure
     from pneumoscreen.worker.queue.tasks import eager_settings, screen_task
 
@@ -42,14 +46,16 @@ def enqueue(result: Enqueued, *, settings: Settings, task_size: int | None = Non
         for group in groups:
             try:
                 async_result = screen_task.apply_async(
-                    args=[group], kwargs={"batch_id": result.batch_id, "rescreen": rescreen})
+                    args=[group], kwargs={"batch_id": result.batch_id, "rescreen": rescreen,
+                                          "model_version": model_version})
             except Exception as exc:
                 if settings.eager:
                     raise
                 raise BrokerUnavailable(
-                    f"cannot reach the broker at {mask_url(settings.broker_url)}: {exc}. "
-                    f"{len(result.queued_ids)} studies stay queued; run `screen resume` once "
-                    "the broker is back.") from exc
+                    f"cannot reach the broker at {mask_url(settings.broker_url)}: "
+                    f"{str(exc).rstrip('.')}. {len(result.queued_ids)} studies stay queued; "
+                    "check SCREEN_BROKER_URL, then run `screen resume` once the broker is "
+                    "back.") from exc
             result.task_ids.append(async_result.id)
             result.n_tasks += 1
             progress.advance("screen" if settings.eager else "queue", len(group))

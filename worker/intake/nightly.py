@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 from pneumoscreen.db import Batch, Prediction, Run, Study, session_scope
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.db.queries import count_by_status
-from pneumoscreen.model.bundle import ModelFileError
 from pneumoscreen.model.progress import Progress
+from pneumoscreen.worker.audit import audit
 from pneumoscreen.worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,9 @@ class RunSummary:
 def run_nightly(inboxes: Sequence[Path] | None, *, settings: Settings,
                 progress: Progress | None = None) -> RunSummary:
     """Submit every inbox folder (default: the configured ones) and record the run."""
-    # Here, not at the top: `screen runs` reads this module and must not load pydicom or Celery.
+    # Here, not at the top: `screen runs` reads this module and must not load pydicom, Celery,
+    # NumPy or Pillow.
+    from pneumoscreen.model.bundle import ModelFileError
     from pneumoscreen.worker.intake.enqueue import BrokerUnavailable
     from pneumoscreen.worker.intake.submit import submit_folder
 
@@ -66,6 +68,7 @@ def run_nightly(inboxes: Sequence[Path] | None, *, settings: Settings,
         session.add(run)
         session.flush()
         run_id = run.id
+        audit(session, "nightly.run", run=run_id, inboxes=[str(d) for d in dirs])
     clock = time.monotonic()
     batch_ids: list[int] = []
     n_new = 0

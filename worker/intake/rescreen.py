@@ -1,8 +1,8 @@
 """Re-screening: finished studies go through another model version.
 
 Its predictions are added beside the earlier ones (one per study and model version). The batch
-records the model version, whose sidecar carries the file's path, so every worker loads that very
-file.
+records the registered model version (its file's path and sha256 in the database); the tasks name
+that version by id, and every worker verifies the file before loading it.
 """
 
 from __future__ import annotations
@@ -14,14 +14,27 @@ from sqlalchemy.orm import Session
 
 from pneumoscreen.db import Batch, ModelVersion, Prediction, Study, StudyStatus
 from pneumoscreen.db.queries import model_version_for
-from pneumoscreen.model.bundle import BUNDLED_PREFIX, ModelFileError, model_file, verified_spec
+from pneumoscreen.model.bundle import (
+    BUNDLED_PREFIX,
+    ModelFileError,
+    inside,
+    model_file,
+    verified_spec,
+)
 from pneumoscreen.model.progress import Progress
+from pneumoscreen.worker.audit import audit
 from pneumoscreen.worker.intake.enqueue import Enqueued, enqueue
 from pneumoscreen.worker.settings import Settings
 
 
 def resolve_model(ref: str, *, session: Session) -> Path:
-    """A model file from a path, ``bundled:NAME``, or a version (or name:version) seen before."""
+    """A model file from a path, ``bundled:NAME``, or a registered version: its id, version or
+    name:version."""
+    if ref.isdigit():
+        by_id = session.get(ModelVersion, int(ref))
+        stored = (by_id.sidecar or {}).get("path") if by_id is not None else None
+        if stored and Path(stored).is_file():
+            return Path(stored)
     if ref.startswith(BUNDLED_PREFIX):
         return model_file(ref)
     path = Path(ref).expanduser()
@@ -41,13 +54,29 @@ def resolve_model(ref: str, *, session: Session) -> Path:
                          f"(known: {known})")
 
 
-def register_model(path: Path, *, session: Session) -> ModelVersion:
-    """The model version row for ``path``, with the path stored in its sidecar JSON."""
+def register_model(path: Path, *, session: Session, settings: Settings) -> ModelVersion:
+    """The model version row for ``path``, with the path stored in its sidecar JSON.
+
+    Only a file inside the model folders, with a valid sidecar whose sha256 matches it.
+    """
+    from pneumoscreen.worker.screening.model_choice import model_dirs
+
+    dirs = model_dirs(settings)
+    if not inside(path, dirs):
+        listed = ", ".join(str(d) for d in dirs[1:]) or "none besides the bundled one"
+        raise ModelFileError(f"{path} lies outside the model folders ({listed}); copy it into "
+                             "one, or add its folder to SCREEN_MODEL_DIRS")
+    path = path.resolve()
     spec = verified_spec(path)
     spec.extra["path"] = str(path)
+    before = session.scalar(select(ModelVersion).where(ModelVersion.file_sha256 == spec.sha256))
+    known_path = (before.sidecar or {}).get("path") if before is not None else None
     mv = model_version_for(spec, session=session)
-    if (mv.sidecar or {}).get("path") != str(path):
+    if known_path != str(path):
         mv.sidecar = {**(mv.sidecar or {}), "path": str(path)}  # a new dict: JSON is not mutable
+        session.flush()
+        audit(session, "model.register", model_version=mv.id, label=mv.label, path=str(path),
+              sha256=mv.file_sha256, threshold=mv.threshold)
     return mv
 
 
@@ -57,10 +86,11 @@ def rescreen(model_ref: str, *, settings: Settings, status: str = "done",
     wanted = StudyStatus(status)
     with settings.session() as session:
         path = resolve_model(model_ref, session=session)
-        mv = register_model(path, session=session)
+        mv = register_model(path, session=session, settings=settings)
         batch = Batch(kind="rescreen", source=str(path), model_version_id=mv.id)
         session.add(batch)
         session.flush()
+        audit(session, "rescreen", batch=batch.id, model_version=mv.id, status=wanted.value)
         already = exists().where(Prediction.study_id == Study.id,
                                  Prediction.model_version_id == mv.id)
         ids = sorted(session.scalars(select(Study.id).where(Study.status == wanted, ~already)))
@@ -71,7 +101,8 @@ def rescreen(model_ref: str, *, settings: Settings, status: str = "done",
                         .values(rescreen_batch_id=batch.id)
                         .execution_options(synchronize_session=False))
         result = Enqueued(batch_id=batch.id, queued_ids=ids)
-    enqueue(result, settings=settings, task_size=task_size, progress=progress, rescreen=True)
+    enqueue(result, settings=settings, task_size=task_size, progress=progress, rescreen=True,
+            model_version=mv.id)
     return result
 
 

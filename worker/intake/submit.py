@@ -27,9 +27,11 @@ from pneumoscreen.db import Batch, FileRole, Study, StudyFile, StudyStatus
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.model.bundle import file_sha256
 from pneumoscreen.model.progress import Progress, Silent
+from pneumoscreen.worker.audit import audit
 from pneumoscreen.worker.ingest import IngestConfig, IngestError, check_file, probe
 from pneumoscreen.worker.intake.discovery import Walk
 from pneumoscreen.worker.intake.enqueue import Enqueued, enqueue
+from pneumoscreen.worker.keys import checked_key
 from pneumoscreen.worker.settings import Settings
 from pneumoscreen.worker.status import status_of
 
@@ -154,9 +156,28 @@ def register(candidates: Iterable[Candidate], batch_id: int, *, session: Session
 
     Same content as a file received before: a duplicate. Same SOP Instance UID as a study, other
     content: a twin (see the module's docstring). Otherwise a new study with its primary file.
+    The files go in under one savepoint; if a concurrent submit registered one of them meanwhile
+    (a unique constraint fires), they go in again one savepoint per file.
     """
     totals = totals or Registered()
     cands = list(candidates)
+    try:
+        with session.begin_nested():
+            part = _register_each(cands, batch_id, session=session, progress=progress,
+                                  earlier=totals.new, careful=False)
+    except IntegrityError:
+        part = _register_each(cands, batch_id, session=session, progress=Silent(),
+                              earlier=totals.new, careful=True)
+    totals.new |= part.new
+    totals.replaced |= part.replaced
+    totals.duplicates += part.duplicates
+    totals.twins += part.twins
+    return totals
+
+
+def _register_each(cands: list[Candidate], batch_id: int, *, session: Session,
+                   progress: Progress, earlier: set[int], careful: bool) -> Registered:
+    part = Registered()
     shas = [c.sha256 for c in cands]
     known = set(session.scalars(select(Study.sha256).where(Study.sha256.in_(shas))))
     known |= set(session.scalars(select(StudyFile.sha256).where(StudyFile.sha256.in_(shas))))
@@ -164,36 +185,45 @@ def register(candidates: Iterable[Candidate], batch_id: int, *, session: Session
     for cand in cands:
         progress.advance("register")
         if cand.sha256 in known:
-            totals.duplicates += 1
+            part.duplicates += 1
             continue
         known.add(cand.sha256)
-        same_uid = None
-        if cand.sop_instance_uid:
-            same_uid = session.scalars(select(Study).where(
-                Study.sop_instance_uid == cand.sop_instance_uid)).first()
-        if same_uid is not None:
-            totals.twins += 1
-            if same_uid.status == StudyStatus.failed and cand.status != StudyStatus.failed:
-                _replace_failed(same_uid, cand, batch_id, session=session, columns=columns)
-                if same_uid.id not in totals.new:
-                    totals.replaced.add(same_uid.id)
-            else:
-                session.add(_file(same_uid.id, cand, batch_id, FileRole.twin,
-                                  _twin_reason(same_uid, cand)))
-            session.flush()
+        if not careful:
+            _register_one(cand, batch_id, session=session, part=part, earlier=earlier,
+                          columns=columns)
             continue
+        try:
+            with session.begin_nested():
+                _register_one(cand, batch_id, session=session, part=part, earlier=earlier,
+                              columns=columns)
+        except IntegrityError:
+            part.duplicates += 1
+    return part
+
+
+def _register_one(cand: Candidate, batch_id: int, *, session: Session, part: Registered,
+                  earlier: set[int], columns: set[str]) -> None:
+    same_uid = None
+    if cand.sop_instance_uid:
+        same_uid = session.scalars(select(Study).where(
+            Study.sop_instance_uid == cand.sop_instance_uid)).first()
+    if same_uid is None:
         study = Study()
         _apply(study, cand, batch_id, columns)
-        try:
-            with session.begin_nested():  # a concurrent submit may have registered it meanwhile
-                session.add(study)
-                session.flush()
-                session.add(_file(study.id, cand, batch_id, FileRole.primary))
-        except IntegrityError:
-            totals.duplicates += 1
-            continue
-        totals.new.add(study.id)
-    return totals
+        session.add(study)
+        session.flush()
+        session.add(_file(study.id, cand, batch_id, FileRole.primary))
+        part.new.add(study.id)
+        return
+    part.twins += 1
+    if same_uid.status == StudyStatus.failed and cand.status != StudyStatus.failed:
+        _replace_failed(same_uid, cand, batch_id, session=session, columns=columns)
+        if same_uid.id not in earlier and same_uid.id not in part.new:
+            part.replaced.add(same_uid.id)
+    else:
+        session.add(_file(same_uid.id, cand, batch_id, FileRole.twin,
+                          _twin_reason(same_uid, cand)))
+    session.flush()
 
 
 def check_model(settings: Settings) -> None:
@@ -213,21 +243,26 @@ def check_model(settings: Settings) -> None:
 
 
 def _chunks(walk: Iterable[Path], config: IngestConfig, progress: Progress,
-            counts: dict[str, int]) -> Iterator[list[Candidate]]:
-    chunk: list[Candidate] = []
-    for path in walk:
-        counts["files"] += 1
-        cand = examine(path, config)
-        progress.advance("scan")
-        if cand is None:
-            counts["not_images"] += 1
-            continue
-        chunk.append(cand)
-        if len(chunk) >= REGISTER_CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+            counts: dict[str, int], threads: int) -> Iterator[list[Candidate]]:
+    """The walk's files examined (hashed and probed) by ``threads`` threads, in walk order, in
+    chunks of ``REGISTER_CHUNK``: at most one chunk of paths is read ahead of the registration.
+    Hashing and reading release the GIL, so two threads overlap them with the header parse."""
+    from concurrent.futures import ThreadPoolExecutor
+    from itertools import islice
+
+    paths = iter(walk)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="examine") as pool:
+        while group := list(islice(paths, REGISTER_CHUNK)):
+            chunk: list[Candidate] = []
+            for cand in pool.map(lambda p: examine(p, config), group):
+                counts["files"] += 1
+                progress.advance("scan")
+                if cand is None:
+                    counts["not_images"] += 1
+                else:
+                    chunk.append(cand)
+            if chunk:
+                yield chunk
 
 
 def submit_folder(folder: Path, *, settings: Settings, recursive: bool = True,
@@ -238,10 +273,22 @@ def submit_folder(folder: Path, *, settings: Settings, recursive: bool = True,
     The model is checked first (``ModelFileError``: nothing registered).
     """
     progress = progress or Silent()
+    checked_key(settings)  # one key per database: refused before anything is registered
     folder = Path(folder)
     if not folder.exists() and not folder.is_symlink():
         raise FileNotFoundError(f"{folder} does not exist")
     check_model(settings)
+    result = register_folder(folder, settings=settings, recursive=recursive, progress=progress,
+                             kind=kind)
+    enqueue(result, settings=settings, task_size=task_size, progress=progress)
+    return result
+
+
+def register_folder(folder: Path, *, settings: Settings, recursive: bool = True,
+                    progress: Progress | None = None, kind: str = "submit") -> SubmitResult:
+    """Stream ``folder`` into the database as one batch (walk, hash, probe, register in chunks);
+    nothing is enqueued."""
+    progress = progress or Silent()
     walk = Walk(folder, recursive=recursive)
     config = settings.ingest_config()
     counts = {"files": 0, "not_images": 0}
@@ -254,7 +301,7 @@ def submit_folder(folder: Path, *, settings: Settings, recursive: bool = True,
     progress.start("scan", None)
     progress.start("register", None)
     totals = Registered()
-    for chunk in _chunks(walk, config, progress, counts):
+    for chunk in _chunks(walk, config, progress, counts, settings.decode_threads):
         with settings.session() as session:
             register(chunk, batch_id, session=session, progress=progress, totals=totals)
 
@@ -266,6 +313,8 @@ def submit_folder(folder: Path, *, settings: Settings, recursive: bool = True,
         batch = session.get(Batch, batch_id)
         batch.n_files, batch.n_not_images = result.n_files, result.n_not_images
         batch.n_new, batch.n_duplicate = result.n_new, result.n_duplicate
+        audit(session, "submit" if kind == "submit" else f"{kind}.submit", batch=batch_id,
+              folder=batch.source, files=result.n_files, new=result.n_new)
         touched = sorted(totals.new | totals.replaced)
         for start in range(0, len(touched), 1000):  # bounded IN lists
             part = touched[start:start + 1000]
@@ -282,6 +331,4 @@ def submit_folder(folder: Path, *, settings: Settings, recursive: bool = True,
                 elif status == StudyStatus.failed:
                     result.n_failed += 1
         result.queued_ids.sort()
-
-    enqueue(result, settings=settings, task_size=task_size, progress=progress)
     return result

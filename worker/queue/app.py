@@ -43,6 +43,9 @@ def configure(settings: Settings | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A pool process loads and warms the model before it reports up (tens of seconds on a
+        # CPU): Celery's 4 s default would kill it as hung.
+        worker_proc_alive_timeout=900,
         task_time_limit=settings.task_time_limit,
         task_soft_time_limit=max(settings.task_time_limit - 30, 10),
         # Redis redelivers an unacknowledged task after this many seconds: longer than any batch.

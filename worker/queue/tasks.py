@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
-from celery.signals import worker_process_init, worker_ready
+from celery.exceptions import Reject
+from celery.signals import worker_init, worker_process_init, worker_ready
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from pneumoscreen.db import reset_engines
 from pneumoscreen.worker.queue.app import app
+from pneumoscreen.worker.queue.messages import RefusedMessage, screen_args
 from pneumoscreen.worker.screening.screen import screen_task as screen_studies
 from pneumoscreen.worker.settings import Settings, get_settings
 
@@ -56,25 +62,41 @@ def task_settings() -> Settings:
     max_retries=8,
 )
 def screen_task(self: Any, study_ids: list[int], batch_id: int | None = None,
-                rescreen: bool = False, model: str | None = None) -> dict[str, Any]:
+                rescreen: bool = False, model_version: int | None = None,
+                **unexpected: Any) -> dict[str, Any]:
     """Screen one task's studies; safe to run again on the same ids.
 
-    ``model``: a model file to use instead of the configured one (a rescreen batch also names
-    its model itself). The task id is the claim token, so a retry or a redelivery of this task
-    takes back the studies it held at once, while other tasks wait for them.
+    ``model_version``: a registered model version id to use instead of the configured model (a
+    rescreen batch also names its version itself); never a path. A message whose arguments are
+    not what pneumoscreen sends, or that names a model that is not registered or whose file
+    changed, is refused before anything changes. The task id is the claim token, so a retry or
+    a redelivery of this task takes back the studies it held at once, while other tasks wait.
     """
+    from pneumoscreen.model.bundle import ModelFileError
+
+    try:
+        args = screen_args(study_ids, batch_id, rescreen, model_version, unexpected)
+    except RefusedMessage as exc:
+        refuse(self, str(exc))
     settings = task_settings()
-    outcome = screen_studies(study_ids, settings, batch_id=batch_id, rescreen=rescreen,
-                             model_path=model, claim_token=self.request.id)
+    try:
+        outcome = screen_studies(args.study_ids, settings, batch_id=args.batch_id,
+                                 rescreen=args.rescreen, model_version_id=args.model_version,
+                                 claim_token=self.request.id)
+    except ModelFileError as exc:
+        if self.request.is_eager:
+            raise
+        refuse(self, str(exc))
     if outcome.busy:
         # Held by another live worker (a duplicate task, e.g. from `screen resume`): check later
         # that they got finished; a dead holder's lease expires and this retry takes them.
         countdown = min(BUSY_RETRY_S, settings.visibility_timeout)
         raise self.retry(args=[outcome.busy],
-                         kwargs={"batch_id": batch_id, "rescreen": rescreen, "model": model},
+                         kwargs={"batch_id": args.batch_id, "rescreen": args.rescreen,
+                                 "model_version": args.model_version},
                          countdown=countdown, max_retries=None)
     if settings.export_to and (outcome.screened or outcome.rejected or outcome.failed):
-        _queue_exports(study_ids, settings)
+        _queue_exports(args.study_ids, settings)
     return asdict(outcome)
 
 
@@ -114,6 +136,14 @@ def export_task(self: Any, study_uid: str, destination: str) -> dict[str, Any]:
     return asdict(outcome)
 
 
+def refuse(task: Any, reason: str) -> NoReturn:
+    """Drop a task message without running it (not requeued, not retried)."""
+    log.error("refused task %s: %s", task.request.id, reason)
+    if task.request.is_eager:
+        raise RefusedMessage(reason)
+    raise Reject(reason, requeue=False)
+
+
 @app.task(name="pneumoscreen.nightly", acks_late=True, autoretry_for=TRANSIENT,
           retry_backoff=30, retry_backoff_max=600, max_retries=5)
 def nightly_task() -> dict[str, Any]:
@@ -132,7 +162,58 @@ def sweep_task() -> dict[str, Any]:
     return asdict(sweep(settings=task_settings()))
 
 
+# Each pool process marks itself warm here; the main process waits for all of them before it
+# says "ready" and starts taking tasks (set by the main process, inherited through the fork).
+WARM_DIR_ENV = "PNEUMOSCREEN_WARM_DIR"
+WARM_TIMEOUT_S = 900
+
+
+@worker_init.connect
+def _before_pool(**_: Any) -> None:
+    quiet_startup_logs()
+    os.environ[WARM_DIR_ENV] = tempfile.mkdtemp(prefix="pneumoscreen-warm-")
+    # Migrate once here, before the fork: pool processes opening a fresh SQLite file together
+    # would race to create the tables.
+    from pneumoscreen.db import get_engine
+
+    try:
+        get_engine(get_settings().effective_database_url)
+    except Exception as exc:  # the pool processes report it again, with each task
+        log.error("the database cannot be opened: %s", exc)
+
+
+@worker_process_init.connect
+def _after_fork(**_: Any) -> None:
+    # Connections opened before the fork must not be shared between processes.
+    reset_engines()
+    from billiard.process import current_process
+
+    settings = get_settings()
+    index = current_process().index
+    if settings.gpu_per_process:
+        pin_gpu(index, os.environ)
+    try:
+        warm(settings, index)
+    finally:
+        folder = os.environ.get(WARM_DIR_ENV)
+        if folder and os.path.isdir(folder):
+            Path(folder, str(os.getpid())).touch()
+
+
 @worker_ready.connect
+def _wait_until_warm(sender: Any = None, **_: Any) -> None:
+    """Hold "ready" (and the first task) until every pool process has its model warm."""
+    folder = os.environ.get(WARM_DIR_ENV)
+    wanted = getattr(getattr(sender, "pool", None), "num_processes", None) or 1
+    if not folder:
+        return
+    deadline = time.monotonic() + WARM_TIMEOUT_S
+    while len(os.listdir(folder)) < wanted and time.monotonic() < deadline:
+        time.sleep(0.2)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@worker_ready.connect  # after _wait_until_warm: the pool processes have migrated the database
 def _sweep_at_start(**_: Any) -> None:
     # What a broker restart (or a crash) stranded is sent again before the first beat tick.
     from pneumoscreen.worker.intake.sweep import sweep_safely
@@ -140,15 +221,35 @@ def _sweep_at_start(**_: Any) -> None:
     sweep_safely(get_settings())
 
 
-@worker_process_init.connect
-def _after_fork(**_: Any) -> None:
-    # Connections opened before the fork must not be shared between processes.
-    reset_engines()
-    settings = get_settings()
-    if settings.gpu_per_process:
-        from billiard.process import current_process
+def warm(settings: Settings, index: int = 0) -> None:
+    """Open the database (engine, migration check, the key's fingerprint), load the configured
+    model and run one dummy chunk (and heatmap) through it, so the first task runs at steady
+    speed. What cannot be warmed is logged; its tasks then say why."""
+    import numpy as np
 
-        pin_gpu(current_process().index, os.environ)
+    from pneumoscreen.worker.keys import checked_key
+    from pneumoscreen.worker.screening.model_choice import configured_model
+
+    started = time.monotonic()
+    try:
+        checked_key(settings)
+        model = configured_model(settings)
+        size, channels = model.spec.input_size, model.spec.channels
+        dummy = np.zeros((settings.chunk_size, size, size, channels), np.float32)
+        model.predict(dummy)
+        if settings.heatmaps != "none":
+            model.heatmaps(dummy[:1])
+    except Exception as exc:
+        log.error("pool process %d: the model could not be warmed: %s", index, exc)
+        return
+    log.info("model %s warm in pool process %d (%.1f s)", model.spec.label, index,
+             time.monotonic() - started)
+
+
+def quiet_startup_logs() -> None:
+    """No migration chatter or font-cache notices in a worker's start-up log."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
 
 
 def pin_gpu(index: int, environ: Any) -> str:

@@ -28,6 +28,7 @@ from pneumoscreen.db.models import utcnow
 from pneumoscreen.model.progress import Silent
 from pneumoscreen.worker.intake.enqueue import BrokerUnavailable, Enqueued, enqueue
 from pneumoscreen.worker.intake.submit import examine, register
+from pneumoscreen.worker.keys import checked_key
 from pneumoscreen.worker.receive.spool import Spool, SpoolFile, is_uid
 from pneumoscreen.worker.settings import Settings
 
@@ -72,6 +73,7 @@ def register_arrivals(arrivals: list[Arrival], *, settings: Settings) -> Enqueue
     fresh = [a for a in arrivals if a.file.sha256 not in known]
     if not fresh:
         return Enqueued(batch_id=None)
+    checked_key(settings)  # one pseudonym key per database
     config = settings.ingest_config()
     examined = [(a, examine(a.file.path, config)) for a in fresh]  # outside the transaction
     candidates = [c for _, c in examined if c is not None]

@@ -160,6 +160,9 @@ class DecodePool:
             code = child.proc.poll()
             self._retire(child)
             why = f" (exit status {code})" if code is not None else ""
+            if not child.started:  # e.g. a broken installation: not this file's fault
+                return FileResult(status="failed",
+                                  reason=f"the decoding process did not start{why}")
             return FileResult(status="failed", reason=f"the decoder crashed on this file{why}")
         except BaseException:
             self._retire(child)  # interrupted mid-answer: the child's pipe is out of step

@@ -27,9 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pneumoscreen.db import (
-    Batch,
     Heatmap,
-    ModelVersion,
     Prediction,
     Study,
     StudyStatus,
@@ -38,11 +36,17 @@ from pneumoscreen.db import (
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.db.queries import model_version_for
 from pneumoscreen.db.upsert import insert_ignore
-from pneumoscreen.model.bundle import LoadedModel, ModelFileError, Scores, load_model
+from pneumoscreen.model.bundle import LoadedModel, Scores
 from pneumoscreen.worker.ingest import IngestConfig, IngestError, load_grey
+from pneumoscreen.worker.keys import checked_key
 from pneumoscreen.worker.screening import scope, twins
 from pneumoscreen.worker.screening.claim import claim, release
 from pneumoscreen.worker.screening.decode_pool import DecodePool, shared_pool
+from pneumoscreen.worker.screening.model_choice import (
+    configured_model,
+    registered_model,
+    rescreen_version,
+)
 from pneumoscreen.worker.screening.prefetch import prefetched
 from pneumoscreen.worker.settings import Settings
 from pneumoscreen.worker.status import status_of
@@ -76,24 +80,9 @@ class TaskOutcome:
     busy: list[int] = field(default_factory=list)  # held by another live claim: try later
 
 
-def get_model(settings: Settings, path: str | Path | None = None) -> LoadedModel:
-    """The model at ``path`` (default: the configured one), loaded once per process."""
-    return load_model(path or settings.model_path, runtime=settings.runtime_config())
-
-
-def model_path_for_batch(batch_id: int | None, *, session: Session) -> str | None:
-    """The model file a rescreen batch asked for (stored in its model version's sidecar)."""
-    if batch_id is None:
-        return None
-    batch = session.get(Batch, batch_id)
-    if batch is None or batch.kind != "rescreen" or batch.model_version_id is None:
-        return None
-    mv = session.get(ModelVersion, batch.model_version_id)
-    path = (mv.sidecar or {}).get("path") if mv is not None else None
-    if not path:
-        raise ModelFileError(f"rescreen batch {batch_id} names model version "
-                             f"{batch.model_version_id} but no model file path")
-    return str(path)
+def get_model(settings: Settings) -> LoadedModel:
+    """The configured model, loaded once per process."""
+    return configured_model(settings)
 
 
 def prepare(study_id: int, path: str, model: LoadedModel, config: IngestConfig,
@@ -142,21 +131,23 @@ def screen_task(
     batch_id: int | None = None,
     rescreen: bool = False,
     model: LoadedModel | None = None,
-    model_path: str | None = None,
+    model_version_id: int | None = None,
     claim_token: str | None = None,
 ) -> TaskOutcome:
     """Screen ``study_ids`` and record every outcome, chunk by chunk.
 
-    The model is ``model``, else ``model_path``, else the one a rescreen batch names, else the
-    configured one. ``claim_token`` identifies this attempt's claim (the Celery task id, stable
-    across retries and redeliveries); without one the claim is private to this call.
+    The model is ``model``, else registered version ``model_version_id``, else the version a
+    rescreen batch names, else the configured one (never a path from a message).
+    ``claim_token`` identifies this attempt's claim (the Celery task id, stable across retries
+    and redeliveries); without one the claim is private to this call.
     """
     url = settings.effective_database_url
     if model is None:
-        if model_path is None:
-            with session_scope(url) as session:
-                model_path = model_path_for_batch(batch_id, session=session)
-        model = get_model(settings, model_path)
+        with session_scope(url) as session:
+            version = model_version_id or rescreen_version(batch_id, session=session)
+            model = (registered_model(version, settings, session=session) if version is not None
+                     else configured_model(settings))
+    checked_key(settings)  # a worker holding another key than the database's writes nothing
     token = claim_token or f"local-{uuid.uuid4().hex}"
     with session_scope(url) as session:
         mv = model_version_for(model.spec, session=session)
@@ -177,7 +168,8 @@ def screen_task(
         chunks = prefetched(claimed.todo, lambda t: prepare(t[0], t[1], model, config,
                                                          spares.get(t[0], ()), pool=pool),
                             chunk_size=settings.chunk_size,
-                            threads=pool.processes if pool else settings.decode_threads)
+                            threads=pool.processes if pool else settings.decode_threads,
+                            first_chunk=2 * (pool.processes if pool else settings.decode_threads))
         for prepared in chunks:
             ready = [p for p in prepared if p.tensor is not None]
             batch = np.stack([p.tensor for p in ready]) if ready else None

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from live import REDIS_URL, SAMPLES, free_port, redis_or_skip, run_screen
+from live import REDIS_URL, SAMPLES, TEST_PATIENT_KEY, free_port, redis_or_skip, run_screen
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -70,7 +70,8 @@ def test_invalid_setting(tmp_path: Path) -> None:
 
 def test_unreachable_broker(tmp_path: Path) -> None:
     broker = f"redis://127.0.0.1:{free_port()}/0"
-    out = run_screen(_env(tmp_path, SCREEN_BROKER_URL=broker), "submit", str(SAMPLES),
+    out = run_screen(_env(tmp_path, SCREEN_BROKER_URL=broker,
+                          SCREEN_PATIENT_KEY=TEST_PATIENT_KEY), "submit", str(SAMPLES),
                      timeout=120)
     _assert_short(out, 3, "cannot reach the broker", "screen resume")
 
@@ -87,7 +88,8 @@ def test_missing_model(tmp_path: Path, command: list[str]) -> None:
 def test_submit_with_a_broker_says_queueing(tmp_path: Path) -> None:
     """With a broker the studies are only queued: the bar must not say they are screened."""
     redis_or_skip(REDIS_URL)
-    out = run_screen(_env(tmp_path, SCREEN_BROKER_URL=REDIS_URL), "submit", str(SAMPLES),
+    out = run_screen(_env(tmp_path, SCREEN_BROKER_URL=REDIS_URL,
+                          SCREEN_PATIENT_KEY=TEST_PATIENT_KEY), "submit", str(SAMPLES),
                      timeout=120)
     assert out.returncode == 0, out.stderr
     assert "Queueing" in out.stderr and "Screening" not in out.stderr

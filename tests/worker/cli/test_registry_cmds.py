@@ -47,9 +47,12 @@ def test_an_unknown_bundled_name_is_a_clear_error(monkeypatch: pytest.MonkeyPatc
     assert res.exit_code == 1 and "no bundled model 'nope'" in " ".join(res.output.split())
 
 
-def test_register_refuses_a_swapped_file(tmp_path: Path) -> None:
+def test_register_refuses_a_swapped_file(tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
+    monkeypatch.setenv("SCREEN_MODEL_DIRS", f'["{tmp_path}"]')
+    get_settings.cache_clear()
     src = bundled_model_path("cnn-s")
     shutil.copy(src, tmp_path / "m.keras")
     shutil.copy(src.with_suffix(".json"), tmp_path / "m.json")

@@ -30,7 +30,8 @@ def _flag(n: int, start: int) -> None:
                                    threshold=0.5, flagged=True))
 
 
-def test_watch_highlights_only_the_new_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_watch_keeps_new_flags_marked_until_acknowledged_or_expired(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     _flag(2, 0)
     seen: list[tuple[set[int], list[int]]] = []
     original = screening_cmds.flagged_table
@@ -43,20 +44,39 @@ def test_watch_highlights_only_the_new_flags(monkeypatch: pytest.MonkeyPatch) ->
             r["prediction_id"] in (fresh or ()) for r in rows]
         return table
 
-    refreshes = iter([lambda: _flag(1, 10), lambda: None, KeyboardInterrupt])
+    clock = [0.0]
+    # After each refresh: (what happens, seconds that pass, Enter pressed?)
+    steps = iter([(lambda: _flag(1, 10), 2, False), (lambda: None, 2, False),
+                  (lambda: None, 2, True), (lambda: _flag(1, 20), 2, False),
+                  (lambda: None, 700, False), None])
 
-    def sleep(_: float) -> None:
-        step = next(refreshes)
-        if step is KeyboardInterrupt:
+    def wait(_: float) -> bool:
+        step = next(steps)
+        if step is None:
             raise KeyboardInterrupt
-        step()
+        action, seconds, enter = step
+        action()
+        clock[0] += seconds
+        return enter
 
     monkeypatch.setattr(screening_cmds, "flagged_table", spy)
-    monkeypatch.setattr(screening_cmds.time, "sleep", sleep)
-    result = CliRunner().invoke(app, ["flagged", "--watch", "--interval", "0"])
+    monkeypatch.setattr(screening_cmds, "_wait", wait)
+    monkeypatch.setattr(screening_cmds, "_now", lambda: clock[0])
+    result = CliRunner().invoke(app, ["flagged", "--watch", "--interval", "0",
+                                      "--mark-for", "10m"])
     assert result.exit_code == 0, result.output
-    (first_fresh, first), (second_fresh, second), (third_fresh, _third) = seen
-    assert first_fresh == set() and len(first) == 2  # the first screen: nothing is "new"
+    fresh = [f for f, _rows in seen]
+    first, second = seen[0][1], seen[1][1]
+    assert fresh[0] == set() and len(first) == 2  # the first screen: nothing is "new"
     new = set(second) - set(first)
-    assert len(new) == 1 and second_fresh == new  # flagged since the last refresh
-    assert third_fresh == set()  # highlighted once, then ordinary
+    assert len(new) == 1 and fresh[1] == new  # flagged since the last refresh
+    assert fresh[2] == new  # still marked on the next refresh
+    assert fresh[3] == set()  # Enter acknowledged it
+    newer = set(seen[4][1]) - set(second)
+    assert len(newer) == 1 and fresh[4] == newer
+    assert fresh[5] == set()  # 10 minutes later it is ordinary again
+
+
+def test_mark_for_must_be_a_duration() -> None:
+    result = CliRunner().invoke(app, ["flagged", "--watch", "--mark-for", "soon"])
+    assert result.exit_code == 1 and "--mark-for 'soon'" in result.output

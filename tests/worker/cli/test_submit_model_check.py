@@ -64,14 +64,15 @@ def test_wrong_model_is_one_line_and_registers_nothing(tmp_path: Path, folder: P
 
 def test_a_later_submit_screens_what_is_still_queued(folder: Path) -> None:
     settings = get_settings()
-    down = settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0"})
+    down = settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0",
+                                       "patient_key": settings.effective_patient_key().decode()})
     with pytest.raises(BrokerUnavailable):
         submit_folder(folder, settings=down)  # registered, never sent
     again = CliRunner().invoke(app, ["submit", str(folder)])
     assert again.exit_code == 0, again.output
     text = " ".join(again.stdout.split())
     assert "0 new studies" in text and "2 already registered" in text
-    assert "Also screened 2 studies left queued by earlier runs." in text
+    assert "Also screened 2 studies left waiting by earlier runs." in text
     assert "Nothing new" not in text
     from pneumoscreen.db import session_scope
     from pneumoscreen.db.queries import status_counts

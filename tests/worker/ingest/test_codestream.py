@@ -31,6 +31,15 @@ class TestJ2k:
     def test_not_a_codestream(self, data: bytes) -> None:
         assert j2k_info(data) is None
 
+    def test_a_jp2_file_is_read_from_its_codestream_box(self) -> None:
+        """OpenJPEG decodes JP2 files too: their dimensions must be checked like a raw stream's."""
+        arr = np.random.default_rng(0).integers(0, 255, (70, 90), np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="JPEG2000", irreversible=False)  # JP2 boxes
+        assert buf.getvalue()[4:8] == b"jP  "
+        info = codestream_info(buf.getvalue())
+        assert info is not None and (info.kind, info.rows, info.columns) == ("j2k", 70, 90)
+
 
 class TestJpeg:
     def test_sof_dimensions(self) -> None:

@@ -152,3 +152,21 @@ def test_codestream_decoding_to_a_constant_fails(tmp_path: Path) -> None:
     with pytest.raises(FailedStudy, match=r"^pixel data decodes to a constant image \(every "
                                           r"pixel is 1000\)"):
         load_grey(write(ds, tmp_path / "flat.dcm"))
+
+
+def test_a_jp2_file_in_pixel_data_is_held_to_its_codestream_header(tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(chest_like(300, 280, maximum=255).astype(np.uint8)).save(
+        buf, format="JPEG2000", irreversible=False)  # a JP2 file, boxes and all
+    ds = make_ds(chest_like(16, 16, maximum=255).astype(np.uint8))
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.PixelData = encapsulate([buf.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    with pytest.raises(FailedStudy, match=r"^codestream is 300 x 280 but Rows x Columns is "
+                                          r"16 x 16$"):
+        load_grey(write(ds, tmp_path / "jp2.dcm"))

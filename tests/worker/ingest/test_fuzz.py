@@ -106,6 +106,7 @@ def test_unmutated_seeds_are_done(seeds: list[bytes], tmp_path: Path) -> None:
         assert _outcome(tmp_path / f"s{i}") == "done", i
 
 
+@pytest.mark.slow
 def test_worker_survives_a_batch_of_mutants(
     seeds: list[bytes], tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -252,10 +252,13 @@ class TestBounds:
         ds.add_new(0x00091010, "OB", b"\0" * 20_000)  # a big private block before the pixels
         path = write(ds, tmp_path / "big_header.dcm")
         small = IngestConfig(patient_key=KEY, max_header_bytes=8192)
-        with pytest.raises(FailedStudy, match=r"^header larger than 8192 bytes before the Pixel "
-                                              r"Data: not read further \(header bound\)$"):
-            probe(path, small)
+        for call in (probe, load_grey):
+            with pytest.raises(FailedStudy, match=r"^header larger than 8192 bytes before the "
+                                                  r"Pixel Data: not read further "
+                                                  r"\(header bound\)$"):
+                call(path, small)
         probe(path, CONFIG)  # the default bound (16 MiB) reads it
+        load_grey(path, CONFIG)
 
     @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
     def test_a_fifo_is_refused_without_opening_it_for_a_blocking_read(self, tmp_path: Path) -> None:

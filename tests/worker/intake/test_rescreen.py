@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from live import bundled_model_copy, make_pngs
 from typer.testing import CliRunner
@@ -11,6 +13,11 @@ from typer.testing import CliRunner
 from pneumoscreen.db import ModelVersion, Prediction, Study, StudyStatus, session_scope
 from pneumoscreen.worker.cli import app
 from pneumoscreen.worker.settings import get_settings
+
+
+def allow_models_in(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCREEN_MODEL_DIRS", json.dumps([str(folder)]))
+    get_settings.cache_clear()
 
 
 def other_model(folder: Path, version: str = "0.0.2-test") -> Path:
@@ -24,7 +31,9 @@ def _predictions() -> list[tuple[int, int, str]]:
             .join(ModelVersion).order_by(Prediction.id))]
 
 
-def test_rescreen_adds_a_version_and_keeps_the_first(tmp_path: Path) -> None:
+def test_rescreen_adds_a_version_and_keeps_the_first(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    allow_models_in(tmp_path, monkeypatch)
     runner = CliRunner()
     make_pngs(tmp_path / "in", 4, size=64)
     (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)

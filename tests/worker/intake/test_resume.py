@@ -25,8 +25,11 @@ def _verdicts(url: str) -> list[tuple[int, str]]:
 
 
 @pytest.fixture
-def rescreen_stranded(tmp_path: Path) -> tuple[Settings, list[int]]:
+def rescreen_stranded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                      ) -> tuple[Settings, list[int]]:
     """Three screened studies and a re-screen whose tasks never reached a broker."""
+    monkeypatch.setenv("SCREEN_MODEL_DIRS", f'["{tmp_path}"]')
+    get_settings.cache_clear()
     settings = get_settings()
     make_pngs(tmp_path / "in", 3, size=48)
     ids = submit_folder(tmp_path / "in", settings=settings).queued_ids

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.redis
 @pytest.fixture
 def on_redis():  # type: ignore[no-untyped-def]
     redis_or_skip(REDIS_URL)
-    settings = get_settings().model_copy(update={"broker_url": REDIS_URL})
+    settings = get_settings().model_copy(update={
+        "broker_url": REDIS_URL, "patient_key": get_settings().effective_patient_key().decode()})
     yield settings
     redis_or_skip(REDIS_URL)
     configure(get_settings())
@@ -56,3 +57,23 @@ def test_messages_that_are_not_screen_tasks_count_for_nothing() -> None:
     assert list(_ids_in(b'{"headers": {"task": "pneumoscreen.screen_task"}, "body": 5}')) == []
     body = b'{"headers": {"task": "pneumoscreen.screen_task"}, "body": "[[[4, 5]], {}, {}]"}'
     assert list(_ids_in(body)) == [4, 5]
+
+
+def test_a_submit_with_a_broker_also_sends_what_was_stranded(
+        tmp_path: Path, on_redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from pneumoscreen.worker.cli import app
+
+    make_pngs(tmp_path / "a", 2, size=32, seed=3)
+    make_pngs(tmp_path / "b", 1, size=32, seed=4)
+    down = on_redis.model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0"})
+    with pytest.raises(BrokerUnavailable):
+        submit_folder(tmp_path / "a", settings=down)
+    monkeypatch.setenv("SCREEN_BROKER_URL", REDIS_URL)
+    get_settings.cache_clear()
+    out = CliRunner().invoke(app, ["submit", str(tmp_path / "b")])
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.stdout.split())
+    assert "1 new study" in text and "Also queued 2 studies left waiting by earlier runs." in text
+    assert len(live_study_ids(get_settings())) == 3

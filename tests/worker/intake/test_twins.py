@@ -125,3 +125,33 @@ def test_a_copy_failing_its_header_then_replaced_counts_once(tmp_path: Path, set
     assert (result.n_failed, result.queued_ids) == (0, [1])
     _assert_screened_from_good(settings.effective_database_url, folder / "b_good.dcm",
                                folder / "a_bad_header.dcm")
+
+
+@pytest.mark.postgres
+def test_a_concurrent_insert_falls_back_file_by_file(tmp_path: Path, pg_url: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another submit commits one of this chunk's files first: the chunk's savepoint fails, the
+    files go in one by one, and that file counts as already registered."""
+    from live import make_pngs
+
+    from pneumoscreen.worker.intake import submit as submit_mod
+
+    monkeypatch.setenv("SCREEN_DATABASE_URL", pg_url)
+    get_settings.cache_clear()
+    settings = get_settings()
+    make_pngs(tmp_path / "in", 3, size=16)
+    original, raced = submit_mod._register_one, []
+
+    def racing(cand, batch_id, **kw):  # type: ignore[no-untyped-def]
+        if not raced:
+            raced.append(cand.sha256)
+            with session_scope(pg_url) as other:  # the other submit, committed meanwhile
+                other.add(Study(sha256=cand.sha256, source_path="/elsewhere", format="png"))
+        return original(cand, batch_id, **kw)
+
+    monkeypatch.setattr(submit_mod, "_register_one", racing)
+    result = submit_mod.register_folder(tmp_path / "in", settings=settings)
+    assert (result.n_new, result.n_duplicate) == (2, 1)
+    with session_scope(pg_url) as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(Study)) == 3
+        assert s.scalar(sa.select(sa.func.count()).select_from(StudyFile)) == 2

@@ -1,0 +1,63 @@
+"""The model contract's sidecar checks: a sidecar no real model has is refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pneumoscreen.model.bundle import (
+    ModelFileError,
+    bundled_model_path,
+    inside,
+    verified_spec,
+)
+
+
+def _copy(folder: Path, **changes: object) -> Path:
+    src = bundled_model_path("cnn-s")
+    dst = folder / "m.keras"
+    shutil.copy(src, dst)
+    side = json.loads(src.with_suffix(".json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            side.pop(key, None)
+        else:
+            side[key] = value
+    dst.with_suffix(".json").write_text(json.dumps(side))
+    return dst
+
+
+def test_the_bundled_sidecars_are_valid() -> None:
+    for name in ("v2", "cnn-s"):
+        assert 0 < verified_spec(bundled_model_path(name)).threshold < 1
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"threshold": 2.0}, "threshold must lie strictly between 0 and 1"),
+    ({"threshold": 0.0}, "threshold must lie strictly between 0 and 1"),
+    ({"threshold": "0.5"}, "threshold must lie strictly between 0 and 1"),
+    ({"sha256": None}, "sha256 .* is required"),
+    ({"sha256": ""}, "sha256 .* is required"),
+    ({"input_size": 100000}, "input_size must be an integer in"),
+    ({"input_size": 4}, "input_size must be an integer in"),
+    ({"channels": 7}, "channels must be 1 or 3"),
+    ({"version": "x" * 200}, "version must be a string"),
+])
+def test_a_bad_sidecar_is_refused(tmp_path: Path, change: dict, message: str) -> None:
+    with pytest.raises(ModelFileError, match=message):
+        verified_spec(_copy(tmp_path, **change))
+
+
+def test_inside_resolves_symlinks(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    target = tmp_path / "elsewhere" / "m.keras"
+    target.write_bytes(b"x")
+    link = tmp_path / "models" / "m.keras"
+    link.symlink_to(target)
+    assert not inside(link, [tmp_path / "models"])
+    assert inside(target, [tmp_path / "elsewhere"])
+    assert not inside(tmp_path / "models" / ".." / "elsewhere" / "m.keras", [tmp_path / "models"])
