@@ -154,8 +154,10 @@ def test_retries_are_bounded(tmp_path: Path) -> None:
 
     made = screened_study(tmp_path / "in", _url(), heatmap=False)
     dest = f"dicom://DOWN@127.0.0.1:{free_port()}"
+    key = Settings(data_dir=tmp_path / "data").effective_patient_key().decode()  # the submit's
     settings = Settings(database_url=_url(), data_dir=tmp_path / "data", export_to=[dest],
-                        broker_url="redis://127.0.0.1:1/0", export_retries=3, export_timeout=2)
+                        broker_url="redis://127.0.0.1:1/0", export_retries=3, export_timeout=2,
+                        patient_key=key)
     with eager_settings(settings):
         last = export_task.apply(args=[made.study_uid, dest], retries=3).get()
     assert last["status"] == "failed" and "no association" in last["error"]
