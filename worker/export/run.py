@@ -4,6 +4,7 @@ one destination, and the attempt recorded in ``exports``."""
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 
 from pydicom import Dataset
@@ -20,6 +21,10 @@ from pneumoscreen.worker.export.sr import build_sr
 from pneumoscreen.worker.settings import Settings
 
 log = logging.getLogger(__name__)
+# highdicom's warnings quote header values (a patient's name among them) and its INFO lines are
+# noise; pynetdicom's INFO lines are per message. Logs carry no patient data: keep them quiet.
+for _name in ("highdicom", "pynetdicom"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 @dataclass
@@ -75,7 +80,9 @@ def export_study(study_uid: str, destination: Destination, settings: Settings, *
     sc_uids: list[str] = []
     try:
         try:
-            objects = build_objects(result, settings)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # they quote header values
+                objects = build_objects(result, settings)
         except SourceError as exc:
             raise PermanentExportError(str(exc)) from None
         except Exception as exc:  # a header highdicom refuses: its message may quote a value

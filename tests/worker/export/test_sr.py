@@ -154,3 +154,21 @@ def test_invalid_source_values_are_copied_empty(tmp_path: Path) -> None:
         assert (ds.PatientBirthDate, ds.PatientSex, ds.AccessionNumber, ds.StudyTime) == (
             "", "", "", "")
         assert ds.PatientID == "PAT-4711-SECRET" and ds.StudyDate == "20240131"
+
+
+def test_no_header_value_reaches_logs_or_warnings(tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """highdicom warns about a one-component name by quoting it: not here."""
+    import logging
+    import warnings
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    made = screened_study(tmp_path / "in", url, PatientName="00436515-870c-4b36")
+    caplog.set_level(logging.DEBUG)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        outcome = export_study(made.study_uid, parse_destination(f"file://{tmp_path / 'out'}"),
+                               _settings(url, tmp_path))
+    assert outcome.status == "sent"
+    assert "00436515" not in caplog.text
+    assert not [w for w in caught if "00436515" in str(w.message)]
