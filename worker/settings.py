@@ -109,6 +109,15 @@ class Settings(BaseSettings):
         None, description="Key for pseudonymising patient ids (at least 32 bytes); default: "
         "made once in data_dir (without a broker only)."
     )
+    signing_key_file: Path | None = Field(
+        None, description="Message signing (Celery's auth serializer): this process's private "
+        "key (PEM). With signing_cert_file and signing_cert_store, every task message is signed "
+        "and only signed ones are accepted.")
+    signing_cert_file: Path | None = Field(
+        None, description="Message signing: this process's certificate (PEM).")
+    signing_cert_store: Path | None = Field(
+        None, description="Message signing: a folder of the certificates whose messages are "
+        "trusted.")
     patient_key_file: Path | None = Field(
         None, description="A file holding the pseudonym key (e.g. a Docker secret); with a "
         "broker, this or patient_key is required."
@@ -291,6 +300,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("database_url", "broker_url", "result_backend", "patient_key_file",
+                     "signing_key_file", "signing_cert_file", "signing_cert_store",
                      mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
@@ -355,6 +365,21 @@ class Settings(BaseSettings):
                             intra_threads=self.tf_intra_threads,
                             inter_threads=self.tf_inter_threads,
                             decode_threads=self.decode_processes or self.decode_threads)
+
+    @property
+    def signing(self) -> tuple[Path, Path, Path] | None:
+        """(key, certificate, certificate store) when message signing is configured; all three
+        or none (ValueError naming the missing ones)."""
+        parts = {"SCREEN_SIGNING_KEY_FILE": self.signing_key_file,
+                 "SCREEN_SIGNING_CERT_FILE": self.signing_cert_file,
+                 "SCREEN_SIGNING_CERT_STORE": self.signing_cert_store}
+        missing = [name for name, value in parts.items() if value is None]
+        if len(missing) == len(parts):
+            return None
+        if missing:
+            raise ValueError(f"message signing needs all three settings; missing: "
+                             f"{', '.join(missing)}")
+        return self.signing_key_file, self.signing_cert_file, self.signing_cert_store  # type: ignore[return-value]
 
     @property
     def eager(self) -> bool:

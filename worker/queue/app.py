@@ -31,14 +31,20 @@ def configure(settings: Settings | None = None) -> Celery:
         # Pools made for the previous broker would keep publishing there.
         app.close()
         app.amqp._producer_pool = None
+    signing = None if eager else settings.signing
+    serializer = "auth" if signing else "json"
     app.conf.update(
         broker_url=broker_url,
         result_backend=settings.result_backend,
         task_always_eager=eager,
         task_eager_propagates=eager,
-        task_serializer="json",
+        # Message signing (optional): task messages signed with this process's key, and only
+        # messages signed by a certificate in the store accepted.
+        task_serializer=serializer,
+        event_serializer=serializer,
         result_serializer="json",
-        accept_content=["json"],
+        accept_content=[serializer],
+        result_accept_content=["json"],
         # At-least-once: a task is acknowledged after it ran, and requeued if its worker dies.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -63,6 +69,11 @@ def configure(settings: Settings | None = None) -> Celery:
         # Beat's own state file in the data folder, not in whatever directory it started in.
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
     )
+    if signing:
+        key, cert, store = signing
+        app.conf.update(security_key=str(key), security_certificate=str(cert),
+                        security_cert_store=str(store), security_digest="sha256")
+        app.setup_security(allowed_serializers=["json"])  # "auth" is registered by it
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,3 +35,12 @@ def test_what_pneumoscreen_sends_passes() -> None:
 def test_anything_else_is_refused(call: Any, message: str) -> None:
     with pytest.raises(RefusedMessage, match=message):
         call()
+
+
+def test_message_signing_needs_all_three_settings(tmp_path: Path) -> None:
+    from pneumoscreen.worker.settings import Settings
+
+    assert Settings().signing is None
+    with pytest.raises(ValueError, match="missing: SCREEN_SIGNING_CERT_FILE, "
+                       "SCREEN_SIGNING_CERT_STORE"):
+        _ = Settings(signing_key_file=tmp_path / "key.pem").signing
