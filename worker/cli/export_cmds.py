@@ -97,7 +97,7 @@ def export(
     if study and not uids:
         fail(f"study {study} has no screened images, or some are not final yet")
     outcomes = [export_study(uid, dest, settings) for uid in uids for dest in destinations]
-    _audit(settings, outcomes, [d.label for d in destinations])
+    _audit(settings, outcomes, [d.label for d in destinations], since=since, study=study)
     rows = [{"study_uid": o.study_uid, "destination": o.destination, "status": o.status,
              "attempts": o.attempts, "error": o.error,
              "sr_sop_instance_uid": o.sr_sop_instance_uid,
@@ -113,11 +113,11 @@ def export(
         raise typer.Exit(1)
 
 
-def _audit(settings: Any, outcomes: list[Any], destinations: list[str]) -> None:
-    """Record the run in the audit trail (counts and destination labels: no study UIDs)."""
+def _audit(settings: Any, outcomes: list[Any], destinations: list[str], **args: Any) -> None:
+    """Record the run in the audit trail: where results went and how many (no patient data)."""
     from pneumoscreen.worker.audit import audit_to
 
-    statuses = [o.status for o in outcomes]
-    audit_to(settings.effective_database_url, "export", destinations=destinations,
-             exports=len(outcomes), sent=statuses.count("sent"),
-             failed=statuses.count("failed"))
+    counts = {status: sum(o.status == status for o in outcomes)
+              for status in ("sent", "failed", "nothing")}
+    audit_to(settings.effective_database_url, "export.run", destinations=destinations,
+             studies=len({o.study_uid for o in outcomes}), **counts, **args)

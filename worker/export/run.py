@@ -45,9 +45,10 @@ def build_objects(result: StudyResult, settings: Settings) -> list[Dataset]:
                                        sop_uid=i.sop_instance_uid) for i in result.images}
     objects: list[Dataset] = [build_sr(result, sources)]
     size = result.model.input_size
-    if size:
-        config = settings.ingest_config()
-        for n, image in enumerate((i for i in result.images if i.heatmap is not None), 1):
+    mapped = [i for i in result.images if i.heatmap is not None]
+    if size and mapped:
+        config = settings.ingest_config(input_size=int(size))
+        for n, image in enumerate(mapped, 1):
             try:
                 pixels = overlay_pixels(image, int(size), config)
             except Exception as exc:  # the SR matters more than the picture

@@ -154,13 +154,23 @@ def test_retries_are_bounded(tmp_path: Path) -> None:
 
     made = screened_study(tmp_path / "in", _url(), heatmap=False)
     dest = f"dicom://DOWN@127.0.0.1:{free_port()}"
-    key = Settings(data_dir=tmp_path / "data").effective_patient_key().decode()  # the submit's
     settings = Settings(database_url=_url(), data_dir=tmp_path / "data", export_to=[dest],
-                        broker_url="redis://127.0.0.1:1/0", export_retries=3, export_timeout=2,
-                        patient_key=key)
+                        broker_url="redis://127.0.0.1:1/0", patient_key="k" * 40,
+                        export_retries=3, export_timeout=2)
     with eager_settings(settings):
         last = export_task.apply(args=[made.study_uid, dest], retries=3).get()
     assert last["status"] == "failed" and "no association" in last["error"]
     listed = json.loads(runner.invoke(app, ["exports", "--status", "failed", "--format",
                                             "json"]).stdout)
     assert [r["study_uid"] for r in listed] == [made.study_uid]
+
+
+def test_export_runs_are_audited(tmp_path: Path) -> None:
+    made = screened_study(tmp_path / "in", _url(), heatmap=False)
+    dest = f"file://{tmp_path / 'out'}"
+    assert runner.invoke(app, ["export", "--to", dest, "--study", made.study_uid]).exit_code == 0
+    events = json.loads(runner.invoke(app, ["audit", "--action", "export.run", "--format",
+                                            "json"]).stdout)
+    (event,) = events
+    assert event["params"]["destinations"] == [dest]
+    assert (event["params"]["studies"], event["params"]["sent"]) == (1, 1)
