@@ -19,7 +19,8 @@ def audit_cmd(
         help="Only events since an ISO time or 30m / 12h / 7d ago.")] = "24h",
     action: Annotated[str | None, typer.Option(
         help="Only this action (submit, nightly.run, nightly.submit, rescreen, resume, "
-        "model.register, key.first_use, …); a prefix ending in '.' matches a family.")] = None,
+        "model.register, model.default, key.first_use, export, …); a prefix ending in '.' "
+        "matches a family.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100000, help="Newest N events.")] = 1000,
     fmt: Annotated[Format, typer.Option("--format", help="table, or json: one JSON list on "
                                         "stdout and nothing else.")] = Format.table,

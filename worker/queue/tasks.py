@@ -234,6 +234,7 @@ def warm(settings: Settings, index: int = 0) -> None:
     try:
         checked_key(settings)
         model = configured_model(settings)
+        record_default(model, settings)
         size, channels = model.spec.input_size, model.spec.channels
         dummy = np.zeros((settings.chunk_size, size, size, channels), np.float32)
         model.predict(dummy)
@@ -244,6 +245,23 @@ def warm(settings: Settings, index: int = 0) -> None:
         return
     log.info("model %s warm in pool process %d (%.1f s)", model.spec.label, index,
              time.monotonic() - started)
+
+
+def record_default(model: Any, settings: Settings) -> None:
+    """Audit a change of the default model, as a worker starting with it sees it."""
+    from sqlalchemy import select
+
+    from pneumoscreen.db import AuditEvent, session_scope
+    from pneumoscreen.db.queries import model_version_for
+    from pneumoscreen.worker.audit import audit
+
+    with session_scope(settings.effective_database_url) as session:
+        mv = model_version_for(model.spec, session=session)
+        last = session.scalars(select(AuditEvent).where(AuditEvent.action == "model.default")
+                               .order_by(AuditEvent.id.desc()).limit(1)).first()
+        if last is None or (last.params or {}).get("sha256") != mv.file_sha256:
+            audit(session, "model.default", model_version=mv.id, label=mv.label,
+                  sha256=mv.file_sha256)
 
 
 def quiet_startup_logs() -> None:

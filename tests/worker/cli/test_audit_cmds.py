@@ -45,3 +45,16 @@ def test_submit_rescreen_resume_and_registration_are_audited(
     assert table.exit_code == 0 and "model.register" in table.stdout
     bad = runner.invoke(app, ["audit", "--since", "yesterday-ish"])
     assert bad.exit_code == 1 and "--since" in bad.output
+
+
+def test_a_worker_starting_with_another_default_model_audits_it() -> None:
+    from pneumoscreen.worker.queue.tasks import warm
+    from pneumoscreen.worker.settings import Settings
+
+    warm(Settings(model_path="bundled:cnn-s"))
+    warm(Settings(model_path="bundled:cnn-s"))  # the same default: no new event
+    warm(Settings())
+    events = json.loads(runner.invoke(app, ["audit", "--action", "model.default", "--format",
+                                            "json"]).stdout)
+    assert [e["params"]["label"] for e in events] == ["pneumoscreen-cnn:1.1.0",
+                                                      "pneumoscreen-cnn:2.0.0"]
