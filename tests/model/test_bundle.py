@@ -61,3 +61,22 @@ def test_inside_resolves_symlinks(tmp_path: Path) -> None:
     assert not inside(link, [tmp_path / "models"])
     assert inside(target, [tmp_path / "elsewhere"])
     assert not inside(tmp_path / "models" / ".." / "elsewhere" / "m.keras", [tmp_path / "models"])
+
+
+def test_predict_runs_one_traced_graph_with_the_eager_outputs() -> None:
+    """Every batch size goes through one traced forward pass, with the network's own outputs."""
+    import numpy as np
+
+    from pneumoscreen.model.bundle import load_model
+
+    model = load_model(bundled_model_path("cnn-s"))
+    size = model.spec.input_size
+    rng = np.random.default_rng(0)
+    for n in (1, 5):
+        batch = rng.random((n, size, size, 1), dtype=np.float32)
+        eager = model.keras_model(batch, training=False)
+        scores = model.predict(batch)
+        np.testing.assert_allclose(scores.pneumonia, np.ravel(eager["pneumonia"]), atol=1e-6)
+        np.testing.assert_allclose(scores.atypicality, np.ravel(eager["atypicality"]),
+                                   rtol=1e-5, atol=1e-5)
+    assert model.forward.experimental_get_tracing_count() == 1
