@@ -27,19 +27,17 @@ def split(items: Sequence[T], size: int) -> list[list[T]]:
 
 
 def prefetched(items: Sequence[T], work: Callable[[T], R], *, chunk_size: int, threads: int,
-               prefetch: int = 1, first_chunk: int | None = None) -> Iterator[list[R]]:
+               prefetch: int = 1) -> Iterator[list[R]]:
     """Yield ``[work(item) for item in chunk]`` chunk by chunk, in order.
 
     While the caller handles chunk k, chunks k+1 … k+``prefetch`` are being worked on in a pool
     of ``threads``; no more is started before the caller asks for the next chunk, which is what
     keeps memory flat however long ``items`` is. Closing the generator early cancels what has
-    not started yet. A smaller ``first_chunk`` lets the caller start sooner: only that much
-    work is not overlapped with the caller's.
+    not started yet.
     """
     if prefetch < 0:
         raise ValueError(f"prefetch must be >= 0, got {prefetch}")
-    head = min(first_chunk or chunk_size, chunk_size)
-    groups = iter(split(items[:head], head) + split(items[head:], chunk_size))
+    groups = iter(split(items, chunk_size))
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode")
     pending: deque[list[Future[R]]] = deque()
 

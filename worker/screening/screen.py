@@ -168,8 +168,7 @@ def screen_task(
         chunks = prefetched(claimed.todo, lambda t: prepare(t[0], t[1], model, config,
                                                          spares.get(t[0], ()), pool=pool),
                             chunk_size=settings.chunk_size,
-                            threads=pool.processes if pool else settings.decode_threads,
-                            first_chunk=2 * (pool.processes if pool else settings.decode_threads))
+                            threads=pool.processes if pool else settings.decode_threads)
         for prepared in chunks:
             ready = [p for p in prepared if p.tensor is not None]
             batch = np.stack([p.tensor for p in ready]) if ready else None

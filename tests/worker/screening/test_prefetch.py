@@ -24,12 +24,6 @@ class TestPrefetched:
         out = list(prefetched(range(10), lambda i: i * i, chunk_size=3, threads=4))
         assert out == [[0, 1, 4], [9, 16, 25], [36, 49, 64], [81]]
 
-    def test_a_small_first_chunk_then_full_ones(self) -> None:
-        out = list(prefetched(range(10), lambda i: i, chunk_size=4, threads=2, first_chunk=2))
-        assert out == [[0, 1], [2, 3, 4, 5], [6, 7, 8, 9]]
-        assert list(prefetched(range(3), lambda i: i, chunk_size=4, threads=2,
-                               first_chunk=8)) == [[0, 1, 2]]
-
     def test_next_chunk_works_while_the_caller_holds_this_one(self) -> None:
         second_chunk_started = threading.Event()
 
