@@ -20,10 +20,12 @@ class TestRuntimeConfig:
     def test_auto_threads_leave_room_for_the_decoding_pool(
             self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(8)), raising=False)
-        cfg = Settings(decode_threads=4).runtime_config()
-        assert (cfg.intra_threads, cfg.inter_threads) == (6, 2)
+        # The decoding pool is the processes, or the threads when processes are off.
+        for cfg in (Settings(decode_processes=4, decode_threads=1).runtime_config(),
+                    Settings(decode_processes=0, decode_threads=4).runtime_config()):
+            assert (cfg.intra_threads, cfg.inter_threads) == (6, 2)
         monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0}, raising=False)
-        assert Settings(decode_threads=4).runtime_config().intra_threads == 1
+        assert Settings(decode_processes=4).runtime_config().intra_threads == 1
 
 
 class FakeConfig:
