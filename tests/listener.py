@@ -2,60 +2,25 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from live import screen_cmd
+from live import ScreenProcess
 
 LISTEN_START_TIMEOUT = 60.0
 
 
-class ListenerProcess:
-    """`screen listen --port PORT` in its own process group, its output kept in a log file."""
+class ListenerProcess(ScreenProcess):
+    """`screen listen --port PORT`, its output appended to a log file across restarts."""
+
+    what = "screen listen"
+    ready_marker = "Listening on"
+    start_timeout = LISTEN_START_TIMEOUT
 
     def __init__(self, env: dict[str, str], log_path: Path, port: int, *extra: str) -> None:
         self.port = port
-        self.log_path = log_path
-        self._start = log_path.stat().st_size if log_path.exists() else 0  # this run's part
-        self._log = open(log_path, "a")  # noqa: SIM115 - closed in stop()/kill()
-        self.proc = subprocess.Popen(screen_cmd("listen", "--port", str(port), *extra), env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    def wait_ready(self, timeout: float = LISTEN_START_TIMEOUT) -> ListenerProcess:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"screen listen exited early:\n{self.log()}")
-            if "Listening on" in self.log()[self._start:]:
-                return self
-            time.sleep(0.2)
-        raise AssertionError(f"screen listen not ready after {timeout}s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        """SIGKILL: no clean-up at all, as in a crash."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(30)
-        self._log.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(30)
-        self._log.close()
+        super().__init__(env, log_path, "listen", "--port", str(port), *extra, append=True)
 
 
 def spool_files(data_dir: Path) -> list[Path]:

@@ -89,26 +89,32 @@ def run_screen(env: dict[str, str], *args: str,
                           timeout=timeout, check=False)
 
 
-class WorkerProcess:
-    """`screen worker` in its own process group, with its log kept for failure messages."""
+class ScreenProcess:
+    """A `screen` command in its own process group, its output kept in a log file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, name: str = "w1",
-                 *extra: str) -> None:
+    what = "screen"
+    ready_marker = ""
+    start_timeout = 60.0
+
+    def __init__(self, env: dict[str, str], log_path: Path, *args: str,
+                 append: bool = False) -> None:
         self.log_path = log_path
-        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            screen_cmd("worker", "--hostname", f"{name}@%h", "--loglevel", "INFO", *extra),
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        # Only this run's part of an appended log counts for readiness.
+        self._start = log_path.stat().st_size if append and log_path.exists() else 0
+        self._log = open(log_path, "a" if append else "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(screen_cmd(*args), env=env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
 
-    def wait_ready(self, timeout: float = WORKER_START_TIMEOUT) -> None:
+    def wait_ready(self, timeout: float | None = None) -> ScreenProcess:
+        timeout = self.start_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited early:\n{self.log()}")
-            if " ready." in self.log():
-                return
-            time.sleep(0.5)
-        raise AssertionError(f"worker not ready after {timeout}s:\n{self.log()}")
+                raise AssertionError(f"{self.what} exited early:\n{self.log()}")
+            if self.ready_marker in self.log()[self._start:]:
+                return self
+            time.sleep(0.2)
+        raise AssertionError(f"{self.what} not ready after {timeout}s:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -129,6 +135,19 @@ class WorkerProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(30)
         self._log.close()
+
+
+class WorkerProcess(ScreenProcess):
+    """`screen worker` with its log kept for failure messages."""
+
+    what = "worker"
+    ready_marker = " ready."
+    start_timeout = WORKER_START_TIMEOUT
+
+    def __init__(self, env: dict[str, str], log_path: Path, name: str = "w1",
+                 *extra: str) -> None:
+        super().__init__(env, log_path, "worker", "--hostname", f"{name}@%h", "--loglevel",
+                         "INFO", *extra)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str,

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydicom import Dataset, dcmread
-from pydicom.errors import InvalidDicomError
+from pydicom import Dataset
+
+from pneumoscreen.worker.ingest.dicom_header import read_dataset
+from pneumoscreen.worker.ingest.errors import FailedStudy
 
 # Type 2 attributes the result objects copy: present (perhaps empty) in every copy we make.
 _TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
@@ -21,15 +23,15 @@ class SourceError(RuntimeError):
 def read_source(path: str | Path, *, study_uid: str, sop_uid: str | None) -> Dataset:
     """The header of a screened image (no pixels), checked to be the one that was screened."""
     p = Path(path)
+    if not p.exists():
+        raise SourceError(f"a source file of study {study_uid} is missing")
     try:
-        if p.stat().st_size > MAX_HEADER_BYTES * 16:
-            raise SourceError(f"source file of study {study_uid} is implausibly large")
-        ds = dcmread(p, stop_before_pixels=True, force=True)
-    except FileNotFoundError:
-        raise SourceError(f"a source file of study {study_uid} is missing") from None
-    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-        raise SourceError(f"a source file of study {study_uid} cannot be read: "
-                          f"{type(exc).__name__}") from None
+        # The ingester's own bounded reader: a regular file only, a bounded header, no pixels.
+        ds = read_dataset(p, pixels=False, max_bytes=MAX_HEADER_BYTES,
+                          max_file_bytes=MAX_HEADER_BYTES * 16,
+                          max_header_bytes=MAX_HEADER_BYTES)
+    except FailedStudy as exc:
+        raise SourceError(f"a source file of study {study_uid} cannot be read: {exc}") from None
     if ds.get("StudyInstanceUID") != study_uid or (sop_uid and ds.get("SOPInstanceUID") != sop_uid):
         raise SourceError(f"a source file of study {study_uid} was replaced by another image")
     for keyword in _TYPE2:

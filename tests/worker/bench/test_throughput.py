@@ -12,9 +12,11 @@ from pneumoscreen.worker.bench import throughput
 from pneumoscreen.worker.settings import get_settings
 
 
-def test_a_small_run_reports_every_figure(monkeypatch: pytest.MonkeyPatch) -> None:
+def count_naive_predicts(monkeypatch: pytest.MonkeyPatch, loop_name: str) -> list[int]:
+    """Wrap the naive loop ``loop_name`` so every ``keras_model.predict`` it makes is counted
+    (the batch size of each call)."""
     calls: list[int] = []
-    real = throughput.naive_loop
+    real = getattr(throughput, loop_name)
 
     def counting(paths: list[Any], keras_model: Any, size: int) -> None:
         original = keras_model.predict
@@ -29,7 +31,12 @@ def test_a_small_run_reports_every_figure(monkeypatch: pytest.MonkeyPatch) -> No
         finally:
             del keras_model.predict  # the class's own method again
 
-    monkeypatch.setattr(throughput, "naive_loop", counting)
+    monkeypatch.setattr(throughput, loop_name, counting)
+    return calls
+
+
+def test_a_small_run_reports_every_figure(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = count_naive_predicts(monkeypatch, "naive_loop")
     result = throughput.run_throughput(6, settings=get_settings(), task_size=4, naive_n=3,
                                        image_size=64, heatmap_n=3)
     data = result.as_dict()
@@ -71,24 +78,7 @@ def test_corpus_mode_counts_each_file_once_and_reports_per_codec(
         screened.extend(ids)
         return outcome
 
-    calls: list[int] = []
-    real_loop = throughput.naive_dicom_loop
-
-    def counting_loop(paths: list[Path], keras_model: Any, size: int) -> None:
-        original = keras_model.predict
-
-        def predict(x: Any, **kw: Any) -> Any:
-            calls.append(len(x))
-            return original(x, **kw)
-
-        keras_model.predict = predict
-        try:
-            real_loop(paths, keras_model, size)
-        finally:
-            del keras_model.predict
-
-    monkeypatch.setattr(throughput, "screen_task", counting_task)
-    monkeypatch.setattr(throughput, "naive_dicom_loop", counting_loop)
+    calls = count_naive_predicts(monkeypatch, "naive_dicom_loop")
     settings = get_settings().model_copy(update={"chunk_size": 2})
     result = throughput.run_throughput(1000, settings=settings, task_size=2, naive_n=4,
                                        corpus=corpus)
