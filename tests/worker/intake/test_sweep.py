@@ -71,6 +71,8 @@ def test_a_submit_with_a_broker_also_sends_what_was_stranded(
     with pytest.raises(BrokerUnavailable):
         submit_folder(tmp_path / "a", settings=down)
     monkeypatch.setenv("SCREEN_BROKER_URL", REDIS_URL)
+    # With a broker the key must be given explicitly: the one the first submit used.
+    monkeypatch.setenv("SCREEN_PATIENT_KEY", on_redis.patient_key)
     get_settings.cache_clear()
     out = CliRunner().invoke(app, ["submit", str(tmp_path / "b")])
     assert out.exit_code == 0, out.output
