@@ -6,6 +6,7 @@ threshold, the target recall, the file's sha256 and whether the network was trai
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import re
@@ -61,8 +62,17 @@ def sidecar_path(model_path: Path) -> Path:
 
 
 def file_sha256(path: Path) -> str:
+    """The sha256 of a regular file's content; OSError for anything else (a FIFO swapped in for a
+    file is never waited on)."""
+    from pneumoscreen.worker.ingest.errors import FailedStudy
+    from pneumoscreen.worker.ingest.files import open_regular
+
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    try:
+        opened = open_regular(Path(path))
+    except FailedStudy as exc:
+        raise OSError(errno.EINVAL, str(exc)) from None
+    with opened as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()

@@ -80,3 +80,15 @@ def test_predict_runs_one_traced_graph_with_the_eager_outputs() -> None:
         np.testing.assert_allclose(scores.atypicality, np.ravel(eager["atypicality"]),
                                    rtol=1e-5, atol=1e-5)
     assert model.forward.experimental_get_tracing_count() == 1
+
+
+def test_file_sha256_refuses_a_fifo_at_once(tmp_path: Path) -> None:
+    """A path swapped for a FIFO (a twin's, say) raises instead of blocking for ever."""
+    import os
+
+    from pneumoscreen.model.bundle import file_sha256
+
+    fifo = tmp_path / "twin.dcm"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        file_sha256(fifo)

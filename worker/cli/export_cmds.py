@@ -7,7 +7,14 @@ from typing import Annotated, Any
 
 import typer
 
-from pneumoscreen.worker.cli.output import Format, console, fail, make_table, print_json
+from pneumoscreen.worker.cli.output import (
+    Format,
+    console,
+    counted,
+    fail,
+    make_table,
+    print_json,
+)
 
 
 class ExportState(str, enum.Enum):
@@ -106,8 +113,9 @@ def export(
         print_json(rows)
     else:
         columns = ["study_uid", "destination", "status", "error", "sr_sop_instance_uid"]
-        console.print(make_table(f"Exported {len(uids)} studies to {len(destinations)} "
-                                 "destination(s)", [SHORT.get(c, c) for c in columns],
+        title = (f"Exported {counted(len(uids), 'study', 'studies')} to "
+                 f"{counted(len(destinations), 'destination')}")
+        console.print(make_table(title, [SHORT.get(c, c) for c in columns],
                                  [[_cell(c, r[c]) for c in columns] for r in rows]))
     if any(o.status == "failed" for o in outcomes):
         raise typer.Exit(1)

@@ -10,7 +10,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 FORMS = "dicom://AET@host:port, http(s)://host[:port]/…/dicom-web or file:///absolute/folder"
 # An AE title: 1-16 characters of the default repertoire, no backslash, not only spaces.
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
-_PASSWORD = re.compile(r"://([^:/@]*):[^@/]*@")
+# Everything between the scheme and the LAST "@" of the authority (a password may hold "/" or "@").
+_PASSWORD = re.compile(r"://([^:/@]*):.*@(?=[^@]*$)")
 _HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?)$")
 
 
@@ -111,7 +112,8 @@ def _dicomweb(raw: str, shown: str) -> DicomWebDestination:
         parts = urlsplit(raw)
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError as exc:
-        raise DestinationError(f"export destination {shown!r}: {exc}") from None
+        raise DestinationError(f"export destination {shown!r}: not a valid address "
+                               f"({type(exc).__name__})") from None
     if not parts.hostname or not _HOST.match(parts.hostname.strip("[]")):
         raise DestinationError(f"export destination {shown!r}: no host; e.g. "
                                "http://pacs.example.org:8042/dicom-web")

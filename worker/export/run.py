@@ -91,8 +91,14 @@ def export_study(study_uid: str, destination: Destination, settings: Settings, *
                                        f"({type(exc).__name__})") from None
         sr_uid = str(objects[0].SOPInstanceUID)
         sc_uids = [str(o.SOPInstanceUID) for o in objects[1:]]
-        send(objects, destination, ae_title=settings.export_ae_title,
-             timeout=settings.export_timeout)
+        try:
+            send(objects, destination, ae_title=settings.export_ae_title,
+                 timeout=settings.export_timeout)
+        except ExportError:
+            raise
+        except Exception as exc:  # e.g. no presentation context accepted for the SC: final
+            raise PermanentExportError(f"{destination.label}: {type(exc).__name__} while "
+                                       "sending") from None
     except ExportError as exc:
         status = (ExportStatus.pending if exc.transient and retry_later
                   else ExportStatus.failed)

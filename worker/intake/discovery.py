@@ -41,6 +41,10 @@ class Walk:
     def __iter__(self) -> Iterator[Path]:
         try:
             top = os.lstat(self.folder)
+            if stat.S_ISLNK(top.st_mode) and os.path.isdir(self.folder):
+                # The folder the operator named may itself be a link (an inbox on a mount):
+                # follow it; the rules apply to what lies under it.
+                top = os.stat(self.folder)
         except OSError:
             return
         if not stat.S_ISDIR(top.st_mode):

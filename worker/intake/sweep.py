@@ -41,8 +41,13 @@ class SweepResult:
     n_live: int = 0  # studies a live task already carries
 
 
+class UnreadableMessage(ValueError):
+    """A message on the queue whose study ids cannot be read (signed, or malformed)."""
+
+
 def _ids_in(raw: bytes | str) -> Iterable[int]:
-    """The study ids of one kombu message on Redis (a screen task's first argument)."""
+    """The study ids of one kombu message on Redis (a screen task's first argument); [] for
+    another task's message. UnreadableMessage when it cannot be told: a signed body, say."""
     try:
         envelope = json.loads(raw)
         if isinstance(envelope, list):  # the unacked hash stores [message, exchange, routing key]
@@ -55,7 +60,8 @@ def _ids_in(raw: bytes | str) -> Iterable[int]:
         args = json.loads(body)[0]
         return [int(i) for i in args[0]]
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        return []  # not ours, or malformed: hostile input is simply not counted
+        # Not counting it would call its studies stranded and send them again at every sweep.
+        raise UnreadableMessage from None
 
 
 def live_study_ids(settings: Settings, queues: Iterable[str] = ("celery",)) -> set[int] | None:
@@ -80,6 +86,9 @@ def live_study_ids(settings: Settings, queues: Iterable[str] = ("celery",)) -> s
         return ids
     except redis.RedisError as exc:
         log.warning("sweep: cannot read the broker's queues (%s)", type(exc).__name__)
+        return None
+    except UnreadableMessage:
+        log.info("sweep: a queued message cannot be read (signed?); using the lease alone")
         return None
 
 

@@ -84,7 +84,9 @@ def screen_task(self: Any, study_ids: list[int], batch_id: int | None = None,
                                  rescreen=args.rescreen, model_version_id=args.model_version,
                                  claim_token=self.request.id)
     except ModelFileError as exc:
-        if self.request.is_eager:
+        if self.request.is_eager or args.model_version is None:
+            # The worker's own configured model is at fault, not the message: leave the task
+            # to be redelivered (to a healthy worker) rather than drop it.
             raise
         refuse(self, str(exc))
     if outcome.busy:

@@ -202,8 +202,8 @@ class Registrar:
     def reconcile(self) -> int:
         """Take every spool file not registered yet into the pending set (at start, and after a
         database outage); returns how many."""
-        removed = self.spool.remove_stale_temp_files(older_than_s=0 if not self._reconciled
-                                                     else 600)
+        # Only writes nobody can still be finishing: this run's receiver may be mid-write.
+        removed = self.spool.remove_stale_temp_files(older_than_s=600)
         files = list(self.spool.files())
         with self.settings.session() as session:
             known = _known(session, [f.sha256 for f in files])

@@ -13,6 +13,7 @@ import logging
 import secrets
 import ssl
 import threading
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
@@ -169,6 +170,13 @@ class Receiver:
             return REFUSED_NOT_AUTHORISED
         if str(event.request.AffectedSOPClassUID) not in self.config.sop_classes:
             return REFUSED_SOP_CLASS
+        if _opens_with_file_meta(event.request.DataSet.getvalue(),
+                                 str(event.context.transfer_syntax)):
+            # Its group-0002 elements would read as our file meta (the recorded sender, the
+            # transfer syntax): a data set never carries them.
+            log.warning("an instance from %r refused: its data set holds file-meta elements",
+                        calling)
+            return PROCESSING_FAILURE
         try:
             data = self._part10(event, calling)
         except Exception:  # a data set pynetdicom could not frame: the sender's fault
@@ -201,3 +209,17 @@ class Receiver:
         write_file_meta_info(out, meta, enforce_standard=True)
         out.write(event.request.DataSet.getvalue())
         return out.getvalue()
+
+
+def _opens_with_file_meta(dataset: bytes, transfer_syntax: str) -> bool:
+    """Whether an encoded data set starts with a group 0000-0002 element."""
+    head = dataset[:4]
+    if transfer_syntax == "1.2.840.10008.1.2.1.99":  # deflated explicit VR little endian
+        try:
+            head = zlib.decompressobj(-zlib.MAX_WBITS).decompress(dataset[:256], 4)
+        except zlib.error:
+            return False  # not readable at all: the framing step refuses it
+    if len(head) < 2:
+        return False
+    order = "big" if transfer_syntax == "1.2.840.10008.1.2.2" else "little"
+    return int.from_bytes(head[:2], order) <= 0x0002

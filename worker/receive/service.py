@@ -43,6 +43,8 @@ def serve(settings: Settings, config: ListenConfig, stop: threading.Event,
     spool = Spool(settings.data_dir / "spool")
     registrar = Registrar(settings, spool, stable_seconds=settings.study_stable_seconds)
     receiver = Receiver(config, spool, registrar.notify)
+    # Unfinished writes of an earlier run: removed before this run can start writes of its own.
+    spool.remove_stale_temp_files(older_than_s=0)
     receiver.start()
     try:
         if on_ready is not None:

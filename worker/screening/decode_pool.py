@@ -116,6 +116,10 @@ class _Child:
                 stream.close()
 
 
+class DecoderUnavailable(ConnectionError):
+    """No decoding process could be started: a transient fault of the worker, not of a file."""
+
+
 class DecodePool:
     """``processes`` children; :meth:`run` may be called from as many threads at once."""
 
@@ -154,15 +158,16 @@ class DecodePool:
         except TimeoutError:
             self._retire(child)
             if not child.started:
-                return FileResult(status="failed", reason="the decoding process did not start")
+                raise DecoderUnavailable("the decoding process did not start") from None
             return FileResult(status="failed", reason=f"decoding took longer than {limit:g} s")
         except (_ChildGone, ValueError, json.JSONDecodeError):
             code = child.proc.poll()
             self._retire(child)
             why = f" (exit status {code})" if code is not None else ""
-            if not child.started:  # e.g. a broken installation: not this file's fault
-                return FileResult(status="failed",
-                                  reason=f"the decoding process did not start{why}")
+            if not child.started:
+                # E.g. a broken installation or no memory: not this file's fault, so no verdict
+                # on it; the task is retried (its studies stay claimed, then leased back).
+                raise DecoderUnavailable(f"the decoding process did not start{why}") from None
             return FileResult(status="failed", reason=f"the decoder crashed on this file{why}")
         except BaseException:
             self._retire(child)  # interrupted mid-answer: the child's pipe is out of step

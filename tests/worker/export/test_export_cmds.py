@@ -32,7 +32,7 @@ def test_export_by_hand_then_list(tmp_path: Path) -> None:
     assert {(r["study_uid"], r["status"], r["attempts"]) for r in listed} == {
         (made.study_uid, "sent", 1), (other.study_uid, "sent", 1)}
     one = runner.invoke(app, ["export", "--to", f"file://{out}", "--study", made.study_uid])
-    assert one.exit_code == 0 and "Exported 1 studies to 1 destination" in one.stdout
+    assert one.exit_code == 0 and "Exported 1 study to 1 destination" in one.stdout
     listed = json.loads(runner.invoke(app, ["exports", "--format", "json", "--study",
                                             made.study_uid]).stdout)
     assert [r["attempts"] for r in listed] == [2]  # a resend updates the row
@@ -174,3 +174,21 @@ def test_export_runs_are_audited(tmp_path: Path) -> None:
     (event,) = events
     assert event["params"]["destinations"] == [dest]
     assert (event["params"]["studies"], event["params"]["sent"]) == (1, 1)
+
+
+def test_an_unexpected_send_error_fails_the_export_instead_of_leaving_it_pending(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """E.g. a PACS that takes the SR but refuses the heatmap's SOP class (pynetdicom raises
+    ValueError): the row ends failed with the reason, never stuck at pending."""
+    from pneumoscreen.worker.export import run
+
+    def refuse(*_: object, **__: object) -> None:
+        raise ValueError("No presentation context for 'Secondary Capture Image Storage'")
+
+    monkeypatch.setattr(run, "send", refuse)
+    screened_study(tmp_path / "in", _url())
+    result = runner.invoke(app, ["export", "--to", f"file://{tmp_path / 'out'}",
+                                 "--format", "json"])
+    assert result.exit_code == 1
+    (row,) = json.loads(result.stdout)
+    assert row["status"] == "failed" and "ValueError while sending" in row["error"]

@@ -49,6 +49,18 @@ def test_walk_yields_regular_files_and_links_inside_only(hostile: Path) -> None:
         "1 dangling link, 3 links out of the folder, 2 special files (FIFO, device, socket)")
 
 
+
+def test_a_folder_named_through_a_link_is_walked_by_the_same_rules(hostile: Path,
+                                                                  tmp_path: Path) -> None:
+    """An inbox that is itself a link (a mount, say) is followed; what lies under it is not
+    trusted any more for that."""
+    inbox = tmp_path / "inbox"
+    inbox.symlink_to(hostile, target_is_directory=True)
+    walk = Walk(inbox)
+    assert [p.name for p in walk] == ["good.png", "inside_link.jpg"]
+    assert dict(walk.skipped) == {"link_outside": 3, "link_dangling": 1, "special": 2}
+
+
 def test_submit_never_registers_what_lies_outside(hostile: Path) -> None:
     settings = get_settings()
     result = submit_folder(hostile, settings=settings)  # would hang on the FIFO if it opened it

@@ -10,7 +10,7 @@ from live import REDIS_URL, free_port, make_pngs, redis_or_skip
 
 from pneumoscreen.worker.intake.enqueue import BrokerUnavailable
 from pneumoscreen.worker.intake.submit import submit_folder
-from pneumoscreen.worker.intake.sweep import _ids_in, live_study_ids, sweep
+from pneumoscreen.worker.intake.sweep import UnreadableMessage, _ids_in, live_study_ids, sweep
 from pneumoscreen.worker.queue.app import configure
 from pneumoscreen.worker.settings import get_settings
 
@@ -51,12 +51,23 @@ def test_sweep_sends_only_what_no_task_carries(tmp_path: Path, on_redis) -> None
     assert sweep(settings=settings).n_requeued == 0  # within the grace: a submit may be sending
 
 
-def test_messages_that_are_not_screen_tasks_count_for_nothing() -> None:
-    assert list(_ids_in(b"not json")) == []
+def test_other_tasks_count_for_nothing_and_unreadable_ones_are_said() -> None:
     assert list(_ids_in(b'{"headers": {"task": "other"}, "body": "W1tbMV1dLCB7fSwge31d"}')) == []
-    assert list(_ids_in(b'{"headers": {"task": "pneumoscreen.screen_task"}, "body": 5}')) == []
     body = b'{"headers": {"task": "pneumoscreen.screen_task"}, "body": "[[[4, 5]], {}, {}]"}'
     assert list(_ids_in(body)) == [4, 5]
+    # A signed or malformed message may carry any study: it cannot be counted as carrying none.
+    for raw in (b"not json", b'{"headers": {"task": "pneumoscreen.screen_task"}, "body": 5}'):
+        with pytest.raises(UnreadableMessage):
+            _ids_in(raw)
+
+
+def test_an_unreadable_message_on_the_queue_leaves_the_sweep_to_the_lease(on_redis) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.lpush("celery", b'{"headers": {"task": "pneumoscreen.screen_task"}, "body": "x"}')
+    client.close()
+    assert live_study_ids(on_redis) is None
 
 
 def test_a_submit_with_a_broker_also_sends_what_was_stranded(

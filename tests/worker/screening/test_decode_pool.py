@@ -73,3 +73,17 @@ def test_a_crashed_decoder_fails_only_its_file(pool: DecodePool, files: dict[str
     assert crashed.tensor is None and crashed.status == "failed"
     assert crashed.reason and crashed.reason.startswith("the decoder crashed on this file")
     assert pool.run(files["good"], CONFIG, 32).tensor is not None
+
+
+def test_a_child_that_cannot_start_is_the_worker_s_fault_not_the_file_s(
+        files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """No verdict on the file: a transient error the task retries (its studies stay queued)."""
+    from pneumoscreen.worker.screening import decode_pool
+
+    monkeypatch.setattr(decode_pool.sys, "executable", "/bin/false")
+    broken = DecodePool(1, timeout=10)
+    try:
+        with pytest.raises(decode_pool.DecoderUnavailable, match="did not start"):
+            broken.run(files["good"], CONFIG, 32)
+    finally:
+        broken.close()
