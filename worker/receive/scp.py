@@ -13,6 +13,7 @@ import logging
 import secrets
 import ssl
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +53,9 @@ class ListenConfig:
     max_instance_bytes: int = 256 << 20
     ssl_context: ssl.SSLContext | None = None
     sop_classes: tuple[str, ...] = CR_DX_STORAGE
+    # A connection is cut after this long whatever it does (one byte a minute would otherwise
+    # hold a thread for ever: the timeouts above are per read).
+    max_connection_seconds: float = 3600.0
 
 
 def tls_context(cert: Path, key: Path, ca: Path | None = None) -> ssl.SSLContext:
@@ -81,6 +85,8 @@ class Receiver:
         self._lock = threading.Lock()
         self._ae: Any = None
         self._server: Any = None
+        self._open: dict[int, tuple[float, Any]] = {}  # connection -> (opened at, association)
+        self._stop = threading.Event()
         self.n_stored = 0
 
     def _make_ae(self) -> Any:
@@ -104,7 +110,10 @@ class Receiver:
         """Listen in background threads (OSError when the port cannot be bound)."""
         from pynetdicom import evt
 
-        handlers = [(evt.EVT_C_ECHO, self._on_echo), (evt.EVT_C_STORE, self._on_store),
+        _bound_pdu_reads(max(self.config.max_pdu, 1 << 20))
+        handlers = [(evt.EVT_CONN_OPEN, self._on_conn_open),
+                    (evt.EVT_CONN_CLOSE, self._on_conn_close),
+                    (evt.EVT_C_ECHO, self._on_echo), (evt.EVT_C_STORE, self._on_store),
                     (evt.EVT_DATA_RECV, self._on_data), (evt.EVT_ACCEPTED, self._on_accepted),
                     (evt.EVT_REJECTED, self._on_rejected), (evt.EVT_RELEASED, self._on_closed),
                     (evt.EVT_ABORTED, self._on_closed)]
@@ -112,6 +121,33 @@ class Receiver:
         self._server = self._ae.start_server(
             (self.config.host, self.config.port), block=False, evt_handlers=handlers,
             ssl_context=self.config.ssl_context)
+        self._stop.clear()
+        threading.Thread(target=self._cut_long_connections, name="listen-deadline",
+                         daemon=True).start()
+
+    def _cut_long_connections(self) -> None:
+        while not self._stop.wait(min(5.0, self.config.max_connection_seconds / 4)):
+            now = time.monotonic()
+            with self._lock:
+                late = [a for t, a in self._open.values()
+                        if now - t > self.config.max_connection_seconds]
+            for assoc in late:
+                log.warning("a connection open for over %.0f s was cut",
+                            self.config.max_connection_seconds)
+                _cut(assoc)
+
+    def _on_conn_open(self, event: Any) -> None:
+        with self._lock:
+            crowded = len(self._open) >= 2 * self.config.max_associations
+            if not crowded:
+                self._open[id(event.assoc)] = (time.monotonic(), event.assoc)
+        if crowded:  # before anything is read: a flood of connections costs a thread each
+            log.warning("a connection was refused: %d already open", len(self._open))
+            _cut(event.assoc)
+
+    def _on_conn_close(self, event: Any) -> None:
+        with self._lock:
+            self._open.pop(id(event.assoc), None)
 
     @property
     def port(self) -> int:
@@ -120,6 +156,16 @@ class Receiver:
     def stop(self) -> None:
         """Close the port and abort the associations still open (their unacknowledged
         instances are the sender's to send again)."""
+        self._stop.set()
+        # Connections that never sent an association request cannot be aborted (pynetdicom
+        # raises from its reactor thread): close them first and let them end.
+        with self._lock:
+            pending = [a for _, a in self._open.values() if not a.is_established]
+        for assoc in pending:
+            _cut(assoc)
+        deadline = time.monotonic() + 2.0
+        while pending and any(a.is_alive() for a in pending) and time.monotonic() < deadline:
+            time.sleep(0.05)
         if self._ae is not None:
             self._ae.shutdown()
             self._ae = self._server = None
@@ -135,6 +181,8 @@ class Receiver:
         log.info("association from %r accepted", self._calling(event))
 
     def _on_rejected(self, event: Any) -> None:
+        with self._lock:
+            self._bytes.pop(id(event.assoc), None)
         log.warning("association from %r refused: calling AE title not recognised",
                     self._calling(event))
 
@@ -223,3 +271,36 @@ def _opens_with_file_meta(dataset: bytes, transfer_syntax: str) -> bool:
         return False
     order = "big" if transfer_syntax == "1.2.840.10008.1.2.2" else "little"
     return int.from_bytes(head[:2], order) <= 0x0002
+
+
+def _bound_pdu_reads(limit: int) -> None:
+    """Refuse, in this process, any PDU longer than ``limit`` before it is read.
+
+    Why: pynetdicom reads the whole PDU whose length the peer claims (up to 4 GiB), before any
+    check of ours can run, even the association request of an unknown caller. Peers must keep
+    to the maximum PDU size we announce; a longer PDU closes the connection (Evt17).
+    """
+    from pynetdicom.transport import AssociationSocket
+
+    current = getattr(AssociationSocket.recv, "pneumoscreen_limit", None)
+    if current is not None:
+        AssociationSocket.recv.pneumoscreen_limit = max(current, limit)  # type: ignore[attr-defined]
+        return
+    original = AssociationSocket.recv
+
+    def recv(self: Any, nr_bytes: int) -> bytearray:
+        if nr_bytes > recv.pneumoscreen_limit:  # type: ignore[attr-defined]
+            raise OSError(f"a PDU of {nr_bytes} bytes is over the "
+                          f"{recv.pneumoscreen_limit}-byte limit")  # type: ignore[attr-defined]
+        return original(self, nr_bytes)
+
+    recv.pneumoscreen_limit = limit  # type: ignore[attr-defined]
+    AssociationSocket.recv = recv  # type: ignore[method-assign]
+
+
+def _cut(assoc: Any) -> None:
+    """Close an association's connection in any state (an A-ABORT is not valid before the
+    association request has been read); its state machine then ends it."""
+    sock = getattr(getattr(assoc, "dul", None), "socket", None)
+    if sock is not None:
+        sock.close()
