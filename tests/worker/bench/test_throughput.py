@@ -78,6 +78,7 @@ def test_corpus_mode_counts_each_file_once_and_reports_per_codec(
         screened.extend(ids)
         return outcome
 
+    monkeypatch.setattr(throughput, "screen_task", counting_task)
     calls = count_naive_predicts(monkeypatch, "naive_dicom_loop")
     settings = get_settings().model_copy(update={"chunk_size": 2})
     result = throughput.run_throughput(1000, settings=settings, task_size=2, naive_n=4,
