@@ -89,6 +89,21 @@ def _print_inspection(data: dict[str, Any]) -> None:
         console.print(plain(f"network input written to {data['png']}"), highlight=False)
 
 
+def shared_dicom_files(folder: Path | None, *, how: str) -> list[Path]:
+    """The files of ``folder`` (default ``../shared/dicom/chest``), or one line naming ``how``
+    to give a folder and the exit."""
+    from pneumoscreen.worker.bench.decode import default_chest_folder
+
+    folder = folder or default_chest_folder()
+    if folder is None or not folder.is_dir():
+        fail(f"no folder of DICOM files: pass {how}, or put the shared data at "
+             "../shared/dicom/chest")
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    if not files:
+        fail(f"{folder} holds no files")
+    return files
+
+
 def bench_decode(
     folder: Path | None = typer.Argument(
         None, help="Folder of DICOM files; default ../shared/dicom/chest."
@@ -97,15 +112,11 @@ def bench_decode(
     fmt: Format = typer.Option(Format.table, "--format", help="table or json."),
 ) -> None:
     """Decode + normalise throughput per file, full versus reduced resolution, in one run."""
-    from pneumoscreen.worker.bench.decode import default_chest_folder, run_decode
+    from pneumoscreen.worker.bench.decode import run_decode
     from pneumoscreen.worker.settings import get_settings
 
-    folder = folder or default_chest_folder()
-    if folder is None or not folder.is_dir():
-        fail("no folder to benchmark: pass one, or put the shared data at ../shared/dicom/chest")
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    if not files:
-        fail(f"{folder} holds no files")
+    files = shared_dicom_files(folder, how="one")
+    folder = files[0].parent
     settings = get_settings()
     size = _model_input_size(settings)
     rows, summary = run_decode(files, settings.ingest_config(input_size=size), repeat=repeat,

@@ -278,14 +278,9 @@ def bench_corpus(
     """Make a mixed real-DICOM corpus for 'screen bench throughput --corpus': each source
     re-encoded per codec, written as distinct studies (fresh UIDs)."""
     from pneumoscreen.worker.bench.corpus import CODECS, make_corpus
-    from pneumoscreen.worker.bench.decode import default_chest_folder
+    from pneumoscreen.worker.cli.ingest_cmds import shared_dicom_files
 
-    folder = source or default_chest_folder()
-    if folder is None or not folder.is_dir():
-        fail("no source folder: pass --source DIR (../shared/dicom/chest was not found)")
-    sources = sorted(p for p in folder.iterdir() if p.is_file())
-    if not sources:
-        fail(f"--source {folder}: no files")
+    sources = shared_dicom_files(source, how="--source DIR")
     unknown = sorted(set(codecs or ()) - set(CODECS))
     if unknown:
         fail(f"--codec {', '.join(unknown)}: choose from {', '.join(CODECS)}")
