@@ -43,7 +43,7 @@ def inside(path: Path, folders: list[Path] | tuple[Path, ...]) -> bool:
 def bundled_model_path(name: str = DEFAULT_BUNDLED) -> Path:
     if name not in BUNDLED:
         raise ModelFileError(f"no bundled model {name!r}; bundled: {', '.join(BUNDLED)}")
-    return Path(str(resources.files("pneumoscreen.model") / "bundled" / BUNDLED[name]))
+    return bundled_dir() / BUNDLED[name]
 
 
 def model_file(ref: str | Path | None) -> Path:

@@ -267,7 +267,9 @@ def write_report(ev: Evaluation, out_dir: Path, *, model_label: str,
     calibration = [{"range": f"{b['low']:.3f} to {b['high']:.3f}", "n": b["n"],
                     "mean": _num(b["mean_predicted"]), "observed": _num(b["fraction_positive"])}
                    for b in m.get("calibration_bins") or []]
-    provenance = {"version": package_version(), "commit": git_commit(),
+    run = m.get("run") or {}  # the evaluating command's own record, when it made one
+    provenance = {"version": run.get("version") or package_version(),
+                  "commit": run.get("commit") or git_commit(),
                   "started_at": started_at,
                   "seconds": "" if seconds is None else f"{seconds:.1f} s"}
     cr = m["classification_report"]

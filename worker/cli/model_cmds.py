@@ -45,7 +45,7 @@ def _ci(m: dict[str, Any], key: str) -> str:
     """The 95% interval a report shows: the bootstrap's, widened (Wilson) on a small sample."""
     from pneumoscreen.model.metrics import reported_intervals
 
-    shown = reported_intervals(m)[0] if "small_sample" in m else (m.get("ci95") or {})
+    shown = reported_intervals(m)[0]
     ci = shown.get(key)
     return f" (95% CI {ci[0]:.3f} to {ci[1]:.3f})" if ci else ""
 

@@ -133,10 +133,9 @@ def _parse_since(value: str | None) -> dt.datetime | None:
     """ISO date/time, or a duration like 30m, 12h, 7d (that long ago)."""
     if not value:
         return None
-    units = {"m": "minutes", "h": "hours", "d": "days"}
-    if value[-1] in units and value[:-1].isdigit():
-        delta = dt.timedelta(**{units[value[-1]]: int(value[:-1])})
-        return dt.datetime.now(dt.timezone.utc) - delta
+    if value[-1] in "mhd" and value[:-1].isdigit():
+        seconds = _parse_duration(value, "--since")
+        return dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=seconds)
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
