@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pneumoscreen.db.models import Export, ExportStatus, utcnow
+from pneumoscreen.db.queries import _iso
 
 MAX_ERROR = 500
 
@@ -72,11 +73,8 @@ def exports(*, session: Session, status: str | None = None, study_uid: str | Non
     if limit:
         query = query.limit(limit)
 
-    def iso(v: Any) -> str | None:
-        return None if v is None else v.isoformat(timespec="seconds")
-
     return [dict(zip(EXPORT_FIELDS, (
         e.id, e.study_instance_uid, e.destination, e.status.value, e.attempts, e.last_error,
         e.sr_sop_instance_uid, e.sc_sop_instance_uids or [], e.model_version.label,
-        iso(e.created_at), iso(e.updated_at), iso(e.sent_at)), strict=True))
+        _iso(e.created_at), _iso(e.updated_at), _iso(e.sent_at)), strict=True))
         for e in session.scalars(query)]

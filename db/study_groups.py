@@ -21,10 +21,11 @@ from pneumoscreen.db.models import (
     Study,
     StudyStatus,
 )
+from pneumoscreen.db.queries import _iso, _latest_prediction_ids
 
 
 def _latest() -> Any:
-    return select(func.max(Prediction.id).label("id")).group_by(Prediction.study_id)
+    return select(_latest_prediction_ids().c.id)
 
 
 def complete_study_uids(uids: Sequence[str], *, session: Session) -> list[str]:
@@ -112,7 +113,7 @@ def by_study(*, session: Session, since: dt.datetime | None = None, limit: int |
     inside = func.min(func.coalesce(cast(Prediction.in_scope, Integer), 1))
     query = (
         select(key, func.max(Prediction.probability), func.max(Prediction.threshold), flag,
-               inside, func.count(), func.max(Study.accession_number),
+               inside, func.max(Study.accession_number),
                func.max(Study.patient_key), func.max(Study.modality), func.max(ModelVersion.name),
                func.max(ModelVersion.version), func.max(Prediction.created_at))
         .join(Prediction, Prediction.study_id == Study.id)
@@ -142,14 +143,13 @@ def by_study(*, session: Session, since: dt.datetime | None = None, limit: int |
         exports.setdefault(e.study_instance_uid, []).append(
             {"destination": e.destination, "status": e.status.value, "attempts": e.attempts})
     rows = []
-    for (k, prob, thr, flagged, inside, _n, acc, patient, modality, mname, mversion,
-         at) in groups:
+    for (k, prob, thr, flagged, inside, acc, patient, modality, mname, mversion, at) in groups:
         ex = exports.get(k, [])
         rows.append(dict(zip(BY_STUDY_FIELDS, (
             k, round(prob, 4), round(thr, 4), bool(flagged), bool(inside),
             counts.get((k, "done"), 0), counts.get((k, "rejected"), 0),
             counts.get((k, "failed"), 0), acc, patient[:12] if patient else None, modality,
-            f"{mname}:{mversion}", None if at is None else at.isoformat(timespec="seconds"),
+            f"{mname}:{mversion}", _iso(at),
             export_summary(ex), ex), strict=True)))
     return rows
 
