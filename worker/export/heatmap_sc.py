@@ -11,7 +11,7 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from pneumoscreen.worker.export.result import ImageResult, StudyResult, result_uid
+from pneumoscreen.worker.export.result import ImageResult, StudyResult, result_uid, stamp
 from pneumoscreen.worker.ingest import IngestConfig
 
 LABEL = "AI heatmap, not for diagnosis"
@@ -62,7 +62,5 @@ def build_heatmap_sc(result: StudyResult, image: ImageResult, source: Dataset,
         ref.ReferencedSOPClassUID = source.SOPClassUID
         ref.ReferencedSOPInstanceUID = image.sop_instance_uid
         sc.SourceImageSequence = [ref]
-    at = result.screened_at
-    sc.ContentDate = sc.InstanceCreationDate = at.strftime("%Y%m%d")
-    sc.ContentTime = sc.InstanceCreationTime = at.strftime("%H%M%S")
+    stamp(sc, result)
     return sc

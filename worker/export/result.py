@@ -65,3 +65,10 @@ class StudyResult:
 def result_uid(*parts: str) -> str:
     """The same UID for the same parts, every time: a resend is the same instance."""
     return generate_uid(prefix=UID_PREFIX, entropy_srcs=["pneumoscreen", *parts])
+
+
+def stamp(ds: Any, result: StudyResult) -> None:
+    """Content and creation times from the screening, not the export: a resend is identical."""
+    at = result.screened_at
+    ds.ContentDate = ds.InstanceCreationDate = at.strftime("%Y%m%d")
+    ds.ContentTime = ds.InstanceCreationTime = at.strftime("%H%M%S")

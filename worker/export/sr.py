@@ -16,7 +16,7 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from pneumoscreen.worker.export.result import ImageResult, StudyResult, result_uid
+from pneumoscreen.worker.export.result import ImageResult, StudyResult, result_uid, stamp
 
 SCHEME = "99PNEUMOSCREEN"
 PNEUMONIA = Code("233604007", "SCT", "Pneumonia")
@@ -69,7 +69,7 @@ def build_sr(result: StudyResult, sources: dict[int, Dataset]) -> hd.sr.Comprehe
         series_number=SERIES_NUMBER, sop_instance_uid=sop_uid, instance_number=1,
         manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
         series_description=SERIES_DESCRIPTION)
-    _stamp(sr, result)
+    stamp(sr, result)
     return sr
 
 
@@ -108,10 +108,3 @@ def _group(result: StudyResult, image: ImageResult, source: Dataset,
             name=EVALUATION_TEXT, value=f"outside the validated scope: {image.scope_reason}"[:1024],
             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
     return group
-
-
-def _stamp(ds: Dataset, result: StudyResult) -> None:
-    """Content and creation times from the screening, not the export: a resend is identical."""
-    at = result.screened_at
-    ds.ContentDate = ds.InstanceCreationDate = at.strftime("%Y%m%d")
-    ds.ContentTime = ds.InstanceCreationTime = at.strftime("%H%M%S")
