@@ -251,17 +251,15 @@ def warm(settings: Settings, index: int = 0) -> None:
 
 def record_default(model: Any, settings: Settings) -> None:
     """Audit a change of the default model, as a worker starting with it sees it."""
-    from sqlalchemy import select
-
-    from pneumoscreen.db import AuditEvent, session_scope
+    from pneumoscreen.db import session_scope
+    from pneumoscreen.db.audit import audit_events
     from pneumoscreen.db.queries import model_version_for
     from pneumoscreen.worker.audit import audit
 
     with session_scope(settings.effective_database_url) as session:
         mv = model_version_for(model.spec, session=session)
-        last = session.scalars(select(AuditEvent).where(AuditEvent.action == "model.default")
-                               .order_by(AuditEvent.id.desc()).limit(1)).first()
-        if last is None or (last.params or {}).get("sha256") != mv.file_sha256:
+        last = audit_events(session=session, action="model.default", limit=1)
+        if not last or last[0]["params"].get("sha256") != mv.file_sha256:
             audit(session, "model.default", model_version=mv.id, label=mv.label,
                   sha256=mv.file_sha256)
 
