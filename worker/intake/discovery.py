@@ -100,11 +100,6 @@ class Walk:
         return None
 
 
-def iter_files(folder: Path, *, recursive: bool = True) -> Iterator[Path]:
-    """Regular files under ``folder`` (see :class:`Walk`; use it to read the skipped counts)."""
-    return iter(Walk(folder, recursive=recursive))
-
-
 def describe_skipped(skipped: dict[str, int]) -> str:
     """``"2 links out of the folder, 1 special file …"`` for the summary; empty when none."""
     words = [(n, SKIP_REASONS.get(k, (k, k))) for k, n in sorted(skipped.items()) if n]
