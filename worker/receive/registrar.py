@@ -202,8 +202,6 @@ class Registrar:
     def reconcile(self) -> int:
         """Take every spool file not registered yet into the pending set (at start, and after a
         database outage); returns how many."""
-        # Only writes nobody can still be finishing: this run's receiver may be mid-write.
-        removed = self.spool.remove_stale_temp_files(older_than_s=600)
         files = list(self.spool.files())
         with self.settings.session() as session:
             known = _known(session, [f.sha256 for f in files])
@@ -213,8 +211,7 @@ class Registrar:
                 self.pending[file.sha256] = read_arrival(file, file.mtime)
                 added += 1
         self._reconciled = True
-        log.info("spool: %d files, %d waiting to be registered (%d unfinished writes removed)",
-                 len(files), len(self.pending), removed)
+        log.info("spool: %d files, %d waiting to be registered", len(files), len(self.pending))
         return added
 
     def stable(self, now: float) -> list[Arrival]:

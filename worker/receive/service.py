@@ -44,7 +44,9 @@ def serve(settings: Settings, config: ListenConfig, stop: threading.Event,
     registrar = Registrar(settings, spool, stable_seconds=settings.study_stable_seconds)
     receiver = Receiver(config, spool, registrar.notify)
     # Unfinished writes of an earlier run: removed before this run can start writes of its own.
-    spool.remove_stale_temp_files(older_than_s=0)
+    removed = spool.remove_stale_temp_files(older_than_s=0)
+    if removed:
+        log.info("spool: %d unfinished writes of an earlier run removed", removed)
     receiver.start()
     try:
         if on_ready is not None:
