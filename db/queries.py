@@ -9,16 +9,18 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pneumoscreen.db.models import (
     Batch,
     EvaluationReport,
+    FileRole,
     ModelVersion,
     Prediction,
     Study,
+    StudyFile,
     StudyStatus,
 )
 
@@ -238,3 +240,11 @@ def heatmap_of(study_id: int, *, session: Session) -> dict[str, Any] | None:
             "flagged": pred.flagged, "model": pred.model_version.label,
             "model_sha256": pred.model_version.file_sha256,
             "map": None if hm is None else (hm.height, hm.width, hm.data)}
+
+
+def demote_primary_file(study_id: int, reason: str, *, session: Session) -> None:
+    """The study's primary file becomes a twin, with the reason it was set aside."""
+    session.execute(update(StudyFile)
+                    .where(StudyFile.study_id == study_id, StudyFile.role == FileRole.primary)
+                    .values(role=FileRole.twin, reason=reason)
+                    .execution_options(synchronize_session=False))

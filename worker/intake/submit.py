@@ -19,12 +19,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pneumoscreen.db import Batch, FileRole, Study, StudyFile, StudyStatus
 from pneumoscreen.db.models import utcnow
+from pneumoscreen.db.queries import demote_primary_file
 from pneumoscreen.model.bundle import file_sha256
 from pneumoscreen.model.progress import Progress, Silent
 from pneumoscreen.worker.audit import audit
@@ -89,7 +90,7 @@ def examine(path: Path, config: IngestConfig) -> Candidate | None:
         return Candidate(path, fmt, _path_hash(path), status=StudyStatus.failed,
                          reason=f"cannot read file: {exc.strerror or 'I/O error'}")
     try:
-        found = probe(path, config)
+        found = probe(path, config, fmt=fmt)
     except IngestError as exc:  # kept, with whatever the header told us, never dropped
         return Candidate(path, fmt, sha, exc.sop_instance_uid, status=status_of(exc),
                          reason=str(exc), metadata=exc.metadata)
@@ -141,10 +142,7 @@ def _replace_failed(study: Study, cand: Candidate, batch_id: int, *, session: Se
                     columns: set[str]) -> None:
     """A readable copy takes the place of the copy the study failed on; that one stays a twin."""
     log.info("study %s: a readable copy replaces the failed one", study.id)
-    session.execute(update(StudyFile)
-                    .where(StudyFile.study_id == study.id, StudyFile.role == FileRole.primary)
-                    .values(role=FileRole.twin, reason=f"the study failed on it: {study.reason}")
-                    .execution_options(synchronize_session=False))
+    demote_primary_file(study.id, f"the study failed on it: {study.reason}", session=session)
     _apply(study, cand, batch_id, columns)
     study.attempts = 0
     session.add(_file(study.id, cand, batch_id, FileRole.primary))

@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from pneumoscreen.db import FileRole, Study, StudyFile, StudyStatus
+from pneumoscreen.db.queries import demote_primary_file
 from pneumoscreen.model.bundle import file_sha256
 
 log = logging.getLogger(__name__)
@@ -68,10 +69,7 @@ def promote(study: Study, copy: Copy, *, why: str | None, session: Session) -> N
     """Make ``copy`` the study's primary file; the copy it replaces stays as a twin with ``why``."""
     path, sha = copy
     log.info("study %s: screened from a twin copy, its own could not be decoded", study.id)
-    session.execute(update(StudyFile)
-                    .where(StudyFile.study_id == study.id, StudyFile.role == FileRole.primary)
-                    .values(role=FileRole.twin, reason=f"could not be decoded: {why}")
-                    .execution_options(synchronize_session=False))
+    demote_primary_file(study.id, f"could not be decoded: {why}", session=session)
     session.execute(update(StudyFile)
                     .where(StudyFile.study_id == study.id, StudyFile.sha256 == sha)
                     .values(role=FileRole.primary, reason=None)
