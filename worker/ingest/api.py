@@ -164,13 +164,14 @@ def _empty_metadata() -> dict:
     return {**dict.fromkeys(COLUMNS), "transfer_syntax": None, "patient_key": None, "meta": {}}
 
 
-def probe(path: Path, config: IngestConfig | None = None) -> Probe:
+def probe(path: Path, config: IngestConfig | None = None, *, fmt: str | None = None) -> Probe:
     """Header only (no pixel decoding): the format, SOP Instance UID and metadata of a screenable
-    file; raises RejectedStudy or FailedStudy."""
+    file; raises RejectedStudy or FailedStudy. ``fmt``: what :func:`check_file` already found
+    (the readers below still refuse special files and files over the limit)."""
     config = config or IngestConfig()
     path = Path(path)
     try:
-        fmt = _sniff(path, config)
+        fmt = fmt or _sniff(path, config)
         if fmt != "dicom":
             with raster.open_checked(path, fmt, config.max_pixels, config.file_limit) as im:
                 meta = {"mode": im.mode, "size": f"{im.size[0]}x{im.size[1]}"}
