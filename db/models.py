@@ -350,3 +350,54 @@ class AuditEvent(Base):
     host: Mapped[str] = mapped_column(String(255))
     action: Mapped[str] = mapped_column(String(64), index=True)
     params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class UserRole(str, enum.Enum):
+    reader = "reader"  # reads the list, marks images
+    admin = "admin"  # a reader who also sees the monitoring page
+
+
+class User(Base):
+    """A person who signs in to ``screen web``: a name, a role and a password hash (argon2);
+    disabled rather than deleted, so that their reads keep a name."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[UserRole] = mapped_column(
+        Enum(UserRole, native_enum=False, length=16, validate_strings=True),
+        default=UserRole.reader)
+    password_hash: Mapped[str | None] = mapped_column(String(255))  # None: single sign-on only
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=func.now())
+    last_login_at: Mapped[dt.datetime | None]
+
+
+class ReadVerdict(str, enum.Enum):
+    agree = "agree"
+    disagree = "disagree"
+
+
+class Read(Base):
+    """One reader's verdict on one image's screening result (the prediction they saw), with an
+    optional final label; every read is kept (a second read by the same person is a new row)."""
+
+    __tablename__ = "reads"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"),
+                                          index=True)
+    prediction_id: Mapped[int | None] = mapped_column(
+        ForeignKey("predictions.id", ondelete="SET NULL"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    verdict: Mapped[ReadVerdict] = mapped_column(
+        Enum(ReadVerdict, native_enum=False, length=16, validate_strings=True))
+    # The reader's final label: pneumonia | normal | other (another finding); and for a
+    # pneumonia, viral | bacterial. Null when the reader gave none.
+    label: Mapped[str | None] = mapped_column(String(16))
+    subtype: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=func.now(),
+                                                    index=True)
+
+    user: Mapped[User] = relationship()

@@ -252,6 +252,42 @@ class Settings(BaseSettings):
     listen_timeout: float = Field(60.0, ge=1, le=3600,
                                   description="ACSE, DIMSE and network timeouts (s).")
 
+    # The reading list in a browser (`screen web`) and Prometheus metrics.
+    web_host: str = Field("127.0.0.1", description="Address `screen web` binds to.")
+    web_port: int = Field(8700, ge=1, le=65535, description="Port of `screen web`.")
+    web_secret_key_file: Path | None = Field(
+        None, description="A file holding the key that signs session cookies (e.g. a Docker "
+        "secret, at least 32 bytes); default: made once in data_dir (web.key).")
+    web_secure_cookies: bool = Field(
+        False, description="Send the session cookie over HTTPS only (set it behind a TLS "
+        "proxy).")
+    web_session_hours: float = Field(12.0, gt=0, le=720,
+                                     description="A session lasts this long.")
+    web_login_attempts: int = Field(
+        5, ge=1, le=1000, description="Failed sign-ins per user name and per client address "
+        "within web_login_window seconds before sign-in is refused for that window.")
+    web_login_window: float = Field(300.0, ge=1, le=86400,
+                                    description="The window of web_login_attempts (s).")
+    web_trusted_user_header: str | None = Field(
+        None, description="Single sign-on behind a trusted reverse proxy: the request header "
+        "(e.g. X-Remote-User) naming an existing, enabled user. Off by default; honoured only "
+        "from web_trusted_proxies.")
+    web_trusted_proxies: list[str] = Field(
+        ["127.0.0.1", "::1"], description="Client addresses whose web_trusted_user_header is "
+        "believed.")
+    web_public_metrics: bool = Field(
+        False, description="Serve /metrics without a session (for a Prometheus on a trusted "
+        "network); otherwise it needs one.")
+    web_public_healthz: bool = Field(True, description="Serve /healthz without a session.")
+    web_refresh_seconds: float = Field(10.0, ge=1, le=3600,
+                                       description="The reading list refreshes this often.")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="`screen worker` and `screen listen` serve Prometheus "
+        "/metrics on this port (0: none).")
+    metrics_host: str = Field("127.0.0.1", description="Address of that /metrics.")
+    monitor_days: int = Field(30, ge=1, le=365,
+                              description="Days the monitoring page and its plots cover.")
+
     @field_validator("listen_ae_title")
     @classmethod
     def _one_ae_title(cls, value: str) -> str:
@@ -301,7 +337,7 @@ class Settings(BaseSettings):
 
     @field_validator("database_url", "broker_url", "result_backend", "patient_key_file",
                      "signing_key_file", "signing_cert_file", "signing_cert_store",
-                     mode="before")
+                     "web_secret_key_file", "web_trusted_user_header", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

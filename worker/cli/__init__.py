@@ -23,6 +23,7 @@ from pneumoscreen.worker.cli import (
     registry_cmds,
     screening_cmds,
     system_cmds,
+    web_cmds,
 )
 from pneumoscreen.worker.cli.helptext import ScreenGroup
 
@@ -52,7 +53,7 @@ def _root(
 
 
 for _module in (screening_cmds, system_cmds, ingest_cmds, model_cmds, registry_cmds, explain_cmds,
-                ops_cmds, export_cmds, listen_cmds, audit_cmds):
+                ops_cmds, export_cmds, listen_cmds, audit_cmds, web_cmds):
     _module.register(app, bench_app)
 
 

@@ -17,6 +17,9 @@ def listen(
         "PNEUMOSCREEN).")] = None,
     host: Annotated[str | None, typer.Option(
         help="Address to bind (default SCREEN_LISTEN_HOST, 127.0.0.1; 0.0.0.0 for all).")] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", min=0, max=65535,
+        help="Serve Prometheus /metrics here (default SCREEN_METRICS_PORT; 0: none).")] = None,
 ) -> None:
     """Receive CR/DX images over DICOM and screen each study once it is stable.
 
@@ -70,6 +73,9 @@ def listen(
             f"{settings.data_dir / 'spool'}; studies stable after "
             f"{settings.study_stable_seconds:g} s."))
 
+    from pneumoscreen.worker.cli.system_cmds import _serve_metrics
+
+    _serve_metrics(settings, metrics_port)
     try:
         serve(settings, config, stop, on_ready=ready)
     except OSError as exc:

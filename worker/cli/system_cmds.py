@@ -119,6 +119,9 @@ def worker(
     hostname: Annotated[str | None, typer.Option(help="Worker node name.")] = None,
     max_tasks_per_child: Annotated[int | None, typer.Option(
         help="Recycle a process after this many batches.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", min=0, max=65535,
+        help="Serve Prometheus /metrics here (default SCREEN_METRICS_PORT; 0: none).")] = None,
 ) -> None:
     """Start a Celery worker on the configured broker (SCREEN_BROKER_URL)."""
     from pneumoscreen.worker.queue.app import configure
@@ -137,7 +140,22 @@ def worker(
         argv.append(f"--hostname={hostname}")
     if max_tasks_per_child:
         argv.append(f"--max-tasks-per-child={max_tasks_per_child}")
+    _serve_metrics(settings, metrics_port)
     celery.worker_main(argv)
+
+
+def _serve_metrics(settings: Any, port: int | None) -> None:
+    """Prometheus /metrics from this process (the screen's figures, from the database)."""
+    from pneumoscreen.worker.metrics import serve_metrics
+
+    try:
+        served = serve_metrics(settings, port=port)
+    except OSError as exc:
+        fail(f"cannot serve /metrics on {settings.metrics_host}:{port or settings.metrics_port}: "
+             f"{exc.strerror or exc}")
+    if served:
+        console.print(plain(f"metrics on http://{settings.metrics_host}:{served}/metrics"),
+                      highlight=False)
 
 
 def beat(
