@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-CACHE_SECONDS = 5.0  # scrapes closer together than this share one set of queries
+CACHE_SECONDS = 2.0  # scrapes closer together than this share one set of queries
 
 
 class ScreenCollector(Collector):

@@ -115,7 +115,10 @@ def create_app(settings: Any) -> Starlette:
     env.filters["num"] = lambda v, d=3: "" if v is None else f"{v:.{d}f}"
     env.filters["when"] = lambda v: "" if not v else str(v)[:16].replace("T", " ")
     templates = Jinja2Templates(env=env)
-    limiter = auth.LoginLimiter(settings.web_login_attempts, settings.web_login_window)
+    # Per name, and (ten times looser, since a hospital's proxy or NAT puts many readers
+    # behind one address) per client address.
+    name_limiter = auth.LoginLimiter(settings.web_login_attempts, settings.web_login_window)
+    addr_limiter = auth.LoginLimiter(10 * settings.web_login_attempts, settings.web_login_window)
     registry = CollectorRegistry(auto_describe=False)
     collector = ScreenCollector(settings.session, settings.monitor_days)
     registry.register(collector)
@@ -204,8 +207,9 @@ def create_app(settings: Any) -> Starlette:
         name = str(form.get("username") or "").strip()[:64]
         password = str(form.get("password") or "")
         target = _local_path(str(form.get("next") or "/"))
-        keys = (f"user:{name.lower()}", f"addr:{request.client.host if request.client else ''}")
-        if limiter.blocked(*keys):
+        name_key = name.lower()
+        addr_key = request.client.host if request.client else ""
+        if name_limiter.blocked(name_key) or addr_limiter.blocked(addr_key):
             logins_total.labels("limited").inc()
             return render(request, "login.html", {"next": target, "error": (
                 "Too many failed sign-ins: wait a few minutes and try again.")}, 429)
@@ -221,11 +225,12 @@ def create_app(settings: Any) -> Starlette:
 
         uid = await db(check)
         if uid is None:
-            limiter.failed(*keys)
+            name_limiter.failed(name_key)
+            addr_limiter.failed(addr_key)
             logins_total.labels("failed").inc()
             return render(request, "login.html", {"next": target, "error": (
                 "Wrong name or password, or the account is disabled.")}, 401)
-        limiter.succeeded(keys[0])
+        name_limiter.succeeded(name_key)
         logins_total.labels("ok").inc()
         request.session.clear()  # a new session (and CSRF token) for the signed-in user
         request.session.update({"uid": uid, "csrf": auth.new_csrf_token()})

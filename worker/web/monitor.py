@@ -89,11 +89,13 @@ def agreement(pairs: list[tuple[bool, str, str | None]]) -> dict[str, Any]:
             fp += 1
         elif positive:
             fn += 1
-    ppv_n, sens_n = tp + fp, tp + fn
+    unflagged = sum(1 for f, _, _ in pairs if not f)
+    # Without reads of unflagged images no miss can be seen: no sensitivity then.
+    ppv_n, sens_n = tp + fp, (tp + fn if unflagged else 0)
     return {"ppv": tp / ppv_n if ppv_n else None, "ppv_ci": wilson(tp, ppv_n), "ppv_n": ppv_n,
             "sensitivity": tp / sens_n if sens_n else None, "sensitivity_ci": wilson(tp, sens_n),
             "sensitivity_n": sens_n, "read_images": len(pairs),
-            "unflagged_read": sum(1 for f, _, _ in pairs if not f)}
+            "unflagged_read": unflagged}
 
 
 def figures(*, session: Session, days: int, now: dt.datetime | None = None) -> dict[str, Any]:
@@ -187,14 +189,15 @@ def rate_chart(data: dict[str, Any], which: str) -> bytes:
                    label="observed (red: outside the limits)")
         if ref is not None:
             ax.axhline(ref, color="#555", lw=1, ls="--", label=f"validation {ref:.3f}")
-            ax.step(x, [r[limits][0] for r in daily], where="mid", color="#999", lw=0.8,
-                    label="3-sigma limits")
-            ax.step(x, [r[limits][1] for r in daily], where="mid", color="#999", lw=0.8)
+            ax.vlines(x, [r[limits][0] for r in daily], [r[limits][1] for r in daily],
+                      color="#aaa", lw=4, alpha=0.6, label="3-sigma limits for the day's n")
         ax.legend(fontsize=7, loc="best")
-        fig.autofmt_xdate()
     else:
         ax.text(0.5, 0.5, "no predictions in this window", ha="center", va="center",
                 transform=ax.transAxes)
+    end = data["now"].date()
+    ax.set_xlim(end - dt.timedelta(days=data["days"]), end + dt.timedelta(days=1))
+    fig.autofmt_xdate()
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title, fontsize=10)
     ax.set_ylabel("share of images", fontsize=8)
