@@ -74,7 +74,11 @@ def _server_ms(response: Any) -> float:
 
 def bench(*, images: int, requests: int, limit: int,
           database_url: str | None = None) -> dict[str, Any]:
-    from starlette.testclient import TestClient
+    import warnings
+
+    with warnings.catch_warnings():  # Starlette's note about its test client's HTTP library
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
 
     from pneumoscreen.worker.settings import Settings
     from pneumoscreen.worker.web.app import create_app
