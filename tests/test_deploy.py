@@ -25,7 +25,8 @@ def _compose() -> list[str]:
     pytest.skip("neither docker-compose nor the docker compose plugin is installed")
 
 
-SECRETS = ("REDIS_PASSWORD", "POSTGRES_PASSWORD", "FLOWER_PASSWORD", "PATIENT_KEY_FILE")
+SECRETS = ("REDIS_PASSWORD", "POSTGRES_PASSWORD", "FLOWER_PASSWORD", "PATIENT_KEY_FILE",
+           "WEB_SECRET_KEY_FILE")
 
 
 def _config(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -38,15 +39,18 @@ def _config(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 def secrets(tmp_path: Path) -> dict[str, str]:
     key = tmp_path / "patient.key"
     key.write_text("0" * 64)
+    web_key = tmp_path / "web.key"
+    web_key.write_text("1" * 64)
     return {"REDIS_PASSWORD": "r3dis-pw", "POSTGRES_PASSWORD": "pg-pw",
-            "FLOWER_PASSWORD": "fl-pw", "PATIENT_KEY_FILE": str(key)}
+            "FLOWER_PASSWORD": "fl-pw", "PATIENT_KEY_FILE": str(key),
+            "WEB_SECRET_KEY_FILE": str(web_key)}
 
 
 def test_compose_file_is_valid_and_has_every_service(secrets: dict[str, str]) -> None:
     out = _config(secrets, "--services")
     assert out.returncode == 0, out.stderr
     assert {"redis", "postgres", "migrate", "worker", "beat", "flower", "listener",
-            "orthanc"} <= set(out.stdout.split())
+            "orthanc", "web"} <= set(out.stdout.split())
 
 
 @pytest.mark.parametrize("missing", SECRETS)
@@ -64,12 +68,21 @@ def test_compose_secrets_reach_only_the_services_that_need_them(
     assert out.returncode == 0, out.stderr
     services = yaml.safe_load(out.stdout)["services"]
     env = {name: svc.get("environment") or {} for name, svc in services.items()}
-    with_key = {n for n, s in services.items() if s.get("secrets")}
-    assert with_key == {"worker", "listener"}  # they pseudonymise; beat, flower, migrate don't
+    def holders(secret: str) -> set[str]:
+        return {n for n, s in services.items()
+                if any((x if isinstance(x, str) else x.get("source")) == secret
+                       for x in s.get("secrets") or [])}
+
+    # worker and listener pseudonymise; beat, flower, migrate and web don't. Only web signs
+    # session cookies.
+    assert holders("patient_key") == {"worker", "listener"}
+    assert holders("web_key") == {"web"}
+    assert env["web"]["SCREEN_WEB_SECRET_KEY_FILE"] == "/run/secrets/web_key"
+    assert "SCREEN_BROKER_URL" not in env["web"]
     assert env["worker"]["SCREEN_PATIENT_KEY_FILE"] == "/run/secrets/patient_key"
     assert not any("SCREEN_PATIENT_KEY" in e for e in env.values())
     with_db = {n for n, e in env.items() if "SCREEN_DATABASE_URL" in e}
-    assert with_db == {"migrate", "worker", "listener"}
+    assert with_db == {"migrate", "worker", "listener", "web"}
     assert env["worker"]["SCREEN_EXPORT_TO"] == "dicom://ORTHANC@orthanc:4242"
     assert all(e["SCREEN_BROKER_URL"] == "redis://:r3dis-pw@redis:6379/0"
                for n, e in env.items() if "SCREEN_BROKER_URL" in e)
@@ -103,7 +116,8 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 @pytest.mark.parametrize("command", [[], ["submit"], ["flagged"], ["status"], ["studies"],
-                                     ["worker"], ["config"], ["db", "upgrade"], ["listen"]])
+                                     ["worker"], ["config"], ["db", "upgrade"], ["listen"],
+                                     ["web"], ["users", "add"], ["reads"]])
 def test_help_explains(command: list[str]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output

@@ -369,11 +369,12 @@ class Settings(BaseSettings):
         with session_scope(self.effective_database_url) as session:
             yield session
 
-    def ingest_config(self, *, reduced: bool | None = None,
-                      input_size: int | None = None) -> IngestConfig:
+    def ingest_config(self, *, reduced: bool | None = None, input_size: int | None = None,
+                      with_key: bool = True) -> IngestConfig:
         """What ingestion is told: the acceptance policy, decoder options and pseudonym key.
 
         ``input_size``: the model's, the floor of reduced decoding unless reduced_min_side is set.
+        ``with_key=False``: no pseudonym key (showing a film pseudonymises nothing: the web).
         """
         from pneumoscreen.worker.ingest import AcceptancePolicy, DecodeOptions, IngestConfig
 
@@ -389,7 +390,7 @@ class Settings(BaseSettings):
                                                else _DECODE.min_side),
             budget_bytes=self.decode_budget_mb << 20,
             percentiles=(float(self.window_percentiles[0]), float(self.window_percentiles[1])))
-        return IngestConfig(policy, decode, self.effective_patient_key(),
+        return IngestConfig(policy, decode, self.effective_patient_key() if with_key else None,
                             max_file_bytes=self.max_file_bytes)
 
     def runtime_config(self) -> RuntimeConfig:

@@ -20,7 +20,7 @@ def split_scores(model: LoadedModel, data_dir: Path, part: str,
     """Probabilities and atypicality scores of one part of the model's saved patient split."""
     manifest = json.loads(manifest_for(model).read_text())
     samples = split_from_manifest(manifest, training_root(data_dir)).parts()[part]
-    x, _ = load_arrays(samples, model.spec.input_size)
+    x = load_arrays(samples, model.spec.input_size).x
     outs = [model.predict(x[i:i + size]) for i in range(0, len(x), size)]
     prob = np.concatenate([o.pneumonia for o in outs])
     atyp = (np.concatenate([o.atypicality for o in outs])

@@ -129,7 +129,7 @@ def create_app(settings: Any) -> Starlette:
     latency = Histogram("pneumoscreen_web_request_seconds", "Time to answer, by page",
                         ["page"], registry=registry,
                         buckets=(0.01, 0.03, 0.1, 0.3, 1, 3, 10))
-    ingest_config = settings.ingest_config()
+    ingest_config = settings.ingest_config(with_key=False)
 
     def db(fn: Any, *args: Any, **kw: Any) -> Any:
         """Run ``fn(session, ...)`` in one transaction, off the event loop."""
