@@ -149,5 +149,5 @@ def test_help_and_read_only_commands_start_light() -> None:
     assert not _heavy_modules("submit", "--help")
     assert "alembic" in _heavy_modules("status")  # a new database: migrated on first use
     for command in (["status"], ["studies"], ["flagged"], ["runs"], ["reports"],
-                    ["status", "--format", "json"]):
+                    ["status", "--format", "json"], ["reads"], ["users", "list"]):
         assert not _heavy_modules(*command), command

@@ -133,3 +133,36 @@ def test_monitoring_figures() -> None:
     b = agreement([(True, "agree", None), (False, "disagree", None), (False, "agree", None)])
     assert (b["sensitivity"], b["sensitivity_n"]) == (0.5, 2)
     assert reason_class("view position LL: a lateral view (0020,0020)") == "view position ll"
+
+
+def test_alert_rules_use_exported_series(tmp_path: Path) -> None:
+    """Every pneumoscreen_ series the alert rules name is one /metrics exports (with the data
+    that makes each appear); promtool checks the file where it is installed."""
+    import shutil
+    import subprocess
+
+    import yaml
+    from prometheus_client import generate_latest
+
+    from pneumoscreen.db import session_scope
+    from pneumoscreen.worker.metrics import screen_registry
+
+    rules = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
+    exprs = " ".join(r["expr"] for g in yaml.safe_load(rules.read_text())["groups"]
+                     for r in g["rules"])
+    db = get_settings().effective_database_url
+    add_image(db, film(tmp_path / "a.png"), 0.9)
+    add_image(db, film(tmp_path / "b.png"), 0.2, in_scope=False, scope_reason="adult")
+    from pneumoscreen.db.models import Export, ExportStatus
+
+    with session_scope(db) as session:
+        session.add(Export(study_instance_uid="1.2.3", destination="file:///x",
+                           model_version_id=1, status=ExportStatus.failed))
+    text = generate_latest(screen_registry(lambda: session_scope(db))).decode()
+    exported = set(re.findall(r"^(pneumoscreen_[a-z_]+)", text, re.M))
+    named = set(re.findall(r"pneumoscreen_[a-z_]+", exprs))
+    assert named and named <= exported, named - exported
+    if shutil.which("promtool"):
+        done = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True,
+                              text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
