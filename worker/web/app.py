@@ -426,6 +426,8 @@ def create_app(settings: Any) -> Starlette:
 
     async def on_error(request: Request, exc: Exception) -> Response:
         if isinstance(exc, _Redirect):
+            if request.headers.get("hx-request"):  # a refresh after the session ended
+                return Response(status_code=200, headers={"HX-Redirect": exc.target})
             return RedirectResponse(exc.target, 303)
         assert isinstance(exc, WebError)
         if request.headers.get("hx-request"):
