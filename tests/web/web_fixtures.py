@@ -28,7 +28,7 @@ def film(path: Path, seed: int = 0) -> Path:
     img = 60 + 0.3 * y + 80 * np.exp(-((x - 90) ** 2 + (y - 150) ** 2) / 900.0)
     img = np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img, "L").save(path)
+    Image.fromarray(img, "L").save(path, "PNG")
     return path
 
 
