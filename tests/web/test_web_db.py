@@ -1,0 +1,47 @@
+"""The web's queries on SQLite and on PostgreSQL: the reading list, the image page, reads and
+the monitoring figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from web_fixtures import add_image, film
+
+from pneumoscreen.db import session_scope
+from pneumoscreen.db import web as q
+from pneumoscreen.worker.web import data
+from pneumoscreen.worker.web.monitor import figures
+
+
+def test_queries_on_both_databases(db_url: str, tmp_path: Path) -> None:
+    a = add_image(db_url, film(tmp_path / "a.png"), 0.9, study_uid="1.2.3")
+    b = add_image(db_url, film(tmp_path / "b.png"), 0.2, study_uid="1.2.3", view="LL")
+    c = add_image(db_url, film(tmp_path / "c.png"), 0.6, in_scope=False, scope_reason="adult")
+    with session_scope(db_url) as session:
+        user = q.add_user("rita", "reader", "x", session=session)
+        with pytest.raises(ValueError, match="exists already"):
+            q.add_user("rita", "admin", None, session=session)
+        assert q.add_read(a, user.id, "agree", label="pneumonia", subtype="viral",
+                          session=session) is not None
+        assert q.add_read(b, user.id, "disagree", label="pneumonia", session=session)
+        assert q.add_read(999, user.id, "agree", session=session) is None
+    with session_scope(db_url) as session:
+        rl = data.reading_list(session=session, opened=a)
+        assert [r["image_id"] for r in rl.flagged] == [a]
+        assert [r["image_id"] for r in rl.outside] == [c]
+        assert rl.flagged[0]["read"]["verdict"] == "agree" and not rl.flagged[0]["new"]
+        assert rl.outside[0]["new"]  # screened after the page's newest prediction
+        assert [r["image_id"] for r in data.reading_list(session=session,
+                                                         status="unread").flagged] == []
+        page = data.image_page(a, session=session)
+        assert page["prediction"]["flagged"] and page["heatmap"][:2] == (7, 7)
+        assert [o["image_id"] for o in page["others"]] == [b]
+        assert [r["label"] for r in page["reads"]] == ["pneumonia"]
+        f = figures(session=session, days=30)
+    assert f["counts"]["done"] == 3 and f["queue_depth"] == 0
+    assert f["daily"][-1]["n"] == 3 and f["daily"][-1]["flagged"] == 2
+    assert f["drift"]["n"] == 3 and f["drift"]["psi"] is not None
+    # a: flagged, pneumonia -> TP; b: unflagged, labelled pneumonia -> a miss
+    ag = f["agreement"]
+    assert (ag["ppv"], ag["ppv_n"], ag["sensitivity"], ag["sensitivity_n"]) == (1.0, 1, 0.5, 2)
