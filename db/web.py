@@ -17,12 +17,12 @@ from sqlalchemy.orm import Session
 from pneumoscreen.db.models import (
     Export,
     Heatmap,
+    Image,
+    ImageStatus,
     ModelVersion,
     Prediction,
     Read,
     ReadVerdict,
-    Study,
-    StudyStatus,
     User,
     UserRole,
     utcnow,
@@ -90,14 +90,10 @@ def add_read(image_id: int, user_id: int, verdict: str, *, session: Session,
 
 
 def _newest_prediction(image_id: int, session: Session) -> Prediction | None:
-    return session.scalars(select(Prediction).where(_pred_image() == image_id)
+    return session.scalars(select(Prediction).where(Prediction.image_id == image_id)
                            .order_by(Prediction.id.desc()).limit(1)).first()
 
 
-def _pred_image() -> Any:
-    """The prediction's image column (``study_id`` until the rename, ``image_id`` after)."""
-    column = getattr(Prediction, "image_id", None)
-    return Prediction.study_id if column is None else column
 
 
 def reads(*, session: Session, since: dt.datetime | None = None,
@@ -145,7 +141,7 @@ def newest_prediction_id(*, session: Session) -> int:
 def image_page(image_id: int, *, session: Session) -> dict[str, Any] | None:
     """What the image page shows: the image, its newest prediction and model, the other images
     of its study, the study's exports, and the reads (None: no such image)."""
-    image = session.get(Study, image_id)
+    image = session.get(Image, image_id)
     if image is None:
         return None
     pred = _newest_prediction(image_id, session)
@@ -157,10 +153,11 @@ def image_page(image_id: int, *, session: Session) -> dict[str, Any] | None:
     if uid:
         latest = select(_latest_prediction_ids().c.id)
         for other, p in session.execute(
-                select(Study, Prediction)
-                .outerjoin(Prediction, (_pred_image() == Study.id) & Prediction.id.in_(latest))
-                .where(Study.study_instance_uid == uid, Study.id != image_id)
-                .order_by(Study.id).limit(200)).all():
+                select(Image, Prediction)
+                .outerjoin(Prediction,
+                           (Prediction.image_id == Image.id) & Prediction.id.in_(latest))
+                .where(Image.study_instance_uid == uid, Image.id != image_id)
+                .order_by(Image.id).limit(200)).all():
             others.append({"image_id": other.id, "status": other.status.value,
                            "view": other.view_position, "reason": other.reason,
                            "probability": None if p is None else round(p.probability, 4),
@@ -234,10 +231,10 @@ def busiest_model(*, session: Session, since: dt.datetime | None = None) -> Mode
 
 def status_reasons(*, session: Session) -> list[tuple[str, str, int]]:
     """(status, reason, count) of the images that were rejected or failed."""
-    return [(StudyStatus(s).value, r or "", n) for s, r, n in session.execute(
-        select(Study.status, Study.reason, func.count())
-        .where(Study.status.in_([StudyStatus.rejected, StudyStatus.failed]))
-        .group_by(Study.status, Study.reason))]
+    return [(ImageStatus(s).value, r or "", n) for s, r, n in session.execute(
+        select(Image.status, Image.reason, func.count())
+        .where(Image.status.in_([ImageStatus.rejected, ImageStatus.failed]))
+        .group_by(Image.status, Image.reason))]
 
 
 def arrival_to_result(*, session: Session, since: dt.datetime,
@@ -245,16 +242,16 @@ def arrival_to_result(*, session: Session, since: dt.datetime,
     """Seconds from registration to a final status, of the images finished since ``since``."""
     out = []
     for created, finished in session.execute(
-            select(Study.created_at, Study.finished_at)
-            .where(Study.finished_at.is_not(None), Study.finished_at >= since)
-            .order_by(Study.finished_at.desc()).limit(limit)):
+            select(Image.created_at, Image.finished_at)
+            .where(Image.finished_at.is_not(None), Image.finished_at >= since)
+            .order_by(Image.finished_at.desc()).limit(limit)):
         out.append(max(0.0, (finished - created).total_seconds()))
     return out
 
 
 def finished_since(*, session: Session, since: dt.datetime) -> int:
-    return session.scalar(select(func.count()).select_from(Study).where(
-        Study.finished_at.is_not(None), Study.finished_at >= since)) or 0
+    return session.scalar(select(func.count()).select_from(Image).where(
+        Image.finished_at.is_not(None), Image.finished_at >= since)) or 0
 
 
 def export_counts(*, session: Session) -> dict[str, int]:

@@ -91,8 +91,10 @@ WORKER_ALLOWED = {
     "intake": {"base", "publish", "screening"},
     "receive": {"base", "publish", "screening", "intake"},
     "tasks": {"base", "publish", "screening", "intake", "export"},
-    "bench": {"base", "publish", "screening", "intake", "export"},
-    "cli": {"base", "publish", "screening", "intake", "export", "receive", "tasks", "bench"},
+    "bench": {"base", "publish", "screening", "intake", "export", "web"},
+    "cli": {"base", "publish", "screening", "intake", "export", "receive", "tasks", "bench",
+            "web"},
+    "web": {"base"},  # screen web and /metrics: reads the database, queues nothing
 }
 PUBLISH = {"app", "publish", "messages"}
 

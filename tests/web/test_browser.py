@@ -143,7 +143,7 @@ def test_unauthenticated_is_redirected_then_login_and_logout(browser: Any, site:
 
 def test_row_order_equals_screen_flagged_json(browser: Any, site: Site) -> None:
     page = login(browser, site)
-    expected = [r["study_id"] for r in json.loads(screen_cli(
+    expected = [r.get("image_id", r.get("study_id")) for r in json.loads(screen_cli(
         site.env, "flagged", "--format", "json", "--outside-scope"))]
     assert list_ids(page) == expected
     assert expected[:4] == [site.ids[k] for k in ("top", "mid", "hostile", "low")]

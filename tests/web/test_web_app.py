@@ -145,7 +145,7 @@ def test_alert_rules_use_exported_series(tmp_path: Path) -> None:
     from prometheus_client import generate_latest
 
     from pneumoscreen.db import session_scope
-    from pneumoscreen.worker.metrics import screen_registry
+    from pneumoscreen.worker.web.metrics import screen_registry
 
     rules = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
     exprs = " ".join(r["expr"] for g in yaml.safe_load(rules.read_text())["groups"]

@@ -37,7 +37,7 @@ def add_image(url: str, path: Path, probability: float, *, flagged: bool | None 
               view: str | None = "PA", study_uid: str | None = None,
               heatmap: bool = True) -> int:
     """One screened image: a studies row, its prediction (and Grad-CAM map); its id."""
-    from pneumoscreen.db import Batch, Heatmap, Prediction, Study, StudyStatus, session_scope
+    from pneumoscreen.db import Batch, Heatmap, Image, ImageStatus, Prediction, session_scope
     from pneumoscreen.db.models import utcnow
     from pneumoscreen.db.queries import get_or_create_model_version
     from pneumoscreen.model.gradcam import to_bytes
@@ -55,13 +55,13 @@ def add_image(url: str, path: Path, probability: float, *, flagged: bool | None 
         session.add(batch)
         session.flush()
         now = utcnow()
-        image = Study(sha256=os.urandom(32).hex(), source_path=str(path), format="png",
-                      status=StudyStatus.done, batch_id=batch.id, modality="DX",
+        image = Image(sha256=os.urandom(32).hex(), source_path=str(path), format="png",
+                      status=ImageStatus.done, batch_id=batch.id, modality="DX",
                       view_position=view, study_instance_uid=study_uid,
                       patient_key="f" * 64, finished_at=now)
         session.add(image)
         session.flush()
-        pred = Prediction(study_id=image.id, model_version_id=mv.id, batch_id=batch.id,
+        pred = Prediction(image_id=image.id, model_version_id=mv.id, batch_id=batch.id,
                           probability=probability, p_viral=0.3, in_scope=in_scope,
                           scope_reason=scope_reason, atypicality=0.5, threshold=0.5,
                           flagged=flagged, created_at=now)

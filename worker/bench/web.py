@@ -21,7 +21,7 @@ def fill(url: str, images: int) -> dict[str, int]:
 
     from pneumoscreen.db import session_scope
     from pneumoscreen.db import web as q
-    from pneumoscreen.db.models import Batch, Prediction, Read, Study, StudyStatus
+    from pneumoscreen.db.models import Batch, Image, ImageStatus, Prediction, Read
     from pneumoscreen.db.queries import get_or_create_model_version
     from pneumoscreen.worker.web.auth import hash_password
 
@@ -36,11 +36,11 @@ def fill(url: str, images: int) -> dict[str, int]:
         session.add(batch)
         session.flush()
         user = q.add_user("bench", "reader", hash_password("bench-password"), session=session)
-        studies, preds, reads = [], [], []
+        images_, preds, reads = [], [], []
         for i in range(1, images + 1):
             at = now - dt.timedelta(seconds=images - i)
-            studies.append({"id": i, "sha256": f"{i:064x}", "source_path": f"/in/img{i}.dcm",
-                            "format": "dicom", "status": StudyStatus.done, "batch_id": batch.id,
+            images_.append({"id": i, "sha256": f"{i:064x}", "source_path": f"/in/img{i}.dcm",
+                            "format": "dicom", "status": ImageStatus.done, "batch_id": batch.id,
                             "patient_key": f"{rng.getrandbits(64):016x}", "modality": "DX",
                             "view_position": "PA", "created_at": at, "updated_at": at,
                             "finished_at": at, "study_instance_uid": f"1.2.3.{i // 2}"})
@@ -50,7 +50,7 @@ def fill(url: str, images: int) -> dict[str, int]:
             flagged += is_flagged
             outside += not in_scope
             prob = 0.5 + p * 1.5 if is_flagged else 0.5 * rng.random()
-            preds.append({"id": i, "study_id": i, "model_version_id": mv.id,
+            preds.append({"id": i, "image_id": i, "model_version_id": mv.id,
                           "batch_id": batch.id, "probability": min(prob, 1.0),
                           "p_viral": rng.random(), "in_scope": in_scope,
                           "scope_reason": None if in_scope else "atypical film",
@@ -59,7 +59,7 @@ def fill(url: str, images: int) -> dict[str, int]:
             if i % 10 == 0:
                 reads.append({"image_id": i, "prediction_id": i, "user_id": user.id,
                               "verdict": "agree", "created_at": at})
-        for table, rows in ((Study, studies), (Prediction, preds), (Read, reads)):
+        for table, rows in ((Image, images_), (Prediction, preds), (Read, reads)):
             for start in range(0, len(rows), 2000):
                 session.execute(insert(table), rows[start:start + 2000])
     return {"images": images, "flagged": flagged, "outside": outside}

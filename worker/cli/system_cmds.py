@@ -146,7 +146,7 @@ def worker(
 
 def _serve_metrics(settings: Any, port: int | None) -> None:
     """Prometheus /metrics from this process (the screen's figures, from the database)."""
-    from pneumoscreen.worker.metrics import serve_metrics
+    from pneumoscreen.worker.web.metrics import serve_metrics
 
     try:
         served = serve_metrics(settings, port=port)

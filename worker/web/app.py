@@ -107,7 +107,7 @@ def _local_path(value: str | None) -> str:
 
 def create_app(settings: Any) -> Starlette:
     """The web app over the configured database (``settings``: a :class:`Settings`)."""
-    from pneumoscreen.worker.metrics import ScreenCollector
+    from pneumoscreen.worker.web.metrics import ScreenCollector
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined)

@@ -14,7 +14,8 @@ READ_STATUSES = ("all", "unread", "read")
 
 
 def image_id_of(row: dict[str, Any]) -> int:
-    """The image id of a ``flagged`` row (named ``study_id`` before the rename to Image)."""
+    """The image id of a ``flagged`` row (its JSON key is still ``study_id``; ``image_id``
+    once the rename reaches the output fields)."""
     return int(row["image_id"] if "image_id" in row else row["study_id"])
 
 

@@ -45,7 +45,7 @@ def _film(path: str, mtime_ns: int, size: int, config: Any) -> bytes:
 def film_png(path: str, config: Any, size: int = DISPLAY_SIDE) -> bytes:
     """The film decoded as screening decoded it (MONOCHROME2, windowed), as a grey PNG.
 
-    Raises the ingestion errors (RejectedStudy, FailedStudy) and OSError."""
+    Raises the ingestion errors (RejectedImage, FailedImage) and OSError."""
     return _film(path, Path(path).stat().st_mtime_ns, size, config)
 
 
