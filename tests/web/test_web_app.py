@@ -166,3 +166,22 @@ def test_alert_rules_use_exported_series(tmp_path: Path) -> None:
         done = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True,
                               text=True)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_worker_and_listener_metrics_endpoint(tmp_path: Path) -> None:
+    """What `screen worker --metrics-port` and `screen listen --metrics-port` start: the same
+    pneumoscreen_ series, from the database."""
+    import urllib.request
+
+    from web_fixtures import free_port
+
+    from pneumoscreen.worker.web.metrics import serve_metrics
+
+    settings = get_settings()
+    add_image(settings.effective_database_url, film(tmp_path / "a.png"), 0.9)
+    assert serve_metrics(settings, port=0) is None  # 0: none
+    port = serve_metrics(settings, port=free_port())
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    assert metric(text, "pneumoscreen_images", status="done") == 1
+    assert metric(text, "pneumoscreen_images_today") == 1
