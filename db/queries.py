@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from pneumoscreen.db.models import (
     Batch,
@@ -64,6 +64,10 @@ def flagged(*, session: Session, since: dt.datetime | None = None, limit: int | 
         .join(ModelVersion, Prediction.model_version_id == ModelVersion.id)
         .where(wanted)
         .order_by(*order)
+        # Large JSON the list never shows: parsed per row, the model's sidecar alone tripled
+        # the time of a 500-row list (screen bench web).
+        .options(defer(ModelVersion.sidecar), defer(ModelVersion.input_spec),
+                 defer(Image.meta))
     )
     if model_version:
         query = query.where(ModelVersion.version == model_version)

@@ -132,6 +132,11 @@ def read_image_ids(*, session: Session) -> set[int]:
     return set(session.scalars(select(Read.image_id).distinct()))
 
 
+def model_version_names(*, session: Session) -> list[str]:
+    """The versions of the registered models (the reading list's filter)."""
+    return sorted(set(session.scalars(select(ModelVersion.version))))
+
+
 def newest_prediction_id(*, session: Session) -> int:
     return session.scalar(select(func.max(Prediction.id))) or 0
 

@@ -192,7 +192,8 @@ def bench_web(
         f"{result['outside']} outside scope), {result['rows']} rows shown, "
         f"{result['requests']} requests: server time median {result['median_ms']:.1f} ms, "
         f"p95 {result['p95_ms']:.1f} ms (target < 300 ms); image page median "
-        f"{result['image_median_ms']:.1f} ms; {result['database']}"), highlight=False)
+        f"{result['image_median_ms']:.1f} ms; /metrics (uncached) median "
+        f"{result['metrics_median_ms']:.1f} ms; {result['database']}"), highlight=False)
 
 
 def bench_drift(

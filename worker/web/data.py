@@ -34,7 +34,7 @@ def reading_list(*, session: Session, since: dt.datetime | None = None,
     validated scope), each with its newest read, ``new`` when screened after ``opened`` (a
     prediction id), filtered by read status."""
     from pneumoscreen.db import web as q
-    from pneumoscreen.db.queries import flagged, model_versions
+    from pneumoscreen.db.queries import flagged
 
     rows = flagged(session=session, since=since, limit=limit, model_version=model or None,
                    outside_scope=True)
@@ -49,7 +49,7 @@ def reading_list(*, session: Session, since: dt.datetime | None = None,
         if status == "read" and row["read"] is None:
             continue
         kept.append(row)
-    versions = sorted({m["version"] for m in model_versions(session=session)})
+    versions = q.model_version_names(session=session)
     return ReadingList(flagged=[r for r in kept if r["in_scope"] is not False],
                        outside=[r for r in kept if r["in_scope"] is False],
                        newest=q.newest_prediction_id(session=session), models=versions)
