@@ -30,7 +30,8 @@ class Role(str, enum.Enum):
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    app.command("web")(web)
+    paragraphs = (web.__doc__ or "").strip().split("\n\n")
+    app.command("web", help="\n\n".join(" ".join(p.split()) for p in paragraphs))(web)
     app.command("reads")(reads)
     app.add_typer(users_app, name="users")
     bench_app.command("web")(bench_web)
