@@ -104,6 +104,8 @@ class ScreenCollector(Collector):
                          "histogram", data["drift"]["psi"])
             yield _gauge("pneumoscreen_score_ks", "KS distance of the scores against the "
                          "validation histogram", data["drift"]["ks"])
+            yield _gauge("pneumoscreen_score_drift_n", "Scores behind pneumoscreen_score_psi",
+                         data["drift"]["n"])
         agree = data["agreement"]
         for name, key in (("ppv", "ppv"), ("sensitivity", "sensitivity")):
             if agree[key] is not None:
