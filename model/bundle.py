@@ -196,20 +196,14 @@ class Scores:
     viral: np.ndarray | None = None
     atypicality: np.ndarray | None = None
 
-    def take(self, index: np.ndarray) -> Scores:
-        """The scores of some of the images."""
-        def pick(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else a[index]
-
-        return Scores(self.pneumonia[index], pick(self.viral), pick(self.atypicality))
-
 
 def _flat(values: Any) -> np.ndarray:
     return np.asarray(values, dtype=np.float32).reshape(-1)
 
 
 class LoadedModel:
-    """A Keras model with its spec; ``predict_batch`` is the single batched inference call."""
+    """A Keras model with its spec; ``predict`` is the single model call (every output at once;
+    ``predict_batch`` keeps the pneumonia probabilities of it)."""
 
     def __init__(self, path: Path, spec: ModelSpec, keras_model: Any, device: str) -> None:
         self.path = path

@@ -18,13 +18,13 @@ from pneumoscreen.worker.export.result import StudyResult
 from pneumoscreen.worker.export.send import ExportError, PermanentExportError, send
 from pneumoscreen.worker.export.sources import SourceError, read_source
 from pneumoscreen.worker.export.sr import build_sr
+from pneumoscreen.worker.logs import quiet_libraries
 from pneumoscreen.worker.settings import Settings
 
 log = logging.getLogger(__name__)
-# highdicom's warnings quote header values (a patient's name among them) and its INFO lines are
-# noise; pynetdicom's INFO lines are per message. Logs carry no patient data: keep them quiet.
-for _name in ("highdicom", "pynetdicom"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
+# An export may run in any process (a worker, `screen export`): highdicom's warnings quote header
+# values, so the libraries are quietened wherever this module is loaded.
+quiet_libraries()
 
 
 @dataclass
