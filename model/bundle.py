@@ -6,8 +6,6 @@ threshold, the target recall, the file's sha256 and whether the network was trai
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import json
 import re
 import threading
@@ -61,21 +59,11 @@ def sidecar_path(model_path: Path) -> Path:
     return Path(model_path).with_suffix(".json")
 
 
-def file_sha256(path: Path) -> str:
-    """The sha256 of a regular file's content; OSError for anything else (a FIFO swapped in for a
-    file is never waited on)."""
-    from pneumoscreen.worker.ingest.errors import FailedImage
-    from pneumoscreen.worker.ingest.files import open_regular
+def _sha256(path: Path) -> str:
+    # Imported here, not at the top: commands that only read a sidecar stay without pydicom.
+    from pneumoscreen.worker.ingest.files import file_sha256
 
-    digest = hashlib.sha256()
-    try:
-        opened = open_regular(Path(path))
-    except FailedImage as exc:
-        raise OSError(errno.EINVAL, str(exc)) from None
-    with opened as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 class ModelFileError(RuntimeError):
@@ -122,7 +110,7 @@ class ModelSpec:
 
 def write_sidecar(model_path: Path, spec: ModelSpec) -> Path:
     """Write the sidecar for ``model_path``, stamping the file's current sha256 into it."""
-    spec.sha256 = file_sha256(model_path)
+    spec.sha256 = _sha256(model_path)
     path = sidecar_path(model_path)
     path.write_text(json.dumps(spec.to_json(), indent=2, sort_keys=True) + "\n")
     return path
@@ -176,7 +164,7 @@ def verified_spec(model_path: Path, *, verify: bool = True) -> ModelSpec:
     sidecar records, so a swapped file cannot pass as another version.
     """
     spec = read_spec(model_path)
-    sha = file_sha256(model_path)
+    sha = _sha256(model_path)
     if verify:
         validate_spec(spec, model_path)
     if verify and spec.sha256 != sha:

@@ -23,7 +23,6 @@ from pneumoscreen.model import atypicality as A
 from pneumoscreen.model.architectures import FEATURES_LAYER
 from pneumoscreen.model.bundle import (
     ModelSpec,
-    file_sha256,
     read_spec,
     verified_spec,
     write_sidecar,
@@ -39,6 +38,7 @@ from pneumoscreen.model.train import (
     tuned_record,
     write_metrics,
 )
+from pneumoscreen.worker.ingest.files import file_sha256
 
 ENSEMBLE_ARCH = "ensemble"
 

@@ -30,7 +30,7 @@ from pneumoscreen.model import calibration as C
 from pneumoscreen.model import metrics as M
 from pneumoscreen.model.architectures import Architecture, backbone_layers, get_architecture
 from pneumoscreen.model.augment import PRESETS, AugmentConfig
-from pneumoscreen.model.bundle import ModelSpec, file_sha256, write_sidecar
+from pneumoscreen.model.bundle import ModelSpec, write_sidecar
 from pneumoscreen.model.dataset import (
     MANIFEST_NAME,
     Arrays,
@@ -45,6 +45,7 @@ from pneumoscreen.model.dataset import (
 )
 from pneumoscreen.model.evaluate import subtype_summary
 from pneumoscreen.model.progress import Progress, Silent
+from pneumoscreen.worker.ingest.files import file_sha256
 
 log = logging.getLogger(__name__)
 

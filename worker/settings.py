@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -261,8 +260,11 @@ class Settings(BaseSettings):
     @field_validator("listen_sop_classes")
     @classmethod
     def _uids(cls, value: list[str]) -> list[str]:
+        # Imported here: settings load for every command, the ingester only when this is set.
+        from pneumoscreen.worker.ingest.vr import is_uid
+
         for uid in value:
-            if not re.fullmatch(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+", uid) or len(uid) > 64:
+            if not is_uid(uid):
                 raise ValueError(f"{uid!r} is not a DICOM UID")
         return value
 
