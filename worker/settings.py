@@ -238,6 +238,8 @@ class Settings(BaseSettings):
         30.0, ge=0, le=86400, description="A received study is registered and enqueued once no "
         "new instance arrived for this long (Orthanc's stable-study rule).")
     listen_sop_classes: list[str] = Field(
+        # receive.scp.CR_DX_STORAGE (pydicom's constants), written out: settings load for every
+        # command, pydicom only when needed. tests/worker/test_settings.py keeps them equal.
         ["1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1",
          "1.2.840.10008.5.1.4.1.1.1.1.1"],
         description="Storage SOP classes `screen listen` accepts (default CR, DX for "

@@ -30,7 +30,7 @@ import PIL.Image
 from sqlalchemy import insert, select
 
 from pneumoscreen.db import Batch, Image, ImageStatus, session_scope
-from pneumoscreen.worker.screening.prefetch import split
+from pneumoscreen.worker.lists import split
 from pneumoscreen.worker.screening.screen import get_model, screen_images
 from pneumoscreen.worker.settings import Settings
 
