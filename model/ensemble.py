@@ -1,4 +1,4 @@
-"""Ensembles: several trained models averaged in one batched call, as one model version.
+"""Ensembles: several trained models averaged in one model call, as one model version.
 
 The members' calibrated logits (``logit / T_i``) are averaged, the mean is calibrated once more
 on validation (its own temperature) and the recall-tuned threshold is chosen on validation, as for

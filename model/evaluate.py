@@ -96,7 +96,7 @@ def resolve_dataset(data_dir: Path, split: str | None, model: LoadedModel,
     return Dataset(scan_labelled(root), str(root))
 
 
-def evaluate(model: LoadedModel, dataset: Dataset, *, batch_size: int = 64,
+def evaluate(model: LoadedModel, dataset: Dataset, *, chunk_size: int = 64,
              n_boot: int = N_BOOT, progress: Any = None) -> Evaluation:
     """Score every readable file of ``dataset`` and compute the metrics at the model's threshold."""
     if not dataset.samples:
@@ -104,7 +104,7 @@ def evaluate(model: LoadedModel, dataset: Dataset, *, batch_size: int = 64,
     arrays = load_arrays(dataset.samples, model.spec.input_size, progress=progress)
     if len(arrays.y) == 0:
         raise ValueError(f"none of the {len(dataset.samples)} files could be read")
-    outs = [model.predict(arrays.x[i:i + batch_size]) for i in range(0, len(arrays.x), batch_size)]
+    outs = [model.predict(arrays.x[i:i + chunk_size]) for i in range(0, len(arrays.x), chunk_size)]
     scores = np.concatenate([o.pneumonia for o in outs])
     viral = (np.concatenate([o.viral for o in outs])
              if outs and all(o.viral is not None for o in outs) else None)
