@@ -147,7 +147,7 @@ def test_alert_rules_use_exported_series(tmp_path: Path) -> None:
     from pneumoscreen.db import session_scope
     from pneumoscreen.worker.web.metrics import screen_registry
 
-    rules = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
+    rules = Path(__file__).resolve().parents[3] / "deploy" / "prometheus" / "alerts.yml"
     exprs = " ".join(r["expr"] for g in yaml.safe_load(rules.read_text())["groups"]
                      for r in g["rules"])
     db = get_settings().effective_database_url
