@@ -1,7 +1,8 @@
 """The score distribution a model was validated with, and how far production has moved from it.
 
 The sidecar carries ``score_histogram``: counts of the validation split's calibrated
-probabilities in fixed bins, with the validation flag rate and out-of-scope rate. Monitoring
+probabilities in fixed bins (``bins``: the edges; ``edges`` is read too), with the validation
+flag rate and out-of-scope rate when known. Monitoring
 compares the scores seen in production with it by the population stability index (PSI) and
 the Kolmogorov-Smirnov distance between the two binned distributions.
 """
@@ -23,6 +24,11 @@ def edges(bins: int = BINS) -> list[float]:
     return [round(float(e), 6) for e in np.linspace(0.0, 1.0, bins + 1)]
 
 
+def bin_edges_of(histogram: dict[str, Any]) -> list[float]:
+    """A sidecar histogram's bin edges (``bins``, or ``edges`` as first written)."""
+    return list(histogram.get("bins") or histogram["edges"])
+
+
 def histogram_counts(values: Sequence[float] | np.ndarray, bin_edges: Sequence[float]) -> list[int]:
     """Counts of ``values`` in the bins (the last bin includes 1.0; values are clipped)."""
     arr = np.clip(np.asarray(values, np.float64), bin_edges[0], bin_edges[-1])
@@ -39,7 +45,8 @@ def score_histogram(probabilities: Sequence[float] | np.ndarray, *, threshold: f
     probs = np.asarray(probabilities, np.float64)
     if probs.size == 0:
         raise ValueError("no scores to make a histogram of")
-    out: dict[str, Any] = {"split": split, "n": int(probs.size), "edges": edges(bins),
+    out: dict[str, Any] = {"split": split, "n": int(probs.size), "bins": edges(bins),
+                           "of": "calibrated pneumonia probability",
                            "counts": histogram_counts(probs, edges(bins)),
                            "flag_rate": round(float((probs >= threshold).mean()), 6)}
     if atypicality is not None and atypicality_threshold is not None:
@@ -78,7 +85,7 @@ def ks_critical(n_reference: int, n_observed: int, alpha: float = 0.05) -> float
 
 def drift(reference: dict[str, Any], probabilities: Sequence[float]) -> dict[str, Any]:
     """PSI and KS of production ``probabilities`` against a sidecar's ``score_histogram``."""
-    observed = histogram_counts(probabilities, reference["edges"])
+    observed = histogram_counts(probabilities, bin_edges_of(reference))
     n = len(probabilities)
     if n == 0:
         return {"n": 0, "psi": None, "ks": None, "ks_critical": None,

@@ -48,7 +48,7 @@ def write_histogram(model: LoadedModel, histogram: dict[str, Any]) -> Path:
 def drift_bench(model: LoadedModel, data_dir: Path, *, write: bool = False) -> dict[str, Any]:
     """PSI and KS of the internal-test scores against the validation histogram (the sidecar's
     when it has one, else computed now)."""
-    hist = model.spec.extra.get("score_histogram")
+    hist = model.spec.extra.get("score_histogram")  # written by training, or by --write-sidecar
     source = "sidecar"
     if hist is None:
         hist, source = validation_histogram(model, data_dir), "computed now"
@@ -57,8 +57,16 @@ def drift_bench(model: LoadedModel, data_dir: Path, *, write: bool = False) -> d
     out.pop("observed")
     result = {"model": model.spec.label, "reference": f"validation (n={hist['n']}, {source})",
               "compared": "internal-test", **out,
-              "reference_flag_rate": hist["flag_rate"],
+              "reference_flag_rate": _validation_flag_rate(model, hist),
               "compared_flag_rate": round(float((prob >= model.spec.threshold).mean()), 4)}
     if write and source == "computed now":
         result["written"] = str(write_histogram(model, hist))
     return result
+
+
+def _validation_flag_rate(model: LoadedModel, hist: dict[str, Any]) -> float | None:
+    """The histogram's own flag rate, else the sidecar's validation metrics' (tp + fp) / n."""
+    if hist.get("flag_rate") is not None:
+        return float(hist["flag_rate"])
+    val = (model.spec.extra.get("metrics") or {}).get("validation") or {}
+    return (val.get("tp", 0) + val.get("fp", 0)) / val["n"] if val.get("n") else None

@@ -222,7 +222,8 @@ def bench_drift(
     console.print(plain(
         f"{data['model']}: {data['compared']} (n={data['n']}) against {data['reference']}: "
         f"PSI {data['psi']:.4f} ({data['reading']}), KS {data['ks']:.4f} (5% critical "
-        f"{data['ks_critical']:.4f}); flag rate {data['compared_flag_rate']:.3f} vs "
-        f"{data['reference_flag_rate']:.3f}"
+        f"{data['ks_critical']:.4f}); flag rate {data['compared_flag_rate']:.3f}"
+        + (f" vs {data['reference_flag_rate']:.3f}" if data["reference_flag_rate"] is not None
+           else "")
         + (f"; histogram written to {data['written']}" if data.get("written") else "")),
         highlight=False)

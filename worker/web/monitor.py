@@ -211,7 +211,9 @@ def score_chart(data: dict[str, Any]) -> bytes:
     fig, ax = plt.subplots(figsize=(7, 2.8), dpi=100)
     hist, drift_figures = data["reference"]["histogram"], data["drift"]
     if hist and drift_figures and drift_figures["n"]:
-        edges = hist["edges"]
+        from pneumoscreen.model.drift import bin_edges_of
+
+        edges = bin_edges_of(hist)
         mids = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
         width = edges[1] - edges[0]
         ref_n, obs_n = sum(hist["counts"]), drift_figures["n"]

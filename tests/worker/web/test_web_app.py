@@ -15,7 +15,13 @@ from web_fixtures import PASSWORD, add_image, film, metric
 from pneumoscreen.model.drift import drift, ks_distance, psi, score_histogram
 from pneumoscreen.worker.cli import app as cli_app
 from pneumoscreen.worker.settings import Settings, get_settings
-from pneumoscreen.worker.web.monitor import agreement, control_limits, reason_class, wilson
+from pneumoscreen.worker.web.monitor import (
+    agreement,
+    control_limits,
+    reason_class,
+    references,
+    wilson,
+)
 
 
 def _client(tmp_path: Path, **settings: Any) -> Any:
@@ -125,6 +131,11 @@ def test_monitoring_figures() -> None:
     assert sum(hist["counts"]) == 4 and hist["flag_rate"] == 0.5
     assert hist["out_of_scope_rate"] == 0.25
     assert drift(hist, [0.1, 0.2, 0.8, 0.95])["psi"] == 0.0
+    # the sidecar histogram as training writes it (issue 23): edges under "bins", no rates
+    bare = {"bins": [0.0, 0.5, 1.0], "counts": [1, 3], "n": 4}
+    assert drift(bare, [0.9, 0.9, 0.9, 0.1])["psi"] == 0.0
+    assert references({"score_histogram": bare, "metrics": {"validation": {
+        "n": 4, "tp": 2, "fp": 1}}})["flag_rate"] == 0.75
     # agree with a flag: TP; disagree with a flag: FP; a label overrides the verdict; no
     # unflagged read: no sensitivity.
     a = agreement([(True, "agree", None), (True, "disagree", None),

@@ -48,7 +48,7 @@ def add_image(url: str, path: Path, probability: float, *, flagged: bool | None 
             session=session, name="pneumoscreen-test", version="1.0", file_sha256="ab" * 32,
             input_spec={"height": 64}, threshold=0.5, target_recall=0.95, trained=True,
             sidecar={"score_histogram": {"split": "validation", "n": 100,
-                                         "edges": [i / 4 for i in range(5)],
+                                         "bins": [i / 4 for i in range(5)],
                                          "counts": [30, 10, 10, 50], "flag_rate": 0.6,
                                          "out_of_scope_rate": 0.01}})
         batch = Batch(kind="submit", source="test")
