@@ -9,16 +9,14 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pneumoscreen.db.models import (
     Batch,
     EvaluationReport,
-    FileRole,
     Image,
-    ImageFile,
     ImageStatus,
     ModelVersion,
     Prediction,
@@ -240,11 +238,3 @@ def heatmap_of(image_id: int, *, session: Session) -> dict[str, Any] | None:
             "flagged": pred.flagged, "model": pred.model_version.label,
             "model_sha256": pred.model_version.file_sha256,
             "map": None if hm is None else (hm.height, hm.width, hm.data)}
-
-
-def demote_primary_file(image_id: int, reason: str, *, session: Session) -> None:
-    """The image's primary file becomes a twin, with the reason it was set aside."""
-    session.execute(update(ImageFile)
-                    .where(ImageFile.image_id == image_id, ImageFile.role == FileRole.primary)
-                    .values(role=FileRole.twin, reason=reason)
-                    .execution_options(synchronize_session=False))

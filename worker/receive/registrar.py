@@ -23,19 +23,23 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from pneumoscreen.db import Batch, Image, ImageFile, ImageStatus, ReceivedInstance
+from pneumoscreen.db import Image, ImageFile, ImageStatus, ReceivedInstance
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.model.progress import Silent
 from pneumoscreen.worker.ingest.vr import is_uid
 from pneumoscreen.worker.intake.enqueue import Enqueued, enqueue
-from pneumoscreen.worker.intake.submit import examine, register
+from pneumoscreen.worker.intake.submit import (
+    IN_LIST_MAX,
+    SubmitResult,
+    examine,
+    register_batch,
+)
 from pneumoscreen.worker.keys import checked_key
 from pneumoscreen.worker.queue.publish import BrokerUnavailable
 from pneumoscreen.worker.receive.spool import Spool, SpoolFile
 from pneumoscreen.worker.settings import Settings
 
 log = logging.getLogger(__name__)
-IN_LIST_MAX = 500  # at most this many values in one SQL IN list
 
 
 @dataclass
@@ -68,8 +72,9 @@ def read_arrival(file: SpoolFile, received: float) -> Arrival:
 
 
 def register_arrivals(arrivals: list[Arrival], *, settings: Settings) -> Enqueued:
-    """Register these spool files as one ``receive`` batch with the intake's own functions; the
-    new screenable images are returned for enqueueing. Files already registered are skipped."""
+    """Register these spool files as one ``receive`` batch with the intake's own registration
+    (one transaction, with their ``received_instances`` rows); the new screenable images are
+    returned for enqueueing. Files already registered are skipped."""
     with settings.session() as session:
         known = _known(session, [a.file.sha256 for a in arrivals])
     fresh = [a for a in arrivals if a.file.sha256 not in known]
@@ -80,19 +85,9 @@ def register_arrivals(arrivals: list[Arrival], *, settings: Settings) -> Enqueue
     examined = [(a, examine(a.file.path, config)) for a in fresh]  # outside the transaction
     candidates = [c for _, c in examined if c is not None]
     senders = sorted({a.calling_aet for a in fresh if a.calling_aet})
-    with settings.session() as session:
-        batch = Batch(kind="receive", source="DICOM from " + (", ".join(senders) or "unknown"),
-                      n_files=len(fresh), n_not_images=len(examined) - len(candidates))
-        session.add(batch)
-        session.flush()
-        totals = register(candidates, batch.id, session=session, progress=Silent())
-        batch.n_new, batch.n_duplicate = len(totals.new), totals.duplicates
-        touched = sorted(totals.new | totals.replaced)
-        queued: set[int] = set()
-        for i in range(0, len(touched), IN_LIST_MAX):  # bounded IN lists
-            queued.update(session.scalars(select(Image.id).where(
-                Image.id.in_(touched[i:i + IN_LIST_MAX]), Image.status == ImageStatus.queued)))
-        now = utcnow()
+
+    def received(session: Session, result: SubmitResult) -> None:
+        queued, now = set(result.queued_ids), utcnow()
         for arrival, cand in examined:
             image_id = None
             if cand is not None:  # the image this file is the primary copy, a twin or duplicate of
@@ -107,11 +102,17 @@ def register_arrivals(arrivals: list[Arrival], *, settings: Settings) -> Enqueue
                 spool_path=str(arrival.file.path.resolve()), calling_aet=arrival.calling_aet,
                 received_at=_utc(arrival.received), registered_at=now, image_id=image_id,
                 enqueued_at=None if image_id in queued else now))
-        batch_id = batch.id
+
+    result = register_batch(
+        [candidates] if candidates else [],
+        {"files": len(fresh), "not_images": len(examined) - len(candidates)},
+        settings=settings, kind="receive",
+        source="DICOM from " + (", ".join(senders) or "unknown"), progress=Silent(),
+        one_transaction=True, also=received)
     log.info("batch %s: %d received instances registered, %d new studies, %d to screen, "
-             "%d already known, %d twins", batch_id, len(fresh), len(totals.new), len(queued),
-             totals.duplicates, totals.twins)
-    return Enqueued(batch_id=batch_id, queued_ids=sorted(queued))
+             "%d already known, %d twins", result.batch_id, len(fresh), result.n_new,
+             len(result.queued_ids), result.n_duplicate, result.n_twins)
+    return result
 
 
 def _what(exc: Exception) -> str:

@@ -32,6 +32,8 @@ from pneumoscreen.db import (
     Prediction,
     session_scope,
 )
+from pneumoscreen.db.claims import claim, release
+from pneumoscreen.db.image_files import spare_copies
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.db.queries import model_version_for
 from pneumoscreen.db.upsert import insert_ignore
@@ -39,7 +41,6 @@ from pneumoscreen.model.bundle import LoadedModel, Scores
 from pneumoscreen.worker.ingest import IngestConfig
 from pneumoscreen.worker.keys import checked_key
 from pneumoscreen.worker.screening import scope, twins
-from pneumoscreen.worker.screening.claim import claim, release
 from pneumoscreen.worker.screening.decode_child import decode_file
 from pneumoscreen.worker.screening.decode_pool import DecodePool, shared_pool
 from pneumoscreen.worker.screening.model_choice import (
@@ -139,7 +140,7 @@ def screen_images(
     if not claimed.todo:
         return outcome
     with session_scope(url) as session:
-        spares = twins.spare_copies([i for i, _ in claimed.todo], session=session)
+        spares = spare_copies([i for i, _ in claimed.todo], session=session)
 
     try:
         config = settings.ingest_config(input_size=model.spec.input_size)
