@@ -203,9 +203,18 @@ def model_version_for(spec: Any, *, session: Session) -> ModelVersion:
     )
 
 
+def model_version_rows(*, session: Session) -> list[ModelVersion]:
+    """Every registered model version, newest first."""
+    return list(session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())).all())
+
+
+def model_version_with_sha(sha256: str, *, session: Session) -> ModelVersion | None:
+    return session.scalar(select(ModelVersion).where(ModelVersion.file_sha256 == sha256))
+
+
 def model_versions(*, session: Session) -> list[dict[str, Any]]:
     """Every registered model version, newest first, with what its sidecar says about it."""
-    rows = session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())).all()
+    rows = model_version_rows(session=session)
     out = []
     for mv in rows:
         side = mv.sidecar or {}

@@ -20,12 +20,12 @@ from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pneumoscreen.db import Batch, FileRole, Image, ImageFile, ImageStatus
 from pneumoscreen.db.image_files import demote_primary_file
+from pneumoscreen.db.images import image_with_sop_uid, known_sha256s, statuses
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.model.progress import Progress, Silent
 from pneumoscreen.worker.audit import audit
@@ -34,7 +34,6 @@ from pneumoscreen.worker.ingest.files import file_sha256
 from pneumoscreen.worker.intake.discovery import Walk
 from pneumoscreen.worker.intake.enqueue import Enqueued, enqueue
 from pneumoscreen.worker.keys import checked_key
-from pneumoscreen.worker.lists import split
 from pneumoscreen.worker.settings import Settings
 from pneumoscreen.worker.status import status_of
 
@@ -43,8 +42,6 @@ log = logging.getLogger(__name__)
 # Files registered per transaction: big enough to amortise the commit, small enough that memory
 # and the work lost to a crash stay small.
 FILES_PER_COMMIT = 256
-# At most this many values in one SQL IN list.
-IN_LIST_MAX = 500
 
 
 @dataclass
@@ -180,9 +177,7 @@ def register(candidates: Iterable[Candidate], batch_id: int, *, session: Session
 def _register_each(cands: list[Candidate], batch_id: int, *, session: Session,
                    progress: Progress, earlier: set[int], careful: bool) -> Registered:
     part = Registered()
-    shas = [c.sha256 for c in cands]
-    known = set(session.scalars(select(Image.sha256).where(Image.sha256.in_(shas))))
-    known |= set(session.scalars(select(ImageFile.sha256).where(ImageFile.sha256.in_(shas))))
+    known = known_sha256s([c.sha256 for c in cands], session=session)
     columns = set(Image.__table__.columns.keys()) - {"id", "sha256", "sop_instance_uid"}
     for cand in cands:
         progress.advance("register")
@@ -207,8 +202,7 @@ def _register_one(cand: Candidate, batch_id: int, *, session: Session, part: Reg
                   earlier: set[int], columns: set[str]) -> None:
     same_uid = None
     if cand.sop_instance_uid:
-        same_uid = session.scalars(select(Image).where(
-            Image.sop_instance_uid == cand.sop_instance_uid)).first()
+        same_uid = image_with_sop_uid(cand.sop_instance_uid, session=session)
     if same_uid is None:
         image = Image()
         _apply(image, cand, batch_id, columns)
@@ -351,18 +345,15 @@ def register_batch(parts: Iterable[list[Candidate]], counts: dict[str, int], *,
 
 def _tally(result: SubmitResult, totals: Registered, *, session: Session) -> None:
     """The new and replaced images by status: queued ones listed, new ones counted."""
-    touched = sorted(totals.new | totals.replaced)
-    for part in split(touched, IN_LIST_MAX):
-        for image_id, status in session.execute(
-                select(Image.id, Image.status).where(Image.id.in_(part))).all():
-            if status == ImageStatus.queued:
-                result.queued_ids.append(image_id)
-            if image_id in totals.replaced:
-                continue
-            if status == ImageStatus.queued:
-                result.n_to_screen += 1
-            elif status == ImageStatus.rejected:
-                result.n_rejected += 1
-            elif status == ImageStatus.failed:
-                result.n_failed += 1
+    for image_id, status in statuses(totals.new | totals.replaced, session=session):
+        if status == ImageStatus.queued:
+            result.queued_ids.append(image_id)
+        if image_id in totals.replaced:
+            continue
+        if status == ImageStatus.queued:
+            result.n_to_screen += 1
+        elif status == ImageStatus.rejected:
+            result.n_rejected += 1
+        elif status == ImageStatus.failed:
+            result.n_failed += 1
     result.queued_ids.sort()
