@@ -89,7 +89,8 @@ def export(
 
     settings = get_settings()
     try:
-        destinations = parse_destinations(list(to) if to else list(settings.export_to))
+        destinations = parse_destinations(list(to) if to else list(settings.export_to),
+                                          trusted_network=settings.export_trusted_network)
     except DestinationError as exc:
         fail(str(exc))
     if not destinations:

@@ -22,7 +22,7 @@ def configured_destinations(settings: Settings) -> list[Destination]:
     out: dict[str, Destination] = {}
     for text in settings.export_to:
         try:
-            dest = parse_destination(text)
+            dest = parse_destination(text, trusted_network=settings.export_trusted_network)
         except DestinationError as exc:
             log.error("%s", exc)
             continue
@@ -37,21 +37,25 @@ def configured_destination(label: str, settings: Settings) -> Destination | None
 
 
 def enqueue_exports(study_ids: Sequence[int], settings: Settings) -> int:
-    """Queue one export task per completed study and destination; the number queued."""
+    """Put the result of every study these images completed into the outbox, for every
+    configured destination, and have each row delivered now (a task per study and destination;
+    in eager mode, here): the outbox retries what fails. The number of rows made due."""
     destinations = configured_destinations(settings)
     if not destinations or not study_ids:
         return 0
+    from pneumoscreen.worker.export.outbox import plan_exports
     from pneumoscreen.worker.queue.tasks import export_task
 
     with settings.session() as session:
         uids = complete_study_uids(study_uids_of(study_ids, session=session), session=session)
+    plan_exports(uids, destinations, settings)  # in the outbox before any message is sent
     queued = 0
     for uid in uids:
         for dest in destinations:
             try:  # one study's trouble (eager mode runs it here) must not stop the others
                 export_task.delay(uid, dest.label)
                 queued += 1
-            except Exception as exc:
+            except Exception as exc:  # the outbox delivers it on its next round
                 log.error("export of study %s to %s not queued: %s", uid, dest.label,
                           type(exc).__name__)
     return queued

@@ -6,6 +6,7 @@ settings.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 from pneumoscreen.db import Batch
@@ -42,7 +43,12 @@ def enqueue(result: Enqueued, *, settings: Settings, task_size: int | None = Non
     configure(settings)
     groups = split(result.queued_ids, task_size or settings.task_size)
     progress.start("screen" if settings.eager else "queue", len(result.queued_ids))
-    with eager_settings(settings if settings.eager else None):
+    outbox = contextlib.nullcontext()
+    if settings.eager and settings.export_to:  # no worker: this process delivers the exports
+        from pneumoscreen.worker.export.outbox import outbox_running
+
+        outbox = outbox_running(settings)
+    with eager_settings(settings if settings.eager else None), outbox:
         for group in groups:
             try:
                 async_result = screen_task.apply_async(

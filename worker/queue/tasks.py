@@ -117,11 +117,11 @@ def _queue_exports(study_ids: list[int], settings: Settings) -> None:
           autoretry_for=(OperationalError, InterfaceError), retry_backoff=2,
           retry_backoff_max=120, max_retries=8)
 def export_task(self: Any, study_uid: str, destination: str) -> dict[str, Any]:
-    """Send one study's result to one configured destination (named by its label); a transient
-    failure (PACS down, timeout, 5xx) is retried with exponential backoff, a bounded number of
-    times. In eager mode there is one attempt: ``screen export`` resends."""
+    """Deliver one study's current result to one configured destination (named by its label)
+    through the outbox: a transient failure leaves the row due again after a backoff, and the
+    outbox (beat's ``pneumoscreen.export_outbox``) delivers it then."""
     from pneumoscreen.worker.export.enqueue import configured_destination
-    from pneumoscreen.worker.export.run import export_study
+    from pneumoscreen.worker.export.outbox import deliver, plan_exports
 
     settings = task_settings()
     dest = configured_destination(destination, settings)
@@ -129,13 +129,42 @@ def export_task(self: Any, study_uid: str, destination: str) -> dict[str, Any]:
         log.error("export of study %s: %s is not a configured destination", study_uid,
                   destination)
         return {"study_uid": study_uid, "destination": destination, "status": "refused"}
-    retries = self.request.retries or 0
-    last = settings.eager or retries >= settings.export_retries
-    outcome = export_study(study_uid, dest, settings, retry_later=not last)
-    if outcome.status == "pending" and not last:
-        countdown = min(settings.export_retry_delay * 2 ** retries, 3600.0)
-        raise self.retry(countdown=countdown, max_retries=settings.export_retries)
-    return asdict(outcome)
+    outcomes = [deliver(i, settings, destination=dest)
+                for i in plan_exports([study_uid], [dest], settings)]
+    _outbox_again(outcomes, settings, eager=self.request.is_eager)
+    return asdict(outcomes[0]) if outcomes else {"study_uid": study_uid,
+                                                 "destination": destination,
+                                                 "status": "nothing"}
+
+
+@app.task(name="pneumoscreen.export_outbox", ignore_result=True)
+def export_outbox_task() -> dict[str, int]:
+    """The beat entry (and one run at worker start): deliver every export that is due."""
+    from pneumoscreen.worker.export.outbox import deliver_due
+
+    settings = task_settings()
+    outcomes = deliver_due(settings)
+    _outbox_again(outcomes, settings, eager=settings.eager)
+    return {status: sum(o.status == status for o in outcomes)
+            for status in ("sent", "pending", "failed", "busy", "superseded")}
+
+
+def _outbox_again(outcomes: list[Any], settings: Settings, *, eager: bool) -> None:
+    """After a transient failure, run the outbox again when the next try is due, so a worker
+    without beat retries too (beat's entry is the clock for everything else). Eager mode has
+    no broker to hold the delay: its process runs an :class:`OutboxLoop` instead."""
+    import datetime as dt
+
+    times = [o.next_attempt_at for o in outcomes
+             if o.status == "pending" and o.next_attempt_at is not None]
+    if eager or not times:
+        return
+    wait = (min(times) - dt.datetime.now(dt.timezone.utc)).total_seconds()
+    wait = max(0.0, min(wait, settings.export_retry_max_delay)) + 0.5
+    try:
+        export_outbox_task.apply_async(countdown=wait)
+    except Exception as exc:  # the broker down: beat's entry or the next start retries
+        log.warning("the export outbox could not be scheduled: %s", type(exc).__name__)
 
 
 def refuse(task: Any, reason: str) -> NoReturn:
@@ -221,6 +250,11 @@ def _sweep_at_start(**_: Any) -> None:
     from pneumoscreen.worker.intake.sweep import sweep_safely
 
     sweep_safely(get_settings())
+    if get_settings().export_to:  # exports due while no worker ran go out now
+        try:
+            export_outbox_task.delay()
+        except Exception as exc:
+            log.warning("the export outbox could not be queued: %s", type(exc).__name__)
 
 
 def warm(settings: Settings, index: int = 0) -> None:

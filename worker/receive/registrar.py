@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -148,8 +148,12 @@ class Registrar:
     """The listener's background loop: spool → stable studies → registered → enqueued."""
 
     def __init__(self, settings: Settings, spool: Spool, *, stable_seconds: float,
-                 retry_seconds: float = 5.0) -> None:
+                 retry_seconds: float = 5.0,
+                 dispatch: Callable[[Enqueued], None] | None = None) -> None:
         self.settings = settings
+        # How registered studies reach screening: enqueued here (a broker takes them at once),
+        # or handed to a screening thread (no broker: registration must not wait for it).
+        self.dispatch = dispatch or self._enqueue_now
         self.spool = spool
         self.stable_seconds = stable_seconds
         self.retry_seconds = retry_seconds
@@ -230,8 +234,11 @@ class Registrar:
         for arrival in ready:
             self.pending.pop(arrival.file.sha256, None)
         if result.queued_ids:
-            enqueue(result, settings=self.settings)
-            _mark_enqueued(result.queued_ids, settings=self.settings)
+            self.dispatch(result)
+
+    def _enqueue_now(self, result: Enqueued) -> None:
+        enqueue(result, settings=self.settings)
+        _mark_enqueued(result.queued_ids, settings=self.settings)
 
     def enqueue_left_over(self) -> int:
         """Send again the received studies registered but never enqueued (broker down, or the
@@ -249,9 +256,54 @@ class Registrar:
             _mark_enqueued(settled, settings=self.settings)
         sent = 0
         for batch_id, ids in groups.items():
-            enqueue(Enqueued(batch_id=batch_id, queued_ids=sorted(ids)), settings=self.settings)
-            _mark_enqueued(ids, settings=self.settings)
+            self.dispatch(Enqueued(batch_id=batch_id, queued_ids=sorted(ids)))
             sent += len(ids)
         if sent:
             log.info("%d received studies enqueued again", sent)
         return sent
+
+
+class ScreeningThread:
+    """No broker: the studies the registrar hands over are screened here, in one thread, one
+    batch after the other, while the registrar goes on registering (a long chunk of screening
+    never delays the next stable study's registration). Studies already handed over are not
+    taken twice; they are marked enqueued once screened."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._queue: queue.SimpleQueue[Enqueued | None] = queue.SimpleQueue()
+        self._taken: set[int] = set()
+        self._lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name="screening", daemon=True)
+
+    def start(self) -> ScreeningThread:
+        self.thread.start()
+        return self
+
+    def dispatch(self, result: Enqueued) -> None:
+        with self._lock:
+            fresh = [i for i in result.queued_ids if i not in self._taken]
+            self._taken.update(fresh)
+        if fresh:
+            self._queue.put(Enqueued(batch_id=result.batch_id, queued_ids=fresh))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask it to end after the batch it is screening (what is left stays queued and is
+        screened at the next start)."""
+        self._queue.put(None)
+        self.thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            result = self._queue.get()
+            if result is None:
+                return
+            try:
+                enqueue(result, settings=self.settings)
+                _mark_enqueued(result.queued_ids, settings=self.settings)
+            except Exception:  # the next enqueue_left_over round hands them over again
+                log.exception("screening %d received studies failed; retrying later",
+                              len(result.queued_ids))
+            finally:
+                with self._lock:
+                    self._taken.difference_update(result.queued_ids)

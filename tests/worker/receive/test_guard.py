@@ -1,0 +1,172 @@
+"""No peer can stall the listener: an idle socket beside a TLS caller, trickling sockets beside a
+plain caller, a stop with both open (issue 20, finding 7). In-process listeners, real sockets."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from live import free_port
+
+from pneumoscreen.worker.receive.scp import ListenConfig, Receiver, tls_context
+from pneumoscreen.worker.receive.spool import Spool
+
+# Linux routes all of 127/8 to the loopback: the hostile peers come from another address than
+# the caller, as they would on a network (the per-address cap would otherwise count both).
+HOSTILE = "127.0.0.2"
+
+
+def _listener(tmp_path: Path, **kw: object) -> Receiver:
+    config = ListenConfig(host="127.0.0.1", port=free_port(), ae_title="PNEUMOSCREEN",
+                          calling_ae_titles=("SCU",), max_associations=4, timeout=60.0,
+                          request_deadline=6.0, **kw)  # type: ignore[arg-type]
+    made = Receiver(config, Spool(tmp_path / "spool"), lambda _: None)
+    made.start()
+    return made
+
+
+@pytest.fixture
+def plain(tmp_path: Path) -> Iterator[Receiver]:
+    made = _listener(tmp_path)
+    yield made
+    made.stop()
+
+
+def _echo(port: int, *, tls: ssl.SSLContext | None = None, timeout: float = 15.0) -> float:
+    """Seconds until a C-ECHO succeeded (retrying a refused association), or AssertionError."""
+    from pynetdicom import AE
+
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        ae = AE(ae_title="SCU")
+        ae.add_requested_context("1.2.840.10008.1.1")
+        ae.acse_timeout = ae.network_timeout = ae.connection_timeout = 5
+        assoc = ae.associate("127.0.0.1", port, ae_title="PNEUMOSCREEN",
+                             tls_args=(tls, "localhost") if tls else None)
+        if assoc.is_established:
+            status = assoc.send_c_echo()
+            assoc.release()
+            if getattr(status, "Status", None) == 0:
+                return time.monotonic() - start
+        time.sleep(0.5)
+    raise AssertionError(f"no echo within {timeout} s")
+
+
+def _connect_from(address: str, port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.bind((address, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def _trickle(socks: list[socket.socket], stop: threading.Event) -> None:
+    """An A-ASSOCIATE-RQ header claiming 200 bytes, then one byte every 3 s per socket."""
+    for sock in socks:
+        try:
+            sock.sendall(struct.pack(">BBL", 0x01, 0, 200))
+        except OSError:
+            pass
+    while not stop.wait(3.0):
+        for sock in socks:
+            try:
+                sock.sendall(b"\0")
+            except OSError:
+                pass
+
+
+def test_eight_trickling_sockets_leave_a_plain_caller_untouched(plain: Receiver) -> None:
+    socks = []
+    for _ in range(8):
+        try:
+            socks.append(_connect_from(HOSTILE, plain.port))
+        except OSError:
+            break
+    stop = threading.Event()
+    threading.Thread(target=_trickle, args=(socks, stop), daemon=True).start()
+    try:
+        time.sleep(0.5)
+        took = _echo(plain.port)
+        print(f"echo beside 8 trickling sockets after {took:.2f} s")
+        assert took < 15
+        # The cap kept half of them out at once; the request deadline cuts the rest.
+        assert plain.guard.n_refused >= 8 - plain.config.max_per_address
+        deadline = time.monotonic() + plain.config.request_deadline + 5
+        while plain.guard.n_cut < plain.config.max_per_address and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert plain.guard.n_cut >= plain.config.max_per_address
+    finally:
+        stop.set()
+        for sock in socks:
+            sock.close()
+
+
+def _certificates(folder: Path) -> dict[str, Path]:
+    """A CA, a server certificate and a client certificate it signed (PEM files)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def save(stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+        (folder / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (folder / f"{stem}.key").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("test CA")).issuer_name(name("test CA"))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - dt.timedelta(minutes=5))
+          .not_valid_after(now + dt.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+          .sign(ca_key, hashes.SHA256()))
+    save("ca", ca, ca_key)
+    for stem, san in (("server", "localhost"), ("client", "scu")):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder().subject_name(name(san)).issuer_name(name("test CA"))
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5))
+                .not_valid_after(now + dt.timedelta(days=1))
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(san)]), False)
+                .sign(ca_key, hashes.SHA256()))
+        save(stem, cert, key)
+    return {k: folder / k for k in ("ca", "server", "client")}
+
+
+def test_an_idle_socket_beside_a_tls_caller_with_a_client_certificate(tmp_path: Path) -> None:
+    pytest.importorskip("cryptography", reason="cryptography makes the test's certificates")
+    pem = _certificates(tmp_path)
+    server = tls_context(tmp_path / "server.pem", tmp_path / "server.key", tmp_path / "ca.pem")
+    listener = _listener(tmp_path, ssl_context=server)
+    idle = _connect_from(HOSTILE, listener.port)  # never starts the handshake
+    try:
+        client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pem["ca"]) + ".pem")
+        client.load_cert_chain(str(tmp_path / "client.pem"), str(tmp_path / "client.key"))
+        took = _echo(listener.port, tls=client)
+        print(f"TLS echo beside an idle socket after {took:.2f} s")
+        assert took < 15
+        # Without a client certificate: refused in the handshake, the listener unharmed.
+        bare = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pem["ca"]) + ".pem")
+        with pytest.raises(AssertionError):
+            _echo(listener.port, tls=bare, timeout=2)
+        assert _echo(listener.port, tls=client) < 15
+    finally:
+        started = time.monotonic()
+        listener.stop()  # with the idle socket still open
+        stopped = time.monotonic() - started
+        idle.close()
+    print(f"stopped in {stopped:.2f} s with an idle TLS socket open")
+    assert stopped < 5
