@@ -481,18 +481,29 @@ def mask_url(url: str | None) -> str:
     return mask_credentials(url)
 
 
-# Everything between "://" and the LAST "@" (a password may hold "/" or "@"), and the values of
-# query parameters that carry secrets. A dicom:// URL's AE@host is no credential.
-_USERINFO = re.compile(r"(\b(?!dicoms?://)[A-Za-z][A-Za-z0-9+.\-]*://)[^\s]*@(?=[^@\s]*(\s|$))")
+# The user information of a URL: everything between "://" and the LAST "@" of the word (a
+# password may hold "/" or "@"); and the values of query parameters that carry secrets.
+_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)([^\s]*)@(?=[^@\s]*(\s|$))")
 _SECRET_PARAM = re.compile(
     r"([?&;](?:password|passwd|pwd|pass|token|access_token|api[_-]?key|key|secret|auth|"
-    r"authorization|sig|signature)=)[^&#;]*", re.IGNORECASE)
+    r"authorization|sig|signature)=)[^&#;\s]*", re.IGNORECASE)
+
+
+def _userinfo(match: re.Match[str]) -> str:
+    scheme, info = match.group(1), match.group(2)
+    user, colon, _ = info.partition(":")
+    if colon:  # user:password -> user:***
+        return f"{scheme}{user}:***@"
+    if scheme.lower() in ("dicom://", "dicoms://"):  # an AE title, not a credential
+        return match.group(0)
+    return f"{scheme}***@"  # a lone token
 
 
 def mask_credentials(text: str) -> str:
-    """``text`` with a URL's user information (``user:pass@``, ``TOKEN@``) and secret query
-    values (``?password=…``, ``&token=…``) shown as ``***``."""
-    return _SECRET_PARAM.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
+    """``text`` with a URL's password (``user:***@``), a lone token (``***@``) and secret
+    query values (``?password=***``) masked; a dicom:// URL's AE title stays."""
+    return _SECRET_PARAM.sub(r"\1***", _USERINFO.sub(_userinfo, text))
+
 
 
 @functools.lru_cache(maxsize=1)

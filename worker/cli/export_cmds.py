@@ -21,12 +21,15 @@ class ExportState(str, enum.Enum):
     pending = "pending"
     sent = "sent"
     failed = "failed"
+    superseded = "superseded"
 
 
-EXPORT_COLUMNS = ["study_uid", "destination", "status", "attempts", "last_error",
-                  "sr_sop_instance_uid", "updated_at"]
+EXPORT_COLUMNS = ["study_uid", "destination", "status", "attempts", "next_attempt_at",
+                  "last_error", "sr_sop_instance_uid", "instance_number", "predecessor_sr_uid",
+                  "updated_at"]
 SHORT = {"study_uid": "study", "sr_sop_instance_uid": "SR instance", "last_error": "last error",
-         "updated_at": "updated", "attempts": "tries"}
+         "updated_at": "updated", "attempts": "tries", "next_attempt_at": "next try",
+         "instance_number": "no.", "predecessor_sr_uid": "supersedes"}
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
@@ -43,8 +46,11 @@ def exports(
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
 ) -> None:
     """The results sent back as DICOM (an SR per study, and heatmap Secondary Captures), one row
-    per study, destination and model version: pending (not sent yet, or retrying after a
-    transient failure), sent, or failed, with the attempts and the last error."""
+    per version of a study's result and destination: pending (not sent yet, or due again after
+    a transient failure: the next try is shown), sent, failed (a permanent error, or still not
+    delivered after SCREEN_EXPORT_GIVE_UP_AFTER), or superseded (a newer result of the study
+    replaced it before it was sent); with the attempts, the last error, the SR's Instance
+    Number and the SR it supersedes."""
     from pneumoscreen.db.exports import exports as export_rows
     from pneumoscreen.worker.settings import get_settings
 
@@ -62,9 +68,9 @@ def _cell(column: str, value: Any) -> Any:
     """The terminal shows UIDs' tails; JSON keeps them whole."""
     if value is None:
         return ""
-    if column in ("study_uid", "sr_sop_instance_uid") and len(value) > 13:
+    if column in ("study_uid", "sr_sop_instance_uid", "predecessor_sr_uid") and len(value) > 13:
         return "…" + value[-12:]
-    if column == "updated_at":
+    if column in ("updated_at", "next_attempt_at"):
         return value[5:16].replace("T", " ")
     return value
 
@@ -82,7 +88,9 @@ def export(
 ) -> None:
     """Send (or send again) the results of screened studies, here and now: a DICOM SR per
     study and a Secondary Capture per stored heatmap. A resend is the same instances (the same
-    UIDs), never a duplicate. Exit code 1 when an export failed."""
+    UIDs), never a duplicate; a study whose result changed (a late image) gets a new SR that
+    names the one it supersedes. What cannot be delivered now stays in the outbox, retried
+    with backoff. Exit code 1 when an export was not delivered."""
     from pneumoscreen.worker.cli.screening_cmds import _parse_since
     from pneumoscreen.worker.export.destinations import DestinationError, parse_destinations
     from pneumoscreen.worker.settings import get_settings
@@ -118,7 +126,7 @@ def export(
                  f"{counted(len(destinations), 'destination')}")
         console.print(make_table(title, [SHORT.get(c, c) for c in columns],
                                  [[_cell(c, r[c]) for c in columns] for r in rows]))
-    if any(o.status == "failed" for o in outcomes):
+    if any(o.status in ("failed", "pending", "busy") for o in outcomes):
         raise typer.Exit(1)
 
 
@@ -127,6 +135,6 @@ def _audit(settings: Any, outcomes: list[Any], destinations: list[str], **args: 
     from pneumoscreen.worker.audit import audit_to
 
     counts = {status: sum(o.status == status for o in outcomes)
-              for status in ("sent", "failed", "nothing")}
+              for status in ("sent", "pending", "failed", "nothing")}
     audit_to(settings.effective_database_url, "export.run", destinations=destinations,
              studies=len({o.study_uid for o in outcomes}), **counts, **args)

@@ -3,6 +3,7 @@ plain caller, a stop with both open (issue 20, finding 7). In-process listeners,
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import struct
@@ -68,16 +69,12 @@ def _connect_from(address: str, port: int) -> socket.socket:
 def _trickle(socks: list[socket.socket], stop: threading.Event) -> None:
     """An A-ASSOCIATE-RQ header claiming 200 bytes, then one byte every 3 s per socket."""
     for sock in socks:
-        try:
+        with contextlib.suppress(OSError):
             sock.sendall(struct.pack(">BBL", 0x01, 0, 200))
-        except OSError:
-            pass
     while not stop.wait(3.0):
         for sock in socks:
-            try:
+            with contextlib.suppress(OSError):
                 sock.sendall(b"\0")
-            except OSError:
-                pass
 
 
 def test_eight_trickling_sockets_leave_a_plain_caller_untouched(plain: Receiver) -> None:
