@@ -5,8 +5,10 @@ its source files, and the study's outbox row for one destination delivered now (
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 from pydicom import Dataset
+from pydicom.multival import MultiValue
 
 from pneumoscreen.worker.export.destinations import Destination
 from pneumoscreen.worker.export.heatmap_sc import build_heatmap_sc, overlay_pixels
@@ -46,7 +48,33 @@ def build_objects(result: StudyResult, settings: Settings, *, instance_number: i
                             result.study_uid, image.study_id, type(exc).__name__)
                 continue
             objects.append(build_heatmap_sc(result, image, sources[image.study_id], pixels, n))
+    for ds in objects:
+        declare_character_set(ds)
     return objects
+
+
+_TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
+             "UI", "UR", "UT"}
+
+
+def declare_character_set(ds: Dataset) -> None:
+    """Specific Character Set as written: UTF-8 (ISO_IR 192) when any text is not ASCII (a
+    source with accented names and no character set of its own), else none (the default)."""
+
+    def texts(d: Dataset) -> Iterator[str]:
+        for element in d:
+            if element.VR == "SQ":
+                for item in element.value:
+                    yield from texts(item)
+            elif element.VR in _TEXT_VRS and element.value is not None:
+                value = element.value
+                for one in (value if isinstance(value, MultiValue | list | tuple) else [value]):
+                    yield str(one)
+
+    if any(not t.isascii() for t in texts(ds)):
+        ds.SpecificCharacterSet = "ISO_IR 192"
+    elif "SpecificCharacterSet" in ds:
+        del ds.SpecificCharacterSet
 
 
 def export_study(study_uid: str, destination: Destination, settings: Settings, *,
