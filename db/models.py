@@ -149,6 +149,7 @@ class Study(Base):
 class FileRole(str, enum.Enum):
     primary = "primary"  # the copy the study is screened from
     twin = "twin"  # another copy with the same SOP Instance UID (a retransmission)
+    set_aside = "set_aside"  # a conflicting copy a person resolved against (screen conflicts)
 
 
 class StudyFile(Base):
@@ -275,6 +276,8 @@ class ExportStatus(str, enum.Enum):
     failed = "failed"  # a permanent failure, or the retries ran out
     # A newer result of the study (a late image, another model) replaced it before it was sent.
     superseded = "superseded"
+    # Two different images under one SOP Instance UID: nothing is sent until a person resolves it.
+    held = "held"
 
 
 class Export(Base):

@@ -58,10 +58,12 @@ def version_for(study_uid: str, sr_uid: str, series_uid: str, *, session: Sessio
 
 
 def plan(study_uid: str, destination: str, model_version_id: int, version: Version, *,
-         session: Session, now: dt.datetime | None = None, resend: bool = False) -> Export:
+         session: Session, now: dt.datetime | None = None, resend: bool = False,
+         held: str | None = None) -> Export:
     """The outbox row of this SR version for this destination, due now if it is new (or
     ``resend``: a sent or failed row is due again); the destination's unsent rows of other
-    versions of the study are superseded."""
+    versions of the study are superseded. ``held``: why it must not be sent (a conflict): the
+    row waits, ``held``, until planned again without it."""
     now = now or utcnow()
     row = _find(study_uid, destination, version.sr_uid, session=session)
     if row is None:
@@ -79,12 +81,17 @@ def plan(study_uid: str, destination: str, model_version_id: int, version: Versi
         except IntegrityError:
             row = _find(study_uid, destination, version.sr_uid, session=session)
             assert row is not None
-    elif resend or row.status is ExportStatus.superseded:
+    elif resend or row.status in (ExportStatus.superseded, ExportStatus.held):
         row.status = ExportStatus.pending
         row.next_attempt_at = now
         row.updated_at = now
     elif row.status is ExportStatus.pending and row.next_attempt_at is None:
         row.next_attempt_at = now
+    if held is not None and row.status is ExportStatus.pending and (
+            row.lease_until is None or row.lease_until < now):
+        row.status, row.next_attempt_at = ExportStatus.held, None
+        row.last_error = held[:MAX_ERROR]
+        row.updated_at = now
     session.execute(update(Export).where(
         Export.study_instance_uid == study_uid, Export.destination == destination,
         Export.id != row.id, Export.status == ExportStatus.pending,
@@ -156,4 +163,14 @@ def supersede(export_id: int, token: str, *, session: Session) -> None:
         row.status = ExportStatus.superseded
         row.next_attempt_at = row.lease_token = row.lease_until = None
         row.last_error = "a newer result of this study replaced it before it was sent"
+        row.updated_at = utcnow()
+
+
+def hold(export_id: int, token: str, reason: str, *, session: Session) -> None:
+    """A claimed row whose study is in conflict: not sent, held until a person resolves it."""
+    row = session.get(Export, export_id, populate_existing=True)
+    if row is not None and row.lease_token == token:
+        row.status = ExportStatus.held
+        row.next_attempt_at = row.lease_token = row.lease_until = None
+        row.last_error = reason[:MAX_ERROR]
         row.updated_at = utcnow()

@@ -13,6 +13,7 @@ from pneumoscreen.worker.cli.output import (
     counted,
     fail,
     make_table,
+    plain,
     print_json,
 )
 
@@ -22,6 +23,7 @@ class ExportState(str, enum.Enum):
     sent = "sent"
     failed = "failed"
     superseded = "superseded"
+    held = "held"
 
 
 EXPORT_COLUMNS = ["study_uid", "destination", "status", "attempts", "next_attempt_at",
@@ -32,9 +34,98 @@ SHORT = {"study_uid": "study", "sr_sop_instance_uid": "SR instance", "last_error
          "instance_number": "no.", "predecessor_sr_uid": "supersedes"}
 
 
+conflicts_app = typer.Typer(
+    help="Two different images received under one SOP Instance UID: the study's result is held "
+    "(not exported) until a person keeps one copy. Without a subcommand: list them.",
+    invoke_without_command=True)
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     app.command("exports")(exports)
     app.command("export")(export)
+    app.add_typer(conflicts_app, name="conflicts")
+
+
+@conflicts_app.callback()
+def conflicts(
+    ctx: typer.Context,
+    study: Annotated[str | None, typer.Option(
+        "--study", help="Only this Study Instance UID.")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+) -> None:
+    """List the conflicts: per image, every copy (its sha256, path, role) and its pixel data's
+    digest. Nothing of such a study is exported until `screen conflicts resolve`."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from pneumoscreen.worker.export.conflicts import conflicts as find
+    from pneumoscreen.worker.settings import get_settings
+
+    with get_settings().session() as session:
+        found = find(session=session, study_uid=study)
+    rows = [{"study_uid": c.study_uid, "sop_instance_uid": c.image.sop_uid,
+             "image_id": c.image.image_id, "status": c.image.status,
+             "copies": [{"sha256": k.sha256, "path": k.path, "role": k.role,
+                         "pixels": c.digests.get(k.sha256)} for k in c.image.copies
+                        if k.role != "set_aside"]} for c in found]
+    if fmt is Format.json:
+        print_json(rows)
+        return
+    table = [[_cell("study_uid", r["study_uid"]), r["sop_instance_uid"], k["sha256"][:12],
+              k["role"], (k["pixels"] or "unreadable")[:12], k["path"]]
+             for r in rows for k in r["copies"]]
+    console.print(make_table(f"Conflicts: {counted(len(rows), 'image')} held for a human read",
+                             ["study", "SOP instance", "copy", "role", "pixels", "path"], table))
+
+
+@conflicts_app.command("resolve")
+def resolve(
+    sop_uid: Annotated[str, typer.Argument(help="The SOP Instance UID in conflict.")],
+    keep: Annotated[str, typer.Option(
+        "--keep", help="The copy to keep: its sha256 or a prefix of at least 8 characters "
+        "(from `screen conflicts`).")],
+) -> None:
+    """Keep one copy of an image in conflict; the others are set aside (kept on disk, never
+    used). If the kept copy is not the one screened, the image is queued again (`screen
+    resume` screens it). The study's result is then exported. Audited."""
+    from pneumoscreen.db import Study, StudyStatus
+    from pneumoscreen.db.conflicts import copies_of, set_aside
+    from pneumoscreen.db.models import FileRole, StudyFile
+    from pneumoscreen.worker.audit import audit
+    from pneumoscreen.worker.settings import get_settings
+
+    if len(keep) < 8:
+        fail("--keep needs at least 8 characters of the copy's sha256")
+    settings = get_settings()
+    with settings.session() as session:
+        (image, *_) = copies_of(session=session, sop_uid=sop_uid) or [None]
+        if image is None:
+            fail(f"no image with SOP Instance UID {sop_uid} has more than one copy")
+        chosen = [c for c in image.copies if c.sha256.startswith(keep.lower())
+                  and c.role != "set_aside"]
+        if len(chosen) != 1:
+            fail(f"--keep {keep} matches {len(chosen)} copies of {sop_uid}; see "
+                 "`screen conflicts`")
+        kept = chosen[0]
+        n = set_aside(image.image_id, kept.sha256, "set aside by a person resolving a conflict "
+                      f"(kept copy {kept.sha256[:12]})", session=session)
+        requeued = kept.role != "primary"
+        if requeued:
+            row = session.get(Study, image.image_id)
+            assert row is not None
+            session.query(StudyFile).filter(StudyFile.id == kept.file_id).update(
+                {"role": FileRole.primary, "reason": None})
+            row.source_path, row.sha256, row.status = kept.path, kept.sha256, StudyStatus.queued
+        audit(session, "conflict.resolve", sop_uid=sop_uid, kept=kept.sha256, set_aside=n,
+              requeued=requeued)
+        study_uid = image.study_uid
+    if not requeued and study_uid and settings.export_to:
+        from pneumoscreen.worker.export.enqueue import configured_destinations
+        from pneumoscreen.worker.export.outbox import plan_exports
+
+        plan_exports([study_uid], configured_destinations(settings), settings)
+    console.print(plain(f"Kept copy {kept.sha256[:12]} of {sop_uid}; {n} set aside. " + (
+        "The image is queued again: `screen resume` screens it from the kept copy."
+        if requeued else "The study's result is due for export.")))
 
 
 def exports(

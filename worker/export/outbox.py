@@ -22,7 +22,16 @@ from dataclasses import dataclass, field
 
 from pneumoscreen.db import ExportStatus, session_scope
 from pneumoscreen.db.models import Export, utcnow
-from pneumoscreen.db.outbox import Version, claim, due, plan, record, supersede, version_for
+from pneumoscreen.db.outbox import (
+    Version,
+    claim,
+    due,
+    hold,
+    plan,
+    record,
+    supersede,
+    version_for,
+)
 from pneumoscreen.db.study_groups import screened_images
 from pneumoscreen.worker.export.destinations import Destination
 from pneumoscreen.worker.export.result import StudyResult
@@ -70,6 +79,17 @@ def current_version(study_uid: str, *, session: object) -> tuple[StudyResult, Ve
     return result, version_for(study_uid, sop_uid, series_uid, session=session)  # type: ignore[arg-type]
 
 
+def held_because(study_uid: str, *, session: object) -> str | None:
+    """Why the study's result must not be sent now: a conflict a person has to resolve."""
+    from pneumoscreen.worker.export.conflicts import conflicts
+
+    found = conflicts(session=session, study_uid=study_uid)  # type: ignore[arg-type]
+    if not found:
+        return None
+    return ("held for a human read: " + "; ".join(c.describe() for c in found)
+            + " (see `screen conflicts`)")
+
+
 def plan_exports(study_uids: Sequence[str], destinations: Sequence[Destination],
                  settings: Settings, *, resend: bool = False) -> list[int]:
     """The outbox rows of these studies' current results for these destinations (made when
@@ -81,9 +101,10 @@ def plan_exports(study_uids: Sequence[str], destinations: Sequence[Destination],
             if current is None:
                 continue
             result, version = current
+            held = held_because(uid, session=session)
             for dest in destinations:
                 row = plan(uid, dest.label, result.model.version_id, version, session=session,
-                           resend=resend)
+                           resend=resend, held=held)
                 session.flush()
                 ids.append(row.id)
     return ids
@@ -114,6 +135,12 @@ def deliver(export_id: int, settings: Settings, *, destination: Destination | No
         predecessor = ((row.predecessor_series_uid or "", row.predecessor_sr_uid)
                        if row.predecessor_sr_uid else None)
         current = current_version(study_uid, session=session)
+        held = held_because(study_uid, session=session)
+        if held is not None:
+            hold(export_id, token, held, session=session)
+    if held is not None:
+        log.warning("export of study %s to %s held: %s", study_uid, label, held)
+        return ExportOutcome(study_uid, label, "held", attempts, held, export_id=export_id)
     if destination is None:
         from pneumoscreen.worker.export.enqueue import configured_destination
 
