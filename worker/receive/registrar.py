@@ -162,6 +162,7 @@ class Registrar:
         self._reconciled = False
         self._retry_at = 0.0
         self._enqueue_at = 0.0
+        self._sweep_at = 0.0
 
     def notify(self, file: SpoolFile, received: float | None = None) -> None:
         """Called by the C-STORE handler once a file is in the spool (any thread)."""
@@ -185,6 +186,11 @@ class Registrar:
             if now >= self._enqueue_at:
                 self._enqueue_at = now + self.retry_seconds
                 self.enqueue_left_over()
+            if self.settings.spool_retention_days is not None and now >= self._sweep_at:
+                from pneumoscreen.worker.receive.retention import sweep_spool
+
+                self._sweep_at = now + 3600.0  # retention is counted in days: hourly is enough
+                sweep_spool(self.spool, self.settings)
         except (SQLAlchemyError, BrokerUnavailable, OSError) as exc:
             self._retry_at = now + self.retry_seconds
             log.warning("%s unavailable (%s); %d received instances wait in the spool, retrying "
