@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from certs import certificates
 from live import free_port
 
 from pneumoscreen.worker.receive.scp import ListenConfig, Receiver, tls_context
@@ -103,49 +104,9 @@ def test_eight_trickling_sockets_leave_a_plain_caller_untouched(plain: Receiver)
             sock.close()
 
 
-def _certificates(folder: Path) -> dict[str, Path]:
-    """A CA, a server certificate and a client certificate it signed (PEM files)."""
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = dt.datetime.now(dt.timezone.utc)
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    def save(stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
-        (folder / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (folder / f"{stem}.key").write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(name("test CA")).issuer_name(name("test CA"))
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - dt.timedelta(minutes=5))
-          .not_valid_after(now + dt.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-          .sign(ca_key, hashes.SHA256()))
-    save("ca", ca, ca_key)
-    for stem, san in (("server", "localhost"), ("client", "scu")):
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (x509.CertificateBuilder().subject_name(name(san)).issuer_name(name("test CA"))
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(minutes=5))
-                .not_valid_after(now + dt.timedelta(days=1))
-                .add_extension(x509.SubjectAlternativeName([x509.DNSName(san)]), False)
-                .sign(ca_key, hashes.SHA256()))
-        save(stem, cert, key)
-    return {k: folder / k for k in ("ca", "server", "client")}
-
-
 def test_an_idle_socket_beside_a_tls_caller_with_a_client_certificate(tmp_path: Path) -> None:
     pytest.importorskip("cryptography", reason="cryptography makes the test's certificates")
-    pem = _certificates(tmp_path)
+    pem = certificates(tmp_path)
     server = tls_context(tmp_path / "server.pem", tmp_path / "server.key", tmp_path / "ca.pem")
     listener = _listener(tmp_path, ssl_context=server)
     idle = _connect_from(HOSTILE, listener.port)  # never starts the handshake
