@@ -186,10 +186,12 @@ class Registrar:
             if now >= self._enqueue_at:
                 self._enqueue_at = now + self.retry_seconds
                 self.enqueue_left_over()
-            if self.settings.spool_retention_days is not None and now >= self._sweep_at:
+            if now >= self._sweep_at:
                 from pneumoscreen.worker.receive.retention import sweep_spool
 
                 self._sweep_at = now + 3600.0  # retention is counted in days: hourly is enough
+                # Transfers cut short leave partial files; none is older than a connection may be.
+                self.spool.remove_stale_temp_files(older_than_s=2 * 3600.0)
                 sweep_spool(self.spool, self.settings)
         except (SQLAlchemyError, BrokerUnavailable, OSError) as exc:
             self._retry_at = now + self.retry_seconds

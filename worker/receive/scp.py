@@ -21,7 +21,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pneumoscreen.worker.receive.spool import Spool, SpoolFile, SpoolFull
+from pneumoscreen.worker.receive.spool import TEMP_PREFIX, Spool, SpoolFile, SpoolFull
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,11 @@ class Receiver:
 
         _bound_pdu_reads(max(self.config.max_pdu, 1 << 20))
         # Each data set is written to a file as its fragments arrive: memory stays flat
-        # whatever the instance's size (the handler gets the file's path).
+        # whatever the instance's size (the handler gets the file's path). Those files go into
+        # the spool's incoming folder, where a transfer cut short leaves nothing for ever (the
+        # stale sweep removes them), not into /tmp.
         _config.STORE_RECV_CHUNKED_DATASET = True
+        _receive_into(self.spool.incoming)
         handlers = [(evt.EVT_CONN_OPEN, self._on_conn_open),
                     (evt.EVT_C_ECHO, self._on_echo), (evt.EVT_C_STORE, self._on_store),
                     (evt.EVT_DATA_RECV, self._on_data), (evt.EVT_ACCEPTED, self._on_accepted),
@@ -304,6 +307,18 @@ def _opens_with_file_meta(dataset: bytes, transfer_syntax: str) -> bool:
         return False
     order = "big" if transfer_syntax == "1.2.840.10008.1.2.2" else "little"
     return int.from_bytes(head[:2], order) <= 0x0002
+
+
+def _receive_into(folder: Path) -> None:
+    """pynetdicom's received data set files in ``folder``, named as the spool's temp files."""
+    import functools
+    import tempfile
+
+    from pynetdicom import dimse_messages
+
+    folder.mkdir(parents=True, exist_ok=True)
+    dimse_messages.NamedTemporaryFile = functools.partial(  # type: ignore[attr-defined]
+        tempfile.NamedTemporaryFile, dir=str(folder), prefix=TEMP_PREFIX + "recv-")
 
 
 def _bound_pdu_reads(limit: int) -> None:

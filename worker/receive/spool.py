@@ -59,6 +59,11 @@ class Spool:
         self._used: int | None = None  # bytes in the spool, counted once, then kept up to date
         self._lock = threading.Lock()
 
+    @property
+    def incoming(self) -> Path:
+        """Where writes in progress are (temp files, renamed into place when complete)."""
+        return self.root / INCOMING
+
     def used_bytes(self) -> int:
         with self._lock:
             if self._used is None:
@@ -89,7 +94,7 @@ class Spool:
         """Store ``header`` + the rest of ``source`` (a data set), named by the sha256 of the
         data set alone; at most ``limit`` data-set bytes (ValueError beyond). Streamed in
         chunks: memory stays flat whatever the size."""
-        incoming = self.root / INCOMING
+        incoming = self.incoming
         incoming.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=incoming, prefix=TEMP_PREFIX)
         digest, size = hashlib.sha256(), 0
