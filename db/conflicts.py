@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from pneumoscreen.db.models import FileRole, Study, StudyFile
+from pneumoscreen.db.models import FileRole, Image, ImageFile
 
 
 @dataclass(frozen=True)
@@ -32,17 +32,17 @@ class ImageCopies:
 def copies_of(*, session: Session, study_uid: str | None = None,
               sop_uid: str | None = None) -> list[ImageCopies]:
     """Images that have at least one twin (not set aside), with all their copies."""
-    with_twins = (select(StudyFile.study_id).where(StudyFile.role == FileRole.twin)
+    with_twins = (select(ImageFile.image_id).where(ImageFile.role == FileRole.twin)
                   .distinct())
-    query = select(Study).where(Study.id.in_(with_twins))
+    query = select(Image).where(Image.id.in_(with_twins))
     if study_uid is not None:
-        query = query.where(Study.study_instance_uid == study_uid)
+        query = query.where(Image.study_instance_uid == study_uid)
     if sop_uid is not None:
-        query = query.where(Study.sop_instance_uid == sop_uid)
+        query = query.where(Image.sop_instance_uid == sop_uid)
     out = []
-    for image in session.scalars(query.order_by(Study.id)):
+    for image in session.scalars(query.order_by(Image.id)):
         files = [Copy(f.id, f.path, f.sha256, f.role.value, f.reason) for f in session.scalars(
-            select(StudyFile).where(StudyFile.study_id == image.id).order_by(StudyFile.id))]
+            select(ImageFile).where(ImageFile.image_id == image.id).order_by(ImageFile.id))]
         primary = [f for f in files if f.sha256 == image.sha256]
         if not primary:  # an image registered before study_files: its own file is the primary
             primary = [Copy(0, image.source_path, image.sha256, FileRole.primary.value, None)]
@@ -55,9 +55,9 @@ def copies_of(*, session: Session, study_uid: str | None = None,
 def set_aside(image_id: int, keep_sha256: str, reason: str, *, session: Session) -> int:
     """Every copy of the image but ``keep_sha256`` is set aside with ``reason``; the number."""
     result = session.execute(
-        update(StudyFile).where(StudyFile.study_id == image_id,
-                                StudyFile.sha256 != keep_sha256,
-                                StudyFile.role != FileRole.set_aside)
+        update(ImageFile).where(ImageFile.image_id == image_id,
+                                ImageFile.sha256 != keep_sha256,
+                                ImageFile.role != FileRole.set_aside)
         .values(role=FileRole.set_aside, reason=reason)
         .execution_options(synchronize_session=False))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

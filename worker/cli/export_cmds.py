@@ -50,7 +50,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 def conflicts(
     ctx: typer.Context,
     study: Annotated[str | None, typer.Option(
-        "--study", help="Only this Study Instance UID.")] = None,
+        "--study", help="Only this Image Instance UID.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
 ) -> None:
     """List the conflicts: per image, every copy (its sha256, path, role) and its pixel data's
@@ -87,9 +87,9 @@ def resolve(
     """Keep one copy of an image in conflict; the others are set aside (kept on disk, never
     used). If the kept copy is not the one screened, the image is queued again (`screen
     resume` screens it). The study's result is then exported. Audited."""
-    from pneumoscreen.db import Study, StudyStatus
+    from pneumoscreen.db import Image, ImageStatus
     from pneumoscreen.db.conflicts import copies_of, set_aside
-    from pneumoscreen.db.models import FileRole, StudyFile
+    from pneumoscreen.db.models import FileRole, ImageFile
     from pneumoscreen.worker.audit import audit
     from pneumoscreen.worker.settings import get_settings
 
@@ -110,11 +110,11 @@ def resolve(
                       f"(kept copy {kept.sha256[:12]})", session=session)
         requeued = kept.role != "primary"
         if requeued:
-            row = session.get(Study, image.image_id)
+            row = session.get(Image, image.image_id)
             assert row is not None
-            session.query(StudyFile).filter(StudyFile.id == kept.file_id).update(
+            session.query(ImageFile).filter(ImageFile.id == kept.file_id).update(
                 {"role": FileRole.primary, "reason": None})
-            row.source_path, row.sha256, row.status = kept.path, kept.sha256, StudyStatus.queued
+            row.source_path, row.sha256, row.status = kept.path, kept.sha256, ImageStatus.queued
         audit(session, "conflict.resolve", sop_uid=sop_uid, kept=kept.sha256, set_aside=n,
               requeued=requeued)
         study_uid = image.study_uid
@@ -132,7 +132,7 @@ def exports(
     status: Annotated[ExportState | None, typer.Option(
         "--status", help="Only exports in this state.")] = None,
     study: Annotated[str | None, typer.Option(
-        "--study", help="Only this Study Instance UID.")] = None,
+        "--study", help="Only this Image Instance UID.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many rows.")] = 200,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
 ) -> None:
@@ -174,7 +174,7 @@ def export(
         "--to", help="A destination (dicom://AET@host:port, http(s)://…/dicom-web, "
         "file:///folder); repeatable \\[default: SCREEN_EXPORT_TO].")] = None,
     study: Annotated[str | None, typer.Option(
-        "--study", help="Only this Study Instance UID.")] = None,
+        "--study", help="Only this Image Instance UID.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
 ) -> None:
     """Send (or send again) the results of screened studies, here and now: a DICOM SR per
@@ -196,7 +196,7 @@ def export(
         fail("no destination: give --to DEST or set SCREEN_EXPORT_TO")
     since_at = _parse_since(since)
 
-    from pneumoscreen.db.study_groups import screened_study_uids
+    from pneumoscreen.db.studies import screened_study_uids
     from pneumoscreen.worker.export.run import export_study
 
     with settings.session() as session:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from pneumoscreen.db.conflicts import ImageCopies, copies_of
 from pneumoscreen.worker.ingest.dicom_header import read_dataset
-from pneumoscreen.worker.ingest.errors import FailedStudy
+from pneumoscreen.worker.ingest.errors import FailedImage
 
 MAX_BYTES = 2 << 30
 
@@ -52,7 +52,7 @@ def pixel_digest(path: str | Path) -> str | None:
                         * int(ds.BitsAllocated) // 8 * frames)
             if len(data) < expected:
                 return None
-    except (FailedStudy, OSError, ValueError, AttributeError, TypeError):
+    except (FailedImage, OSError, ValueError, AttributeError, TypeError):
         return None
     return hashlib.sha256(data).hexdigest()
 

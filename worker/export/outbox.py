@@ -12,12 +12,11 @@ deliverers never send the same SR at once, and rows are picked up after any rest
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pneumoscreen.db import ExportStatus, session_scope
@@ -32,7 +31,7 @@ from pneumoscreen.db.outbox import (
     supersede,
     version_for,
 )
-from pneumoscreen.db.study_groups import screened_images
+from pneumoscreen.db.studies import screened_images
 from pneumoscreen.worker.export.destinations import Destination
 from pneumoscreen.worker.export.result import StudyResult
 from pneumoscreen.worker.export.send import ExportError, PermanentExportError, send
@@ -265,21 +264,13 @@ _running: list[OutboxLoop] = []
 _running_lock = threading.Lock()
 
 
-@contextlib.contextmanager
-def outbox_running(settings: Settings) -> Iterator[None]:
-    """An :class:`OutboxLoop` for the duration of the block (an embedded screening run, no
-    broker), unless this process runs one already (``screen listen``)."""
+def ensure_outbox(settings: Settings) -> None:
+    """An outbox loop in this process from now on, unless one runs already (no broker: a
+    screening run's exports are retried while the process lives; the next process with a loop,
+    ``screen listen`` or a worker, takes over what is left)."""
     with _running_lock:
-        loop = None if _running else OutboxLoop(settings).start()
-        if loop is not None:
-            _running.append(loop)
-    try:
-        yield
-    finally:
-        if loop is not None:
-            loop.stop()
-            with _running_lock:
-                _running.remove(loop)
+        if not _running:
+            _running.append(OutboxLoop(settings).start())
 
 
 def start_outbox(settings: Settings, stop: threading.Event) -> OutboxLoop:

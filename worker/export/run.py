@@ -32,7 +32,7 @@ def build_objects(result: StudyResult, settings: Settings, *, instance_number: i
     """The SR (this version's Instance Number, naming its predecessor), then one Secondary
     Capture per stored heatmap (a map whose image cannot be drawn again is left out, the SR is
     still sent)."""
-    sources = {i.study_id: read_source(i.path, study_uid=result.study_uid,
+    sources = {i.image_id: read_source(i.path, study_uid=result.study_uid,
                                        sop_uid=i.sop_instance_uid) for i in result.images}
     objects: list[Dataset] = [build_sr(result, sources, instance_number=instance_number,
                                         predecessor=predecessor)]
@@ -45,9 +45,9 @@ def build_objects(result: StudyResult, settings: Settings, *, instance_number: i
                 pixels = overlay_pixels(image, int(size), config)
             except Exception as exc:  # the SR matters more than the picture
                 log.warning("study %s: heatmap of image %s not exported (%s)",
-                            result.study_uid, image.study_id, type(exc).__name__)
+                            result.study_uid, image.image_id, type(exc).__name__)
                 continue
-            objects.append(build_heatmap_sc(result, image, sources[image.study_id], pixels, n))
+            objects.append(build_heatmap_sc(result, image, sources[image.image_id], pixels, n))
     for ds in objects:
         declare_character_set(ds)
     return objects

@@ -42,7 +42,8 @@ def serve(settings: Settings, config: ListenConfig, stop: threading.Event,
           on_ready: Callable[[Receiver, Registrar], None] | None = None) -> None:
     """Receive until ``stop`` is set. The port is bound before anything touches the database,
     so a database that is down delays registration, never a receipt. With no broker, screening
-    runs in its own thread (registration never waits for it) and the export outbox in another."""
+    runs in its own thread (registration never waits for it); ``screen listen`` runs the export
+    outbox beside it."""
     spool = Spool(settings.data_dir / "spool", max_bytes=int(settings.spool_max_gb * 1e9),
                   min_free_bytes=int(settings.spool_min_free_gb * 1e9))
     screening = ScreeningThread(settings).start() if settings.eager else None
@@ -54,19 +55,12 @@ def serve(settings: Settings, config: ListenConfig, stop: threading.Event,
     if removed:
         log.info("spool: %d unfinished writes of an earlier run removed", removed)
     receiver.start()
-    outbox = None
-    if settings.export_to and settings.eager:  # a worker's beat does it in broker mode
-        from pneumoscreen.worker.export.outbox import start_outbox
-
-        outbox = start_outbox(settings, threading.Event())
     try:
         if on_ready is not None:
             on_ready(receiver, registrar)
         registrar.run(stop)
     finally:
         receiver.stop()
-        if outbox is not None:
-            outbox.stop(timeout=2.0)
         if screening is not None:
             screening.stop(timeout=2.0)
         log.info("stopped: %d instances stored in this run, %d waiting in the spool for a "

@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from pneumoscreen.db import Heatmap, Prediction, Study, StudyStatus, session_scope
+from pneumoscreen.db import Heatmap, Image, ImageStatus, Prediction, session_scope
 from pneumoscreen.db.queries import get_or_create_model_version
 from pneumoscreen.worker.export.destinations import parse_destination
 from pneumoscreen.worker.export.run import export_study
@@ -30,7 +30,7 @@ def _validators() -> None:
 
 
 def _screened(url: str, sources: list[Path]) -> list[str]:
-    """Each source as a screened, flagged image with a heatmap; their Study Instance UIDs."""
+    """Each source as a screened, flagged image with a heatmap; their Image Instance UIDs."""
     uids = []
     with session_scope(url) as session:
         mv = get_or_create_model_version(
@@ -39,14 +39,14 @@ def _screened(url: str, sources: list[Path]) -> list[str]:
             target_recall=0.95, trained=True)
         for path in sources:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
-            study = Study(sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+            study = Image(sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
                           sop_instance_uid=ds.SOPInstanceUID, source_path=str(path),
-                          format="dicom", status=StudyStatus.done,
+                          format="dicom", status=ImageStatus.done,
                           study_instance_uid=ds.StudyInstanceUID,
                           series_instance_uid=ds.SeriesInstanceUID, modality=ds.Modality)
             session.add(study)
             session.flush()
-            pred = Prediction(study_id=study.id, model_version_id=mv.id, probability=0.8,
+            pred = Prediction(image_id=study.id, model_version_id=mv.id, probability=0.8,
                               p_viral=0.3, threshold=0.5, flagged=True, in_scope=True,
                               atypicality=1.0,
                               created_at=dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc))

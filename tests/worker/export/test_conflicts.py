@@ -12,7 +12,7 @@ from ingest_factories import chest_like, make_ds, write
 from results import screened_study
 from typer.testing import CliRunner
 
-from pneumoscreen.db import FileRole, StudyFile, session_scope
+from pneumoscreen.db import FileRole, ImageFile, session_scope
 from pneumoscreen.worker.cli import app
 from pneumoscreen.worker.export.destinations import parse_destination
 from pneumoscreen.worker.export.outbox import deliver_due, plan_exports
@@ -36,7 +36,7 @@ def _twin(made_path: Path, image_id: int, url: str, out: Path, *, seed: int | No
         out.write_bytes(out.read_bytes()[:-2000])
     sha = hashlib.sha256(out.read_bytes()).hexdigest()
     with session_scope(url) as session:
-        session.add(StudyFile(study_id=image_id, sha256=sha, path=str(out), role=FileRole.twin,
+        session.add(ImageFile(image_id=image_id, sha256=sha, path=str(out), role=FileRole.twin,
                               reason="twin"))
     return sha
 
@@ -47,11 +47,11 @@ def test_a_conflict_holds_the_export_until_a_person_resolves_it(tmp_path: Path) 
     dest = parse_destination(f"file://{out}")
     settings = Settings(database_url=url, data_dir=tmp_path / "data", export_to=[dest.label])
     made = screened_study(tmp_path / "in", url, heatmap=False)
-    _twin(made.paths[0], made.study_ids[0], url, tmp_path / "cut.dcm", seed=None, cut=True)
+    _twin(made.paths[0], made.image_ids[0], url, tmp_path / "cut.dcm", seed=None, cut=True)
     # A copy cut short is a damaged retransmission, not a conflict: the result goes out.
     (first,) = plan_exports([made.study_uid], [dest], settings)
     assert [o.status for o in deliver_due(settings)] == ["sent"]
-    other = _twin(made.paths[0], made.study_ids[0], url, tmp_path / "other.dcm", seed=7)
+    other = _twin(made.paths[0], made.image_ids[0], url, tmp_path / "other.dcm", seed=7)
     screened_study(tmp_path / "late", url, heatmap=False, study_uid=made.study_uid)
     (held_id,) = plan_exports([made.study_uid], [dest], settings)
     assert deliver_due(settings) == []  # held: not due

@@ -22,7 +22,7 @@ def _received(url: str, spool: Spool, made_path: Path, image_id: int) -> Path:
     with session_scope(url) as session:
         session.add(ReceivedInstance(sha256=file.sha256, spool_path=str(file.path),
                                      received_at=utcnow(), registered_at=utcnow(),
-                                     enqueued_at=utcnow(), study_id=image_id))
+                                     enqueued_at=utcnow(), image_id=image_id))
     return file.path
 
 
@@ -33,8 +33,8 @@ def test_spool_files_go_a_set_time_after_delivery(db_url: str, tmp_path: Path) -
     settings = keep.model_copy(update={"spool_retention_days": 1.0})
     delivered = screened_study(tmp_path / "a", db_url, heatmap=False)
     waiting = screened_study(tmp_path / "b", db_url, heatmap=False)
-    gone = _received(db_url, spool, delivered.paths[0], delivered.study_ids[0])
-    kept = _received(db_url, spool, waiting.paths[0], waiting.study_ids[0])
+    gone = _received(db_url, spool, delivered.paths[0], delivered.image_ids[0])
+    kept = _received(db_url, spool, waiting.paths[0], waiting.image_ids[0])
     plan_exports([delivered.study_uid], [parse_destination(out)], settings)
     assert [o.status for o in deliver_due(settings)] == ["sent"]
     plan_exports([waiting.study_uid], [parse_destination("dicom://X@127.0.0.1:1")], settings)
