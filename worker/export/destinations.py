@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pneumoscreen.worker.settings import mask_credentials
+from pneumoscreen.worker.settings import Settings, mask_credentials
+
+log = logging.getLogger(__name__)
 
 FORMS = ("dicom://AET@host:port (dicoms:// over TLS), http(s)://host[:port]/…/dicom-web or "
          "file:///absolute/folder")
@@ -146,3 +149,22 @@ def _folder(raw: str, shown: str) -> FolderDestination:
         raise DestinationError(f"export destination {shown!r}: give an absolute folder, "
                                "e.g. file:///var/lib/pneumoscreen/exports")
     return FolderDestination(path)
+
+
+def configured_destinations(settings: Settings) -> list[Destination]:
+    """The usable ``SCREEN_EXPORT_TO`` entries; a bad one is logged (one line) and skipped."""
+    out: dict[str, Destination] = {}
+    for text in settings.export_to:
+        try:
+            dest = parse_destination(text, trusted_network=settings.export_trusted_network)
+        except DestinationError as exc:
+            log.error("%s", exc)
+            continue
+        out.setdefault(dest.label, dest)
+    return list(out.values())
+
+
+def configured_destination(label: str, settings: Settings) -> Destination | None:
+    """The configured destination with this label: a task sends nowhere else, whatever its
+    message says."""
+    return next((d for d in configured_destinations(settings) if d.label == label), None)

@@ -32,7 +32,8 @@ from pneumoscreen.db.outbox import (
     version_for,
 )
 from pneumoscreen.db.studies import screened_images
-from pneumoscreen.worker.export.destinations import Destination
+from pneumoscreen.worker.export.destinations import Destination, configured_destination
+from pneumoscreen.worker.export.objects import build_objects
 from pneumoscreen.worker.export.result import StudyResult
 from pneumoscreen.worker.export.send import ExportError, PermanentExportError, send
 from pneumoscreen.worker.export.sources import SourceError
@@ -141,8 +142,6 @@ def deliver(export_id: int, settings: Settings, *, destination: Destination | No
         log.warning("export of study %s to %s held: %s", study_uid, label, held)
         return ExportOutcome(study_uid, label, "held", attempts, held, export_id=export_id)
     if destination is None:
-        from pneumoscreen.worker.export.enqueue import configured_destination
-
         destination = configured_destination(label, settings)
     if destination is None:
         return _finish(export_id, token, study_uid, label, attempts, settings, first_due,
@@ -164,8 +163,6 @@ def deliver(export_id: int, settings: Settings, *, destination: Destination | No
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # they quote header values
-                from pneumoscreen.worker.export.run import build_objects
-
                 objects = build_objects(result, settings, instance_number=instance_number,
                                         predecessor=predecessor)
         except SourceError as exc:

@@ -124,7 +124,6 @@ class Receiver:
         # the spool's incoming folder, where a transfer cut short leaves nothing for ever (the
         # stale sweep removes them), not into /tmp.
         _config.STORE_RECV_CHUNKED_DATASET = True
-        _receive_into(self.spool.incoming)
         handlers = [(evt.EVT_CONN_OPEN, self._on_conn_open),
                     (evt.EVT_C_ECHO, self._on_echo), (evt.EVT_C_STORE, self._on_store),
                     (evt.EVT_DATA_RECV, self._on_data), (evt.EVT_ACCEPTED, self._on_accepted),
@@ -142,6 +141,7 @@ class Receiver:
             ssl_context=self.config.ssl_context, server_class=GuardedServer, guard=self.guard)
         self._ae._servers.append(server)
         self._server = server
+        _receive_into(self.spool.incoming)  # once the port is ours: nothing made before
         self.guard.start()
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                          name="listen-accept", daemon=True).start()

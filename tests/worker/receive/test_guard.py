@@ -93,11 +93,12 @@ def test_eight_trickling_sockets_leave_a_plain_caller_untouched(plain: Receiver)
         print(f"echo beside 8 trickling sockets after {took:.2f} s")
         assert took < 15
         # The cap kept half of them out at once; the request deadline cuts the rest.
-        assert plain.guard.n_refused >= 8 - plain.config.max_per_address
-        deadline = time.monotonic() + plain.config.request_deadline + 5
-        while plain.guard.n_cut < plain.config.max_per_address and time.monotonic() < deadline:
+        cap = plain.config.max_per_address
+        deadline = time.monotonic() + plain.config.request_deadline + 20  # a loaded machine
+        while (plain.guard.n_refused < 8 - cap or plain.guard.n_cut < cap) and (
+                time.monotonic() < deadline):
             time.sleep(0.2)
-        assert plain.guard.n_cut >= plain.config.max_per_address
+        assert (plain.guard.n_refused, plain.guard.n_cut) == (8 - cap, cap)
     finally:
         stop.set()
         for sock in socks:
