@@ -9,6 +9,7 @@ database.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -187,6 +188,7 @@ class Receiver:
                     self._calling(event))
 
     def _on_closed(self, event: Any) -> None:
+        _drop_partial(event.assoc)
         with self._lock:
             self._bytes.pop(id(event.assoc), None)
             stored = self._stored.pop(id(event.assoc), None)
@@ -309,16 +311,30 @@ def _opens_with_file_meta(dataset: bytes, transfer_syntax: str) -> bool:
     return int.from_bytes(head[:2], order) <= 0x0002
 
 
+def _drop_partial(assoc: Any) -> None:
+    """The file of a data set whose transfer was cut short (pynetdicom leaves it behind)."""
+    message = getattr(getattr(assoc, "dimse", None), "message", None)
+    handle = getattr(message, "_data_set_file", None)
+    if handle is not None:
+        with contextlib.suppress(OSError):
+            handle.close()
+            os.unlink(handle.name)
+
+
 def _receive_into(folder: Path) -> None:
     """pynetdicom's received data set files in ``folder``, named as the spool's temp files."""
-    import functools
     import tempfile
 
     from pynetdicom import dimse_messages
 
     folder.mkdir(parents=True, exist_ok=True)
-    dimse_messages.NamedTemporaryFile = functools.partial(  # type: ignore[attr-defined]
-        tempfile.NamedTemporaryFile, dir=str(folder), prefix=TEMP_PREFIX + "recv-")
+
+    def named(*args: Any, **kwargs: Any) -> Any:
+        # Never "*.dcm" in the spool: a partial file must not pass for a received instance.
+        kwargs.update(dir=str(folder), prefix=TEMP_PREFIX + "recv-", suffix="")
+        return tempfile.NamedTemporaryFile(*args, **kwargs)
+
+    dimse_messages.NamedTemporaryFile = named  # type: ignore[attr-defined]
 
 
 def _bound_pdu_reads(limit: int) -> None:
