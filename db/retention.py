@@ -1,4 +1,4 @@
-"""Which received spool files may be deleted: their study (Image Instance UID) is final, its
+"""Which received spool files may be deleted: their study (Study Instance UID) is final, its
 result was delivered everywhere it was due, and the last delivery is older than a cut-off."""
 
 from __future__ import annotations

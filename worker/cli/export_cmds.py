@@ -50,7 +50,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 def conflicts(
     ctx: typer.Context,
     study: Annotated[str | None, typer.Option(
-        "--study", help="Only this Image Instance UID.")] = None,
+        "--study", help="Only this Study Instance UID.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
 ) -> None:
     """List the conflicts: per image, every copy (its sha256, path, role) and its pixel data's
@@ -84,9 +84,10 @@ def resolve(
         "--keep", help="The copy to keep: its sha256 or a prefix of at least 8 characters "
         "(from `screen conflicts`).")],
 ) -> None:
-    """Keep one copy of an image in conflict; the others are set aside (kept on disk, never
-    used). If the kept copy is not the one screened, the image is queued again (`screen
-    resume` screens it). The study's result is then exported. Audited."""
+    """Keep one copy of an image in conflict, set the others aside.
+
+    The others stay on disk, never used. If the kept copy is not the one screened, the image is
+    queued again (`screen resume` screens it); else the study's result is exported. Audited."""
     from pneumoscreen.db import Image, ImageStatus
     from pneumoscreen.db.conflicts import copies_of, set_aside
     from pneumoscreen.db.models import FileRole, ImageFile
@@ -132,7 +133,7 @@ def exports(
     status: Annotated[ExportState | None, typer.Option(
         "--status", help="Only exports in this state.")] = None,
     study: Annotated[str | None, typer.Option(
-        "--study", help="Only this Image Instance UID.")] = None,
+        "--study", help="Only this Study Instance UID.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many rows.")] = 200,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
 ) -> None:
@@ -174,7 +175,7 @@ def export(
         "--to", help="A destination (dicom://AET@host:port, http(s)://…/dicom-web, "
         "file:///folder); repeatable \\[default: SCREEN_EXPORT_TO].")] = None,
     study: Annotated[str | None, typer.Option(
-        "--study", help="Only this Image Instance UID.")] = None,
+        "--study", help="Only this Study Instance UID.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
 ) -> None:
     """Send (or send again) the results of screened studies, here and now: a DICOM SR per

@@ -30,7 +30,7 @@ def _validators() -> None:
 
 
 def _screened(url: str, sources: list[Path]) -> list[str]:
-    """Each source as a screened, flagged image with a heatmap; their Image Instance UIDs."""
+    """Each source as a screened, flagged image with a heatmap; their Study Instance UIDs."""
     uids = []
     with session_scope(url) as session:
         mv = get_or_create_model_version(

@@ -129,3 +129,43 @@ def test_an_idle_socket_beside_a_tls_caller_with_a_client_certificate(tmp_path: 
         idle.close()
     print(f"stopped in {stopped:.2f} s with an idle TLS socket open")
     assert stopped < 5
+
+
+def test_sigterm_stops_screen_listen_within_seconds_whatever_its_peers_do(
+        tmp_path: Path) -> None:
+    """`screen listen` over TLS: a socket that never starts the handshake and two trickling
+    ones open, a TLS caller served, then SIGTERM: the process is gone within 5 s."""
+    import json
+    import os
+    import signal
+
+    from listener import ListenerProcess
+    from live import screen_env
+
+    pytest.importorskip("cryptography", reason="cryptography makes the test's certificates")
+    certificates(tmp_path)
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tmp_path / "ca.pem"))
+    port = free_port()
+    env = screen_env(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'db'}",
+                     broker_url="", SCREEN_CALLING_AE_TITLES=json.dumps(["SCU"]),
+                     SCREEN_LISTEN_TIMEOUT="600", SCREEN_LISTEN_REQUEST_DEADLINE="600",
+                     SCREEN_LISTEN_TLS_CERT=str(tmp_path / "server.pem"),
+                     SCREEN_LISTEN_TLS_KEY=str(tmp_path / "server.key"))
+    listener = ListenerProcess(env, tmp_path / "listen.log", port).wait_ready()
+    socks = [_connect_from(HOSTILE, port) for _ in range(3)]
+    stop = threading.Event()
+    threading.Thread(target=_trickle, args=(socks[1:], stop), daemon=True).start()
+    try:
+        assert _echo(port, tls=client) < 15
+        time.sleep(1.0)
+        started = time.monotonic()
+        os.killpg(listener.proc.pid, signal.SIGTERM)
+        listener.proc.wait(30)
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        for sock in socks:
+            sock.close()
+        listener.stop()
+    print(f"screen listen stopped {took:.2f} s after SIGTERM with 3 hostile sockets open")
+    assert took < 5
