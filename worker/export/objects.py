@@ -13,9 +13,14 @@ from pneumoscreen.worker.export.heatmap_sc import build_heatmap_sc, overlay_pixe
 from pneumoscreen.worker.export.result import StudyResult
 from pneumoscreen.worker.export.sources import read_source
 from pneumoscreen.worker.export.sr import build_sr
+from pneumoscreen.worker.ingest.api import default_max_file_bytes
+from pneumoscreen.worker.logs import quiet_libraries
 from pneumoscreen.worker.settings import Settings
 
 log = logging.getLogger(__name__)
+# An export may run in any process (a worker, `screen listen`, `screen export`): highdicom's
+# warnings quote header values, so the libraries are quietened wherever this module is loaded.
+quiet_libraries()
 
 
 def build_objects(result: StudyResult, settings: Settings, *, instance_number: int = 1,
@@ -23,8 +28,10 @@ def build_objects(result: StudyResult, settings: Settings, *, instance_number: i
     """The SR (this version's Instance Number, naming its predecessor), then one Secondary
     Capture per stored heatmap (a map whose image cannot be drawn again is left out, the SR is
     still sent)."""
+    limit = settings.max_file_bytes or default_max_file_bytes(settings.max_pixels)
     sources = {i.image_id: read_source(i.path, study_uid=result.study_uid,
-                                       sop_uid=i.sop_instance_uid) for i in result.images}
+                                       sop_uid=i.sop_instance_uid, max_file_bytes=limit)
+               for i in result.images}
     objects: list[Dataset] = [build_sr(result, sources, instance_number=instance_number,
                                         predecessor=predecessor)]
     size = result.model.input_size

@@ -12,10 +12,6 @@ from pneumoscreen.worker.export.outbox import ExportOutcome, deliver, plan_expor
 from pneumoscreen.worker.settings import Settings
 
 log = logging.getLogger(__name__)
-# highdicom's warnings quote header values (a patient's name among them) and its INFO lines are
-# noise; pynetdicom's INFO lines are per message. Logs carry no patient data: keep them quiet.
-for _name in ("highdicom", "pynetdicom"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
 
 __all__ = ["ExportOutcome", "build_objects", "declare_character_set", "export_study"]
 

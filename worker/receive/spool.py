@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 _NAME = re.compile(r"^[0-9a-f]{64}\.dcm$")
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 TEMP_PREFIX = ".part-"
 INCOMING = "incoming"  # temp files of streamed writes, renamed into place when complete
 CHUNK = 1 << 20
@@ -35,11 +34,6 @@ CHUNK = 1 << 20
 class SpoolFull(OSError):
     """The spool's quota or its disk's free-space floor would be passed (the reason says
     which, in numbers)."""
-
-
-def is_uid(text: object) -> bool:
-    """A syntactically valid DICOM UID (digits and dots, no leading zeros, at most 64 chars)."""
-    return isinstance(text, str) and len(text) <= 64 and _UID.match(text) is not None
 
 
 @dataclass(frozen=True)
