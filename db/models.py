@@ -161,6 +161,7 @@ class Image(Base):
 class FileRole(str, enum.Enum):
     primary = "primary"  # the copy the image is screened from
     twin = "twin"  # another copy with the same SOP Instance UID (a retransmission)
+    set_aside = "set_aside"  # a conflicting copy a person resolved against (screen conflicts)
 
 
 class ImageFile(Base):
@@ -288,14 +289,21 @@ class ExportStatus(str, enum.Enum):
     pending = "pending"  # not sent yet, or a transient failure that is being retried
     sent = "sent"
     failed = "failed"  # a permanent failure, or the retries ran out
+    # A newer result of the study (a late image, another model) replaced it before it was sent.
+    superseded = "superseded"
+    # Two different images under one SOP Instance UID: nothing is sent until a person resolves it.
+    held = "held"
 
 
 class Export(Base):
-    """One study's DICOM result (SR, and heatmap SCs) sent to one destination by one model
-    version; a resend updates the row (and sends the same instances)."""
+    """One version of a study's DICOM result (an SR, and heatmap SCs) for one destination: the
+    outbox row. Delivered when ``next_attempt_at`` is due by whoever claims it (``lease_token``
+    until ``lease_until``); a resend updates the row and sends the same instances. A later
+    version of the study's result (a late image) is a new row whose SR names its predecessor."""
 
     __tablename__ = "exports"
-    __table_args__ = (UniqueConstraint("study_instance_uid", "destination", "model_version_id"),)
+    __table_args__ = (
+        UniqueConstraint("study_instance_uid", "destination", "sr_sop_instance_uid"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
@@ -314,6 +322,15 @@ class Export(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(
         default=utcnow, onupdate=utcnow, server_default=func.now())
     sent_at: Mapped[dt.datetime | None]
+    # The outbox: when to try next (None: nothing to do), and who holds the row meanwhile.
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    lease_token: Mapped[str | None] = mapped_column(String(36))
+    lease_until: Mapped[dt.datetime | None]
+    # The chain of versions: this SR's series and Instance Number, the SR it supersedes.
+    sr_series_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    instance_number: Mapped[int | None] = mapped_column(Integer)
+    predecessor_sr_uid: Mapped[str | None] = mapped_column(String(64))
+    predecessor_series_uid: Mapped[str | None] = mapped_column(String(64))
 
     model_version: Mapped[ModelVersion] = relationship()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -215,11 +216,27 @@ class Settings(BaseSettings):
         30.0, gt=0, le=600, description="Seconds for one network step of an export (connect, "
         "association, each response).")
     export_retries: int = Field(
-        8, ge=0, le=100, description="Retries of an export after a transient failure (PACS "
-        "down, timeout, 5xx), with exponential backoff.")
+        8, ge=0, le=100, description="Unused since the export outbox (retries go on until "
+        "export_give_up_after); kept so that existing configurations still load.")
     export_retry_delay: float = Field(
         30.0, ge=0.1, le=3600, description="Seconds before the first retry of an export; "
-        "doubled each time, at most 1 hour.")
+        "doubled each time, at most export_retry_max_delay.")
+    export_retry_max_delay: float = Field(
+        3600.0, ge=1, le=86400, description="Longest wait between two tries of an export (s).")
+    export_give_up_after: float = Field(
+        7 * 86400.0, ge=1, le=365 * 86400, description="An export still not delivered this many "
+        "seconds after it was first due is failed, with its last error (default 7 days).")
+    export_outbox_seconds: float = Field(
+        10.0, ge=0.5, le=3600, description="How often the outbox looks for exports due (in the "
+        "worker's beat, `screen listen` and an embedded screening run).")
+    export_trusted_network: bool = Field(
+        False, description="Allow credentials in an http:// (not https://) DICOMweb destination: "
+        "only on a network you trust, as they travel in clear.")
+    export_tls_ca: Path | None = Field(
+        None, description="PEM CA file to verify a dicoms:// PACS (default: the system's).")
+    export_tls_cert: Path | None = Field(
+        None, description="PEM client certificate shown to a dicoms:// PACS that asks for one.")
+    export_tls_key: Path | None = Field(None, description="PEM private key of export_tls_cert.")
 
     # Nightly runs.
     inbox_dirs: list[Path] = []
@@ -253,6 +270,21 @@ class Settings(BaseSettings):
     listen_max_pdu: int = Field(65536, ge=4096, le=4194304, description="Maximum PDU we receive.")
     listen_timeout: float = Field(60.0, ge=1, le=3600,
                                   description="ACSE, DIMSE and network timeouts (s).")
+    listen_max_per_address: int = Field(
+        4, ge=1, le=256, description="Connections one network address may hold open at once; "
+        "more are closed at once, before anything is read.")
+    listen_request_deadline: float = Field(
+        10.0, ge=1, le=600, description="Seconds from a connection to its complete association "
+        "request (TLS handshake included); a slower peer is cut before any AE-title check.")
+    spool_max_gb: float = Field(
+        0.0, ge=0, description="The spool's size limit (GB; 0: none): beyond it a C-STORE is "
+        "answered 0xA700 (out of resources).")
+    spool_min_free_gb: float = Field(
+        1.0, ge=0, description="Free space to keep on the spool's disk (GB): below it a C-STORE "
+        "is answered 0xA700.")
+    spool_retention_days: float | None = Field(
+        None, ge=0, description="Delete a spooled file this many days after its study is final "
+        "and its result delivered (default: keep every file).")
 
     # The reading list in a browser (`screen web`) and Prometheus metrics.
     web_host: str = Field("127.0.0.1", description="Address `screen web` binds to.")
@@ -486,15 +518,35 @@ def private_dir(path: Path) -> Path:
 
 
 def mask_url(url: str | None) -> str:
-    """A URL with its password replaced by ***, for printing and logging."""
+    """A URL with every credential replaced by ***, for printing and logging."""
     if not url:
         return ""
-    from sqlalchemy.engine import make_url
+    return mask_credentials(url)
 
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not an SQLAlchemy-style URL: keep only what follows the credentials
-        return url.rsplit("@", 1)[-1]
+
+# The user information of a URL: everything between "://" and the LAST "@" of the word (a
+# password may hold "/" or "@"); and the values of query parameters that carry secrets.
+_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)([^\s]*)@(?=[^@\s]*(\s|$))")
+_SECRET_PARAM = re.compile(
+    r"([?&;](?:password|passwd|pwd|pass|token|access_token|api[_-]?key|key|secret|auth|"
+    r"authorization|sig|signature)=)[^&#;\s]*", re.IGNORECASE)
+
+
+def _userinfo(match: re.Match[str]) -> str:
+    scheme, info = match.group(1), match.group(2)
+    user, colon, _ = info.partition(":")
+    if colon:  # user:password -> user:***
+        return f"{scheme}{user}:***@"
+    if scheme.lower() in ("dicom://", "dicoms://"):  # an AE title, not a credential
+        return match.group(0)
+    return f"{scheme}***@"  # a lone token
+
+
+def mask_credentials(text: str) -> str:
+    """``text`` with a URL's password (``user:***@``), a lone token (``***@``) and secret
+    query values (``?password=***``) masked; a dicom:// URL's AE title stays."""
+    return _SECRET_PARAM.sub(r"\1***", _USERINFO.sub(_userinfo, text))
+
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,10 +1,13 @@
-"""A real worker sends results to a real Orthanc that is down at first: the export task retries
-with backoff and completes once the PACS is back."""
+"""A real worker (broker mode, no beat) sends results to a real Orthanc that is down at first and
+up SCREEN_TEST_PACS_DOWN_SECONDS later (default 10): the outbox retries with backoff and
+delivers once the PACS is back, with no command."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import time
 from pathlib import Path
 
 import pydicom
@@ -15,6 +18,7 @@ from orthanc import Orthanc
 from pydicom.uid import generate_uid
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
+DOWN_SECONDS = float(os.environ.get("SCREEN_TEST_PACS_DOWN_SECONDS", "10"))
 
 
 def _exports(env: dict[str, str]) -> list[dict]:
@@ -34,25 +38,31 @@ def test_pacs_down_at_export_then_back(tmp_path: Path, pg_url: str, orthanc: Ort
     destination = f"dicom://{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}"
     env = screen_env(data_dir=tmp_path / "data", database_url=pg_url, broker_url=REDIS_URL,
                      SCREEN_EXPORT_TO=destination, SCREEN_EXPORT_RETRY_DELAY="1",
-                     SCREEN_EXPORT_TIMEOUT="5", SCREEN_MODEL_PATH="bundled:cnn-s",
-                     SCREEN_HEATMAPS="all")
+                     SCREEN_EXPORT_RETRY_MAX_DELAY="4", SCREEN_EXPORT_TIMEOUT="5",
+                     SCREEN_MODEL_PATH="bundled:cnn-s", SCREEN_HEATMAPS="all")
     orthanc.stop()
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
         worker.wait_ready()
         assert run_screen(env, "submit", str(inbox)).returncode == 0
 
-        def retrying() -> bool:
+        def failed_once() -> bool:
             rows = _exports(env)
-            return bool(rows) and rows[0]["status"] == "pending" and rows[0]["attempts"] >= 2
+            return bool(rows) and rows[0]["status"] == "pending" and rows[0]["attempts"] >= 1
 
-        wait_until(retrying, 180, "the export retried while the PACS is down",
+        wait_until(failed_once, 180, "a first export attempt while the PACS is down",
                    on_timeout=worker.log)
+        failed_at = time.monotonic()
         (row,) = _exports(env)
-        assert "no association" in row["last_error"] and row["sr_sop_instance_uid"] is None
+        assert "no association" in row["last_error"] and row["next_attempt_at"]
+        time.sleep(max(0.0, DOWN_SECONDS - (time.monotonic() - failed_at)))
         orthanc.start()
+        up_at = time.monotonic()
         wait_until(lambda: _exports(env)[0]["status"] == "sent", 120,
                    "the export sent once the PACS is back", on_timeout=worker.log)
+        print(f"broker mode: PACS down {up_at - failed_at:.0f} s after the first failed "
+              f"attempt; delivered {time.monotonic() - up_at:.1f} s after it came back, "
+              f"attempt {_exports(env)[0]['attempts']}, no command")
     finally:
         worker.stop()
     (row,) = _exports(env)

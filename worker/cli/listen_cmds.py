@@ -28,8 +28,9 @@ def listen(
     Each instance is written to DATA_DIR/spool before Success is answered, then registered like
     `screen submit` once its study has had no new instance for SCREEN_STUDY_STABLE_SECONDS.
     With SCREEN_LISTEN_TLS_CERT and _KEY it speaks TLS (and with _CA requires client
-    certificates). Stop it with Ctrl-C or SIGTERM; what is in the spool is registered at the
-    next start.
+    certificates). With SCREEN_EXPORT_TO and no broker, results are sent back from here, retried
+    with backoff while the PACS is down. Stop it with Ctrl-C or SIGTERM; what is in the spool is
+    registered at the next start.
     """
     import signal
     import ssl
@@ -72,10 +73,19 @@ def listen(
     from pneumoscreen.worker.cli.system_cmds import _serve_metrics
 
     _serve_metrics(settings, metrics_port)
+
+    outbox = None
+    if settings.export_to and settings.eager:  # with a broker, the workers deliver exports
+        from pneumoscreen.worker.export.outbox import start_outbox
+
+        outbox = start_outbox(settings, threading.Event())  # due rows of earlier runs at once
     try:
         serve(settings, config, stop, on_ready=ready)
     except OSError as exc:
         fail(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
+    finally:
+        if outbox is not None:
+            outbox.stop(timeout=2.0)
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:

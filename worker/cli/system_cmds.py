@@ -18,12 +18,12 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     app.command()(beat)
 
 
-def _destination_shown(text: str) -> str:
-    """An export destination as printed: password masked, a bad one said so."""
+def _destination_shown(text: str, trusted_network: bool = False) -> str:
+    """An export destination as printed: credentials masked, a bad one said so."""
     from pneumoscreen.worker.export.destinations import DestinationError, parse_destination
 
     try:
-        return parse_destination(text).label
+        return parse_destination(text, trusted_network=trusted_network).label
     except DestinationError as exc:
         return f"invalid: {exc}"
 
@@ -38,7 +38,8 @@ def effective_settings() -> dict[str, Any]:
     data["database_url"] = mask_url(settings.effective_database_url)
     data["broker_url"] = mask_url(settings.broker_url) or None
     data["result_backend"] = mask_url(settings.result_backend) or None
-    data["export_to"] = [_destination_shown(d) for d in settings.export_to]
+    data["export_to"] = [_destination_shown(d, settings.export_trusted_network)
+                         for d in settings.export_to]
     data["patient_key"] = "***" if settings.patient_key else f"(generated, in {settings.data_dir})"
     try:
         data["model_path"] = str(model_file(settings.model_path))

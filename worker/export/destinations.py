@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-FORMS = "dicom://AET@host:port, http(s)://host[:port]/…/dicom-web or file:///absolute/folder"
+from pneumoscreen.worker.settings import Settings, mask_credentials
+
+log = logging.getLogger(__name__)
+
+FORMS = ("dicom://AET@host:port (dicoms:// over TLS), http(s)://host[:port]/…/dicom-web or "
+         "file:///absolute/folder")
 # An AE title: 1-16 characters of the default repertoire, no backslash, not only spaces.
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
-# Everything between the scheme and the LAST "@" of the authority (a password may hold "/" or "@").
-_PASSWORD = re.compile(r"://([^:/@]*):.*@(?=[^@]*$)")
 _HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?)$")
 
 
@@ -26,10 +30,11 @@ class DicomDestination:
     ae_title: str
     host: str
     port: int
+    tls: bool = False  # dicoms://: the association over TLS, the PACS's certificate verified
 
     @property
     def label(self) -> str:
-        return f"dicom://{self.ae_title}@{self.host}:{self.port}"
+        return f"dicom{'s' if self.tls else ''}://{self.ae_title}@{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -40,13 +45,12 @@ class DicomWebDestination:
 
     @property
     def label(self) -> str:
-        """The URL with any password masked: what is stored and printed."""
-        parts = urlsplit(self.url)
-        if parts.password is None:
-            return self.url
-        netloc = f"{parts.username}:***@{parts.hostname}" + (
-            f":{parts.port}" if parts.port else "")
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+        """The URL with any credential masked: what is stored and printed."""
+        return mask_credentials(self.url)
+
+    @property
+    def has_credentials(self) -> bool:
+        return "@" in urlsplit(self.url).netloc
 
 
 @dataclass(frozen=True)
@@ -63,32 +67,43 @@ class FolderDestination:
 Destination = DicomDestination | DicomWebDestination | FolderDestination
 
 
-def parse_destination(text: str) -> Destination:
-    """One destination from its string, or :class:`DestinationError` saying what is wrong."""
+def parse_destination(text: str, *, trusted_network: bool = False) -> Destination:
+    """One destination from its string, or :class:`DestinationError` saying what is wrong.
+
+    Credentials in a plain ``http://`` URL would cross the network in clear: refused unless
+    ``trusted_network`` (SCREEN_EXPORT_TRUSTED_NETWORK) says that network is trusted.
+    """
     raw = text.strip()
-    shown = _PASSWORD.sub(r"://\1:***@", raw)  # an error message never carries a password
+    shown = mask_credentials(raw)  # an error message never carries a credential
     shown = shown if len(shown) <= 120 else shown[:117] + "..."
     scheme = raw.split(":", 1)[0].lower() if ":" in raw else ""
-    if scheme == "dicom":
+    if scheme in ("dicom", "dicoms"):
         return _dicom(raw, shown)
     if scheme in ("http", "https"):
-        return _dicomweb(raw, shown)
+        dest = _dicomweb(raw, shown)
+        if scheme == "http" and dest.has_credentials and not trusted_network:
+            raise DestinationError(f"export destination {shown!r}: credentials over plain "
+                                   "http:// travel in clear; use https://, or set "
+                                   "SCREEN_EXPORT_TRUSTED_NETWORK=true on a trusted network")
+        return dest
     if scheme == "file":
         return _folder(raw, shown)
     raise DestinationError(f"export destination {shown!r}: unknown kind; use {FORMS}")
 
 
-def parse_destinations(texts: list[str]) -> list[Destination]:
+def parse_destinations(texts: list[str], *, trusted_network: bool = False) -> list[Destination]:
     """Every destination, in order, without repeats; the first bad one raises."""
     seen: dict[str, Destination] = {}
     for text in texts:
-        dest = parse_destination(text)
+        dest = parse_destination(text, trusted_network=trusted_network)
         seen.setdefault(dest.label, dest)
     return list(seen.values())
 
 
 def _dicom(raw: str, shown: str) -> DicomDestination:
-    rest = raw[len("dicom://"):] if raw.lower().startswith("dicom://") else ""
+    tls = raw.lower().startswith("dicoms://")
+    prefix = "dicoms://" if tls else "dicom://"
+    rest = raw[len(prefix):] if raw.lower().startswith(prefix) else ""
     aet, at, address = rest.rpartition("@")
     if not at or not aet:
         raise DestinationError(f"export destination {shown!r}: give the called AE title, "
@@ -104,7 +119,7 @@ def _dicom(raw: str, shown: str) -> DicomDestination:
     if not _HOST.match(host):
         raise DestinationError(f"export destination {shown!r}: {host!r} is not a host name "
                                "or address")
-    return DicomDestination(aet.strip(), host.strip("[]"), int(port_text))
+    return DicomDestination(aet.strip(), host.strip("[]"), int(port_text), tls)
 
 
 def _dicomweb(raw: str, shown: str) -> DicomWebDestination:
@@ -134,3 +149,22 @@ def _folder(raw: str, shown: str) -> FolderDestination:
         raise DestinationError(f"export destination {shown!r}: give an absolute folder, "
                                "e.g. file:///var/lib/pneumoscreen/exports")
     return FolderDestination(path)
+
+
+def configured_destinations(settings: Settings) -> list[Destination]:
+    """The usable ``SCREEN_EXPORT_TO`` entries; a bad one is logged (one line) and skipped."""
+    out: dict[str, Destination] = {}
+    for text in settings.export_to:
+        try:
+            dest = parse_destination(text, trusted_network=settings.export_trusted_network)
+        except DestinationError as exc:
+            log.error("%s", exc)
+            continue
+        out.setdefault(dest.label, dest)
+    return list(out.values())
+
+
+def configured_destination(label: str, settings: Settings) -> Destination | None:
+    """The configured destination with this label: a task sends nowhere else, whatever its
+    message says."""
+    return next((d for d in configured_destinations(settings) if d.label == label), None)

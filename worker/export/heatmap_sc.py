@@ -56,6 +56,10 @@ def build_heatmap_sc(result: StudyResult, image: ImageResult, source: Dataset,
     sc.ImageComments = (f"{LABEL}. Grad-CAM of {result.model.name} {result.model.version}, "
                         f"probability {image.probability:.4f}, threshold {image.threshold:.4f}")
     sc.BurnedInAnnotation = "YES"
+    if source.get("StudyDescription"):  # the study's name, as the PACS lists it
+        sc.StudyDescription = source.StudyDescription
+    if "Laterality" not in sc:  # General Series, Type 2C: known empty rather than absent
+        sc.Laterality = None
     sc.DerivationDescription = "Grad-CAM map over the network input (resized)"
     if image.sop_instance_uid:
         ref = Dataset()

@@ -10,6 +10,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydicom import Dataset
 
@@ -43,19 +44,41 @@ _TRANSIENT_FILE_ERRORS = {errno.ENOSPC, errno.EIO, errno.EAGAIN, errno.ETIMEDOUT
 
 
 def send(datasets: Sequence[Dataset], destination: Destination, *, ae_title: str = "PNEUMOSCREEN",
-         timeout: float = 30.0) -> None:
-    """Send every dataset, or raise :class:`ExportError` (none is half-sent to a folder)."""
+         timeout: float = 30.0, settings: Any = None) -> None:
+    """Send every dataset, or raise :class:`ExportError` (none is half-sent to a folder).
+    ``settings``: the TLS files of a dicoms:// export (``export_tls_ca/_cert/_key``)."""
     if isinstance(destination, DicomDestination):
-        c_store(datasets, destination, ae_title=ae_title, timeout=timeout)
+        c_store(datasets, destination, ae_title=ae_title, timeout=timeout,
+                tls=client_tls(settings) if destination.tls else None)
     elif isinstance(destination, DicomWebDestination):
         stow(datasets, destination, timeout=timeout)
     else:
         write_folder(datasets, destination)
 
 
+def client_tls(settings: Any) -> Any:
+    """The client-side TLS context of a dicoms:// export: TLS 1.2+, the PACS's certificate
+    verified (against ``export_tls_ca`` or the system's CAs), our certificate when given."""
+    import ssl
+
+    ca = getattr(settings, "export_tls_ca", None)
+    cert = getattr(settings, "export_tls_cert", None)
+    key = getattr(settings, "export_tls_key", None)
+    try:
+        context = ssl.create_default_context(cafile=str(ca) if ca else None)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if cert:
+            context.load_cert_chain(certfile=str(cert), keyfile=str(key) if key else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise PermanentExportError(f"the TLS files of a dicoms:// export cannot be used: "
+                                   f"{type(exc).__name__}") from None
+    return context
+
+
 def c_store(datasets: Sequence[Dataset], dest: DicomDestination, *, ae_title: str,
-            timeout: float) -> None:
-    """One association, one C-STORE per dataset, each status checked."""
+            timeout: float, tls: Any = None) -> None:
+    """One association (over TLS with ``tls``, an SSLContext), one C-STORE per dataset, each
+    status checked."""
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
     from pynetdicom import AE
 
@@ -64,7 +87,8 @@ def c_store(datasets: Sequence[Dataset], dest: DicomDestination, *, ae_title: st
     ae.connection_timeout = timeout
     for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
         ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title)
+    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title,
+                         tls_args=(tls, dest.host) if tls is not None else None)
     if not assoc.is_established:
         if assoc.is_rejected:
             result = getattr(getattr(assoc.acceptor, "primitive", None), "result", None)
@@ -95,7 +119,8 @@ def c_store(datasets: Sequence[Dataset], dest: DicomDestination, *, ae_title: st
 
 
 def stow(datasets: Sequence[Dataset], dest: DicomWebDestination, *, timeout: float) -> None:
-    """One STOW-RS request with every dataset; a failed SOP in the response is an error."""
+    """One STOW-RS request with every dataset; a failed SOP in the response is an error.
+    (Credentials over plain http:// were refused when the destination was parsed.)"""
     import requests
     from dicomweb_client import DICOMwebClient
 

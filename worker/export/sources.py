@@ -4,6 +4,7 @@ copied from them into the results and never stored by pneumoscreen."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydicom import Dataset
 
@@ -39,11 +40,23 @@ def read_source(path: str | Path, *, study_uid: str, sop_uid: str | None,
             # Missing or invalid for its VR (anonymisers write hashes into dates): copied empty,
             # as a Type 2 attribute may be, rather than refusing the whole result.
             setattr(ds, keyword, "")
+    for element in list(ds):
+        # Any other value invalid for its VR (a Patient's Age "28") is left out: the result
+        # objects copy some of them, and a validator would refuse them.
+        if element.VR in _CHECKED_VRS and element.keyword not in _TYPE2 and not _valid(
+                ds, element.keyword or element.tag):
+            del ds[element.tag]
     return ds
 
 
-def _valid(ds: Dataset, keyword: str) -> bool:
+# Text, date, time and number VRs, whose values the standard constrains and highdicom copies.
+_CHECKED_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UI", "LT",
+                "ST"}
+
+
+def _valid(ds: Dataset, keyword: Any) -> bool:
     from pydicom import config
+    from pydicom.multival import MultiValue
     from pydicom.valuerep import DA, TM, validate_value
 
     element = ds[keyword]
@@ -51,7 +64,8 @@ def _valid(ds: Dataset, keyword: str) -> bool:
     if value in (None, ""):
         return True
     try:
-        validate_value(element.VR, value, config.RAISE)
+        for one in (value if isinstance(value, MultiValue | list) else [value]):
+            validate_value(element.VR, one, config.RAISE)
         if keyword == "PatientSex":
             return str(value) in ("M", "F", "O")
         if element.VR == "DA":

@@ -38,6 +38,7 @@ IN_SCOPE = Code("IN-SCOPE", SCHEME, "Within the validated scope")
 EVALUATION_TEXT = hd.sr.CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
 NO_UNITS = Code("1", "UCUM", "no units")
 SERIES_NUMBER = 9901
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 SERIES_DESCRIPTION = "pneumoscreen AI triage result (not a diagnosis)"
 MANUFACTURER = "pneumoscreen"
 
@@ -49,9 +50,23 @@ def sr_uids(result: StudyResult) -> tuple[str, str]:
     return result_uid(*base, "sr-series"), result_uid(*base, "sr", *images)
 
 
-def build_sr(result: StudyResult, sources: dict[int, Dataset]) -> hd.sr.Comprehensive3DSR:
-    """The SR for ``result``; ``sources`` maps each image's id to its source header."""
+def build_sr(result: StudyResult, sources: dict[int, Dataset], *, instance_number: int = 1,
+             predecessor: tuple[str, str] | None = None) -> hd.sr.Comprehensive3DSR:
+    """The SR for ``result``; ``sources`` maps each image's id to its source header.
+
+    A later version of a study's result (a late image) takes the next ``instance_number`` and
+    names the earlier SR, ``predecessor`` = (its series, its SOP Instance UID), in the
+    Predecessor Documents Sequence (PS3.3 C.17.2): a viewer shows the newest, the PACS keeps
+    both. Same series: the series UID depends on the study and model only.
+    """
     series_uid, sop_uid = sr_uids(result)
+    previous = None
+    if predecessor is not None:
+        ref = Dataset()
+        ref.SOPClassUID = COMPREHENSIVE_3D_SR
+        ref.StudyInstanceUID, ref.SeriesInstanceUID = result.study_uid, predecessor[0]
+        ref.SOPInstanceUID = predecessor[1]
+        previous = [ref]
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -66,9 +81,9 @@ def build_sr(result: StudyResult, sources: dict[int, Dataset]) -> hd.sr.Comprehe
     evidence = [sources[i.image_id] for i in result.images]
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence, content=report, series_instance_uid=series_uid,
-        series_number=SERIES_NUMBER, sop_instance_uid=sop_uid, instance_number=1,
+        series_number=SERIES_NUMBER, sop_instance_uid=sop_uid, instance_number=instance_number,
         manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
-        series_description=SERIES_DESCRIPTION)
+        series_description=SERIES_DESCRIPTION, previous_versions=previous)
     stamp(sr, result)
     return sr
 

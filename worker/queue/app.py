@@ -88,7 +88,8 @@ def cron(expression: str) -> crontab:
 
 def beat_schedule(settings: Settings) -> dict[str, Any]:
     """The nightly run, when inbox folders are configured; the recovery sweep every
-    ``sweep_seconds`` (unless 0)."""
+    ``sweep_seconds`` (unless 0); the export outbox every ``export_outbox_seconds`` when results
+    are sent back."""
     schedule: dict[str, Any] = {}
     if settings.inbox_dirs:
         schedule["nightly-inboxes"] = {"task": "pneumoscreen.nightly",
@@ -98,6 +99,11 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
         schedule["recovery-sweep"] = {"task": "pneumoscreen.sweep",
                                       "schedule": float(settings.sweep_seconds),
                                       "options": {"expires": float(settings.sweep_seconds)}}
+    if settings.export_to:
+        # The outbox's clock: exports due again after a transient failure (PACS down).
+        schedule["export-outbox"] = {"task": "pneumoscreen.export_outbox",
+                                     "schedule": float(settings.export_outbox_seconds),
+                                     "options": {"expires": float(settings.export_outbox_seconds)}}
     return schedule
 
 

@@ -83,6 +83,13 @@ def _wait_until_warm(sender: Any = None, **_: Any) -> None:
 def _sweep_at_start(**_: Any) -> None:
     # What a broker restart (or a crash) stranded is sent again before the first beat tick.
     sweep_safely(get_settings())
+    if get_settings().export_to:  # exports due while no worker ran go out now
+        from pneumoscreen.worker.queue.publish import registered
+
+        try:
+            registered("pneumoscreen.export_outbox").delay()
+        except Exception as exc:  # the broker down: beat's entry sends it later
+            log.warning("the export outbox could not be queued: %s", type(exc).__name__)
 
 
 def warm(settings: Settings, index: int = 0) -> None:

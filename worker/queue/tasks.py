@@ -14,7 +14,6 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from pneumoscreen.model.bundle import ModelFileError
 from pneumoscreen.worker.export.enqueue import configured_destination, enqueue_exports
-from pneumoscreen.worker.export.run import export_study
 from pneumoscreen.worker.intake.nightly import run_nightly
 from pneumoscreen.worker.intake.sweep import sweep
 from pneumoscreen.worker.queue.app import app
@@ -99,22 +98,59 @@ def _queue_exports(image_ids: list[int], settings: Settings) -> None:
           autoretry_for=(OperationalError, InterfaceError), retry_backoff=2,
           retry_backoff_max=120, max_retries=8)
 def export_task(self: Any, study_uid: str, destination: str) -> dict[str, Any]:
-    """Send one study's result to one configured destination (named by its label); a transient
-    failure (PACS down, timeout, 5xx) is retried with exponential backoff, a bounded number of
-    times. In eager mode there is one attempt: ``screen export`` resends."""
+    """Deliver one study's current result to one configured destination (named by its label)
+    through the outbox: a transient failure leaves the row due again after a backoff, and the
+    outbox (beat's ``pneumoscreen.export_outbox``) delivers it then."""
+    from pneumoscreen.worker.export.outbox import deliver, plan_exports
+
     settings = task_settings()
     dest = configured_destination(destination, settings)
     if dest is None:  # not (or no longer) configured: a message cannot name a destination
         log.error("export of study %s: %s is not a configured destination", study_uid,
                   destination)
         return {"study_uid": study_uid, "destination": destination, "status": "refused"}
-    retries = self.request.retries or 0
-    last = settings.eager or retries >= settings.export_retries
-    outcome = export_study(study_uid, dest, settings, retry_later=not last)
-    if outcome.status == "pending" and not last:
-        countdown = min(settings.export_retry_delay * 2 ** retries, 3600.0)
-        raise self.retry(countdown=countdown, max_retries=settings.export_retries)
-    return asdict(outcome)
+    outcomes = [deliver(i, settings, destination=dest)
+                for i in plan_exports([study_uid], [dest], settings)]
+    _outbox_again(outcomes, settings, eager=self.request.is_eager)
+    return asdict(outcomes[0]) if outcomes else {"study_uid": study_uid,
+                                                 "destination": destination,
+                                                 "status": "nothing"}
+
+
+@app.task(name="pneumoscreen.export_outbox", ignore_result=True)
+def export_outbox_task() -> dict[str, int]:
+    """The beat entry (and one run at worker start): deliver every export that is due."""
+    from pneumoscreen.worker.export.outbox import deliver_due
+
+    settings = task_settings()
+    outcomes = deliver_due(settings)
+    _outbox_again(outcomes, settings, eager=settings.eager)
+    return {status: sum(o.status == status for o in outcomes)
+            for status in ("sent", "pending", "failed", "busy", "superseded")}
+
+
+def _outbox_again(outcomes: list[Any], settings: Settings, *, eager: bool) -> None:
+    """After a transient failure, run the outbox again when the next try is due, so a worker
+    without beat retries too (beat's entry is the clock for everything else). Eager mode has
+    no broker to hold the delay: this process runs an outbox loop as long as it lives (and
+    ``screen listen`` runs one from its start)."""
+    import datetime as dt
+
+    times = [o.next_attempt_at for o in outcomes
+             if o.status == "pending" and o.next_attempt_at is not None]
+    if not times:
+        return
+    if eager:
+        from pneumoscreen.worker.export.outbox import ensure_outbox
+
+        ensure_outbox(settings)
+        return
+    wait = (min(times) - dt.datetime.now(dt.timezone.utc)).total_seconds()
+    wait = max(0.0, min(wait, settings.export_retry_max_delay)) + 0.5
+    try:
+        export_outbox_task.apply_async(countdown=wait)
+    except Exception as exc:  # the broker down: beat's entry or the next start retries
+        log.warning("the export outbox could not be scheduled: %s", type(exc).__name__)
 
 
 def refuse(task: Any, reason: str) -> NoReturn:

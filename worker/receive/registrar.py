@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -132,8 +132,12 @@ class Registrar:
     """The listener's background loop: spool → stable studies → registered → enqueued."""
 
     def __init__(self, settings: Settings, spool: Spool, *, stable_seconds: float,
-                 retry_seconds: float = 5.0) -> None:
+                 retry_seconds: float = 5.0,
+                 dispatch: Callable[[Enqueued], None] | None = None) -> None:
         self.settings = settings
+        # How registered studies reach screening: enqueued here (a broker takes them at once),
+        # or handed to a screening thread (no broker: registration must not wait for it).
+        self.dispatch = dispatch or self._enqueue_now
         self.spool = spool
         self.stable_seconds = stable_seconds
         self.retry_seconds = retry_seconds
@@ -142,6 +146,7 @@ class Registrar:
         self._reconciled = False
         self._retry_at = 0.0
         self._enqueue_at = 0.0
+        self._sweep_at = 0.0
 
     def notify(self, file: SpoolFile, received: float | None = None) -> None:
         """Called by the C-STORE handler once a file is in the spool (any thread)."""
@@ -165,6 +170,13 @@ class Registrar:
             if now >= self._enqueue_at:
                 self._enqueue_at = now + self.retry_seconds
                 self.enqueue_left_over()
+            if now >= self._sweep_at:
+                from pneumoscreen.worker.receive.retention import sweep_spool
+
+                self._sweep_at = now + 3600.0  # retention is counted in days: hourly is enough
+                # Transfers cut short leave partial files; none is older than a connection may be.
+                self.spool.remove_stale_temp_files(older_than_s=2 * 3600.0)
+                sweep_spool(self.spool, self.settings)
         except (SQLAlchemyError, BrokerUnavailable, OSError) as exc:
             self._retry_at = now + self.retry_seconds
             log.warning("%s unavailable (%s); %d received instances wait in the spool, retrying "
@@ -214,8 +226,11 @@ class Registrar:
         for arrival in ready:
             self.pending.pop(arrival.file.sha256, None)
         if result.queued_ids:
-            enqueue(result, settings=self.settings)
-            _mark_enqueued(result.queued_ids, settings=self.settings)
+            self.dispatch(result)
+
+    def _enqueue_now(self, result: Enqueued) -> None:
+        enqueue(result, settings=self.settings)
+        _mark_enqueued(result.queued_ids, settings=self.settings)
 
     def enqueue_left_over(self) -> int:
         """Send again the received studies registered but never enqueued (broker down, or the
@@ -230,9 +245,54 @@ class Registrar:
             _mark_enqueued(settled, settings=self.settings)
         sent = 0
         for batch_id, ids in groups.items():
-            enqueue(Enqueued(batch_id=batch_id, queued_ids=sorted(ids)), settings=self.settings)
-            _mark_enqueued(ids, settings=self.settings)
+            self.dispatch(Enqueued(batch_id=batch_id, queued_ids=sorted(ids)))
             sent += len(ids)
         if sent:
             log.info("%d received studies enqueued again", sent)
         return sent
+
+
+class ScreeningThread:
+    """No broker: the studies the registrar hands over are screened here, in one thread, one
+    batch after the other, while the registrar goes on registering (a long chunk of screening
+    never delays the next stable study's registration). Studies already handed over are not
+    taken twice; they are marked enqueued once screened."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._queue: queue.SimpleQueue[Enqueued | None] = queue.SimpleQueue()
+        self._taken: set[int] = set()
+        self._lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name="screening", daemon=True)
+
+    def start(self) -> ScreeningThread:
+        self.thread.start()
+        return self
+
+    def dispatch(self, result: Enqueued) -> None:
+        with self._lock:
+            fresh = [i for i in result.queued_ids if i not in self._taken]
+            self._taken.update(fresh)
+        if fresh:
+            self._queue.put(Enqueued(batch_id=result.batch_id, queued_ids=fresh))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask it to end after the batch it is screening (what is left stays queued and is
+        screened at the next start)."""
+        self._queue.put(None)
+        self.thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            result = self._queue.get()
+            if result is None:
+                return
+            try:
+                enqueue(result, settings=self.settings)
+                _mark_enqueued(result.queued_ids, settings=self.settings)
+            except Exception:  # the next enqueue_left_over round hands them over again
+                log.exception("screening %d received studies failed; retrying later",
+                              len(result.queued_ids))
+            finally:
+                with self._lock:
+                    self._taken.difference_update(result.queued_ids)

@@ -9,17 +9,18 @@ database.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import secrets
 import ssl
 import threading
-import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydicom.uid import (
     ComputedRadiographyImageStorage,
@@ -30,7 +31,7 @@ from pydicom.uid import (
 )
 from pynetdicom.sop_class import Verification
 
-from pneumoscreen.worker.receive.spool import Spool, SpoolFile
+from pneumoscreen.worker.receive.spool import TEMP_PREFIX, Spool, SpoolFile, SpoolFull
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,10 @@ class ListenConfig:
     # A connection is cut after this long whatever it does (one byte a minute would otherwise
     # hold a thread for ever: the timeouts above are per read).
     max_connection_seconds: float = 3600.0
+    # Before any AE-title check: connections per address, and the time from the connection to
+    # its complete association request (TLS handshake included).
+    max_per_address: int = 4
+    request_deadline: float = 10.0
 
 
 def tls_context(cert: Path, key: Path, ca: Path | None = None) -> ssl.SSLContext:
@@ -93,14 +98,16 @@ class Receiver:
         self._lock = threading.Lock()
         self._ae: Any = None
         self._server: Any = None
-        self._open: dict[int, tuple[float, Any]] = {}  # connection -> (opened at, association)
-        self._stop = threading.Event()
+        self.guard: Any = None
         self.n_stored = 0
 
     def _make_ae(self) -> Any:
-        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES
+        from pynetdicom import ALL_TRANSFER_SYNTAXES
 
-        ae = AE(ae_title=self.config.ae_title)
+        from pneumoscreen.worker.receive.guard import GuardedAE
+
+        ae = GuardedAE(ae_title=self.config.ae_title)
+        ae.guard = self.guard
         for uid in (VERIFICATION, *self.config.sop_classes):
             ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
         # pynetdicom checks nothing when the list is empty; an empty allow-list must refuse
@@ -116,66 +123,60 @@ class Receiver:
 
     def start(self) -> None:
         """Listen in background threads (OSError when the port cannot be bound)."""
-        from pynetdicom import evt
+        from pynetdicom import _config, evt
+
+        from pneumoscreen.worker.receive.guard import Guard, GuardedServer, GuardLimits
 
         _bound_pdu_reads(max(self.config.max_pdu, 1 << 20))
+        # Each data set is written to a file as its fragments arrive: memory stays flat
+        # whatever the instance's size (the handler gets the file's path). Those files go into
+        # the spool's incoming folder, where a transfer cut short leaves nothing for ever (the
+        # stale sweep removes them), not into /tmp.
+        _config.STORE_RECV_CHUNKED_DATASET = True
         handlers = [(evt.EVT_CONN_OPEN, self._on_conn_open),
-                    (evt.EVT_CONN_CLOSE, self._on_conn_close),
                     (evt.EVT_C_ECHO, self._on_echo), (evt.EVT_C_STORE, self._on_store),
                     (evt.EVT_DATA_RECV, self._on_data), (evt.EVT_ACCEPTED, self._on_accepted),
                     (evt.EVT_REJECTED, self._on_rejected), (evt.EVT_RELEASED, self._on_closed),
                     (evt.EVT_ABORTED, self._on_closed)]
+        self.guard = Guard(GuardLimits(
+            max_per_address=self.config.max_per_address,
+            max_connections=max(2 * self.config.max_associations,
+                                self.config.max_per_address + self.config.max_associations),
+            request_deadline=self.config.request_deadline,
+            max_connection_seconds=self.config.max_connection_seconds))
         self._ae = self._make_ae()
-        self._server = self._ae.start_server(
-            (self.config.host, self.config.port), block=False, evt_handlers=handlers,
-            ssl_context=self.config.ssl_context)
-        self._stop.clear()
-        threading.Thread(target=self._cut_long_connections, name="listen-deadline",
-                         daemon=True).start()
-
-    def _cut_long_connections(self) -> None:
-        while not self._stop.wait(min(5.0, self.config.max_connection_seconds / 4)):
-            now = time.monotonic()
-            with self._lock:
-                late = [a for t, a in self._open.values()
-                        if now - t > self.config.max_connection_seconds]
-            for assoc in late:
-                log.warning("a connection open for over %.0f s was cut",
-                            self.config.max_connection_seconds)
-                _cut(assoc)
+        server = self._ae.make_server(
+            (self.config.host, self.config.port), evt_handlers=handlers,
+            ssl_context=self.config.ssl_context, server_class=GuardedServer, guard=self.guard)
+        self._ae._servers.append(server)
+        self._server = server
+        _receive_into(self.spool.incoming)  # once the port is ours: nothing made before
+        self.guard.start()
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                         name="listen-accept", daemon=True).start()
 
     def _on_conn_open(self, event: Any) -> None:
-        with self._lock:
-            crowded = len(self._open) >= 2 * self.config.max_associations
-            if not crowded:
-                self._open[id(event.assoc)] = (time.monotonic(), event.assoc)
-        if crowded:  # before anything is read: a flood of connections costs a thread each
-            log.warning("a connection was refused: %d already open", len(self._open))
-            _cut(event.assoc)
-
-    def _on_conn_close(self, event: Any) -> None:
-        with self._lock:
-            self._open.pop(id(event.assoc), None)
+        self.guard.attach(event.assoc)
 
     @property
     def port(self) -> int:
         return int(self._server.server_address[1]) if self._server else self.config.port
 
     def stop(self) -> None:
-        """Close the port and abort the associations still open (their unacknowledged
-        instances are the sender's to send again)."""
-        self._stop.set()
-        # Connections that never sent an association request cannot be aborted (pynetdicom
-        # raises from its reactor thread): close them first and let them end.
-        with self._lock:
-            pending = [a for _, a in self._open.values() if not a.is_established]
-        for assoc in pending:
-            _cut(assoc)
-        deadline = time.monotonic() + 2.0
-        while pending and any(a.is_alive() for a in pending) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        """Close the port and every connection (the unacknowledged instances are the
+        senders' to send again); returns within a few seconds whatever the peers do."""
+        if self.guard is not None:
+            self.guard.stop()  # first: pending connections cannot be aborted, only cut
         if self._ae is not None:
-            self._ae.shutdown()
+            done = threading.Event()
+
+            def shutdown() -> None:
+                self._ae.shutdown()
+                done.set()
+
+            threading.Thread(target=shutdown, name="listen-shutdown", daemon=True).start()
+            if not done.wait(5.0):
+                log.warning("some associations did not end within 5 s; leaving them")
             self._ae = self._server = None
 
     # -- handlers (pynetdicom's threads) ------------------------------------------------------
@@ -195,6 +196,7 @@ class Receiver:
                     self._calling(event))
 
     def _on_closed(self, event: Any) -> None:
+        _drop_partial(event.assoc)
         with self._lock:
             self._bytes.pop(id(event.assoc), None)
             stored = self._stored.pop(id(event.assoc), None)
@@ -226,27 +228,43 @@ class Receiver:
             return REFUSED_NOT_AUTHORISED
         if str(event.request.AffectedSOPClassUID) not in self.config.sop_classes:
             return REFUSED_SOP_CLASS
-        if _opens_with_file_meta(event.request.DataSet.getvalue(),
-                                 str(event.context.transfer_syntax)):
-            # Its group-0002 elements would read as our file meta (the recorded sender, the
-            # transfer syntax): a data set never carries them.
-            log.warning("an instance from %r refused: its data set holds file-meta elements",
-                        calling)
-            return PROCESSING_FAILURE
+        transfer_syntax = str(event.context.transfer_syntax)
         try:
-            data = self._part10(event, calling)
+            source, offset, size = _received_data_set(event)
         except Exception:  # a data set pynetdicom could not frame: the sender's fault
             log.warning("an instance from %r could not be framed as a file", calling)
             return PROCESSING_FAILURE
-        if len(data) > self.config.max_instance_bytes:
-            log.warning("an instance from %r refused: %d bytes, over the %d-byte limit",
-                        calling, len(data), self.config.max_instance_bytes)
-            return OUT_OF_RESOURCES
-        try:
-            spooled = self.spool.write(data)
-        except OSError as exc:
-            log.error("cannot write to the spool: %s", exc.strerror or type(exc).__name__)
-            return OUT_OF_RESOURCES
+        with source:
+            source.seek(offset)
+            head = source.read(256)
+            if _opens_with_file_meta(head, transfer_syntax):
+                # Its group-0002 elements would read as our file meta (the recorded sender, the
+                # transfer syntax): a data set never carries them.
+                log.warning("an instance from %r refused: its data set holds file-meta "
+                            "elements", calling)
+                return PROCESSING_FAILURE
+            if size > self.config.max_instance_bytes:
+                log.warning("an instance from %r refused: %d bytes, over the %d-byte limit",
+                            calling, size, self.config.max_instance_bytes)
+                return OUT_OF_RESOURCES
+            try:
+                header = self._file_header(event, calling)
+                self.spool.check_room(len(header) + size)
+                source.seek(offset)
+                spooled = self.spool.write_stream(header, source,
+                                                  limit=self.config.max_instance_bytes)
+            except SpoolFull as exc:
+                log.error("an instance from %r refused with 0xA700 (out of resources): %s",
+                          calling, exc)
+                return OUT_OF_RESOURCES
+            except ValueError:
+                return OUT_OF_RESOURCES
+            except OSError as exc:
+                log.error("cannot write to the spool: %s", exc.strerror or type(exc).__name__)
+                return OUT_OF_RESOURCES
+            except Exception:
+                log.warning("an instance from %r could not be framed as a file", calling)
+                return PROCESSING_FAILURE
         with self._lock:
             self._stored[key] = self._stored.get(key, 0) + 1
             self.n_stored += 1
@@ -254,8 +272,8 @@ class Receiver:
         return SUCCESS
 
     @staticmethod
-    def _part10(event: Any, calling: str) -> bytes:
-        """The data set as sent, behind a Part-10 header that records who sent it."""
+    def _file_header(event: Any, calling: str) -> bytes:
+        """Preamble and a Part-10 file meta that records who sent the data set."""
         from pydicom.filewriter import write_file_meta_info
 
         meta = event.file_meta
@@ -263,12 +281,32 @@ class Receiver:
         out = BytesIO()
         out.write(b"\x00" * 128 + b"DICM")
         write_file_meta_info(out, meta, enforce_standard=True)
-        out.write(event.request.DataSet.getvalue())
         return out.getvalue()
 
 
+def _received_data_set(event: Any) -> tuple[BinaryIO, int, int]:
+    """The received data set as (an open file or buffer, where it starts, its length): the
+    file pynetdicom wrote as the fragments arrived (after its own file meta), or the buffer
+    when it kept the data set in memory."""
+    path = getattr(event.request, "_dataset_path", None)
+    if path is None:
+        data = event.request.DataSet.getvalue()
+        return BytesIO(data), 0, len(data)
+    fh = open(path, "rb")  # noqa: SIM115 - the caller closes it
+    try:
+        start = fh.read(144)
+        if len(start) < 144 or start[128:132] != b"DICM" or start[132:136] != b"\x02\x00\x00\x00":
+            raise ValueError("no file meta")
+        offset = 144 + int.from_bytes(start[140:144], "little")
+        size = os.fstat(fh.fileno()).st_size - offset
+    except BaseException:
+        fh.close()
+        raise
+    return fh, offset, size
+
+
 def _opens_with_file_meta(dataset: bytes, transfer_syntax: str) -> bool:
-    """Whether an encoded data set starts with a group 0000-0002 element."""
+    """Whether an encoded data set (its first bytes) starts with a group 0000-0002 element."""
     head = dataset[:4]
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
         try:
@@ -279,6 +317,32 @@ def _opens_with_file_meta(dataset: bytes, transfer_syntax: str) -> bool:
         return False
     order = "big" if transfer_syntax == ExplicitVRBigEndian else "little"
     return int.from_bytes(head[:2], order) <= 0x0002
+
+
+def _drop_partial(assoc: Any) -> None:
+    """The file of a data set whose transfer was cut short (pynetdicom leaves it behind)."""
+    message = getattr(getattr(assoc, "dimse", None), "message", None)
+    handle = getattr(message, "_data_set_file", None)
+    if handle is not None:
+        with contextlib.suppress(OSError):
+            handle.close()
+            os.unlink(handle.name)
+
+
+def _receive_into(folder: Path) -> None:
+    """pynetdicom's received data set files in ``folder``, named as the spool's temp files."""
+    import tempfile
+
+    from pynetdicom import dimse_messages
+
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def named(*args: Any, **kwargs: Any) -> Any:
+        # Never "*.dcm" in the spool: a partial file must not pass for a received instance.
+        kwargs.update(dir=str(folder), prefix=TEMP_PREFIX + "recv-", suffix="")
+        return tempfile.NamedTemporaryFile(*args, **kwargs)
+
+    dimse_messages.NamedTemporaryFile = named  # type: ignore[attr-defined]
 
 
 def _bound_pdu_reads(limit: int) -> None:
@@ -304,11 +368,3 @@ def _bound_pdu_reads(limit: int) -> None:
 
     recv.pneumoscreen_limit = limit  # type: ignore[attr-defined]
     AssociationSocket.recv = recv  # type: ignore[method-assign]
-
-
-def _cut(assoc: Any) -> None:
-    """Close an association's connection in any state (an A-ABORT is not valid before the
-    association request has been read); its state machine then ends it."""
-    sock = getattr(getattr(assoc, "dul", None), "socket", None)
-    if sock is not None:
-        sock.close()

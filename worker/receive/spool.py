@@ -1,8 +1,13 @@
 """The spool: every received instance as one file, written atomically, named by its content hash.
 
 A file appears under its final name only once it is complete and on disk (temp file in the same
-folder, fsync, ``os.replace``, fsync of the folder), so whatever is in the spool was acknowledged
-and is whole. Names come from the sha256 of the bytes, never from anything the sender wrote.
+file system, fsync, ``os.replace``, fsync of the folder), so whatever is in the spool was
+acknowledged and is whole. Names come from the sha256 of the bytes, never from anything the sender
+wrote; a received instance is named by its data set alone (not the file meta we write, which
+records the sender), so the same data set from another AE is "already have it".
+
+Limits: beyond ``max_bytes`` in the spool, or with less than ``min_free_bytes`` left on its disk,
+a write is refused with :class:`SpoolFull` saying which.
 """
 
 from __future__ import annotations
@@ -11,14 +16,24 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 _NAME = re.compile(r"^[0-9a-f]{64}\.dcm$")
 TEMP_PREFIX = ".part-"
+INCOMING = "incoming"  # temp files of streamed writes, renamed into place when complete
+CHUNK = 1 << 20
+
+
+class SpoolFull(OSError):
+    """The spool's quota or its disk's free-space floor would be passed (the reason says
+    which, in numbers)."""
 
 
 @dataclass(frozen=True)
@@ -31,8 +46,78 @@ class SpoolFile:
 class Spool:
     """``data_dir/spool``: ``<sha[:2]>/<sha256>.dcm`` files (two-level, so no folder gets huge)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, max_bytes: int = 0, min_free_bytes: int = 0) -> None:
         self.root = Path(root)
+        self.max_bytes = max_bytes
+        self.min_free_bytes = min_free_bytes
+        self._used: int | None = None  # bytes in the spool, counted once, then kept up to date
+        self._lock = threading.Lock()
+
+    @property
+    def incoming(self) -> Path:
+        """Where writes in progress are (temp files, renamed into place when complete)."""
+        return self.root / INCOMING
+
+    def used_bytes(self) -> int:
+        with self._lock:
+            if self._used is None:
+                self._used = sum(f.path.stat().st_size for f in self.files())
+            return self._used
+
+    def _add_used(self, n: int) -> None:
+        with self._lock:
+            if self._used is not None:
+                self._used += n
+
+    def check_room(self, incoming: int) -> None:
+        """Raise :class:`SpoolFull` when ``incoming`` more bytes would pass a limit."""
+        if self.max_bytes:
+            used = self.used_bytes()
+            if used + incoming > self.max_bytes:
+                raise SpoolFull(f"the spool holds {used / 1e9:.2f} GB and the limit "
+                                f"SCREEN_SPOOL_MAX_GB is {self.max_bytes / 1e9:.2f} GB")
+        if self.min_free_bytes:
+            self.root.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(self.root).free
+            if free - incoming < self.min_free_bytes:
+                raise SpoolFull(f"{free / 1e9:.2f} GB free on the spool's disk, at least "
+                                f"{self.min_free_bytes / 1e9:.2f} GB must stay free "
+                                "(SCREEN_SPOOL_MIN_FREE_GB)")
+
+    def write_stream(self, header: bytes, source: BinaryIO, *, limit: int) -> SpoolFile:
+        """Store ``header`` + the rest of ``source`` (a data set), named by the sha256 of the
+        data set alone; at most ``limit`` data-set bytes (ValueError beyond). Streamed in
+        chunks: memory stays flat whatever the size."""
+        incoming = self.incoming
+        incoming.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=incoming, prefix=TEMP_PREFIX)
+        digest, size = hashlib.sha256(), 0
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(header)
+                while chunk := source.read(CHUNK):
+                    size += len(chunk)
+                    if size > limit:
+                        raise ValueError(f"over the {limit}-byte limit")
+                    digest.update(chunk)
+                    fh.write(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+            sha = digest.hexdigest()
+            folder = self.root / sha[:2]
+            final = folder / f"{sha}.dcm"
+            if final.is_file():  # the same data set again, from whichever sender
+                os.unlink(tmp)
+                return SpoolFile(final, sha, final.stat().st_mtime)
+            folder.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(folder)
+        self._add_used(len(header) + size)
+        return SpoolFile(final, sha, final.stat().st_mtime)
 
     def write(self, data: bytes) -> SpoolFile:
         """Store ``data`` durably under its hash; the same bytes twice are one file."""
@@ -54,7 +139,18 @@ class Spool:
                 os.unlink(tmp)
             raise
         _fsync_dir(folder)
+        self._add_used(len(data))
         return SpoolFile(final, sha, final.stat().st_mtime)
+
+    def remove(self, file: SpoolFile) -> int:
+        """Delete a spooled file (retention); the bytes freed."""
+        try:
+            size = file.path.stat().st_size
+            file.path.unlink()
+        except OSError:
+            return 0
+        self._add_used(-size)
+        return size
 
     def files(self) -> Iterator[SpoolFile]:
         """Every complete file in the spool (temp files and anything foreign left out)."""

@@ -80,7 +80,8 @@ def test_a_bad_setting_gets_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_a_pacs_that_is_down_fails_the_command(tmp_path: Path) -> None:
+def test_a_pacs_that_is_down_leaves_the_export_to_the_outbox(tmp_path: Path) -> None:
+    """Not delivered: exit 1, and the row waits in the outbox with its next try shown."""
     from live import free_port
 
     screened_study(tmp_path / "in", _url(), heatmap=False)
@@ -88,7 +89,11 @@ def test_a_pacs_that_is_down_fails_the_command(tmp_path: Path) -> None:
                                  "--format", "json"])
     assert result.exit_code == 1
     (row,) = json.loads(result.stdout)
-    assert row["status"] == "failed" and "no association" in row["error"]
+    assert row["status"] == "pending" and "no association" in row["error"]
+    (listed,) = json.loads(runner.invoke(app, ["exports", "--format", "json"]).stdout)
+    assert listed["attempts"] == 1 and listed["next_attempt_at"] > listed["updated_at"]
+    table = runner.invoke(app, ["exports"]).stdout
+    assert "next try" in table and "tries" in table
 
 
 def test_flagged_by_study(tmp_path: Path) -> None:
@@ -146,27 +151,6 @@ def test_a_task_sends_only_to_configured_destinations(tmp_path: Path,
     assert sent["status"] == "sent" and (tmp_path / "ours" / made.study_uid).is_dir()
 
 
-def test_retries_are_bounded(tmp_path: Path) -> None:
-    """The last allowed retry of a transient failure leaves the export failed, not pending."""
-    from live import free_port
-
-    from pneumoscreen.worker.queue.publish import eager_settings
-    from pneumoscreen.worker.queue.tasks import export_task
-    from pneumoscreen.worker.settings import Settings
-
-    made = screened_study(tmp_path / "in", _url(), heatmap=False)
-    dest = f"dicom://DOWN@127.0.0.1:{free_port()}"
-    settings = Settings(database_url=_url(), data_dir=tmp_path / "data", export_to=[dest],
-                        broker_url="redis://127.0.0.1:1/0", patient_key="k" * 40,
-                        export_retries=3, export_timeout=2)
-    with eager_settings(settings):
-        last = export_task.apply(args=[made.study_uid, dest], retries=3).get()
-    assert last["status"] == "failed" and "no association" in last["error"]
-    listed = json.loads(runner.invoke(app, ["exports", "--status", "failed", "--format",
-                                            "json"]).stdout)
-    assert [r["study_uid"] for r in listed] == [made.study_uid]
-
-
 def test_export_runs_are_audited(tmp_path: Path) -> None:
     made = screened_study(tmp_path / "in", _url(), heatmap=False)
     dest = f"file://{tmp_path / 'out'}"
@@ -182,12 +166,12 @@ def test_an_unexpected_send_error_fails_the_export_instead_of_leaving_it_pending
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """E.g. a PACS that takes the SR but refuses the heatmap's SOP class (pynetdicom raises
     ValueError): the row ends failed with the reason, never stuck at pending."""
-    from pneumoscreen.worker.export import run
+    from pneumoscreen.worker.export import outbox
 
     def refuse(*_: object, **__: object) -> None:
         raise ValueError("No presentation context for 'Secondary Capture Image Storage'")
 
-    monkeypatch.setattr(run, "send", refuse)
+    monkeypatch.setattr(outbox, "send", refuse)
     screened_study(tmp_path / "in", _url())
     result = runner.invoke(app, ["export", "--to", f"file://{tmp_path / 'out'}",
                                  "--format", "json"])

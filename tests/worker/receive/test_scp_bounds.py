@@ -55,12 +55,13 @@ def test_a_connection_that_says_nothing_is_cut_at_the_deadline(receiver: Receive
         assert _closed_within(sock, 20)
 
 
-def test_connections_beyond_twice_the_associations_are_refused(receiver: Receiver) -> None:
-    held = [socket.create_connection(("127.0.0.1", receiver.port)) for _ in range(2)]
+def test_connections_beyond_the_per_address_cap_are_refused(receiver: Receiver) -> None:
+    cap = receiver.config.max_per_address
+    held = [socket.create_connection(("127.0.0.1", receiver.port)) for _ in range(cap)]
     try:
         time.sleep(0.3)
         with socket.create_connection(("127.0.0.1", receiver.port)) as extra:
-            assert _closed_within(extra, 4)  # before the deadline cuts the held ones
+            assert _closed_within(extra, 2)  # before the deadline cuts the held ones
     finally:
         for sock in held:
             sock.close()
