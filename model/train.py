@@ -87,6 +87,10 @@ class TrainConfig:
     n_boot: int = 2000
     max_files: int | None = None  # tests and smoke runs: the first N files of each class
     database_url: str | None = None  # where to record the model version; None: nowhere
+    #: distillation: the teacher model (a path or ``bundled:NAME``); None trains on labels alone
+    distill_from: str | None = None
+    #: the teacher's share of each target: (1 - w) * label + w * teacher probability
+    distill_weight: float = 0.5
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -307,6 +311,48 @@ def _compile(model: Any, cfg: TrainConfig, phase: Phase, steps: int) -> None:
                           "viral": [keras.metrics.AUC(name="auc")]})
 
 
+def teacher_targets(cfg: TrainConfig, part: Arrays, progress: Progress,
+                    batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Distillation targets for the training split: the label mixed with the teacher's
+    probabilities, ``(1 - w) * label + w * teacher`` for both heads.
+
+    The teacher sees the clean (unaugmented) image through its own input size and the one
+    ``preprocess()``, so its targets are fixed per image and cost one pass (saved in
+    ``teacher.npz``, reused on --resume). Normal images' viral targets carry zero weight anyway.
+    """
+    from pneumoscreen.model.bundle import load_model
+
+    if not 0.0 <= cfg.distill_weight <= 1.0:
+        raise ValueError(f"--distill-weight must lie in [0, 1], got {cfg.distill_weight}")
+    path = Path(cfg.out_dir) / "teacher.npz"
+    if path.is_file():
+        saved = np.load(path)
+        p_t, v_t = saved["pneumonia"], saved["viral"]
+    else:
+        teacher = load_model(cfg.distill_from)
+        if not teacher.has_subtype:
+            raise ValueError(f"--distill-from {cfg.distill_from}: the teacher has no viral "
+                             "output, both heads are distilled")
+        size = teacher.spec.input_size
+        x = part.x
+        if size != cfg.input_size:
+            cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out_dir) / "cache"
+            x = load_arrays(part.samples, size, cache_dir=cache).x
+        progress.start("teacher targets", len(x))
+        ps, vs = [], []
+        for i in range(0, len(x), batch_size):
+            scores = teacher.predict(x[i:i + batch_size])
+            ps.append(np.asarray(scores.pneumonia, np.float32).reshape(-1))
+            vs.append(np.asarray(scores.viral, np.float32).reshape(-1))
+            progress.advance("teacher targets", len(x[i:i + batch_size]))
+        p_t, v_t = np.concatenate(ps), np.concatenate(vs)
+        np.savez(path, pneumonia=p_t, viral=v_t)
+    w = cfg.distill_weight
+    y = part.y.astype(np.float32)
+    v = np.maximum(subtype_labels(part.samples), 0).astype(np.float32)
+    return {"pneumonia": (1 - w) * y + w * p_t, "viral": (1 - w) * v + w * v_t}
+
+
 def fit(cfg: TrainConfig, model: Any, arrays: dict[str, Arrays], progress: Progress,
         device: str) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """Run the phases (skipping those a previous run finished); the model ends with the best
@@ -319,9 +365,13 @@ def fit(cfg: TrainConfig, model: Any, arrays: dict[str, Arrays], progress: Progr
     tr, va = arrays["train"], arrays["validation"]
     v_tr, v_va = subtype_labels(tr.samples), subtype_labels(va.samples)
     cw, vw = class_weights(tr.y), class_weights(v_tr)
+    soft = None
+    if cfg.distill_from:
+        progress.note(f"distilling {cfg.distill_from} (teacher share {cfg.distill_weight:g})")
+        soft = teacher_targets(cfg, tr, progress)
     train_ds = make_dataset(tr.x, tr.y, batch_size=cfg.batch_size, training=True, seed=cfg.seed,
                             augment=cfg.augment_config, viral=v_tr, class_weight=cw,
-                            viral_weight=vw)
+                            viral_weight=vw, soft=soft)
     # Validation AUC is unweighted for pneumonia (weights 1) and pneumonia-only for the subtype.
     val_ds = make_dataset(va.x, va.y, batch_size=128, training=False, viral=v_va)
     steps = int(np.ceil(len(tr.x) / cfg.batch_size))

@@ -73,7 +73,15 @@ def train_cmd(
     finetune_learning_rate: float = typer.Option(2e-4, min=1e-7, help="Peak learning rate of "
                                                  "the whole-network phase (cosine decay)."),
     augment: str = typer.Option("standard", help="Augmentation: standard, strong (random "
-                                "resized crop, gamma, blur, noise) or none."),
+                                "resized crop, gamma, blur, noise), antishortcut (strong, plus "
+                                "inpainted corners and text-like markers and crops that keep "
+                                "the lungs) or none."),
+    distill_from: str | None = typer.Option(None, "--distill-from", help="Distil a teacher "
+                                            "model (a path or bundled:NAME, e.g. bundled:v2): "
+                                            "both heads learn from its probabilities mixed "
+                                            "with the labels."),
+    distill_weight: float = typer.Option(0.5, min=0.0, max=1.0, help="The teacher's share of "
+                                         "each training target (with --distill-from)."),
     subtype_weight: float = typer.Option(0.5, min=0.0, help="Weight of the viral/bacterial "
                                          "loss (pneumonia images only) beside the pneumonia "
                                          "loss."),
@@ -98,6 +106,7 @@ def train_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from pneumoscreen.model.architectures import InitError
+    from pneumoscreen.model.bundle import ModelFileError
     from pneumoscreen.model.train import TrainConfig, resume_config, train
     from pneumoscreen.worker.settings import get_settings
 
@@ -116,7 +125,8 @@ def train_cmd(
                           head_epochs=head_epochs, batch_size=batch_size,
                           learning_rate=learning_rate,
                           finetune_learning_rate=finetune_learning_rate, augment=augment,
-                          subtype_weight=subtype_weight,
+                          subtype_weight=subtype_weight, distill_from=distill_from,
+                          distill_weight=distill_weight,
                           patience=patience, target_recall=target_recall, seed=seed,
                           split_seed=split_seed, cache_dir=cache_dir, max_files=max_files,
                           version=version, database_url=url)
@@ -124,7 +134,7 @@ def train_cmd(
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         try:
             result = train(cfg, RichProgress(progress), runtime=_runtime())
-        except (ValueError, FileNotFoundError, InitError) as exc:
+        except (ValueError, FileNotFoundError, InitError, ModelFileError) as exc:
             fail(str(exc))
     spec, m = result.spec, result.internal_test
     console.print(plain("model ", "bold") + plain(
