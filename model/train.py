@@ -330,7 +330,7 @@ def teacher_targets(cfg: TrainConfig, part: Arrays, progress: Progress,
         p_t, v_t = saved["pneumonia"], saved["viral"]
     else:
         teacher = load_model(cfg.distill_from)
-        if not teacher.has_subtype:
+        if "viral" not in (getattr(teacher.keras_model, "output_names", None) or []):
             raise ValueError(f"--distill-from {cfg.distill_from}: the teacher has no viral "
                              "output, both heads are distilled")
         size = teacher.spec.input_size
