@@ -119,6 +119,20 @@ class ModelSpec:
     def label(self) -> str:
         return model_label(self.name, self.version, self.trained)
 
+    @property
+    def score_histogram(self) -> dict[str, Any] | None:
+        """The validation histogram of the calibrated pneumonia probability, as
+        ``{"bins": [edges], "counts": [...], "n", "split", "of"}`` (the drift reference), or
+        None for a model that does not carry one."""
+        hist = self.extra.get("score_histogram")
+        if not isinstance(hist, dict):
+            return None
+        bins, counts = hist.get("bins"), hist.get("counts")
+        if not isinstance(bins, list) or not isinstance(counts, list) \
+                or len(bins) != len(counts) + 1 or len(counts) == 0:
+            return None
+        return hist
+
 
 def write_sidecar(model_path: Path, spec: ModelSpec) -> Path:
     """Write the sidecar for ``model_path``, stamping the file's current sha256 into it."""

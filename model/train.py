@@ -28,6 +28,7 @@ import numpy as np
 from pneumoscreen.model import atypicality as A
 from pneumoscreen.model import calibration as C
 from pneumoscreen.model import metrics as M
+from pneumoscreen.model import reference as R
 from pneumoscreen.model.architectures import Architecture, backbone_layers, get_architecture
 from pneumoscreen.model.augment import PRESETS, AugmentConfig
 from pneumoscreen.model.bundle import ModelSpec, file_sha256, write_sidecar
@@ -442,6 +443,8 @@ class Tuned:
     validation: dict[str, Any]
     internal_test: dict[str, Any]
     calibration: dict[str, Any] = field(default_factory=dict)
+    #: the validation score histogram and operating points (:mod:`pneumoscreen.model.reference`)
+    reference: dict[str, Any] = field(default_factory=dict)
 
 
 def tune(model: Any, arrays: dict[str, Arrays], progress: Progress, *, target_recall: float,
@@ -465,14 +468,16 @@ def tune(model: Any, arrays: dict[str, Arrays], progress: Progress, *, target_re
              "validation_ece_before": C.expected_calibration_error(va.y, raw_val),
              "validation_ece_after": C.expected_calibration_error(va.y, val_scores)}
     internal: dict[str, Any] = {}
+    test_scores = None
     if len(te.y):
         progress.note("evaluating the internal test split")
         raw_test, test_viral = predict_arrays(model, te.x)
-        internal = M.summarize(te.y, C.apply_temperature(raw_test, temperature), threshold,
-                               n_boot=n_boot, seed=seed)
+        test_scores = C.apply_temperature(raw_test, temperature)
+        internal = M.summarize(te.y, test_scores, threshold, n_boot=n_boot, seed=seed)
         internal["subtype"] = subtype_summary(te.samples, test_viral, n_boot=n_boot,
                                               seed=seed)
-    return Tuned(temperature, threshold, validation, internal, calib)
+    reference = R.sidecar_record(va.y, val_scores, te.y if len(te.y) else None, test_scores)
+    return Tuned(temperature, threshold, validation, internal, calib, reference)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,6 +499,7 @@ def tuned_record(tuned: Tuned, target_recall: float) -> dict[str, Any]:
                                 "validation": _headline(tuned.validation)},
         "metrics": {"internal-test": _headline(tuned.internal_test),
                     "validation": _headline(tuned.validation)},
+        **tuned.reference,
     }
 
 
