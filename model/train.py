@@ -255,6 +255,9 @@ def _callbacks(cfg: TrainConfig, phase: Phase, state: _State, best_path: Path,
                 ph["history"].setdefault(k, [])
                 ph["history"][k] = [*ph["history"][k][:epoch], v]
             score = logs.get(MONITOR, float("nan"))
+            # Per-epoch wall clock, so a run ended early (--finish) still knows its time.
+            ph["epoch_seconds"] = [*ph.get("epoch_seconds", [])[:epoch],
+                                   round(time.monotonic() - self._began, 1)]
             if ph["best"] is None or score > ph["best"]:
                 ph.update(best=score, best_epoch=epoch + 1, wait=0)
                 self.model.save_weights(best_path)
@@ -266,6 +269,7 @@ def _callbacks(cfg: TrainConfig, phase: Phase, state: _State, best_path: Path,
             progress.note(epoch_line(offset + epoch + 1, epochs_total, logs))
 
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self._began = time.monotonic()
             progress.start("epoch", self.params.get("steps"))
 
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
@@ -355,9 +359,12 @@ def teacher_targets(cfg: TrainConfig, part: Arrays, progress: Progress,
 
 
 def fit(cfg: TrainConfig, model: Any, arrays: dict[str, Arrays], progress: Progress,
-        device: str) -> tuple[dict[str, list[float]], dict[str, Any]]:
+        device: str, *, finish: bool = False) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """Run the phases (skipping those a previous run finished); the model ends with the best
-    validation-AUC weights of the last phase. Returns the joined history and per-phase facts."""
+    validation-AUC weights of the last phase. Returns the joined history and per-phase facts.
+
+    ``finish`` (``screen train --resume --finish``): train no further; an unfinished phase ends
+    at its best epoch so far, and a phase that never started is skipped."""
     import tensorflow as tf
 
     arch = get_architecture(cfg.arch)
@@ -386,6 +393,16 @@ def fit(cfg: TrainConfig, model: Any, arrays: dict[str, Arrays], progress: Progr
         if phase.name in state.data["done"]:
             progress.note(f"phase {phase.name}: finished in an earlier run, skipped")
             model.load_weights(best_path)
+        elif finish:
+            if not best_path.is_file():
+                progress.note(f"phase {phase.name}: not started, skipped (--finish)")
+                continue
+            progress.note(f"phase {phase.name}: ended at its best epoch so far, "
+                          f"{ph['best_epoch']} (--finish)")
+            model.load_weights(best_path)
+            ph["seconds"] = round(sum(ph.get("epoch_seconds", [])), 1)
+            state.data["done"].append(phase.name)
+            state.save()
         else:
             _set_trainable(model, phase)
             _compile(model, cfg, phase, steps)
@@ -561,7 +578,7 @@ def _cleanup(out: Path) -> None:
 
 
 def train(cfg: TrainConfig, progress: Progress | None = None,
-          runtime: Any | None = None) -> TrainResult:
+          runtime: Any | None = None, *, finish: bool = False) -> TrainResult:
     """Split, preprocess, fit, calibrate, tune the threshold on validation, evaluate, save."""
     import keras
 
@@ -581,7 +598,9 @@ def train(cfg: TrainConfig, progress: Progress | None = None,
     root, split = make_split(cfg)
     arrays = make_arrays(cfg, split, progress)
     model = build(cfg.arch, cfg.input_size, cfg.init)
-    history, facts = fit(cfg, model, arrays, progress, device)
+    history, facts = fit(cfg, model, arrays, progress, device, finish=finish)
+    if not facts:
+        raise ValueError("--finish: no epoch has finished yet, there is no model to keep")
     tuned = tune(model, arrays, progress, target_recall=cfg.target_recall, n_boot=cfg.n_boot,
                  seed=cfg.seed)
     model_path, spec = save(cfg, model, tuned, root=root, split=split, history=history,

@@ -58,6 +58,8 @@ def train_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue the stopped run in --out from "
                                 "its last finished epoch, with the configuration it was started "
                                 "with (other options are ignored)."),
+    finish: bool = typer.Option(False, "--finish", help="With --resume: train no further; "
+                                "keep the best epoch so far and calibrate, tune and save now."),
     arch: str = typer.Option("cnn-s", help="Architecture: cnn-s, cnn-m, cnn-xs (from scratch), "
                              "mobilenetv2 (alpha 0.35), mobilenet (alpha 0.25), efficientnet-lite0 "
                              "(ImageNet backbones)."),
@@ -111,6 +113,8 @@ def train_cmd(
     from pneumoscreen.worker.settings import get_settings
 
     url = get_settings().effective_database_url if register else None
+    if finish and not resume:
+        fail("--finish goes with --resume: it ends a stopped run at its best epoch")
     if resume:
         if out is None:
             fail("--resume needs --out RUN_DIR, the folder of the run to continue")
@@ -133,7 +137,7 @@ def train_cmd(
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         try:
-            result = train(cfg, RichProgress(progress), runtime=_runtime())
+            result = train(cfg, RichProgress(progress), runtime=_runtime(), finish=finish)
         except (ValueError, FileNotFoundError, InitError, ModelFileError) as exc:
             fail(str(exc))
     spec, m = result.spec, result.internal_test
