@@ -63,8 +63,12 @@ def annotate(model_path: Path, data_dir: Path, *, batch_size: int = 64) -> dict[
     """Score the validation and internal-test splits of the model's own patient split and add
     :func:`sidecar_record` to its sidecar. Returns what was added."""
     from pneumoscreen.model.bundle import load_model, sidecar_path
-    from pneumoscreen.model.dataset import MANIFEST_NAME, load_arrays, split_from_manifest
-    from pneumoscreen.model.dataset import training_root
+    from pneumoscreen.model.dataset import (
+        MANIFEST_NAME,
+        load_arrays,
+        split_from_manifest,
+        training_root,
+    )
 
     model_path = Path(model_path)
     manifest_path = model_path.parent / MANIFEST_NAME

@@ -56,7 +56,7 @@ def _shrunk(x: np.ndarray, px: int) -> np.ndarray:
 
 def _auc_ci(v: np.ndarray, p: np.ndarray, n_boot: int = 1000) -> dict[str, Any]:
     m = M.subtype_metrics(v, p, n_boot=n_boot, seed=0)
-    return {"n": int(len(v)), "viral": int(v.sum()), "auc": round(float(m["auc"]), 4),
+    return {"n": len(v), "viral": int(v.sum()), "auc": round(float(m["auc"]), 4),
             "ci95": [round(float(c), 3) for c in m["ci95"]] if m.get("ci95") else None}
 
 
@@ -97,7 +97,7 @@ def study(data_dir: Path, model_ref: str | None = None) -> dict[str, Any]:
         confident_wrong = float(np.mean(((p > 0.8) & (v == 0)) | ((p < 0.2) & (v == 1))))
         entry: dict[str, Any] = {
             "per_image": _auc_ci(v, p),
-            "per_patient_mean_score": {"patients": int(len(pv)),
+            "per_patient_mean_score": {"patients": len(pv),
                                        "auc": round(float(roc_auc_score(pv[clean].astype(int),
                                                                         pp[clean])), 4)},
             "without_mixed_label_patients": _auc_ci(v[not_mixed], p[not_mixed]),

@@ -90,7 +90,7 @@ def test_antishortcut_crops_keep_the_lung_box() -> None:
     assert PRESETS["antishortcut"] is ANTISHORTCUT and ANTISHORTCUT.keep_box == LUNG_BOX
     size = 64
     x = np.full((32, size, size, 1), 0.2, np.float32)
-    y0, x0, y1, x1 = (int(round(v * size)) for v in LUNG_BOX)
+    y0, x0, y1, x1 = (round(v * size) for v in LUNG_BOX)
     for r in (y0, y1 - 3):
         for c in (x0, x1 - 3):
             x[:, r:r + 3, c:c + 3] = 1.0

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
-from typer.testing import CliRunner
-
 from PIL import Image
+from typer.testing import CliRunner
 
 SIZE = 32
 

@@ -357,8 +357,42 @@ def reports_cmd(
           d["report_path"] or "") for d in data]))
 
 
+def bench_models_cmd(
+    models: list[str] = typer.Argument(..., help="Model files or bundled:NAME (e.g. "
+                                       "bundled:v2 bundled:v3)."),
+    studies: int = typer.Option(1000, min=1, help="Studies per model."),
+    chunk: int = typer.Option(64, min=1, max=1024, help="Studies per model call."),
+    rounds: int = typer.Option(4, min=1, help="Alternating rounds (A B A B …)."),
+    fmt: str = typer.Option("table", "--format", help="table or json."),
+) -> None:
+    """The model call alone (model_only_per_s) of several models in one run, in alternating
+    rounds so the machine's load falls on each alike."""
+    import json as _json
+    from dataclasses import asdict
+
+    from pneumoscreen.model.bundle import ModelFileError
+    from pneumoscreen.worker.bench.models import compare
+
+    if fmt not in ("table", "json"):
+        fail(f"--format {fmt}: choose table or json")
+    try:
+        rows = compare(models, studies=studies, chunk=chunk, rounds=rounds, runtime=_runtime())
+    except (ModelFileError, ValueError) as exc:
+        fail(str(exc))
+    if fmt == "json":
+        print(_json.dumps({"models": [asdict(r) for r in rows]}, indent=1))
+        return
+    base = rows[0].model_only_per_s
+    for r in rows:
+        console.print(plain(f"{r.model}  {r.label}  input {r.input_size}  {r.params:,} "
+                            f"parameters  model_only_per_s {r.model_only_per_s}  "
+                            f"{r.model_only_per_s / base:.2f} x {rows[0].model}"),
+                      highlight=False)
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Add this module's commands to ``screen`` and ``screen bench``."""
+    bench_app.command("models")(bench_models_cmd)
     app.command("train")(train_cmd)
     app.command("evaluate")(evaluate_cmd)
     app.command("predict")(predict_cmd)
