@@ -149,17 +149,28 @@ def corner_mask(x: Any, cfg: AugmentConfig, gen: Any) -> Any:
     return mask
 
 
-def blob_mask(x: Any) -> Any:
-    """``(n, h, w, 1)``: 1 on bright, small, text-like blobs outside the centre box.
+def outside_lungs(x: Any) -> Any:
+    """1 outside :data:`LUNG_BOX`, 0 inside; ``(1, h, w, 1)``: where markers sit, and where no
+    lung does (erasing there cannot remove evidence of pneumonia)."""
+    import tensorflow as tf
 
-    A white-top-hat (brighter than its 15-px neighbourhood by 0.2, and bright in absolute
-    terms), grown by a few pixels so each letter's edge goes too. Ribs and clavicles are too
-    wide and too faint against their surround to pass both tests often."""
+    yy, xx = _grid(x)
+    y0, x0, y1, x1 = LUNG_BOX
+    inside = (yy >= y0) & (yy < y1) & (xx >= x0) & (xx < x1)
+    return 1.0 - tf.cast(inside, tf.float32)
+
+
+def blob_mask(x: Any) -> Any:
+    """``(n, h, w, 1)``: 1 on small, bright, text-like blobs outside the lung box.
+
+    A white top-hat (brighter than its 15-px neighbourhood by 0.25, and not dark), grown by a
+    few pixels so each letter's edge goes too. Only outside :data:`LUNG_BOX`: inside it the same
+    test also finds rib and lung edges, which are evidence, not markers."""
     import tensorflow as tf
 
     local = tf.nn.avg_pool2d(x, ksize=15, strides=1, padding="SAME")
-    hot = tf.cast((x - local > 0.2) & (x > 0.6), tf.float32) * outside_centre(x)
-    return tf.nn.max_pool2d(hot, ksize=7, strides=1, padding="SAME")
+    hot = tf.cast((x - local > 0.25) & (x > 0.4), tf.float32) * outside_lungs(x)
+    return tf.nn.max_pool2d(hot, ksize=7, strides=1, padding="SAME") * outside_lungs(x)
 
 
 def erase_shortcuts(x: Any, cfg: AugmentConfig, gen: Any) -> Any:

@@ -66,19 +66,21 @@ def test_antishortcut_erases_corners_and_leaves_the_centre() -> None:
     assert np.abs(out[corners] - x[corners]).mean() > 0.3
 
 
-def test_blob_eraser_finds_markers_outside_the_centre_only() -> None:
+def test_blob_eraser_finds_markers_outside_the_lungs_only() -> None:
     """A bright letter away from the corners (left edge, mid-height) is inpainted; the same
-    letter inside the centre box is not: lungs are never erased."""
+    letter inside the lung box (a rib edge looks alike) or the centre is not."""
     from pneumoscreen.model.augment import AugmentConfig
 
     x = _film()
     x[:, 28:34, 2:6] = 1.0  # a marker on the left edge
     x[:, 28:34, 30:34] = 1.0  # the same blob in the centre
+    x[:, 28:34, 12:16] = 1.0  # and in the lung box's lateral part
     cfg = AugmentConfig(rotation_deg=0, shift=0, zoom=0, brightness=0, contrast=0,
                         corner_probability=0.0, blob_probability=1.0)
     out = np.asarray(make_augmenter(cfg, seed=5)(x))
     assert out[:, 28:34, 2:6].max() < 0.9
     assert out[:, 3:9, 3:7].max() < 0.9  # the corner letters are text-like blobs too
+    np.testing.assert_array_equal(out[:, 26:36, 10:18], x[:, 26:36, 10:18])
     np.testing.assert_array_equal(_centre(out), _centre(x))
 
 
