@@ -23,7 +23,8 @@ from pneumoscreen.model.preprocess import preprocess
 
 # The models shipped inside the package, by name; ``bundled:NAME`` selects one wherever a model
 # file is asked for (``SCREEN_MODEL_PATH=bundled:cnn-s``).
-BUNDLED = {"v2": "pneumoscreen-v2.keras", "cnn-s": "pneumoscreen-cnn.keras"}
+BUNDLED = {"v2": "pneumoscreen-v2.keras", "v3": "pneumoscreen-v3.keras",
+           "cnn-s": "pneumoscreen-cnn.keras"}
 DEFAULT_BUNDLED = "v2"
 BUNDLED_NAME = BUNDLED[DEFAULT_BUNDLED]
 BUNDLED_PREFIX = "bundled:"
