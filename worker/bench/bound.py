@@ -2,7 +2,7 @@
 
 On a few shared cores the decoding processes and the model take turns on the same CPUs, so the
 best the batch task can do is a perfect overlap of the two: ``1 / (1 / model + 1 / decode)``
-studies per second (each study costs its model time plus its decode time, with nothing idle).
+images per second (each image costs its model time plus its decode time, with nothing idle).
 :func:`decode_only_per_s` measures the decode side exactly as the batch task decodes (the same
 process pool, the same prefetching threads, the same chunks), only without the model.
 """

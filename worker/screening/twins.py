@@ -1,45 +1,28 @@
-"""Twin copies at screening time: a study whose primary copy cannot be decoded is screened from a
+"""Twin copies at screening time: an image whose primary copy cannot be decoded is screened from a
 twin (another file received with the same SOP Instance UID) before it is declared failed, and the
-copy used becomes the study's primary file."""
+copy used becomes the image's primary file."""
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from pneumoscreen.db import FileRole, Study, StudyFile, StudyStatus
-from pneumoscreen.db.queries import demote_primary_file
-from pneumoscreen.model.bundle import file_sha256
+from pneumoscreen.db import Image, ImageStatus
+from pneumoscreen.db.image_files import Copy, demote_primary_file, promote_copy
+from pneumoscreen.worker.ingest.files import file_sha256
 
 log = logging.getLogger(__name__)
-
-Copy = tuple[str, str]  # (path, sha256)
 
 
 class Outcome(Protocol):
     """What preparing one file gives (``screen.Prepared``): a tensor, or a status and reason."""
 
-    status: StudyStatus | None
+    status: ImageStatus | None
     reason: str | None
-
-
-def spare_copies(study_ids: Sequence[int], *, session: Session) -> dict[int, list[Copy]]:
-    """The twin copies of each study, in the order they arrived."""
-    spares: dict[int, list[Copy]] = defaultdict(list)
-    if not study_ids:
-        return {}
-    for study_id, path, sha in session.execute(
-            select(StudyFile.study_id, StudyFile.path, StudyFile.sha256)
-            .where(StudyFile.study_id.in_(list(study_ids)), StudyFile.role == FileRole.twin)
-            .order_by(StudyFile.id)).all():
-        spares[study_id].append((path, sha))
-    return dict(spares)
 
 
 def first_readable(primary: Outcome, spares: Sequence[Copy],
@@ -49,7 +32,7 @@ def first_readable(primary: Outcome, spares: Sequence[Copy],
 
     A twin whose content changed since it was received (its sha256 differs) is not used.
     """
-    if primary.status != StudyStatus.failed or not spares:
+    if primary.status != ImageStatus.failed or not spares:
         return primary, None
     for path, sha in spares:
         try:
@@ -58,20 +41,17 @@ def first_readable(primary: Outcome, spares: Sequence[Copy],
         except OSError:
             continue
         outcome = prepare(path)
-        if outcome.status != StudyStatus.failed:
+        if outcome.status != ImageStatus.failed:
             return outcome, (path, sha)
     n = len(spares)
     primary.reason = f"{primary.reason} (and its {n} twin cop{'y' if n == 1 else 'ies'})"
     return primary, None
 
 
-def promote(study: Study, copy: Copy, *, why: str | None, session: Session) -> None:
-    """Make ``copy`` the study's primary file; the copy it replaces stays as a twin with ``why``."""
+def promote(image: Image, copy: Copy, *, why: str | None, session: Session) -> None:
+    """Make ``copy`` the image's primary file; the copy it replaces stays as a twin with ``why``."""
     path, sha = copy
-    log.info("study %s: screened from a twin copy, its own could not be decoded", study.id)
-    demote_primary_file(study.id, f"could not be decoded: {why}", session=session)
-    session.execute(update(StudyFile)
-                    .where(StudyFile.study_id == study.id, StudyFile.sha256 == sha)
-                    .values(role=FileRole.primary, reason=None)
-                    .execution_options(synchronize_session=False))
-    study.source_path, study.sha256 = path, sha
+    log.info("study %s: screened from a twin copy, its own could not be decoded", image.id)
+    demote_primary_file(image.id, f"could not be decoded: {why}", session=session)
+    promote_copy(image.id, sha, session=session)
+    image.source_path, image.sha256 = path, sha

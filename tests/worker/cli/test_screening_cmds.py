@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from pneumoscreen.db import Batch, Prediction, Study, session_scope
+from pneumoscreen.db import Batch, Image, Prediction, session_scope
 from pneumoscreen.db.queries import get_or_create_model_version
 from pneumoscreen.worker.cli import app, screening_cmds
 from pneumoscreen.worker.settings import get_settings
@@ -22,11 +22,11 @@ def _flag(n: int, start: int) -> None:
         session.add(batch)
         session.flush()
         for i in range(start, start + n):
-            study = Study(sha256=f"{i:064d}", source_path=f"/in/{i}.png", format="png",
+            study = Image(sha256=f"{i:064d}", source_path=f"/in/{i}.png", format="png",
                           batch_id=batch.id)
             session.add(study)
             session.flush()
-            session.add(Prediction(study_id=study.id, model_version_id=mv.id, probability=0.9,
+            session.add(Prediction(image_id=study.id, model_version_id=mv.id, probability=0.9,
                                    threshold=0.5, flagged=True))
 
 
@@ -80,3 +80,18 @@ def test_watch_keeps_new_flags_marked_until_acknowledged_or_expired(
 def test_mark_for_must_be_a_duration() -> None:
     result = CliRunner().invoke(app, ["flagged", "--watch", "--mark-for", "soon"])
     assert result.exit_code == 1 and "--mark-for 'soon'" in result.output
+
+
+def test_screen_studies_still_lists_the_images() -> None:
+    """`screen images` took over `screen studies`; the old name keeps working, unlisted."""
+    import json
+
+    _flag(2, 0)
+    runner = CliRunner()
+    images = runner.invoke(app, ["images", "--format", "json"])
+    studies = runner.invoke(app, ["studies", "--format", "json"])
+    assert images.exit_code == 0 and studies.exit_code == 0, studies.output
+    rows = json.loads(images.stdout)
+    assert [r["study_id"] for r in rows] and json.loads(studies.stdout) == rows
+    listed = runner.invoke(app, ["--help"]).stdout
+    assert " images " in listed and " studies " not in listed
