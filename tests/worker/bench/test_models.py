@@ -13,13 +13,13 @@ def test_each_model_is_timed_on_its_own_input_size(monkeypatch) -> None:  # type
     from pneumoscreen.model.bundle import LoadedModel
 
     sizes: list[int] = []
-    real = LoadedModel.predict_batch
+    real = LoadedModel.pneumonia_probabilities
 
     def counting(self: LoadedModel, batch):  # type: ignore[no-untyped-def]
         sizes.append(batch.shape[1])
         return real(self, batch)
 
-    monkeypatch.setattr(LoadedModel, "predict_batch", counting)
+    monkeypatch.setattr(LoadedModel, "pneumonia_probabilities", counting)
     res = CliRunner().invoke(app, ["bench", "models", "bundled:cnn-s", "bundled:cnn-s",
                                    "--studies", "8", "--chunk", "4", "--rounds", "2",
                                    "--format", "json"])
