@@ -21,7 +21,8 @@ from pneumoscreen.model.preprocess import preprocess
 
 # The models shipped inside the package, by name; ``bundled:NAME`` selects one wherever a model
 # file is asked for (``SCREEN_MODEL_PATH=bundled:cnn-s``).
-BUNDLED = {"v2": "pneumoscreen-v2.keras", "cnn-s": "pneumoscreen-cnn.keras"}
+BUNDLED = {"v2": "pneumoscreen-v2.keras", "v3": "pneumoscreen-v3.keras",
+           "cnn-s": "pneumoscreen-cnn.keras"}
 DEFAULT_BUNDLED = "v2"
 BUNDLED_NAME = BUNDLED[DEFAULT_BUNDLED]
 BUNDLED_PREFIX = "bundled:"
@@ -106,6 +107,20 @@ class ModelSpec:
     @property
     def label(self) -> str:
         return model_label(self.name, self.version, self.trained)
+
+    @property
+    def score_histogram(self) -> dict[str, Any] | None:
+        """The validation histogram of the calibrated pneumonia probability, as
+        ``{"bins": [edges], "counts": [...], "n", "split", "of"}`` (the drift reference), or
+        None for a model that does not carry one."""
+        hist = self.extra.get("score_histogram")
+        if not isinstance(hist, dict):
+            return None
+        bins, counts = hist.get("bins"), hist.get("counts")
+        if not isinstance(bins, list) or not isinstance(counts, list) \
+                or len(bins) != len(counts) + 1 or len(counts) == 0:
+            return None
+        return hist
 
 
 def write_sidecar(model_path: Path, spec: ModelSpec) -> Path:

@@ -283,13 +283,17 @@ def load_arrays(samples: Sequence[Sample], size: int, *, cache_dir: Path | None 
 def make_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, training: bool, seed: int = 0,
                  augment: AugmentConfig | None = None, viral: np.ndarray | None = None,
                  class_weight: dict[int, float] | None = None,
-                 viral_weight: dict[int, float] | None = None) -> Any:
+                 viral_weight: dict[int, float] | None = None,
+                 soft: dict[str, np.ndarray] | None = None) -> Any:
     """Batches for ``fit``; shuffled and augmented only when ``training``.
 
     Without ``viral``: ``(image, label)``. With it (:func:`subtype_labels`, -1 = unknown):
     ``(image, {"pneumonia", "viral"}, weights)`` where the pneumonia weight is the class weight
     and the viral weight is zero for every normal image and every pneumonia without a known
     subtype, so the subtype loss is computed on labelled pneumonia images only.
+
+    ``soft`` (distillation): per-image targets in [0, 1] for ``pneumonia`` and ``viral`` that
+    replace the 0/1 labels as targets; the weights still come from the labels.
     """
     import tensorflow as tf
 
@@ -304,6 +308,8 @@ def make_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, training: boo
                         for lab, v in zip(y, viral, strict=True)], np.float32)
         targets = {"pneumonia": y.astype(np.float32),
                    "viral": np.maximum(viral, 0).astype(np.float32)}
+        for key, values in (soft or {}).items():
+            targets[key] = np.clip(np.asarray(values, np.float32).reshape(-1), 0.0, 1.0)
         ds = tf.data.Dataset.from_tensor_slices((x, targets, {"pneumonia": w_p, "viral": w_v}))
     ds = ds.cache()
     if training:

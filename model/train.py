@@ -28,6 +28,7 @@ import numpy as np
 from pneumoscreen.model import atypicality as A
 from pneumoscreen.model import calibration as C
 from pneumoscreen.model import metrics as M
+from pneumoscreen.model import reference as R
 from pneumoscreen.model.architectures import Architecture, backbone_layers, get_architecture
 from pneumoscreen.model.augment import PRESETS, AugmentConfig
 from pneumoscreen.model.bundle import ModelSpec, write_sidecar
@@ -88,6 +89,10 @@ class TrainConfig:
     n_boot: int = 2000
     max_files: int | None = None  # tests and smoke runs: the first N files of each class
     database_url: str | None = None  # where to record the model version; None: nowhere
+    #: distillation: the teacher model (a path or ``bundled:NAME``); None trains on labels alone
+    distill_from: str | None = None
+    #: the teacher's share of each target: (1 - w) * label + w * teacher probability
+    distill_weight: float = 0.5
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -251,6 +256,9 @@ def _callbacks(cfg: TrainConfig, phase: Phase, state: _State, best_path: Path,
                 ph["history"].setdefault(k, [])
                 ph["history"][k] = [*ph["history"][k][:epoch], v]
             score = logs.get(MONITOR, float("nan"))
+            # Per-epoch wall clock, so a run ended early (--finish) still knows its time.
+            ph["epoch_seconds"] = [*ph.get("epoch_seconds", [])[:epoch],
+                                   round(time.monotonic() - self._began, 1)]
             if ph["best"] is None or score > ph["best"]:
                 ph.update(best=score, best_epoch=epoch + 1, wait=0)
                 self.model.save_weights(best_path)
@@ -262,6 +270,7 @@ def _callbacks(cfg: TrainConfig, phase: Phase, state: _State, best_path: Path,
             progress.note(epoch_line(offset + epoch + 1, epochs_total, logs))
 
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self._began = time.monotonic()
             progress.start("epoch", self.params.get("steps"))
 
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
@@ -308,10 +317,55 @@ def _compile(model: Any, cfg: TrainConfig, phase: Phase, steps: int) -> None:
                           "viral": [keras.metrics.AUC(name="auc")]})
 
 
+def teacher_targets(cfg: TrainConfig, part: Arrays, progress: Progress,
+                    batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Distillation targets for the training split: the label mixed with the teacher's
+    probabilities, ``(1 - w) * label + w * teacher`` for both heads.
+
+    The teacher sees the clean (unaugmented) image through its own input size and the one
+    ``preprocess()``, so its targets are fixed per image and cost one pass (saved in
+    ``teacher.npz``, reused on --resume). Normal images' viral targets carry zero weight anyway.
+    """
+    from pneumoscreen.model.bundle import load_model
+
+    if not 0.0 <= cfg.distill_weight <= 1.0:
+        raise ValueError(f"--distill-weight must lie in [0, 1], got {cfg.distill_weight}")
+    path = Path(cfg.out_dir) / "teacher.npz"
+    if path.is_file():
+        saved = np.load(path)
+        p_t, v_t = saved["pneumonia"], saved["viral"]
+    else:
+        teacher = load_model(cfg.distill_from)
+        if "viral" not in (getattr(teacher.keras_model, "output_names", None) or []):
+            raise ValueError(f"--distill-from {cfg.distill_from}: the teacher has no viral "
+                             "output, both heads are distilled")
+        size = teacher.spec.input_size
+        x = part.x
+        if size != cfg.input_size:
+            cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out_dir) / "cache"
+            x = load_arrays(part.samples, size, cache_dir=cache).x
+        progress.start("teacher targets", len(x))
+        ps, vs = [], []
+        for i in range(0, len(x), batch_size):
+            scores = teacher.predict(x[i:i + batch_size])
+            ps.append(np.asarray(scores.pneumonia, np.float32).reshape(-1))
+            vs.append(np.asarray(scores.viral, np.float32).reshape(-1))
+            progress.advance("teacher targets", len(x[i:i + batch_size]))
+        p_t, v_t = np.concatenate(ps), np.concatenate(vs)
+        np.savez(path, pneumonia=p_t, viral=v_t)
+    w = cfg.distill_weight
+    y = part.y.astype(np.float32)
+    v = np.maximum(subtype_labels(part.samples), 0).astype(np.float32)
+    return {"pneumonia": (1 - w) * y + w * p_t, "viral": (1 - w) * v + w * v_t}
+
+
 def fit(cfg: TrainConfig, model: Any, arrays: dict[str, Arrays], progress: Progress,
-        device: str) -> tuple[dict[str, list[float]], dict[str, Any]]:
+        device: str, *, finish: bool = False) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """Run the phases (skipping those a previous run finished); the model ends with the best
-    validation-AUC weights of the last phase. Returns the joined history and per-phase facts."""
+    validation-AUC weights of the last phase. Returns the joined history and per-phase facts.
+
+    ``finish`` (``screen train --resume --finish``): train no further; an unfinished phase ends
+    at its best epoch so far, and a phase that never started is skipped."""
     import tensorflow as tf
 
     arch = get_architecture(cfg.arch)
@@ -320,9 +374,13 @@ def fit(cfg: TrainConfig, model: Any, arrays: dict[str, Arrays], progress: Progr
     tr, va = arrays["train"], arrays["validation"]
     v_tr, v_va = subtype_labels(tr.samples), subtype_labels(va.samples)
     cw, vw = class_weights(tr.y), class_weights(v_tr)
+    soft = None
+    if cfg.distill_from:
+        progress.note(f"distilling {cfg.distill_from} (teacher share {cfg.distill_weight:g})")
+        soft = teacher_targets(cfg, tr, progress)
     train_ds = make_dataset(tr.x, tr.y, batch_size=cfg.batch_size, training=True, seed=cfg.seed,
                             augment=cfg.augment_config, viral=v_tr, class_weight=cw,
-                            viral_weight=vw)
+                            viral_weight=vw, soft=soft)
     # Validation AUC is unweighted for pneumonia (weights 1) and pneumonia-only for the subtype.
     val_ds = make_dataset(va.x, va.y, batch_size=128, training=False, viral=v_va)
     steps = int(np.ceil(len(tr.x) / cfg.batch_size))
@@ -336,6 +394,16 @@ def fit(cfg: TrainConfig, model: Any, arrays: dict[str, Arrays], progress: Progr
         if phase.name in state.data["done"]:
             progress.note(f"phase {phase.name}: finished in an earlier run, skipped")
             model.load_weights(best_path)
+        elif finish:
+            if not best_path.is_file():
+                progress.note(f"phase {phase.name}: not started, skipped (--finish)")
+                continue
+            progress.note(f"phase {phase.name}: ended at its best epoch so far, "
+                          f"{ph['best_epoch']} (--finish)")
+            model.load_weights(best_path)
+            ph["seconds"] = round(sum(ph.get("epoch_seconds", [])), 1)
+            state.data["done"].append(phase.name)
+            state.save()
         else:
             _set_trainable(model, phase)
             _compile(model, cfg, phase, steps)
@@ -393,6 +461,8 @@ class Tuned:
     validation: dict[str, Any]
     internal_test: dict[str, Any]
     calibration: dict[str, Any] = field(default_factory=dict)
+    #: the validation score histogram and operating points (:mod:`pneumoscreen.model.reference`)
+    reference: dict[str, Any] = field(default_factory=dict)
 
 
 def tune(model: Any, arrays: dict[str, Arrays], progress: Progress, *, target_recall: float,
@@ -416,14 +486,16 @@ def tune(model: Any, arrays: dict[str, Arrays], progress: Progress, *, target_re
              "validation_ece_before": C.expected_calibration_error(va.y, raw_val),
              "validation_ece_after": C.expected_calibration_error(va.y, val_scores)}
     internal: dict[str, Any] = {}
+    test_scores = None
     if len(te.y):
         progress.note("evaluating the internal test split")
         raw_test, test_viral = predict_arrays(model, te.x)
-        internal = M.summarize(te.y, C.apply_temperature(raw_test, temperature), threshold,
-                               n_boot=n_boot, seed=seed)
+        test_scores = C.apply_temperature(raw_test, temperature)
+        internal = M.summarize(te.y, test_scores, threshold, n_boot=n_boot, seed=seed)
         internal["subtype"] = subtype_summary(te.samples, test_viral, n_boot=n_boot,
                                               seed=seed)
-    return Tuned(temperature, threshold, validation, internal, calib)
+    reference = R.sidecar_record(va.y, val_scores, te.y if len(te.y) else None, test_scores)
+    return Tuned(temperature, threshold, validation, internal, calib, reference)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,6 +517,7 @@ def tuned_record(tuned: Tuned, target_recall: float) -> dict[str, Any]:
                                 "validation": _headline(tuned.validation)},
         "metrics": {"internal-test": _headline(tuned.internal_test),
                     "validation": _headline(tuned.validation)},
+        **tuned.reference,
     }
 
 
@@ -506,7 +579,7 @@ def _cleanup(out: Path) -> None:
 
 
 def train(cfg: TrainConfig, progress: Progress | None = None,
-          runtime: Any | None = None) -> TrainResult:
+          runtime: Any | None = None, *, finish: bool = False) -> TrainResult:
     """Split, preprocess, fit, calibrate, tune the threshold on validation, evaluate, save."""
     import keras
 
@@ -526,7 +599,9 @@ def train(cfg: TrainConfig, progress: Progress | None = None,
     root, split = make_split(cfg)
     arrays = make_arrays(cfg, split, progress)
     model = build(cfg.arch, cfg.input_size, cfg.init)
-    history, facts = fit(cfg, model, arrays, progress, device)
+    history, facts = fit(cfg, model, arrays, progress, device, finish=finish)
+    if not facts:
+        raise ValueError("--finish: no epoch has finished yet, there is no model to keep")
     tuned = tune(model, arrays, progress, target_recall=cfg.target_recall, n_boot=cfg.n_boot,
                  seed=cfg.seed)
     model_path, spec = save(cfg, model, tuned, root=root, split=split, history=history,

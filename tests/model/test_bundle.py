@@ -6,10 +6,13 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pneumoscreen.model.bundle import (
+    BUNDLED,
     ModelFileError,
+    ModelSpec,
     bundled_model_path,
     inside,
     verified_spec,
@@ -31,8 +34,38 @@ def _copy(folder: Path, **changes: object) -> Path:
 
 
 def test_the_bundled_sidecars_are_valid() -> None:
-    for name in ("v2", "cnn-s"):
+    for name in BUNDLED:
         assert 0 < verified_spec(bundled_model_path(name)).threshold < 1
+
+
+def test_every_bundled_model_carries_its_validation_score_histogram() -> None:
+    """The drift reference: the calibrated pneumonia probability on the validation split, in
+    fixed bins over [0, 1], counting every validation image once; and the operating points,
+    the shipped threshold among them."""
+    from pneumoscreen.model.dataset import MANIFEST_NAME
+
+    manifest = json.loads((bundled_model_path("cnn-s").parent / MANIFEST_NAME).read_text())
+    n_val = sum(1 for f in manifest["files"].values() if f["split"] == "validation")
+    for name in BUNDLED:
+        spec = verified_spec(bundled_model_path(name))
+        hist = spec.score_histogram
+        assert hist is not None, name
+        assert hist["bins"][0] == 0.0 and hist["bins"][-1] == 1.0
+        assert np.all(np.diff(hist["bins"]) > 0)
+        assert sum(hist["counts"]) == hist["n"] == n_val
+        points = {p["target_recall"]: p for p in spec.extra["operating_points"]}
+        assert {0.95, 0.98} <= set(points)
+        assert points[spec.target_recall]["threshold"] == pytest.approx(spec.threshold, abs=1e-4)
+        assert points[spec.target_recall]["validation"]["recall"] >= spec.target_recall
+
+
+def test_score_histogram_is_none_when_absent_or_malformed() -> None:
+    base = {"name": "m", "version": "1", "input_size": 32, "threshold": 0.5, "trained": True}
+    assert ModelSpec.from_json(base).score_histogram is None
+    bad = {**base, "score_histogram": {"bins": [0, 1], "counts": [1, 2]}}
+    assert ModelSpec.from_json(bad).score_histogram is None
+    good = {**base, "score_histogram": {"bins": [0, 0.5, 1], "counts": [1, 2]}}
+    assert ModelSpec.from_json(good).score_histogram == good["score_histogram"]
 
 
 @pytest.mark.parametrize(("change", "message"), [

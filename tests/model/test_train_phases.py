@@ -193,3 +193,21 @@ def test_make_ensemble_end_to_end(tmp_path: Path) -> None:
                               split_seed=7))
     with pytest.raises(EnsembleError, match="another patient split"):
         make_ensemble([runs[0].model_path, other.model_path], tmp_path / "bad", data)
+
+
+def test_finish_ends_a_stopped_run_at_its_best_epoch(tmp_path: Path) -> None:
+    """``--resume --finish``: no further epoch; the best one so far is calibrated and saved."""
+    data = _tree(tmp_path / "data")
+    cfg = TrainConfig(data_dir=data, out_dir=tmp_path / "run", arch="cnn-xs", input_size=SIZE,
+                      epochs=4, batch_size=4, n_boot=20, patience=5)
+    with pytest.raises(ValueError, match="no epoch has finished"):
+        train(cfg, _StopAfter(1), finish=True)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, _StopAfter(2))  # two epochs of four
+    counted = _StopAfter(99)
+    result = train(resume_config(tmp_path / "run"), counted, finish=True)
+    assert counted.n == 99  # not one epoch more
+    full = result.spec.extra["training"]["phases"]["full"]
+    assert full["epochs_run"] == 2 and full["best_epoch"] in (1, 2)
+    assert full["seconds"] > 0
+    assert result.model_path.is_file() and result.validation["n"] > 0

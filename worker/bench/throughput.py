@@ -31,6 +31,7 @@ import PIL.Image
 from pneumoscreen.db import Batch, ImageStatus, session_scope
 from pneumoscreen.db.images import images_of_batch, insert_images
 from pneumoscreen.db.lists import split
+from pneumoscreen.worker.bench.bound import bound_per_s, decode_only_per_s
 from pneumoscreen.worker.screening.screen import get_model, screen_images
 from pneumoscreen.worker.settings import Settings
 
@@ -102,14 +103,26 @@ class ThroughputResult:
     rss_mb: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     per_codec: dict[str, CodecFigures] | None = None  # corpus mode only
+    #: (d) the batch task's decoding alone (all decode processes, no model), studies/s
+    decode_only_per_s: float | None = None
+
+    @property
+    def bound_per_s(self) -> float | None:
+        """A perfect overlap of (a) and (d) on the shared cores: what (b) can reach at best."""
+        if not self.decode_only_per_s:
+            return None
+        return round(bound_per_s(self.model_only_per_s, self.decode_only_per_s), 1)
 
     @property
     def ratios(self) -> dict[str, float]:
-        return {"pipeline_over_model_only": round(self.pipeline_per_s / self.model_only_per_s, 3),
-                "pipeline_over_naive": round(self.pipeline_per_s / self.naive_per_s, 2)}
+        out = {"pipeline_over_model_only": round(self.pipeline_per_s / self.model_only_per_s, 3),
+               "pipeline_over_naive": round(self.pipeline_per_s / self.naive_per_s, 2)}
+        if self.bound_per_s:
+            out["pipeline_over_bound"] = round(self.pipeline_per_s / self.bound_per_s, 3)
+        return out
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), **self.ratios}
+        return {**asdict(self), "bound_per_s": self.bound_per_s, **self.ratios}
 
 
 def phantom(size: int, seed: int) -> np.ndarray:
@@ -297,6 +310,10 @@ def run_throughput(n: int, *, settings: Settings, task_size: int = 256, naive_n:
             raise RuntimeError(f"the screening task finished {finished} (screened {screened}) of "
                                f"{n} studies")
 
+        say("(d) decoding alone: the batch task's decode processes, no model")
+        decode_paths = paths if corpus is not None else [paths[i % len(paths)] for i in range(n)]
+        decode_only = decode_only_per_s(decode_paths, plain_settings, size)
+
         with_maps = None
         if cam_ids:
             say(f"(b') screening task with a heatmap for every study, {len(cam_ids)} studies")
@@ -328,7 +345,7 @@ def run_throughput(n: int, *, settings: Settings, task_size: int = 256, naive_n:
             loop(naive_paths, model.keras_model, size)
         naive = len(naive_paths) / elapsed()
         rss["end"] = round(rss_mb(), 1)
-    return ThroughputResult(per_codec=per_codec,
+    return ThroughputResult(per_codec=per_codec, decode_only_per_s=round(decode_only, 1),
         studies=n, model_only_per_s=round(model_only, 1), pipeline_per_s=round(pipeline, 1),
         naive_per_s=round(naive, 2), naive_studies=len(naive_paths),
         pipeline_heatmaps_per_s=with_maps,

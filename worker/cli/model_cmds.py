@@ -58,6 +58,8 @@ def train_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue the stopped run in --out from "
                                 "its last finished epoch, with the configuration it was started "
                                 "with (other options are ignored)."),
+    finish: bool = typer.Option(False, "--finish", help="With --resume: train no further; "
+                                "keep the best epoch so far and calibrate, tune and save now."),
     arch: str = typer.Option("cnn-s", help="Architecture: cnn-s, cnn-m, cnn-xs (from scratch), "
                              "mobilenetv2 (alpha 0.35), mobilenet (alpha 0.25), efficientnet-lite0 "
                              "(ImageNet backbones)."),
@@ -73,7 +75,15 @@ def train_cmd(
     finetune_learning_rate: float = typer.Option(2e-4, min=1e-7, help="Peak learning rate of "
                                                  "the whole-network phase (cosine decay)."),
     augment: str = typer.Option("standard", help="Augmentation: standard, strong (random "
-                                "resized crop, gamma, blur, noise) or none."),
+                                "resized crop, gamma, blur, noise), antishortcut (strong, plus "
+                                "inpainted corners and text-like markers and crops that keep "
+                                "the lungs) or none."),
+    distill_from: str | None = typer.Option(None, "--distill-from", help="Distil a teacher "
+                                            "model (a path or bundled:NAME, e.g. bundled:v2): "
+                                            "both heads learn from its probabilities mixed "
+                                            "with the labels."),
+    distill_weight: float = typer.Option(0.5, min=0.0, max=1.0, help="The teacher's share of "
+                                         "each training target (with --distill-from)."),
     subtype_weight: float = typer.Option(0.5, min=0.0, help="Weight of the viral/bacterial "
                                          "loss (pneumonia images only) beside the pneumonia "
                                          "loss."),
@@ -98,10 +108,13 @@ def train_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from pneumoscreen.model.architectures import InitError
+    from pneumoscreen.model.bundle import ModelFileError
     from pneumoscreen.model.train import TrainConfig, resume_config, train
     from pneumoscreen.worker.settings import get_settings
 
     url = get_settings().effective_database_url if register else None
+    if finish and not resume:
+        fail("--finish goes with --resume: it ends a stopped run at its best epoch")
     if resume:
         if out is None:
             fail("--resume needs --out RUN_DIR, the folder of the run to continue")
@@ -116,15 +129,16 @@ def train_cmd(
                           head_epochs=head_epochs, batch_size=batch_size,
                           learning_rate=learning_rate,
                           finetune_learning_rate=finetune_learning_rate, augment=augment,
-                          subtype_weight=subtype_weight,
+                          subtype_weight=subtype_weight, distill_from=distill_from,
+                          distill_weight=distill_weight,
                           patience=patience, target_recall=target_recall, seed=seed,
                           split_seed=split_seed, cache_dir=cache_dir, max_files=max_files,
                           version=version, database_url=url)
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         try:
-            result = train(cfg, RichProgress(progress), runtime=_runtime())
-        except (ValueError, FileNotFoundError, InitError) as exc:
+            result = train(cfg, RichProgress(progress), runtime=_runtime(), finish=finish)
+        except (ValueError, FileNotFoundError, InitError, ModelFileError) as exc:
             fail(str(exc))
     spec, m = result.spec, result.internal_test
     console.print(plain("model ", "bold") + plain(
@@ -343,8 +357,42 @@ def reports_cmd(
           d["report_path"] or "") for d in data]))
 
 
+def bench_models_cmd(
+    models: list[str] = typer.Argument(..., help="Model files or bundled:NAME (e.g. "
+                                       "bundled:v2 bundled:v3)."),
+    studies: int = typer.Option(1000, min=1, help="Studies per model."),
+    chunk: int = typer.Option(64, min=1, max=1024, help="Studies per model call."),
+    rounds: int = typer.Option(4, min=1, help="Alternating rounds (A B A B …)."),
+    fmt: str = typer.Option("table", "--format", help="table or json."),
+) -> None:
+    """The model call alone (model_only_per_s) of several models in one run, in alternating
+    rounds so the machine's load falls on each alike."""
+    import json as _json
+    from dataclasses import asdict
+
+    from pneumoscreen.model.bundle import ModelFileError
+    from pneumoscreen.worker.bench.models import compare
+
+    if fmt not in ("table", "json"):
+        fail(f"--format {fmt}: choose table or json")
+    try:
+        rows = compare(models, studies=studies, chunk=chunk, rounds=rounds, runtime=_runtime())
+    except (ModelFileError, ValueError) as exc:
+        fail(str(exc))
+    if fmt == "json":
+        print(_json.dumps({"models": [asdict(r) for r in rows]}, indent=1))
+        return
+    base = rows[0].model_only_per_s
+    for r in rows:
+        console.print(plain(f"{r.model}  {r.label}  input {r.input_size}  {r.params:,} "
+                            f"parameters  model_only_per_s {r.model_only_per_s}  "
+                            f"{r.model_only_per_s / base:.2f} x {rows[0].model}"),
+                      highlight=False)
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Add this module's commands to ``screen`` and ``screen bench``."""
+    bench_app.command("models")(bench_models_cmd)
     app.command("train")(train_cmd)
     app.command("evaluate")(evaluate_cmd)
     app.command("predict")(predict_cmd)

@@ -45,7 +45,15 @@ def test_a_small_run_reports_every_figure(monkeypatch: pytest.MonkeyPatch) -> No
     assert result.naive_studies == 3
     assert result.pipeline_heatmaps_per_s and result.pipeline_heatmaps_per_s > 0
     assert calls == [1] * (2 + 3)  # warm-up (2) then the timed loop: one image a call
-    assert set(result.ratios) == {"pipeline_over_model_only", "pipeline_over_naive"}
+    assert set(result.ratios) == {"pipeline_over_model_only", "pipeline_over_naive",
+                                  "pipeline_over_bound"}
+    # The bound is the perfect overlap of the model and decoding, from the two measured rates.
+    assert result.decode_only_per_s and result.decode_only_per_s > 0
+    assert data["bound_per_s"] == pytest.approx(
+        1 / (1 / result.model_only_per_s + 1 / result.decode_only_per_s), abs=0.06)
+    assert data["bound_per_s"] < min(result.model_only_per_s, result.decode_only_per_s)
+    assert data["pipeline_over_bound"] == pytest.approx(
+        result.pipeline_per_s / data["bound_per_s"], abs=1e-3)
 
 
 @pytest.mark.slow
@@ -96,3 +104,38 @@ def test_corpus_mode_counts_each_file_once_and_reports_per_codec(
     for key in ("model_only_per_s", "pipeline_per_s", "naive_per_s", "peak_rss_mb"):
         assert data[key] > 0, key
     assert data["per_codec"]["JPEG-LS Lossless Image Compression"]["files"] == 1
+    assert data["decode_only_per_s"] > 0 and data["bound_per_s"] > 0
+    assert "pipeline_over_bound" in data
+
+
+def test_decode_only_counts_every_file_through_the_pool(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """(d) sends every file through the decoding pool once (after a warm-up), never a model."""
+    from pneumoscreen.worker.bench import bound
+
+    paths = throughput.write_files(tmp_path, 5, 64)
+    seen: list[str] = []
+    real = bound.shared_pool
+
+    def counting_pool(processes: int, timeout: float) -> Any:
+        pool = real(processes, timeout)
+        run = pool.run
+
+        class Counting:
+            processes = pool.processes
+
+            def run(self, path: Any, *a: Any, **kw: Any) -> Any:
+                seen.append(str(path))
+                return run(path, *a, **kw)
+
+        return Counting()
+
+    monkeypatch.setattr(bound, "shared_pool", counting_pool)
+    settings = get_settings().model_copy(update={"decode_processes": 1, "chunk_size": 2})
+    rate = bound.decode_only_per_s(paths, settings, 32)
+    assert rate > 0
+    warm = settings.decode_processes
+    assert sorted(seen[warm:]) == sorted(map(str, paths))
+    with pytest.raises(ValueError):
+        bound.bound_per_s(0.0, 1.0)
+    assert bound.bound_per_s(100.0, 100.0) == pytest.approx(50.0)

@@ -1,0 +1,96 @@
+"""What a model's sidecar records about its validation scores, for later comparison.
+
+- ``score_histogram``: the histogram of the calibrated pneumonia probability on the validation
+  split (fixed bins over [0, 1]). Drift monitoring compares the scores of new studies with it.
+- ``operating_points``: for each target recall (0.90, 0.95, 0.98, 0.99) the highest threshold
+  reaching it on validation, what it gives there, and the same threshold on the internal test.
+
+Training and ``screen models ensemble`` write both. For models shipped before they existed,
+``python -m pneumoscreen.model.reference MODEL DATA_DIR`` computes them from the model and the
+bundled patient split and adds them to the sidecar (the model file, and so its sha256, is
+unchanged).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pneumoscreen.model import metrics as M
+
+HISTOGRAM_BINS = 20
+HISTOGRAM_KEY = "score_histogram"
+OPERATING_KEY = "operating_points"
+
+
+def score_histogram(scores: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict[str, Any]:
+    """``{"bins": edges (bins + 1 values over [0, 1]), "counts": [...], ...}``."""
+    scores = np.clip(np.asarray(scores, np.float64).reshape(-1), 0.0, 1.0)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    counts, _ = np.histogram(scores, bins=edges)
+    return {"bins": [round(float(e), 6) for e in edges], "counts": [int(c) for c in counts],
+            "n": int(scores.size), "split": "validation",
+            "of": "calibrated pneumonia probability"}
+
+
+def operating_points(y_val: np.ndarray, s_val: np.ndarray, y_test: np.ndarray | None = None,
+                     s_test: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """Validation-chosen thresholds for each target recall, with the internal test at each."""
+    rows = []
+    for row in M.operating_points(y_val, s_val):
+        out = {"target_recall": row["target_recall"], "threshold": row["threshold"],
+               "validation": {k: row[k] for k in ("recall", "specificity", "tp", "fp", "tn",
+                                                  "fn")}}
+        if y_test is not None and s_test is not None and len(y_test):
+            at = M.metrics_at(y_test, s_test, row["threshold"])
+            out["internal-test"] = {k: at[k] for k in ("recall", "specificity", "tp", "fp",
+                                                       "tn", "fn")}
+        rows.append(out)
+    return rows
+
+
+def sidecar_record(y_val: np.ndarray, s_val: np.ndarray, y_test: np.ndarray | None = None,
+                   s_test: np.ndarray | None = None) -> dict[str, Any]:
+    return {HISTOGRAM_KEY: score_histogram(s_val),
+            OPERATING_KEY: operating_points(y_val, s_val, y_test, s_test)}
+
+
+def annotate(model_path: Path, data_dir: Path, *, batch_size: int = 64) -> dict[str, Any]:
+    """Score the validation and internal-test splits of the model's own patient split and add
+    :func:`sidecar_record` to its sidecar. Returns what was added."""
+    from pneumoscreen.model.bundle import load_model, sidecar_path
+    from pneumoscreen.model.dataset import (
+        MANIFEST_NAME,
+        load_arrays,
+        split_from_manifest,
+        training_root,
+    )
+
+    model_path = Path(model_path)
+    manifest_path = model_path.parent / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"no {MANIFEST_NAME} beside {model_path}: the split is unknown")
+    split = split_from_manifest(json.loads(manifest_path.read_text()),
+                                training_root(Path(data_dir)))
+    loaded = load_model(model_path)
+    scores = {}
+    for name, part in (("validation", split.validation), ("internal-test", split.internal_test)):
+        arrays = load_arrays(part, loaded.spec.input_size)
+        s = [np.asarray(loaded.predict(arrays.x[i:i + batch_size]).pneumonia).reshape(-1)
+             for i in range(0, len(arrays.x), batch_size)]
+        scores[name] = (arrays.y, np.concatenate(s))
+    record = sidecar_record(*scores["validation"], *scores["internal-test"])
+    side = sidecar_path(model_path)
+    data = json.loads(side.read_text())
+    data.update(record)
+    side.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return record
+
+
+if __name__ == "__main__":
+    added = annotate(Path(sys.argv[1]), Path(sys.argv[2]))
+    print(json.dumps(added, indent=1))
