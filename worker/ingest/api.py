@@ -13,7 +13,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes
 
-from pneumoscreen.worker.ingest import raster, vr
+from pneumoscreen.worker.ingest import content, raster, vr
 from pneumoscreen.worker.ingest.dicom_decode import DecodeOptions, decode_grey
 from pneumoscreen.worker.ingest.dicom_header import (
     MAX_HEADER_BYTES,
@@ -175,6 +175,7 @@ def probe(path: Path, config: IngestConfig | None = None, *, fmt: str | None = N
         if fmt != "dicom":
             with raster.open_checked(path, fmt, config.max_pixels, config.file_limit) as im:
                 meta = {"mode": im.mode, "size": f"{im.size[0]}x{im.size[1]}"}
+                _check_raster_size(im.size, config)
             return Probe(fmt, None, {**_empty_metadata(), "meta": meta})
         ds = read_dataset(path, pixels=False, **read_limits(config))
         return check_header(ds, config)
@@ -215,13 +216,24 @@ def load_grey(
         raise FailedStudy(f"decoding produced an unusable array of shape {grey.shape}")
     if float(grey.min()) < 0.0 or float(grey.max()) > 1.0:
         raise FailedStudy("decoding produced values outside [0, 1]")
+    empty = content.content_problem(grey)
+    if empty is not None:  # the model answers "pneumonia" to a uniform grey: never ask it
+        raise FailedStudy(empty, metadata=decoded.metadata)
     return decoded
+
+
+def _check_raster_size(size: tuple[int, int], config: IngestConfig) -> None:
+    """FailedStudy for a PNG/JPEG (``size``: width, height) smaller than a radiograph can be."""
+    small = content.size_problem(size[1], size[0], config.policy.min_side)
+    if small is not None:
+        raise FailedStudy(small)
 
 
 def _load(path: Path, config: IngestConfig) -> Decoded:
     fmt = _sniff(path, config)
     if fmt != "dicom":
         grey, steps, meta = raster.load_raster(path, fmt, config.max_pixels, config.file_limit)
+        _check_raster_size(grey.shape[::-1], config)
         return Decoded(grey, fmt, {**_empty_metadata(), "meta": meta}, steps)
     notes: list[str] = []
     ds = read_dataset(path, pixels=True, notes=notes, **read_limits(config))
@@ -229,6 +241,10 @@ def _load(path: Path, config: IngestConfig) -> Decoded:
     steps = list(notes)
     try:
         grey = decode_grey(ds, config.decode, steps)
+        # After decoding, so that a header lying about its size is named as such first.
+        small = content.size_problem(int(ds.Rows), int(ds.Columns), config.policy.min_side)
+        if small is not None:
+            raise FailedStudy(small)
     except IngestError as exc:
         exc.metadata, exc.sop_instance_uid = found.metadata, found.sop_instance_uid
         raise

@@ -32,7 +32,7 @@ from pydicom.uid import (
     JPEGLSNearLossless,
 )
 
-from pneumoscreen.worker.ingest import pixels
+from pneumoscreen.worker.ingest import content, pixels
 from pneumoscreen.worker.ingest.codestream import CodestreamInfo, codestream_info
 from pneumoscreen.worker.ingest.dicom_header import COLOUR, PIXEL_DATA, short
 from pneumoscreen.worker.ingest.errors import FailedStudy, must_propagate
@@ -467,23 +467,42 @@ def to_grey(arr: np.ndarray, ds: Dataset, opts: DecodeOptions, steps: list[str])
     window, note = pixels.choose_voi(ds)
     if note:
         steps.append(note)
+    if window is not None:
+        if window.kind == "lut":
+            out = _step("VOILUTSequence", "applying the VOI LUT",
+                        lambda: pixels.apply_voi_lut_sequence(values, ds))
+        else:
+            out = pixels.apply_windowing(values, window.center, window.width, window.function)
+        empty = window_problem(out, mask)
+        if empty is None:
+            steps.append(window.description)
+        else:  # the window shows no anatomy: the stored range, stretched, shows what there is
+            steps.append(f"{window.description} ignored: {empty}")
+            window = None
     if window is None:
         lo, hi = pixels.robust_range(values, opts.percentiles, mask)
         out = pixels.apply_percentile_window(values, lo, hi)
         p_lo, p_hi = opts.percentiles
         steps.append(f"robust window: percentiles {p_lo:g}-{p_hi:g} = {lo:g}..{hi:g}")
-    elif window.kind == "lut":
-        out = _step("VOILUTSequence", "applying the VOI LUT",
-                    lambda: pixels.apply_voi_lut_sequence(values, ds))
-        steps.append(window.description)
-    else:
-        out = pixels.apply_windowing(values, window.center, window.width, window.function)
-        steps.append(window.description)
     if pi == "MONOCHROME1":
         out = pixels.apply_inversion(out, ds)
         steps.append("MONOCHROME1 inverted")
     out = pixels.apply_padding(out, mask)
     return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def window_problem(out: np.ndarray, mask: np.ndarray | None) -> str | None:
+    """Why a VOI window's or LUT's output shows nothing (all but a few pixels at one bound, or a
+    near-uniform grey), or None when it is usable."""
+    clipped = content.clipped_to_one_bound(out, mask)
+    if clipped is not None:
+        bound, share = clipped
+        return f"it clips {share:.1%} of the pixels to {bound}"
+    body = out[~mask] if mask is not None and not mask.all() else out
+    if content.content_problem(body) is not None:
+        levels, spread = content.levels_and_spread(body)
+        return f"it leaves the image nearly uniform ({levels} grey levels, spread {spread:.3f})"
+    return None
 
 
 def decode_grey(ds: Dataset, opts: DecodeOptions, steps: list[str]) -> np.ndarray:

@@ -53,7 +53,8 @@ COLOUR = (
 # Every tag ingestion reads; converted while pydicom's warnings are being collected.
 USED_KEYWORDS = (
     *REQUIRED_PIXEL_KEYWORDS, *COLUMNS.values(), *META_KEYWORDS, "PatientID",
-    "PatientName", "PatientBirthDate", "SOPInstanceUID", "HighBit", "RescaleSlope",
+    "PatientName", "PatientBirthDate", "SeriesDate", "AcquisitionDate", "ContentDate",
+    "SOPInstanceUID", "HighBit", "RescaleSlope",
     "RescaleIntercept", "RescaleType",
     "WindowCenter", "WindowWidth", "VOILUTFunction", "PixelPaddingValue", "PixelPaddingRangeLimit",
     "ViewCodeSequence", "VOILUTSequence", "ModalityLUTSequence",

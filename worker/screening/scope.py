@@ -8,11 +8,11 @@ its probability; it is listed apart as needing a human read.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-_AGE = re.compile(r"^(\d{3})([DWMY])$")
-_UNIT_YEARS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}
+from pneumoscreen.worker.ingest.age import parse_age_string
+
+AGE_UNKNOWN = "age unknown: judged by the image alone"
 
 
 @dataclass(frozen=True)
@@ -22,19 +22,18 @@ class Verdict:
 
 
 def age_in_years(age: str | None) -> float | None:
-    """A DICOM Age String (``054Y``, ``006M``, ``010W``, ``003D``) in years; None if absent or
-    not a valid AS value."""
-    if not age:
-        return None
-    m = _AGE.match(age.strip().upper())
-    if not m:
-        return None
-    return int(m.group(1)) * _UNIT_YEARS[m.group(2)]
+    """Patient's Age in years as real files write it (``054Y``, ``54``, ``6 m``; see
+    :mod:`pneumoscreen.worker.ingest.age`); None if absent or not an age."""
+    parsed = parse_age_string(age)
+    return None if parsed is None else parsed[0]
 
 
 def verdict(*, patient_age: str | None, atypicality: float | None,
             atypicality_threshold: float | None, age_range: tuple[float, float]) -> Verdict:
-    """In scope unless the age lies outside ``age_range`` (years) or the image is atypical."""
+    """In scope unless the age lies outside ``age_range`` (years) or the image is atypical.
+
+    With no known age the image guard decides alone, and an outside-scope reason says so.
+    """
     reasons = []
     years = age_in_years(patient_age)
     if years is not None and not age_range[0] <= years <= age_range[1]:
@@ -44,4 +43,6 @@ def verdict(*, patient_age: str | None, atypicality: float | None,
             and atypicality > atypicality_threshold):
         reasons.append(f"atypical image for this model (score {atypicality:.2f}, threshold "
                        f"{atypicality_threshold:.2f})")
+        if years is None:
+            reasons.append(AGE_UNKNOWN)
     return Verdict(not reasons, "; ".join(reasons) or None)
