@@ -64,7 +64,7 @@ def as_string(years: float) -> str:
         return f"{min(int(years), 999):03d}Y"
     if years >= 28 / 365.25:
         return f"{int(years * 12 + 1e-9):03d}M"
-    return f"{int(round(years * 365.25)):03d}D"
+    return f"{round(years * 365.25):03d}D"
 
 
 def _clean(raw: object) -> str:

@@ -92,4 +92,5 @@ def test_strict_age_beats_dates_and_bad_age_falls_back_to_dates() -> None:
     assert (bad.value, bad.source) == ("050Y", "Patient's Birth Date and Study Date")
     nothing = patient_age(_header(PatientAge="old"), today=TODAY)
     assert nothing.years is None
-    assert nothing.source.startswith("unknown: Patient's Age is not an age; no valid Patient's Birth Date")
+    assert nothing.source == ("unknown: Patient's Age is not an age; "
+                              "no valid Patient's Birth Date")

@@ -11,8 +11,8 @@ from PIL import Image
 
 from pneumoscreen.model.preprocess import preprocess
 from pneumoscreen.worker.ingest import FailedStudy, load_grey, probe, sniff_format
-from pneumoscreen.worker.settings import Settings
 from pneumoscreen.worker.ingest.raster import to_grey
+from pneumoscreen.worker.settings import Settings
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ RANGE = (0.0, 10.0)
 
 
 @pytest.mark.parametrize(("age", "years"), [("054Y", 54), ("006M", 0.5), ("052W", 52 * 7 / 365.25),
-                                            ("010D", 10 / 365.25), ("5Y", 5), ("54", 54), ("", None),
-                                            (None, None), ("ABCY", None)])
+                                            ("010D", 10 / 365.25), ("5Y", 5), ("54", 54),
+                                            ("", None), (None, None), ("ABCY", None)])
 def test_age_strings(age: str | None, years: float | None) -> None:
     got = age_in_years(age)
     assert got == (pytest.approx(years) if years is not None else None)
