@@ -128,14 +128,29 @@ def check_identity(ds: Dataset) -> None:
     if "SOPInstanceUID" not in ds:  # then the file meta's copy is the one stored
         checks.append((meta, "MediaStorageSOPInstanceUID"))
     for source, keyword in checks:
-        value = text(source, keyword, 1024) if source is not None else None
+        value = _raw_uid(source, keyword) if source is not None else None
         if value is not None and valid_uid(value) is None:
             raise FailedStudy(f"{vr.tag_name(keyword)} is not a valid UID: {vr.INVALID} "
                               f"({len(value)} characters; a UID is at most 64 digits and dots)")
     ts = transfer_syntax(ds)
     if ts is not None and str(ts) not in AllTransferSyntaxes:
-        raise FailedStudy(f"{vr.tag_name('TransferSyntaxUID')} {ts} is not a transfer syntax "
-                          f"({ts.name if ts.name != str(ts) else 'unknown UID'})")
+        # Quoted only if valid for its VR (UI), like every other value a reason repeats.
+        raise FailedStudy(f"{vr.tag_name('TransferSyntaxUID')} {vr.quoted(str(ts), 'UI')} is not "
+                          f"a transfer syntax ({ts.name if ts.name != str(ts) else 'unknown UID'})")
+
+
+def _raw_uid(source: Dataset, keyword: str) -> str | None:
+    """A UID as written, only its padding (trailing NUL, spaces) removed: a NUL inside it is a
+    fault to report, not a character to drop (``text`` drops them, which would store another
+    UID than the file's)."""
+    try:
+        value = source.get(keyword)
+    except Exception:
+        return None
+    if value is None:
+        return None
+    out = str(value).rstrip("\x00 ").strip()
+    return out or None
 
 
 def check_header(ds: Dataset, config: IngestConfig) -> Probe:

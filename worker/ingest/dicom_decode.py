@@ -36,6 +36,7 @@ from pneumoscreen.worker.ingest import content, pixels
 from pneumoscreen.worker.ingest.codestream import CodestreamInfo, codestream_info
 from pneumoscreen.worker.ingest.dicom_header import COLOUR, PIXEL_DATA, short
 from pneumoscreen.worker.ingest.errors import FailedStudy, must_propagate
+from pneumoscreen.worker.ingest.jpeg_check import decode_strict, libjpeg_words
 from pneumoscreen.worker.ingest.metadata import redact, text, transfer_syntax
 from pneumoscreen.worker.ingest.vr import tag_name
 
@@ -216,6 +217,11 @@ def decode_reduced(
         how = f"JPEG 2000 resolution level 1/{2**r}"
     else:  # JPEG baseline, 8 bits
         scale = jpeg_scale(rows, cols, opts.min_side)
+        how = f"JPEG DCT scaling 1/{scale}"
+        # libjpeg-turbo with its warnings as errors: Pillow would decode a corrupt stream mutely.
+        strict = decode_strict(frame, rows // scale, cols // scale)
+        if strict is not None:
+            return strict, f"{how}: {rows} x {cols} -> {strict.shape[0]} x {strict.shape[1]}"
         im = Image.open(io.BytesIO(frame))
         im.draft("L", (cols // scale, rows // scale))  # libjpeg DCT scaling: 1/2, 1/4 or 1/8
         im.load()
@@ -306,6 +312,8 @@ def decode_stored(ds: Dataset, opts: DecodeOptions, steps: list[str]) -> np.ndar
         check_budget(rows, cols, ds, info, opts)
     try:
         reduced = decode_reduced(ds, info, opts)
+    except FailedStudy:  # the data are corrupt (the strict JPEG decoder said so): no second try
+        raise
     except BaseException as exc:  # an odd codestream for Pillow: the full decoder gets its chance
         if must_propagate(exc):
             raise
@@ -342,6 +350,9 @@ def _decode_pydicom(ds: Dataset, ts: UID, steps: list[str]) -> np.ndarray:
             raise
         # pydicom's preamble adds nothing to a reason: keep each plugin's own words.
         why = str(exc).replace(_ALL_PLUGINS_FAILED, "")
+        words = libjpeg_words(why)  # the decoder's words, its code unquoted (scrub hid it)
+        if words is not None:
+            raise FailedStudy(f"cannot decode {ts.name} pixel data: {words}") from exc
         reason = f"cannot decode {ts.name} pixel data: {short(ValueError(why), 200)}"
         raise FailedStudy(redact(reason, ds)) from exc
     return arr
@@ -355,10 +366,15 @@ def decode_fast(ds: Dataset, info: CodestreamInfo | None, steps: list[str]) -> n
     values qualifies: unsigned, one component; anything else, or a failure, goes to pydicom.
     """
     ts = transfer_syntax(ds)
-    decoder = _FAST.get(ts) if ts is not None else None
-    if decoder is None or info is None or info.kind != "jpeg" or info.components != 1:
+    if info is None or info.kind != "jpeg" or info.components != 1:
         return None
     if int(ds.PixelRepresentation) != 0 or int(ds.SamplesPerPixel) != 1:
+        return None
+    if ts == JPEGBaseline8Bit and info.precision == 8:
+        # libjpeg-turbo, strict: a corrupt stream fails with its words (see ``jpeg_check``).
+        return decode_strict(first_frame(ds))
+    decoder = _FAST.get(ts) if ts is not None else None
+    if decoder is None:
         return None
     try:
         import imagecodecs
@@ -375,7 +391,8 @@ def decode_fast(ds: Dataset, info: CodestreamInfo | None, steps: list[str]) -> n
 _FAST = {JPEGLSLossless: "jpegls_decode", JPEGLSNearLossless: "jpegls_decode",
          JPEGLosslessSV1: "jpeg8_decode", JPEGLossless: "jpeg8_decode"}
 _FAST_NAMES = {JPEGLSLossless: "CharLS", JPEGLSNearLossless: "CharLS",
-               JPEGLosslessSV1: "libjpeg-turbo", JPEGLossless: "libjpeg-turbo"}
+               JPEGLosslessSV1: "libjpeg-turbo", JPEGLossless: "libjpeg-turbo",
+               JPEGBaseline8Bit: "libjpeg-turbo, strict"}
 
 
 def shrink(arr: np.ndarray, ds: Dataset, opts: DecodeOptions, steps: list[str]) -> np.ndarray:

@@ -111,7 +111,7 @@ class AcceptancePolicy:
         frames = text(ds, "NumberOfFrames")
         try:
             n_frames = int(float(frames)) if frames else 1
-        except ValueError:
+        except (ValueError, OverflowError):  # "abc", or "1e999" (an infinite float)
             n_frames = 1  # validated with the pixel attributes; unparseable means "not given"
         if n_frames > 1:
             raise RejectedStudy(
