@@ -20,7 +20,6 @@ import argparse
 import io
 import json
 import multiprocessing as mp
-import os
 import random
 import re
 import resource
@@ -252,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         print(f"no files under {args.corpus}", file=sys.stderr)
         return 2
-    import pneumoscreen.model.preprocess  # noqa: F401  (imported once, before forking)
+    import pneumoscreen.model.preprocess
     import pneumoscreen.worker.ingest  # noqa: F401
 
     context = mp.get_context("fork")
