@@ -9,7 +9,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,6 +38,10 @@ def _latest_prediction_ids() -> Any:
     return select(func.max(Prediction.id).label("id")).group_by(Prediction.study_id).subquery()
 
 
+# A flag counts only inside the validated scope: a study outside it has no verdict (rows written
+# before that rule may hold both).
+FLAGGED_IN_SCOPE = and_(Prediction.flagged.is_(True), Prediction.in_scope.isnot(False))
+
 FLAGGED_FIELDS = ("prediction_id", "study_id", "path", "patient", "accession", "modality", "view",
                   "probability", "p_viral", "threshold", "flagged", "in_scope", "scope_reason",
                   "atypicality", "model", "trained", "screened_at")
@@ -53,8 +57,7 @@ def flagged(*, session: Session, since: dt.datetime | None = None, limit: int | 
     """
     latest = _latest_prediction_ids()
     outside = Prediction.in_scope.is_(False)
-    wanted = or_(Prediction.flagged.is_(True), outside) if outside_scope else (
-        Prediction.flagged.is_(True))
+    wanted = or_(FLAGGED_IN_SCOPE, outside) if outside_scope else FLAGGED_IN_SCOPE
     order = [Prediction.probability.desc(), Prediction.id]
     if outside_scope:
         order.insert(0, case((outside, 1), else_=0))  # flagged in-scope studies first
@@ -99,7 +102,7 @@ def status_counts(*, session: Session, batch_id: int | None = None) -> dict[str,
     counts = count_by_status(session=session,
                              batch_ids=None if batch_id is None else [batch_id])
     counts["total"] = sum(counts.values())
-    for key, condition in (("flagged", Prediction.flagged.is_(True)),
+    for key, condition in (("flagged", FLAGGED_IN_SCOPE),
                            ("outside_scope", Prediction.in_scope.is_(False))):
         query = (select(func.count()).select_from(Prediction).join(Study)
                  .where(condition, Prediction.id.in_(select(_latest_prediction_ids().c.id))))
