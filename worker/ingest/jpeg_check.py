@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from pneumoscreen.worker.ingest.errors import FailedStudy
+from pneumoscreen.worker.ingest.errors import FailedImage
 
 # pylibjpeg-libjpeg: "libjpeg error code '-1038' returned from Decode(): A misplaced marker…"
 _LIBJPEG = re.compile(r"libjpeg error code '?(-?\d+)'? returned from (\w+)\(\):?\s*(.*)", re.S)
@@ -45,7 +45,7 @@ def _turbo_words(exc: BaseException) -> str:
 
 def decode_strict(data: bytes, min_rows: int = 0, min_cols: int = 0,
                   what: str = "JPEG") -> np.ndarray | None:
-    """``data`` decoded to grey by libjpeg-turbo, its warnings as a FailedStudy, scaled down by
+    """``data`` decoded to grey by libjpeg-turbo, its warnings as a FailedImage, scaled down by
     DCT scaling to the smallest size of at least ``min_rows`` x ``min_cols``; None without
     simplejpeg (the caller decodes as before)."""
     try:
@@ -53,16 +53,16 @@ def decode_strict(data: bytes, min_rows: int = 0, min_cols: int = 0,
     except ImportError:
         return None
     if not ends_with_eoi(data):
-        raise FailedStudy(f"corrupt {what} data: premature end (the stream stops before its "
+        raise FailedImage(f"corrupt {what} data: premature end (the stream stops before its "
                           "end-of-image marker)")
     try:
         arr = simplejpeg.decode_jpeg(data, colorspace="GRAY", min_height=min_rows,
                                      min_width=min_cols, strict=True)
     except (ValueError, RuntimeError) as exc:
-        raise FailedStudy(f"corrupt {what} data: {_turbo_words(exc)} (libjpeg-turbo)") from exc
+        raise FailedImage(f"corrupt {what} data: {_turbo_words(exc)} (libjpeg-turbo)") from exc
     return arr[..., 0]
 
 
 def verify_jpeg(data: bytes, what: str = "JPEG") -> None:
-    """FailedStudy naming the fault if ``data`` (a JPEG stream) is cut short or corrupt."""
+    """FailedImage naming the fault if ``data`` (a JPEG stream) is cut short or corrupt."""
     decode_strict(data, what=what)

@@ -13,7 +13,7 @@ import pytest
 from ingest_factories import chest_like, make_ds, write
 from PIL import Image
 
-from pneumoscreen.worker.ingest import FailedStudy, load_grey, probe
+from pneumoscreen.worker.ingest import FailedImage, load_grey, probe
 from pneumoscreen.worker.ingest.content import (
     MIN_LEVELS,
     MIN_SPREAD,
@@ -53,24 +53,24 @@ def test_tiny_png_and_jpeg_fail_at_probe_and_decode(tmp_path: Path, size: tuple[
     want = (f"image is {size[0]} x {size[1]} pixels, smaller than a radiograph can be "
             "(at least 32 a side): nothing to screen")
     for read in (probe, load_grey):
-        with pytest.raises(FailedStudy) as caught:
+        with pytest.raises(FailedImage) as caught:
             read(path)
         assert str(caught.value) == want
 
 
 def test_tiny_dicom_fails_after_decoding(tmp_path: Path) -> None:
     path = write(make_ds(chest_like(3, 3)), tmp_path / "t.dcm")
-    with pytest.raises(FailedStudy, match=r"^image is 3 x 3 pixels, smaller than a radiograph"):
+    with pytest.raises(FailedImage, match=r"^image is 3 x 3 pixels, smaller than a radiograph"):
         load_grey(path)
 
 
 def test_uniform_and_nearly_uniform_rasters_fail(tmp_path: Path) -> None:
     grey = _png(np.full((224, 224), 128, np.uint8), tmp_path / "grey.png")
-    with pytest.raises(FailedStudy, match=r"^no content: the image is one uniform grey \(0\.502"):
+    with pytest.raises(FailedImage, match=r"^no content: the image is one uniform grey \(0\.502"):
         load_grey(grey)
     two = np.full((224, 224), 100, np.uint8)
     two[::7] = 140  # stripes: two levels, a wide spread, no anatomy
-    with pytest.raises(FailedStudy, match=r"^no content: the image is nearly uniform \(2 grey "
+    with pytest.raises(FailedImage, match=r"^no content: the image is nearly uniform \(2 grey "
                                           r"levels of 256"):
         load_grey(_png(two, tmp_path / "two.png"))
     faint = (120 + np.random.default_rng(1).integers(0, 4, (224, 224))).astype(np.uint8)
@@ -118,7 +118,7 @@ def test_still_empty_after_the_stretch_fails(tmp_path: Path) -> None:
     values[::9, ::9] = 3000  # two stored levels: the stretch has nothing more to show
     path = write(make_ds(values, bits_stored=12, WindowCenter=40000, WindowWidth=10),
                  tmp_path / "two.dcm")
-    with pytest.raises(FailedStudy, match=r"^no content: the image is nearly uniform \(2 grey"):
+    with pytest.raises(FailedImage, match=r"^no content: the image is nearly uniform \(2 grey"):
         load_grey(path)
 
 

@@ -17,7 +17,7 @@ import pytest
 from ingest_factories import chest_like, jpeg_baseline_ds, make_ds, patch_element, write
 from PIL import Image
 
-from pneumoscreen.worker.ingest import FailedStudy, IngestError, load_grey, probe
+from pneumoscreen.worker.ingest import FailedImage, IngestError, load_grey, probe
 from pneumoscreen.worker.ingest.errors import safe_text
 from pneumoscreen.worker.ingest.jpeg_check import libjpeg_words
 
@@ -79,7 +79,7 @@ def test_corrupt_jpeg_fails_with_the_decoders_words(shared_dir: Path, tmp_path: 
     path = _corrupt_jpeg_dicom(shared_dir / RSNA, tmp_path)
     want = "corrupt JPEG data: premature end of data segment (libjpeg-turbo)"
     for reduced in (True, False):
-        with pytest.raises(FailedStudy) as caught:
+        with pytest.raises(FailedImage) as caught:
             load_grey(path, reduced=reduced)
         assert str(caught.value) == want
 
@@ -88,7 +88,7 @@ def test_corrupt_jpeg_file_fails_too(shared_dir: Path, tmp_path: Path) -> None:
     ds = pydicom.dcmread(_corrupt_jpeg_dicom(shared_dir / RSNA, tmp_path))
     path = tmp_path / "c.jpg"
     path.write_bytes(next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1)))
-    with pytest.raises(FailedStudy, match=r"^corrupt JPEG data: premature end of data segment "
+    with pytest.raises(FailedImage, match=r"^corrupt JPEG data: premature end of data segment "
                                           r"\(libjpeg-turbo\)$"):
         load_grey(path)
 
@@ -106,13 +106,13 @@ def test_jpeg_cut_short_is_a_premature_end(tmp_path: Path) -> None:
     Image.fromarray(chest_like(256, 256, maximum=255).astype(np.uint8)).save(buf, format="JPEG")
     path = tmp_path / "cut.jpg"
     path.write_bytes(buf.getvalue()[:-300])
-    with pytest.raises(FailedStudy, match=r"^(corrupt JPEG data: premature end|cannot decode "
+    with pytest.raises(FailedImage, match=r"^(corrupt JPEG data: premature end|cannot decode "
                                           r"JPEG: image file is truncated)"):
         load_grey(path)
     ds = jpeg_baseline_ds(chest_like(256, 256, maximum=255))
     frame = next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1))
     ds.PixelData = pydicom.encaps.encapsulate([frame[:-300]])
-    with pytest.raises(FailedStudy, match=r"^pixel data truncated: the JPEG codestream ends "
+    with pytest.raises(FailedImage, match=r"^pixel data truncated: the JPEG codestream ends "
                                           r"before its end marker"):
         load_grey(write(ds, tmp_path / "cut.dcm"))
 
@@ -130,7 +130,7 @@ def test_nul_in_the_transfer_syntax_is_not_quoted(shared_dir: Path, tmp_path: Pa
 
 def test_reasons_never_hold_what_a_database_refuses() -> None:
     assert safe_text("a\x00b\x1b[31mc\udcff") == "a\ufffdb\ufffd[31mc\ufffd"
-    assert str(FailedStudy("bad \x00 value")) == "bad \ufffd value"
+    assert str(FailedImage("bad \x00 value")) == "bad \ufffd value"
 
 
 def test_a_huge_declared_length_reserves_nothing(tmp_path: Path) -> None:
