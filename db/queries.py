@@ -251,3 +251,28 @@ def demote_primary_file(image_id: int, reason: str, *, session: Session) -> None
                     .where(ImageFile.image_id == image_id, ImageFile.role == FileRole.primary)
                     .values(role=FileRole.twin, reason=reason)
                     .execution_options(synchronize_session=False))
+
+
+# The scope reason the image guard writes (``worker.screening.scope``): an image reason, which
+# another copy of the same image may not share, unlike an age.
+IMAGE_SCOPE_REASON = "atypical image"
+
+
+def screened_outside_scope_for_image(image_id: int, *, session: Session) -> str | None:
+    """A summary of the image's newest prediction if it was judged outside the validated scope
+    for an image reason ("p 0.9912, outside scope: atypical image …"), else None."""
+    pred = session.scalars(select(Prediction).where(Prediction.image_id == image_id)
+                           .order_by(Prediction.id.desc()).limit(1)).first()
+    if pred is None or pred.in_scope is not False or IMAGE_SCOPE_REASON not in (
+            pred.scope_reason or ""):
+        return None
+    return f"p {pred.probability:.4f}, outside scope: {pred.scope_reason}"
+
+
+def withdraw_predictions(image_id: int, *, session: Session) -> None:
+    """Delete an image's predictions (their heatmaps go with them): it is screened again from
+    another copy. The caller keeps what they said in the set-aside file's reason."""
+    from sqlalchemy import delete
+
+    session.execute(delete(Prediction).where(Prediction.image_id == image_id)
+                    .execution_options(synchronize_session=False))

@@ -25,7 +25,11 @@ from sqlalchemy.orm import Session
 
 from pneumoscreen.db import Batch, FileRole, Image, ImageFile, ImageStatus
 from pneumoscreen.db.models import utcnow
-from pneumoscreen.db.queries import demote_primary_file
+from pneumoscreen.db.queries import (
+    demote_primary_file,
+    screened_outside_scope_for_image,
+    withdraw_predictions,
+)
 from pneumoscreen.model.bundle import file_sha256
 from pneumoscreen.model.progress import Progress, Silent
 from pneumoscreen.worker.audit import audit
@@ -214,8 +218,23 @@ def _register_one(cand: Candidate, batch_id: int, *, session: Session, part: Reg
         part.new.add(image.id)
         return
     part.twins += 1
+    outside = (screened_outside_scope_for_image(same_uid.id, session=session)
+               if same_uid.status == ImageStatus.done and cand.status == ImageStatus.queued
+               else None)
     if same_uid.status == ImageStatus.failed and cand.status != ImageStatus.failed:
         _replace_failed(same_uid, cand, batch_id, session=session, columns=columns)
+        if same_uid.id not in earlier and same_uid.id not in part.new:
+            part.replaced.add(same_uid.id)
+    elif outside is not None:
+        # Screened, but the guard found the image itself atypical (a blank, inverted or
+        # damaged copy): a readable copy replaces it exactly as it replaces a failed one.
+        log.info("study %s: a readable copy replaces one screened outside scope", same_uid.id)
+        withdraw_predictions(same_uid.id, session=session)
+        demote_primary_file(same_uid.id, f"screened from it ({outside}); replaced by a copy "
+                                         "received later", session=session)
+        _apply(same_uid, cand, batch_id, columns)
+        same_uid.attempts = 0
+        session.add(_file(same_uid.id, cand, batch_id, FileRole.primary))
         if same_uid.id not in earlier and same_uid.id not in part.new:
             part.replaced.add(same_uid.id)
     else:
