@@ -293,7 +293,8 @@ def predict_cmd(
             atyp = None if scores.atypicality is None else float(scores.atypicality[i])
             v = scope.verdict(patient_age=ages[i], atypicality=atyp,
                               atypicality_threshold=loaded.atypicality_threshold,
-                              age_range=settings.scope_age_years)
+                              age_range=settings.scope_age_years,
+                              contrast=scope.mediastinum_contrast(x[i]))
             # Outside the intended use there is no verdict: no flag, no subtype.
             entry.update(probability=p, flagged=p >= threshold and v.in_scope,
                          p_viral=(None if scores.viral is None or not v.in_scope

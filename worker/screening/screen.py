@@ -178,7 +178,8 @@ def screen_images(
                 patient_age=p.metadata.get("patient_age"),
                 atypicality=None if scores.atypicality is None else float(scores.atypicality[i]),
                 atypicality_threshold=model.atypicality_threshold,
-                age_range=settings.scope_age_years) for i, p in enumerate(ready)]
+                age_range=settings.scope_age_years,
+                contrast=scope.mediastinum_contrast(p.tensor)) for i, p in enumerate(ready)]
             # Out of scope means no verdict: no flag, so no heatmap of a "finding" either.
             flags = np.array([scores.pneumonia[i] >= threshold and v.in_scope
                               for i, v in enumerate(verdicts)], dtype=bool)

@@ -50,3 +50,22 @@ def test_unknown_age_says_the_image_guard_decided_alone() -> None:
 def test_a_bare_number_adult_is_outside_scope() -> None:
     v = verdict(patient_age="51", atypicality=0.5, atypicality_threshold=1.8, age_range=RANGE)
     assert not v.in_scope and v.reason is not None and "age 51 " in v.reason
+
+
+def test_an_inverted_grey_scale_is_outside_scope() -> None:
+    """A made chest-like input (bright central band, darker lungs) and its negative."""
+    import numpy as np
+
+    from pneumoscreen.worker.screening.scope import mediastinum_contrast
+
+    x = np.full((224, 224, 1), 0.3, np.float32)
+    x[:, 96:128] = 0.8  # mediastinum and spine
+    assert mediastinum_contrast(x) == pytest.approx(0.5, abs=1e-6)
+    assert mediastinum_contrast(1 - x) == pytest.approx(-0.5, abs=1e-6)
+    ok = verdict(patient_age="004Y", atypicality=0.5, atypicality_threshold=1.8,
+                 age_range=RANGE, contrast=mediastinum_contrast(x))
+    neg = verdict(patient_age=None, atypicality=0.5, atypicality_threshold=1.8,
+                  age_range=RANGE, contrast=mediastinum_contrast(1 - x))
+    assert ok.in_scope and not neg.in_scope
+    assert neg.reason == ("atypical image: inverted grey scale (the mediastinum is darker than "
+                          "the lungs, contrast -0.50); age unknown: judged by the image alone")
