@@ -9,16 +9,14 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, case, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pneumoscreen.db.models import (
     Batch,
     EvaluationReport,
-    FileRole,
     Image,
-    ImageFile,
     ImageStatus,
     ModelVersion,
     Prediction,
@@ -208,9 +206,18 @@ def model_version_for(spec: Any, *, session: Session) -> ModelVersion:
     )
 
 
+def model_version_rows(*, session: Session) -> list[ModelVersion]:
+    """Every registered model version, newest first."""
+    return list(session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())).all())
+
+
+def model_version_with_sha(sha256: str, *, session: Session) -> ModelVersion | None:
+    return session.scalar(select(ModelVersion).where(ModelVersion.file_sha256 == sha256))
+
+
 def model_versions(*, session: Session) -> list[dict[str, Any]]:
     """Every registered model version, newest first, with what its sidecar says about it."""
-    rows = session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())).all()
+    rows = model_version_rows(session=session)
     out = []
     for mv in rows:
         side = mv.sidecar or {}
@@ -245,14 +252,6 @@ def heatmap_of(image_id: int, *, session: Session) -> dict[str, Any] | None:
             "map": None if hm is None else (hm.height, hm.width, hm.data)}
 
 
-def demote_primary_file(image_id: int, reason: str, *, session: Session) -> None:
-    """The image's primary file becomes a twin, with the reason it was set aside."""
-    session.execute(update(ImageFile)
-                    .where(ImageFile.image_id == image_id, ImageFile.role == FileRole.primary)
-                    .values(role=FileRole.twin, reason=reason)
-                    .execution_options(synchronize_session=False))
-
-
 # The scope reason the image guard writes (``worker.screening.scope``): an image reason, which
 # another copy of the same image may not share, unlike an age.
 IMAGE_SCOPE_REASON = "atypical image"
@@ -272,7 +271,5 @@ def screened_outside_scope_for_image(image_id: int, *, session: Session) -> str 
 def withdraw_predictions(image_id: int, *, session: Session) -> None:
     """Delete an image's predictions (their heatmaps go with them): it is screened again from
     another copy. The caller keeps what they said in the set-aside file's reason."""
-    from sqlalchemy import delete
-
     session.execute(delete(Prediction).where(Prediction.image_id == image_id)
                     .execution_options(synchronize_session=False))

@@ -489,7 +489,7 @@ def to_grey(arr: np.ndarray, ds: Dataset, opts: DecodeOptions, steps: list[str])
             out = _step("VOILUTSequence", "applying the VOI LUT",
                         lambda: pixels.apply_voi_lut_sequence(values, ds))
         else:
-            out = pixels.apply_windowing(values, window.center, window.width, window.function)
+            out = pixels.window_to_unit(values, window.center, window.width, window.function)
         empty = window_problem(out, mask)
         if empty is None:
             steps.append(window.description)

@@ -20,10 +20,8 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pneumoscreen.db import (
@@ -33,14 +31,17 @@ from pneumoscreen.db import (
     Prediction,
     session_scope,
 )
+from pneumoscreen.db.claims import claim, release
+from pneumoscreen.db.image_files import spare_copies
+from pneumoscreen.db.images import images_by_id, predicted
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.db.queries import model_version_for
 from pneumoscreen.db.upsert import insert_ignore
 from pneumoscreen.model.bundle import LoadedModel, Scores
-from pneumoscreen.worker.ingest import IngestConfig, IngestError, load_grey
+from pneumoscreen.worker.ingest import IngestConfig
 from pneumoscreen.worker.keys import checked_key
 from pneumoscreen.worker.screening import scope, twins
-from pneumoscreen.worker.screening.claim import claim, release
+from pneumoscreen.worker.screening.decode_child import decode_file
 from pneumoscreen.worker.screening.decode_pool import DecodePool, shared_pool
 from pneumoscreen.worker.screening.model_choice import (
     configured_model,
@@ -49,7 +50,6 @@ from pneumoscreen.worker.screening.model_choice import (
 )
 from pneumoscreen.worker.screening.prefetch import prefetched
 from pneumoscreen.worker.settings import Settings
-from pneumoscreen.worker.status import status_of
 
 log = logging.getLogger(__name__)
 
@@ -89,39 +89,21 @@ def prepare(image_id: int, path: str, model: LoadedModel, config: IngestConfig,
             spares: Sequence[twins.Copy] = (), *, pool: DecodePool | None = None) -> Prepared:
     """Decode and normalise one file (in one of ``pool``'s processes, if given), falling back on
     its twin copies when it fails; every error becomes a reason, never an exception."""
+    size = model.spec.input_size
+
     def one(file: str) -> Prepared:
-        if pool is not None:
-            return _prepare_in(pool, image_id, file, model, config)
-        return _prepare_one(image_id, file, model, config)
+        found = (pool.run(file, config, size) if pool is not None
+                 else decode_file(file, config, size))
+        if found.tensor is None:
+            return Prepared(image_id, status=ImageStatus(found.status or "failed"),
+                            reason=found.reason)
+        return Prepared(image_id, tensor=found.tensor, metadata=found.metadata)
 
     primary = one(path)
     outcome, copy = twins.first_readable(primary, spares, one)
     if copy is not None:
         outcome.copy, outcome.primary_reason = copy, primary.reason
     return outcome
-
-
-def _prepare_one(image_id: int, path: str, model: LoadedModel, config: IngestConfig) -> Prepared:
-    try:
-        decoded = load_grey(Path(path), config)
-        tensor = model.preprocess(decoded.grey)
-        return Prepared(image_id, tensor=tensor, metadata=decoded.metadata)
-    except IngestError as exc:
-        return Prepared(image_id, status=status_of(exc), reason=str(exc))
-    except Exception as exc:  # a bug or an unforeseen file must not take the task down
-        log.exception("study %s: unexpected error while preparing", image_id)
-        return Prepared(image_id, status=ImageStatus.failed,
-                        reason=f"unexpected error: {type(exc).__name__}: {exc}")
-
-
-def _prepare_in(pool: DecodePool, image_id: int, path: str, model: LoadedModel,
-                config: IngestConfig) -> Prepared:
-    """:func:`_prepare_one` in one of ``pool``'s processes, under its time limit."""
-    found = pool.run(path, config, model.spec.input_size)
-    if found.tensor is None:
-        return Prepared(image_id, status=ImageStatus(found.status or "failed"),
-                        reason=found.reason)
-    return Prepared(image_id, tensor=found.tensor, metadata=found.metadata)
 
 
 def screen_images(
@@ -158,7 +140,7 @@ def screen_images(
     if not claimed.todo:
         return outcome
     with session_scope(url) as session:
-        spares = twins.spare_copies([i for i, _ in claimed.todo], session=session)
+        spares = spare_copies([i for i, _ in claimed.todo], session=session)
 
     try:
         config = settings.ingest_config(input_size=model.spec.input_size)
@@ -203,8 +185,7 @@ def screen_images(
 def _store_maps(maps: dict[int, np.ndarray], *, mv_id: int, session: Session) -> None:
     from pneumoscreen.model.gradcam import to_bytes
 
-    ids = dict(session.execute(select(Prediction.image_id, Prediction.id).where(
-        Prediction.image_id.in_(list(maps)), Prediction.model_version_id == mv_id)).all())
+    ids = predicted(list(maps), model_version_id=mv_id, session=session)
     rows = [{"prediction_id": ids[sid], "height": int(m.shape[0]), "width": int(m.shape[1]),
              "data": to_bytes(m)} for sid, m in maps.items() if sid in ids]
     if rows:
@@ -253,10 +234,9 @@ def record(prepared: list[Prepared], ready: list[Prepared], scores: Scores, *,
         _store_maps({ready[i].image_id: m for i, m in maps.items()}, mv_id=mv_id,
                     session=session)
     ids = [p.image_id for p in prepared]
-    images = {s.id: s for s in session.scalars(select(Image).where(Image.id.in_(ids)))}
+    images = images_by_id(ids, session=session)
     # A re-screen that cannot read the file again must not undo the image's earlier verdict.
-    screened_before = set(session.scalars(
-        select(Prediction.image_id).where(Prediction.image_id.in_(ids)))) if rescreen else set()
+    screened_before = set(predicted(ids, session=session)) if rescreen else set()
     columns = set(Image.__table__.columns.keys())
     for p in prepared:
         image = images[p.image_id]
