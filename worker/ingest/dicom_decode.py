@@ -10,6 +10,7 @@ the same.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from pneumoscreen.worker.ingest.vr import tag_name
 HTJ2K_SYNTAXES = frozenset({HTJ2KLossless, HTJ2KLosslessRPCL, HTJ2K})
 J2K_SYNTAXES = frozenset({JPEG2000Lossless, JPEG2000, *HTJ2K_SYNTAXES})
 _ALL_PLUGINS_FAILED = "Unable to decode as exceptions were raised by all available plugins:"
+_FILE_OBJECT = re.compile(r"<_io\.\w+[^>]*>")
 
 
 @dataclass(frozen=True)
@@ -350,6 +352,7 @@ def _decode_pydicom(ds: Dataset, ts: UID, steps: list[str]) -> np.ndarray:
             raise
         # pydicom's preamble adds nothing to a reason: keep each plugin's own words.
         why = str(exc).replace(_ALL_PLUGINS_FAILED, "")
+        why = _FILE_OBJECT.sub("the data", why)  # Pillow names its file object, not the fault
         words = libjpeg_words(why)  # the decoder's words, its code unquoted (scrub hid it)
         if words is not None:
             raise FailedImage(f"cannot decode {ts.name} pixel data: {words}") from exc

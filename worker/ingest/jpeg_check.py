@@ -19,7 +19,9 @@ import numpy as np
 from pneumoscreen.worker.ingest.errors import FailedImage
 
 # pylibjpeg-libjpeg: "libjpeg error code '-1038' returned from Decode(): A misplaced marker…"
-_LIBJPEG = re.compile(r"libjpeg error code '?(-?\d+)'? returned from (\w+)\(\):?\s*(.*)", re.S)
+_LIBJPEG = re.compile(r"libjpeg error code '?(-?\d+)'? returned from (\w+)\(\):?[ \t]*([^\n]*)")
+# pydicom joins each plugin's message: "pylibjpeg: … pillow: cannot identify image file <_io…>"
+_NEXT_PLUGIN = re.compile(r"\s+(pillow|gdcm|pylibjpeg|pyjpegls|imagecodecs):.*$", re.S)
 
 
 def libjpeg_words(message: str) -> str | None:
@@ -29,7 +31,8 @@ def libjpeg_words(message: str) -> str | None:
     found = _LIBJPEG.search(message)
     if not found:
         return None
-    words = " ".join(found.group(3).strip(" '\"").split())[:200] or "decoding failed"
+    words = _NEXT_PLUGIN.sub("", found.group(3))
+    words = " ".join(words.strip(" '\"").split())[:200] or "decoding failed"
     return f"libjpeg: {words} (error code {found.group(1)})"
 
 

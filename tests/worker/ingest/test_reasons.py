@@ -99,6 +99,12 @@ def test_libjpeg_words_keep_the_code() -> None:
     assert libjpeg_words(message) == ("libjpeg: A misplaced marker segment was found - AC "
                                       "coefficient decoding out of sync (error code -1038)")
     assert libjpeg_words("something else") is None
+    # pydicom joins every plugin's words; Pillow's names its file object, never quoted back
+    joined = ("pylibjpeg: libjpeg error code '-1038' returned from Decode(): A misplaced marker "
+              "segment was found - decoder out of sync pillow: cannot identify image file "
+              "<_io.BytesIO object at 0x7f1276051990>")
+    assert libjpeg_words(joined) == ("libjpeg: A misplaced marker segment was found - decoder "
+                                     "out of sync (error code -1038)")
 
 
 def test_jpeg_cut_short_is_a_premature_end(tmp_path: Path) -> None:
