@@ -35,7 +35,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 # Reasons that say nothing about the file: each was once seen, each is a defect.
 CATCH_ALL = re.compile(
-    r"cannot identify image file|<_io\.|unexpected \w+ (reading|while)|unexpected error|"
+    r"cannot identify image file|<_io\.|unexpected [A-Z]\w+ (reading header|while decoding)|"
+    r"unexpected error|"
     r"error code <value>|\bNone x\b|x None\b|\(MemoryError\)|Traceback|object has no attribute|"
     r"NoneType|invalid literal for")
 # Text the databases refuse or that must never be stored: NUL, other C0 controls, surrogates.
