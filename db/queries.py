@@ -9,7 +9,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import and_, case, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
@@ -36,6 +36,10 @@ def _latest_prediction_ids() -> Any:
     return select(func.max(Prediction.id).label("id")).group_by(Prediction.image_id).subquery()
 
 
+# A flag counts only inside the validated scope: a study outside it has no verdict (rows written
+# before that rule may hold both).
+FLAGGED_IN_SCOPE = and_(Prediction.flagged.is_(True), Prediction.in_scope.isnot(False))
+
 FLAGGED_FIELDS = ("prediction_id", "study_id", "path", "patient", "accession", "modality", "view",
                   "probability", "p_viral", "threshold", "flagged", "in_scope", "scope_reason",
                   "atypicality", "model", "trained", "screened_at")
@@ -51,8 +55,7 @@ def flagged(*, session: Session, since: dt.datetime | None = None, limit: int | 
     """
     latest = _latest_prediction_ids()
     outside = Prediction.in_scope.is_(False)
-    wanted = or_(Prediction.flagged.is_(True), outside) if outside_scope else (
-        Prediction.flagged.is_(True))
+    wanted = or_(FLAGGED_IN_SCOPE, outside) if outside_scope else FLAGGED_IN_SCOPE
     order = [Prediction.probability.desc(), Prediction.id]
     if outside_scope:
         order.insert(0, case((outside, 1), else_=0))  # flagged in-scope images first
@@ -101,7 +104,7 @@ def status_counts(*, session: Session, batch_id: int | None = None) -> dict[str,
     counts = count_by_status(session=session,
                              batch_ids=None if batch_id is None else [batch_id])
     counts["total"] = sum(counts.values())
-    for key, condition in (("flagged", Prediction.flagged.is_(True)),
+    for key, condition in (("flagged", FLAGGED_IN_SCOPE),
                            ("outside_scope", Prediction.in_scope.is_(False))):
         query = (select(func.count()).select_from(Prediction).join(Image)
                  .where(condition, Prediction.id.in_(select(_latest_prediction_ids().c.id))))
@@ -251,3 +254,26 @@ def heatmap_of(image_id: int, *, session: Session) -> dict[str, Any] | None:
             "flagged": pred.flagged, "model": pred.model_version.label,
             "model_sha256": pred.model_version.file_sha256,
             "map": None if hm is None else (hm.height, hm.width, hm.data)}
+
+
+# The scope reason the image guard writes (``worker.screening.scope``): an image reason, which
+# another copy of the same image may not share, unlike an age.
+IMAGE_SCOPE_REASON = "atypical image"
+
+
+def screened_outside_scope_for_image(image_id: int, *, session: Session) -> str | None:
+    """A summary of the image's newest prediction if it was judged outside the validated scope
+    for an image reason ("p 0.9912, outside scope: atypical image …"), else None."""
+    pred = session.scalars(select(Prediction).where(Prediction.image_id == image_id)
+                           .order_by(Prediction.id.desc()).limit(1)).first()
+    if pred is None or pred.in_scope is not False or IMAGE_SCOPE_REASON not in (
+            pred.scope_reason or ""):
+        return None
+    return f"p {pred.probability:.4f}, outside scope: {pred.scope_reason}"
+
+
+def withdraw_predictions(image_id: int, *, session: Session) -> None:
+    """Delete an image's predictions (their heatmaps go with them): it is screened again from
+    another copy. The caller keeps what they said in the set-aside file's reason."""
+    session.execute(delete(Prediction).where(Prediction.image_id == image_id)
+                    .execution_options(synchronize_session=False))

@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Integer, String, cast, func, literal, select
+from sqlalchemy import Integer, String, case, cast, func, literal, select
 from sqlalchemy.orm import Session
 
 from pneumoscreen.db.models import (
@@ -21,7 +21,7 @@ from pneumoscreen.db.models import (
     ModelVersion,
     Prediction,
 )
-from pneumoscreen.db.queries import _iso, _latest_prediction_ids
+from pneumoscreen.db.queries import FLAGGED_IN_SCOPE, _iso, _latest_prediction_ids
 
 
 def _latest() -> Any:
@@ -109,7 +109,8 @@ def by_study(*, session: Session, since: dt.datetime | None = None, limit: int |
     own study), flagged studies by highest probability; with ``outside_scope`` also the
     studies with an image outside the validated scope, after them."""
     key = func.coalesce(Image.study_instance_uid, literal("file:") + cast(Image.id, String))
-    flag = func.max(cast(Prediction.flagged, Integer))
+    # Only a flag inside the validated scope counts (see ``queries.FLAGGED_IN_SCOPE``).
+    flag = func.max(case((FLAGGED_IN_SCOPE, 1), else_=0))
     inside = func.min(func.coalesce(cast(Prediction.in_scope, Integer), 1))
     query = (
         select(key, func.max(Prediction.probability), func.max(Prediction.threshold), flag,

@@ -90,7 +90,8 @@ def read_sr(ds: Dataset) -> dict[str, Any]:
         values: dict[str, Any] = {m.name.meaning: m.value for m in g.get_measurements()}
         values.update({q.name.meaning: q.value.meaning
                        for q in g.get_qualitative_evaluations()})
-        values["finding"] = (g.finding_type.value, g.finding_type.scheme_designator)
+        values["finding"] = (None if g.finding_type is None else
+                             (g.finding_type.value, g.finding_type.scheme_designator))
         values["sources"] = [s.referenced_sop_instance_uid for s in g.source_images]
         texts = [(item.ConceptNameCodeSequence[0].CodeMeaning, item.TextValue)
                  for item in g[0].ContentSequence if item.ValueType == "TEXT"]

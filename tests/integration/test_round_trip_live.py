@@ -1,7 +1,10 @@
 """The round trip: Orthanc (the modality/PACS) pushes the chest studies to `screen listen`; each
 study, once stable, is screened by a real worker; an SR is stored back into each study in
 Orthanc, where Orthanc's REST API finds it and the probability, threshold and flag read back
-match what pneumoscreen recorded."""
+match what pneumoscreen recorded. The adults among them (Patient's Age written '62', '28', '32'
+as real archives write it, or from the birth and study dates) are outside the intended use:
+their SR states the scope verdict and reason, never a probability or a flag, and they are not
+in `screen flagged`'s main list but in its "needs a human read" list."""
 
 from __future__ import annotations
 
@@ -42,21 +45,26 @@ def _read_sr(ds: pydicom.Dataset) -> list[dict]:
         values = {m.name.meaning: m.value for m in g.get_measurements()}
         values.update({q.name.meaning: q.value.meaning for q in g.get_qualitative_evaluations()})
         values["sources"] = [s.referenced_sop_instance_uid for s in g.source_images]
+        values["texts"] = [item.TextValue for item in g[0].ContentSequence
+                           if item.ValueType == "TEXT"
+                           and item.ConceptNameCodeSequence[0].CodeMeaning
+                           == "Qualitative Evaluations"]
         out.append(values)
     return out
 
 
-def _screened(db_url: str) -> dict[str, tuple[float, float, bool]]:
-    """SOP Instance UID → (probability, threshold, flagged), as pneumoscreen recorded them."""
+def _screened(db_url: str) -> dict[str, tuple[float, float, bool, bool, str | None]]:
+    """SOP Instance UID → (probability, threshold, flagged, in scope, scope reason), as
+    pneumoscreen recorded them."""
     engine = sa.create_engine(db_url)
     try:
         with engine.connect() as conn:
             rows = conn.execute(sa.text(
-                "SELECT s.sop_instance_uid, p.probability, p.threshold, p.flagged "
-                "FROM studies s JOIN predictions p ON p.study_id = s.id")).all()
+                "SELECT s.sop_instance_uid, p.probability, p.threshold, p.flagged, p.in_scope, "
+                "p.scope_reason FROM studies s JOIN predictions p ON p.study_id = s.id")).all()
     finally:
         engine.dispose()
-    return {r[0]: (r[1], r[2], bool(r[3])) for r in rows}
+    return {r[0]: (r[1], r[2], bool(r[3]), bool(r[4]), r[5]) for r in rows}
 
 
 def test_round_trip_through_orthanc(tmp_path: Path, pg_url: str, orthanc: Orthanc,
@@ -95,6 +103,15 @@ def test_round_trip_through_orthanc(tmp_path: Path, pg_url: str, orthanc: Orthan
         worker.stop()
     screened = _screened(pg_url)
     assert len(screened) == len(chest)
+    outside = {uid for uid, row in screened.items() if not row[3]}
+    assert outside and all(not screened[uid][2] for uid in outside)  # no flag outside scope
+    main_list = json.loads(run_screen(env, "flagged", "--flagged-only", "--format",
+                                      "json").stdout)
+    human_read = json.loads(run_screen(env, "flagged", "--outside-scope", "--format",
+                                       "json").stdout)
+    assert all(r["in_scope"] is not False for r in main_list)
+    assert len(main_list) == sum(row[2] for row in screened.values())
+    assert sum(r["in_scope"] is False for r in human_read) == len(outside)
     assert len(orthanc.studies()) == n_studies  # every SR went into its source's study
     read_back = []
     for path in chest:
@@ -103,18 +120,26 @@ def test_round_trip_through_orthanc(tmp_path: Path, pg_url: str, orthanc: Orthan
                  for oid in orthanc.find_by_study_uid(header.StudyInstanceUID)]
         (sr,) = [ds for ds in found if ds.Modality == "SR"]
         (group,) = _read_sr(sr)
-        probability, threshold, flagged = screened[header.SOPInstanceUID]
+        probability, threshold, flagged, in_scope, reason = screened[header.SOPInstanceUID]
         assert group["sources"] == [header.SOPInstanceUID]
+        if not in_scope:  # the scope verdict and reason instead of a finding
+            assert group["Within the validated scope"] == "No"
+            assert group["Triage flag"] == ("No verdict: outside the validated scope, needs a "
+                                            "human read")
+            assert group["texts"] == [f"outside the validated scope: {reason}"]
+            assert "Probability of pneumonia" not in group and "Flag threshold" not in group
+            read_back.append((None, None, "outside scope"))
+            continue
         assert group["Probability of pneumonia"] == pytest.approx(probability, abs=1e-4)
         assert group["Flag threshold"] == pytest.approx(threshold, abs=1e-4)
         assert group["Triage flag"] == ("Flagged: read first" if flagged
                                         else "Not flagged: reading priority unchanged")
         read_back.append((group["Probability of pneumonia"], group["Flag threshold"],
                           group["Triage flag"].split(":")[0]))
-    heatmaps = sum(flagged for _, _, flagged in screened.values())  # SCREEN_HEATMAPS=flagged
+    heatmaps = sum(row[2] for row in screened.values())  # SCREEN_HEATMAPS=flagged, in scope
     assert len(orthanc.instances()) == n_before + n_studies + heatmaps
     print(f"\nround trip: Orthanc pushed {pushed['InstancesCount']} instances of {n_studies} "
           f"studies to screen listen; {n_studies} SRs and {heatmaps} heatmap SCs stored back "
           f"{elapsed:.1f} s later; Orthanc now holds {len(orthanc.instances())} instances in "
           f"{len(orthanc.studies())} studies; read back (probability, threshold, flag): "
-          + "; ".join(f"{p:.4f}, {t:.4f}, {f}" for p, t, f in read_back))
+          + "; ".join(f if p is None else f"{p:.4f}, {t:.4f}, {f}" for p, t, f in read_back))

@@ -164,10 +164,17 @@ def scope_check(model: LoadedModel, data_dir: Path, dicom_dir: Path | None, *,
         if not len(x):
             continue
         _, atyp = _predict_all(model, x)
+        contrast = [scope.mediastinum_contrast(img) for img in x]
         marked = [not scope.verdict(patient_age=None, atypicality=float(a),
-                                    atypicality_threshold=threshold,
-                                    age_range=age_range).in_scope for a in atyp]
+                                    atypicality_threshold=threshold, age_range=age_range,
+                                    contrast=c).in_scope
+                  for a, c in zip(atyp, contrast, strict=True)]
+        by_score = [float(a) > threshold for a in atyp]
+        inverted = [c < scope.INVERTED_BELOW for c in contrast]
         rows[name] = {"n": len(x), "marked_out_of_scope": int(sum(marked)),
                       "rate": round(float(np.mean(marked)), 4),
-                      "score_median": round(float(np.median(atyp)), 3)}
+                      "rate_by_score": round(float(np.mean(by_score)), 4),
+                      "rate_by_inversion": round(float(np.mean(inverted)), 4),
+                      "score_median": round(float(np.median(atyp)), 3),
+                      "contrast_median": round(float(np.median(contrast)), 3)}
     return {"model": model.spec.label, "threshold": threshold, "groups": rows}

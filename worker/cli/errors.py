@@ -76,6 +76,14 @@ def explain(exc: BaseException) -> tuple[str, int]:
         return (f"the database URL is not usable: {_first_line(exc)}\nfix "
                 f"{_setting('DATABASE_URL')} (e.g. postgresql+psycopg://user@host/db or "
                 "sqlite:////path/file.sqlite3)", EXIT_ERROR)
+    if "sqlalchemy.exc.DataError" in names or (
+            "sqlalchemy.exc.StatementError" in names
+            and isinstance(getattr(exc, "orig", None), (UnicodeError, ValueError))):
+        # The server is up and answered: it refused a value (a NUL, bytes that are no UTF-8).
+        reason = _first_line(getattr(exc, "orig", None) or exc)
+        return (f"the database refused a value: {reason}\nthe value came from an input file "
+                f"that should have been refused before; the database is fine ({HINT})",
+                EXIT_ERROR)
     if "sqlalchemy.exc.DBAPIError" in names:
         reason = _first_line(getattr(exc, "orig", None) or exc)
         return (f"cannot use the database: {reason}\ncheck {_setting('DATABASE_URL')} and that "

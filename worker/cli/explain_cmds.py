@@ -115,6 +115,8 @@ def bench_scope(
         return
     console.print(make_table(
         f"Intended-use guard, {data['model']} (atypicality threshold {data['threshold']:.3f})",
-        ["group", "n", "outside scope", "rate", "median score"],
-        [(k, g["n"], g["marked_out_of_scope"], f"{g['rate']:.1%}", g["score_median"])
+        ["group", "n", "outside scope", "rate", "by score", "by inversion", "median score",
+         "median contrast"],
+        [(k, g["n"], g["marked_out_of_scope"], f"{g['rate']:.1%}", f"{g['rate_by_score']:.1%}",
+          f"{g['rate_by_inversion']:.1%}", g["score_median"], g["contrast_median"])
          for k, g in data["groups"].items()]))

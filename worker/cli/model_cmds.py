@@ -307,9 +307,12 @@ def predict_cmd(
             atyp = None if scores.atypicality is None else float(scores.atypicality[i])
             v = scope.verdict(patient_age=ages[i], atypicality=atyp,
                               atypicality_threshold=loaded.atypicality_threshold,
-                              age_range=settings.scope_age_years)
-            entry.update(probability=p, flagged=p >= threshold,
-                         p_viral=None if scores.viral is None else float(scores.viral[i]),
+                              age_range=settings.scope_age_years,
+                              contrast=scope.mediastinum_contrast(x[i]))
+            # Outside the intended use there is no verdict: no flag, no subtype.
+            entry.update(probability=p, flagged=p >= threshold and v.in_scope,
+                         p_viral=(None if scores.viral is None or not v.in_scope
+                                  else float(scores.viral[i])),
                          atypicality=atyp, in_scope=v.in_scope, scope_reason=v.reason)
         if heatmap_dir is not None:
             from pneumoscreen.model.gradcam import save_overlay

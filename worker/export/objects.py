@@ -35,7 +35,8 @@ def build_objects(result: StudyResult, settings: Settings, *, instance_number: i
     objects: list[Dataset] = [build_sr(result, sources, instance_number=instance_number,
                                         predecessor=predecessor)]
     size = result.model.input_size
-    mapped = [i for i in result.images if i.heatmap is not None]
+    # No heatmap of an image outside the validated scope: it has no finding to explain.
+    mapped = [i for i in result.images if i.heatmap is not None and i.in_scope is not False]
     if size and mapped:
         config = settings.ingest_config(input_size=int(size))
         for n, image in enumerate(mapped, 1):

@@ -34,6 +34,8 @@ FLAGGED = Code("FLAGGED", SCHEME, "Flagged: read first")
 NOT_FLAGGED = Code("NOT-FLAGGED", SCHEME, "Not flagged: reading priority unchanged")
 SUBTYPE = Code("SUBTYPE", SCHEME, "Suggested subtype (not a diagnosis)")
 IN_SCOPE = Code("IN-SCOPE", SCHEME, "Within the validated scope")
+NO_VERDICT = Code("NO-VERDICT", SCHEME,
+                  "No verdict: outside the validated scope, needs a human read")
 # TID 1501's free-text qualitative evaluation.
 EVALUATION_TEXT = hd.sr.CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
 NO_UNITS = Code("1", "UCUM", "no units")
@@ -94,6 +96,8 @@ def _group(result: StudyResult, image: ImageResult, source: Dataset,
     algorithm = hd.sr.AlgorithmIdentification(
         name=model.name, version=model.version,
         parameters=[f"model sha256 {model.sha256}", f"threshold {image.threshold:.4f}"])
+    if image.in_scope is False:
+        return _out_of_scope_group(result, image, source, n, algorithm)
     measurements = [
         hd.sr.Measurement(PROBABILITY, round(image.probability, 4), NO_UNITS,
                           algorithm_id=algorithm),
@@ -118,8 +122,25 @@ def _group(result: StudyResult, image: ImageResult, source: Dataset,
         finding_type=PNEUMONIA, algorithm_id=algorithm, measurements=measurements,
         qualitative_evaluations=evaluations,
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)])
-    if image.scope_reason:
-        group[0].ContentSequence.append(hd.sr.TextContentItem(
-            name=EVALUATION_TEXT, value=f"outside the validated scope: {image.scope_reason}"[:1024],
-            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
+    return group
+
+
+def _out_of_scope_group(result: StudyResult, image: ImageResult, source: Dataset, n: int,
+                        algorithm: hd.sr.AlgorithmIdentification
+                        ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """An image outside the intended use: the scope verdict and its reason instead of a
+    finding. No pneumonia finding type, no probability, no flag, no subtype: the probability
+    stays in pneumoscreen's database for audit and never reaches the PACS."""
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=result_uid(result.study_uid, result.model.sha256, "group", str(n)),
+            identifier=f"intended-use check, image {n}"),
+        algorithm_id=algorithm,
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(IN_SCOPE, NO),
+                                 hd.sr.QualitativeEvaluation(FLAG, NO_VERDICT)],
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)])
+    reason = image.scope_reason or "outside the validated scope"
+    group[0].ContentSequence.append(hd.sr.TextContentItem(
+        name=EVALUATION_TEXT, value=f"outside the validated scope: {reason}"[:1024],
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
     return group

@@ -13,7 +13,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes
 
-from pneumoscreen.worker.ingest import raster, vr
+from pneumoscreen.worker.ingest import content, raster, vr
 from pneumoscreen.worker.ingest.dicom_decode import DecodeOptions, decode_grey
 from pneumoscreen.worker.ingest.dicom_header import (
     MAX_HEADER_BYTES,
@@ -128,14 +128,29 @@ def check_identity(ds: Dataset) -> None:
     if "SOPInstanceUID" not in ds:  # then the file meta's copy is the one stored
         checks.append((meta, "MediaStorageSOPInstanceUID"))
     for source, keyword in checks:
-        value = text(source, keyword, 1024) if source is not None else None
+        value = _raw_uid(source, keyword) if source is not None else None
         if value is not None and valid_uid(value) is None:
             raise FailedImage(f"{vr.tag_name(keyword)} is not a valid UID: {vr.INVALID} "
                               f"({len(value)} characters; a UID is at most 64 digits and dots)")
     ts = transfer_syntax(ds)
     if ts is not None and str(ts) not in AllTransferSyntaxes:
-        raise FailedImage(f"{vr.tag_name('TransferSyntaxUID')} {ts} is not a transfer syntax "
-                          f"({ts.name if ts.name != str(ts) else 'unknown UID'})")
+        # Quoted only if valid for its VR (UI), like every other value a reason repeats.
+        raise FailedImage(f"{vr.tag_name('TransferSyntaxUID')} {vr.quoted(str(ts), 'UI')} is not "
+                          f"a transfer syntax ({ts.name if ts.name != str(ts) else 'unknown UID'})")
+
+
+def _raw_uid(source: Dataset, keyword: str) -> str | None:
+    """A UID as written, only its padding (trailing NUL, spaces) removed: a NUL inside it is a
+    fault to report, not a character to drop (``text`` drops them, which would store another
+    UID than the file's)."""
+    try:
+        value = source.get(keyword)
+    except Exception:
+        return None
+    if value is None:
+        return None
+    out = str(value).rstrip("\x00 ").strip()
+    return out or None
 
 
 def check_header(ds: Dataset, config: IngestConfig) -> Probe:
@@ -175,6 +190,7 @@ def probe(path: Path, config: IngestConfig | None = None, *, fmt: str | None = N
         if fmt != "dicom":
             with raster.open_checked(path, fmt, config.max_pixels, config.file_limit) as im:
                 meta = {"mode": im.mode, "size": f"{im.size[0]}x{im.size[1]}"}
+                _check_raster_size(im.size, config)
             return Probe(fmt, None, {**_empty_metadata(), "meta": meta})
         ds = read_dataset(path, pixels=False, **read_limits(config))
         return check_header(ds, config)
@@ -215,13 +231,24 @@ def load_grey(
         raise FailedImage(f"decoding produced an unusable array of shape {grey.shape}")
     if float(grey.min()) < 0.0 or float(grey.max()) > 1.0:
         raise FailedImage("decoding produced values outside [0, 1]")
+    empty = content.content_problem(grey)
+    if empty is not None:  # the model answers "pneumonia" to a uniform grey: never ask it
+        raise FailedImage(empty, metadata=decoded.metadata)
     return decoded
+
+
+def _check_raster_size(size: tuple[int, int], config: IngestConfig) -> None:
+    """FailedImage for a PNG/JPEG (``size``: width, height) smaller than a radiograph can be."""
+    small = content.size_problem(size[1], size[0], config.policy.min_side)
+    if small is not None:
+        raise FailedImage(small)
 
 
 def _load(path: Path, config: IngestConfig) -> Decoded:
     fmt = _sniff(path, config)
     if fmt != "dicom":
         grey, steps, meta = raster.load_raster(path, fmt, config.max_pixels, config.file_limit)
+        _check_raster_size(grey.shape[::-1], config)
         return Decoded(grey, fmt, {**_empty_metadata(), "meta": meta}, steps)
     notes: list[str] = []
     ds = read_dataset(path, pixels=True, notes=notes, **read_limits(config))
@@ -229,6 +256,10 @@ def _load(path: Path, config: IngestConfig) -> Decoded:
     steps = list(notes)
     try:
         grey = decode_grey(ds, config.decode, steps)
+        # After decoding, so that a header lying about its size is named as such first.
+        small = content.size_problem(int(ds.Rows), int(ds.Columns), config.policy.min_side)
+        if small is not None:
+            raise FailedImage(small)
     except IngestError as exc:
         exc.metadata, exc.sop_instance_uid = found.metadata, found.sop_instance_uid
         raise

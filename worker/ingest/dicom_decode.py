@@ -10,6 +10,7 @@ the same.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,10 +33,11 @@ from pydicom.uid import (
     JPEGLSNearLossless,
 )
 
-from pneumoscreen.worker.ingest import pixels
+from pneumoscreen.worker.ingest import content, pixels
 from pneumoscreen.worker.ingest.codestream import CodestreamInfo, codestream_info
 from pneumoscreen.worker.ingest.dicom_header import COLOUR, PIXEL_DATA, short
 from pneumoscreen.worker.ingest.errors import FailedImage, must_propagate
+from pneumoscreen.worker.ingest.jpeg_check import decode_strict, libjpeg_words
 from pneumoscreen.worker.ingest.metadata import redact, text, transfer_syntax
 from pneumoscreen.worker.ingest.vr import tag_name
 
@@ -44,6 +46,7 @@ from pneumoscreen.worker.ingest.vr import tag_name
 HTJ2K_SYNTAXES = frozenset({HTJ2KLossless, HTJ2KLosslessRPCL, HTJ2K})
 J2K_SYNTAXES = frozenset({JPEG2000Lossless, JPEG2000, *HTJ2K_SYNTAXES})
 _ALL_PLUGINS_FAILED = "Unable to decode as exceptions were raised by all available plugins:"
+_FILE_OBJECT = re.compile(r"<_io\.\w+[^>]*>")
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,11 @@ def decode_reduced(
         how = f"JPEG 2000 resolution level 1/{2**r}"
     else:  # JPEG baseline, 8 bits
         scale = jpeg_scale(rows, cols, opts.min_side)
+        how = f"JPEG DCT scaling 1/{scale}"
+        # libjpeg-turbo with its warnings as errors: Pillow would decode a corrupt stream mutely.
+        strict = decode_strict(frame, rows // scale, cols // scale)
+        if strict is not None:
+            return strict, f"{how}: {rows} x {cols} -> {strict.shape[0]} x {strict.shape[1]}"
         im = Image.open(io.BytesIO(frame))
         im.draft("L", (cols // scale, rows // scale))  # libjpeg DCT scaling: 1/2, 1/4 or 1/8
         im.load()
@@ -306,6 +314,8 @@ def decode_stored(ds: Dataset, opts: DecodeOptions, steps: list[str]) -> np.ndar
         check_budget(rows, cols, ds, info, opts)
     try:
         reduced = decode_reduced(ds, info, opts)
+    except FailedImage:  # the data are corrupt (the strict JPEG decoder said so): no second try
+        raise
     except BaseException as exc:  # an odd codestream for Pillow: the full decoder gets its chance
         if must_propagate(exc):
             raise
@@ -342,6 +352,10 @@ def _decode_pydicom(ds: Dataset, ts: UID, steps: list[str]) -> np.ndarray:
             raise
         # pydicom's preamble adds nothing to a reason: keep each plugin's own words.
         why = str(exc).replace(_ALL_PLUGINS_FAILED, "")
+        why = _FILE_OBJECT.sub("the data", why)  # Pillow names its file object, not the fault
+        words = libjpeg_words(why)  # the decoder's words, its code unquoted (scrub hid it)
+        if words is not None:
+            raise FailedImage(f"cannot decode {ts.name} pixel data: {words}") from exc
         reason = f"cannot decode {ts.name} pixel data: {short(ValueError(why), 200)}"
         raise FailedImage(redact(reason, ds)) from exc
     return arr
@@ -355,10 +369,15 @@ def decode_fast(ds: Dataset, info: CodestreamInfo | None, steps: list[str]) -> n
     values qualifies: unsigned, one component; anything else, or a failure, goes to pydicom.
     """
     ts = transfer_syntax(ds)
-    decoder = _FAST.get(ts) if ts is not None else None
-    if decoder is None or info is None or info.kind != "jpeg" or info.components != 1:
+    if info is None or info.kind != "jpeg" or info.components != 1:
         return None
     if int(ds.PixelRepresentation) != 0 or int(ds.SamplesPerPixel) != 1:
+        return None
+    if ts == JPEGBaseline8Bit and info.precision == 8:
+        # libjpeg-turbo, strict: a corrupt stream fails with its words (see ``jpeg_check``).
+        return decode_strict(first_frame(ds))
+    decoder = _FAST.get(ts) if ts is not None else None
+    if decoder is None:
         return None
     try:
         import imagecodecs
@@ -375,7 +394,8 @@ def decode_fast(ds: Dataset, info: CodestreamInfo | None, steps: list[str]) -> n
 _FAST = {JPEGLSLossless: "jpegls_decode", JPEGLSNearLossless: "jpegls_decode",
          JPEGLosslessSV1: "jpeg8_decode", JPEGLossless: "jpeg8_decode"}
 _FAST_NAMES = {JPEGLSLossless: "CharLS", JPEGLSNearLossless: "CharLS",
-               JPEGLosslessSV1: "libjpeg-turbo", JPEGLossless: "libjpeg-turbo"}
+               JPEGLosslessSV1: "libjpeg-turbo", JPEGLossless: "libjpeg-turbo",
+               JPEGBaseline8Bit: "libjpeg-turbo, strict"}
 
 
 def shrink(arr: np.ndarray, ds: Dataset, opts: DecodeOptions, steps: list[str]) -> np.ndarray:
@@ -467,23 +487,42 @@ def to_grey(arr: np.ndarray, ds: Dataset, opts: DecodeOptions, steps: list[str])
     window, note = pixels.choose_voi(ds)
     if note:
         steps.append(note)
+    if window is not None:
+        if window.kind == "lut":
+            out = _step("VOILUTSequence", "applying the VOI LUT",
+                        lambda: pixels.apply_voi_lut_sequence(values, ds))
+        else:
+            out = pixels.window_to_unit(values, window.center, window.width, window.function)
+        empty = window_problem(out, mask)
+        if empty is None:
+            steps.append(window.description)
+        else:  # the window shows no anatomy: the stored range, stretched, shows what there is
+            steps.append(f"{window.description} ignored: {empty}")
+            window = None
     if window is None:
         lo, hi = pixels.robust_range(values, opts.percentiles, mask)
         out = pixels.apply_percentile_window(values, lo, hi)
         p_lo, p_hi = opts.percentiles
         steps.append(f"robust window: percentiles {p_lo:g}-{p_hi:g} = {lo:g}..{hi:g}")
-    elif window.kind == "lut":
-        out = _step("VOILUTSequence", "applying the VOI LUT",
-                    lambda: pixels.apply_voi_lut_sequence(values, ds))
-        steps.append(window.description)
-    else:
-        out = pixels.window_to_unit(values, window.center, window.width, window.function)
-        steps.append(window.description)
     if pi == "MONOCHROME1":
         out = pixels.apply_inversion(out, ds)
         steps.append("MONOCHROME1 inverted")
     out = pixels.apply_padding(out, mask)
     return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def window_problem(out: np.ndarray, mask: np.ndarray | None) -> str | None:
+    """Why a VOI window's or LUT's output shows nothing (all but a few pixels at one bound, or a
+    near-uniform grey), or None when it is usable."""
+    clipped = content.clipped_to_one_bound(out, mask)
+    if clipped is not None:
+        bound, share = clipped
+        return f"it clips {share:.1%} of the pixels to {bound}"
+    body = out[~mask] if mask is not None and not mask.all() else out
+    if content.content_problem(body) is not None:
+        levels, spread = content.levels_and_spread(body)
+        return f"it leaves the image nearly uniform ({levels} grey levels, spread {spread:.3f})"
+    return None
 
 
 def decode_grey(ds: Dataset, opts: DecodeOptions, steps: list[str]) -> np.ndarray:

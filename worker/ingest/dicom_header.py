@@ -28,6 +28,7 @@ from pydicom.uid import (
     JPEGLSLossless,
 )
 
+from pneumoscreen.worker.ingest import vr
 from pneumoscreen.worker.ingest.errors import FailedImage
 from pneumoscreen.worker.ingest.files import BoundedReader, file_size, open_regular
 from pneumoscreen.worker.ingest.metadata import (
@@ -53,7 +54,8 @@ COLOUR = (
 # Every tag ingestion reads; converted while pydicom's warnings are being collected.
 USED_KEYWORDS = (
     *REQUIRED_PIXEL_KEYWORDS, *COLUMNS.values(), *META_KEYWORDS, "PatientID",
-    "PatientName", "PatientBirthDate", "SOPInstanceUID", "HighBit", "RescaleSlope",
+    "PatientName", "PatientBirthDate", "SeriesDate", "AcquisitionDate", "ContentDate",
+    "SOPInstanceUID", "HighBit", "RescaleSlope",
     "RescaleIntercept", "RescaleType",
     "WindowCenter", "WindowWidth", "VOILUTFunction", "PixelPaddingValue", "PixelPaddingRangeLimit",
     "ViewCodeSequence", "VOILUTSequence", "ModalityLUTSequence",
@@ -187,9 +189,11 @@ def _parse(source: BoundedReader, *, pixels: bool,
             ds = pydicom.dcmread(source, force=True, stop_before_pixels=not pixels)
             # Element values are parsed lazily; touch the ones we use so that errors surface here.
             for kw in USED_KEYWORDS:
-                ds.get(kw)
+                _touch(ds, kw)
         except OSError as exc:
             raise FailedImage(f"cannot read file: {exc.strerror or short(exc)}") from exc
+        except FailedImage:
+            raise
         except Exception as exc:
             if source.exceeded and source.limit is not None:
                 raise _header_too_large(source.limit) from exc
@@ -197,6 +201,19 @@ def _parse(source: BoundedReader, *, pixels: bool,
     if notes is not None:
         notes.extend(redact(f"pydicom: {short(w.message, 120)}", ds) for w in caught[:5])
     return ds
+
+
+def _touch(ds: Dataset, keyword: str) -> None:
+    """Convert ``keyword``'s value; FailedImage naming the tag if it cannot be (an IS of
+    "1e999" overflows, a DS of "abc" is no number)."""
+    try:
+        ds.get(keyword)
+    except Exception as exc:
+        if unknown_vr_reason(exc):
+            raise
+        raise FailedImage(f"{tag_name(keyword)} holds {vr.INVALID} for its VR "
+                          f"({vr.vr_of(keyword)}): it cannot be read ({type(exc).__name__})"
+                          ) from exc
 
 
 _UNKNOWN_VR = re.compile(
@@ -294,7 +311,7 @@ def _int(ds: Dataset, keyword: str) -> int | None:
     value = ds.get(keyword)
     try:
         return int(value) if value is not None and str(value).strip() != "" else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # not a number, or an infinite one
         return None
 
 
@@ -308,6 +325,9 @@ def check_image_pixel(ds: Dataset, max_pixels: int) -> None:
     alloc, stored = _int(ds, "BitsAllocated"), _int(ds, "BitsStored")
     spp, rep = _int(ds, "SamplesPerPixel"), _int(ds, "PixelRepresentation")
     pi = (text(ds, "PhotometricInterpretation") or "").upper()
+    for keyword, value in (("Rows", rows), ("Columns", cols)):
+        if value is None:  # present (checked above) but no whole number
+            raise FailedImage(f"{tag_name(keyword)} is {vr.INVALID}, not a number of pixels")
     if not rows or not cols or rows < 1 or cols < 1:
         raise FailedImage(f"Rows x Columns {rows} x {cols}: an image needs at least one pixel")
     if rows * cols > max_pixels:

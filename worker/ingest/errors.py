@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# What no database column may receive (PostgreSQL refuses NUL; UTF-8 refuses lone surrogates)
+# and no terminal should: the C0 and C1 controls but tab, and lone surrogates.
+_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def safe_text(value: str) -> str:
+    """``value`` with every character a database or a terminal would refuse replaced by U+FFFD:
+    a reason or a stored value can then always be written, whatever a file held."""
+    return _UNSAFE.sub("\ufffd", value)
 
 
 class IngestError(Exception):
@@ -21,6 +32,7 @@ class IngestError(Exception):
         metadata: dict[str, Any] | None = None,
         sop_instance_uid: str | None = None,
     ) -> None:
+        reason = safe_text(reason)
         super().__init__(reason)
         self.reason = reason
         self.metadata: dict[str, Any] = metadata or {}

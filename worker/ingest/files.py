@@ -78,8 +78,16 @@ class BoundedReader:
 
     def __init__(self, fh: BinaryIO, limit: int | None = None) -> None:
         self._fh, self.limit, self.exceeded = fh, limit, False
+        try:
+            self._size: int | None = file_size(fh)
+        except (OSError, AttributeError, ValueError):  # not a file descriptor (a test's BytesIO)
+            self._size = None
 
     def read(self, size: int | None = -1) -> bytes:
+        # A read buffer is reserved at the size asked for: an element declaring 4 GB must not
+        # reserve 4 GB (a MemoryError under an address-space limit) when the file holds less.
+        if self._size is not None and size is not None and size > 0:
+            size = min(size, max(0, self._size - self._fh.tell()))
         if self.limit is None:
             return self._fh.read(-1 if size is None else size)
         allowed = max(0, self.limit - self._fh.tell())

@@ -11,6 +11,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from pneumoscreen.worker.ingest import vr
+from pneumoscreen.worker.ingest.age import patient_age
 
 # Image column → DICOM keyword. A value is stored only if it is valid for its VR, which bounds
 # its length by the standard's maximum (the schema is at least that wide, which a test checks);
@@ -145,22 +146,6 @@ def redact(message: str, ds: Dataset | None) -> str:
     return message
 
 
-def age_from_dates(birth: str | None, study: str | None) -> str | None:
-    """The age at the study as an Age String (``054Y``; months under 2 years), from the birth
-    and study dates. The birth date itself is never kept."""
-    import datetime as dt
-
-    try:
-        born = dt.datetime.strptime(birth or "", "%Y%m%d").date()
-        on = dt.datetime.strptime(study or "", "%Y%m%d").date()
-    except ValueError:
-        return None
-    months = (on.year - born.year) * 12 + on.month - born.month - (on.day < born.day)
-    if months < 0 or months > 999 * 12:
-        return None
-    return f"{months:03d}M" if months < 24 else f"{months // 12:03d}Y"
-
-
 def transfer_syntax(ds: Dataset) -> UID | None:
     meta = getattr(ds, "file_meta", None)
     uid = meta.get("TransferSyntaxUID") if meta is not None else None
@@ -175,8 +160,9 @@ def extract(ds: Dataset, key: bytes | None) -> dict[str, Any]:
     """
     out: dict[str, Any] = {col: valid_text(ds, kw) for col, kw in COLUMNS.items()
                            if col not in HASHED_COLUMNS}
-    if not out["patient_age"]:
-        out["patient_age"] = age_from_dates(text(ds, "PatientBirthDate", 8), out["study_date"])
+    # Real files write ages as '54' or '6 m' and birth dates as placeholders: see ``age``.
+    age = patient_age(lambda keyword: text(ds, keyword, 64))
+    out["patient_age"] = age.value
     ts = transfer_syntax(ds)
     out["transfer_syntax"] = valid_uid(str(ts) if ts else None)
     out["patient_key"] = patient_key(ds, key) if key is not None else None
@@ -186,6 +172,7 @@ def extract(ds: Dataset, key: bytes | None) -> dict[str, Any]:
         value = valid_text(ds, kw, multi=True)
         if value is not None:
             meta[kw] = value
+    meta["AgeSource"] = age.source
     if out["transfer_syntax"]:
         meta["TransferSyntax"] = UID(out["transfer_syntax"]).name
     sop_class = valid_text(ds, "SOPClassUID")

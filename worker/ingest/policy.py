@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from pneumoscreen.worker.ingest.content import MIN_SIDE
 from pneumoscreen.worker.ingest.errors import RejectedImage
 from pneumoscreen.worker.ingest.metadata import text
 from pneumoscreen.worker.ingest.vr import quoted, vr_of
@@ -45,6 +46,8 @@ class AcceptancePolicy:
         "SR", "PR", "KO", "DOC", "REG", "SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD",
         "ECG", "HD", "AU", "PLAN", "FID", "RWV",
     )
+    # A stored image smaller than this a side is no radiograph (``content.MIN_SIDE``).
+    min_side: int = MIN_SIDE
 
     @classmethod
     def of(cls, *, modalities: list[str], body_parts: list[str], reject_views: list[str],
@@ -108,7 +111,7 @@ class AcceptancePolicy:
         frames = text(ds, "NumberOfFrames")
         try:
             n_frames = int(float(frames)) if frames else 1
-        except ValueError:
+        except (ValueError, OverflowError):  # "abc", or "1e999" (an infinite float)
             n_frames = 1  # validated with the pixel attributes; unparseable means "not given"
         if n_frames > 1:
             raise RejectedImage(

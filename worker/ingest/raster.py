@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from pneumoscreen.worker.ingest.dicom_header import short
 from pneumoscreen.worker.ingest.errors import FailedImage
 from pneumoscreen.worker.ingest.files import open_regular
+from pneumoscreen.worker.ingest.jpeg_check import verify_jpeg
 
 _FORMATS = {"png": ("PNG",), "jpeg": ("JPEG", "MPO")}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I"}
@@ -41,7 +42,10 @@ def open_checked(path: Path, fmt: str, max_pixels: int,
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 im = Image.open(fh)
-        except (UnidentifiedImageError, Image.DecompressionBombError,
+        except UnidentifiedImageError as exc:  # its message is the file object's repr
+            raise FailedImage(f"cannot read {fmt.upper()}: its signature is {fmt.upper()} but "
+                              "Pillow cannot identify the rest (a damaged header)") from exc
+        except (Image.DecompressionBombError,
                 Image.DecompressionBombWarning, SyntaxError, ValueError, OSError) as exc:
             raise FailedImage(f"cannot read {fmt.upper()}: {short(exc)}") from exc
         with im:
@@ -82,6 +86,9 @@ def load_raster(path: Path, fmt: str, max_pixels: int,
             meta = {"mode": im.mode, "size": f"{im.size[0]}x{im.size[1]}"}
             if getattr(im, "n_frames", 1) > 1:
                 meta["frames"] = str(im.n_frames)  # APNG/MPO: the first frame is the image
+            if fmt == "jpeg":
+                with open_regular(path, max_file_bytes) as fh:
+                    verify_jpeg(fh.read())
             im.load()
             grey, steps = to_grey(im)
     except FailedImage:

@@ -15,18 +15,21 @@ spare, which screening falls back on when the primary copy cannot be decoded.
 from __future__ import annotations
 
 import logging
+import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
 from pneumoscreen.db import Batch, FileRole, Image, ImageFile, ImageStatus
 from pneumoscreen.db.image_files import demote_primary_file
 from pneumoscreen.db.images import image_with_sop_uid, known_sha256s, statuses
 from pneumoscreen.db.models import utcnow
+from pneumoscreen.db.queries import screened_outside_scope_for_image, withdraw_predictions
 from pneumoscreen.model.progress import Progress, Silent
 from pneumoscreen.worker.audit import audit
 from pneumoscreen.worker.ingest import IngestConfig, IngestError, check_file, probe
@@ -76,8 +79,12 @@ def examine(path: Path, config: IngestConfig) -> Candidate | None:
     """Hash and probe one file: None if it is not an image at all.
 
     ``check_file`` looks first (132 bytes): a file that is not regular or exceeds the size
-    limit is recorded as failed, keyed by its path, without being hashed or parsed.
+    limit is recorded as failed, keyed by its path, without being hashed or parsed; so is a
+    file whose name no database can hold (bytes that are no UTF-8).
     """
+    if stored_path(path) != str(path.resolve()):
+        return Candidate(path, "unknown", _path_hash(path), status=ImageStatus.failed,
+                         reason="the file name is not valid UTF-8: rename the file to screen it")
     try:
         fmt = check_file(path, config)
     except IngestError as exc:
@@ -102,12 +109,21 @@ def _path_hash(path: Path) -> str:
     # An unreadable file has no content hash; key it by path so it is still recorded once.
     import hashlib
 
-    return hashlib.sha256(b"unreadable:" + str(path.resolve()).encode()).hexdigest()
+    return hashlib.sha256(b"unreadable:" + os.fsencode(path.resolve())).hexdigest()
+
+
+def stored_path(path: Path) -> str:
+    """The absolute path as the database stores it: a name's bytes that are no UTF-8 (which
+    Python holds as lone surrogates, and no database column accepts) become U+FFFD."""
+    return _SURROGATES.sub("\ufffd", str(path.resolve()))
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def _apply(image: Image, cand: Candidate, batch_id: int, columns: set[str]) -> None:
     image.sha256, image.sop_instance_uid = cand.sha256, cand.sop_instance_uid
-    image.source_path, image.format = str(cand.path.resolve()), cand.format
+    image.source_path, image.format = stored_path(cand.path), cand.format
     image.status, image.reason, image.batch_id = cand.status, cand.reason, batch_id
     image.finished_at = utcnow() if cand.status in ImageStatus.final() else None
     for key, value in cand.metadata.items():
@@ -127,7 +143,7 @@ class Registered:
 
 def _file(image_id: int, cand: Candidate, batch_id: int, role: FileRole,
           reason: str | None = None) -> ImageFile:
-    return ImageFile(image_id=image_id, sha256=cand.sha256, path=str(cand.path.resolve()),
+    return ImageFile(image_id=image_id, sha256=cand.sha256, path=stored_path(cand.path),
                      role=role, reason=reason, batch_id=batch_id)
 
 
@@ -164,7 +180,7 @@ def register(candidates: Iterable[Candidate], batch_id: int, *, session: Session
         with session.begin_nested():
             part = _register_each(cands, batch_id, session=session, progress=progress,
                                   earlier=totals.new, careful=False)
-    except IntegrityError:
+    except (StatementError, UnicodeError):  # a unique constraint fired, or a value was refused
         part = _register_each(cands, batch_id, session=session, progress=Silent(),
                               earlier=totals.new, careful=True)
     totals.new |= part.new
@@ -195,6 +211,17 @@ def _register_each(cands: list[Candidate], batch_id: int, *, session: Session,
                               columns=columns)
         except IntegrityError:
             part.duplicates += 1
+        except (StatementError, UnicodeError) as exc:
+            # The database refused something this file holds: the file fails alone, its header
+            # facts dropped, and the submit goes on (it must not stop at one hostile file).
+            log.warning("a file's values were refused by the database (%s): registered as "
+                        "failed without its header facts", type(exc).__name__)
+            bare = Candidate(cand.path, cand.format, cand.sha256, status=ImageStatus.failed,
+                             reason="the database refused a value of this file's header "
+                                    f"({type(getattr(exc, 'orig', exc)).__name__}): not screened")
+            with session.begin_nested():
+                _register_one(bare, batch_id, session=session, part=part, earlier=earlier,
+                              columns=columns)
     return part
 
 
@@ -212,8 +239,23 @@ def _register_one(cand: Candidate, batch_id: int, *, session: Session, part: Reg
         part.new.add(image.id)
         return
     part.twins += 1
+    outside = (screened_outside_scope_for_image(same_uid.id, session=session)
+               if same_uid.status == ImageStatus.done and cand.status == ImageStatus.queued
+               else None)
     if same_uid.status == ImageStatus.failed and cand.status != ImageStatus.failed:
         _replace_failed(same_uid, cand, batch_id, session=session, columns=columns)
+        if same_uid.id not in earlier and same_uid.id not in part.new:
+            part.replaced.add(same_uid.id)
+    elif outside is not None:
+        # Screened, but the guard found the image itself atypical (a blank, inverted or
+        # damaged copy): a readable copy replaces it exactly as it replaces a failed one.
+        log.info("study %s: a readable copy replaces one screened outside scope", same_uid.id)
+        withdraw_predictions(same_uid.id, session=session)
+        demote_primary_file(same_uid.id, f"screened from it ({outside}); replaced by a copy "
+                                         "received later", session=session)
+        _apply(same_uid, cand, batch_id, columns)
+        same_uid.attempts = 0
+        session.add(_file(same_uid.id, cand, batch_id, FileRole.primary))
         if same_uid.id not in earlier and same_uid.id not in part.new:
             part.replaced.add(same_uid.id)
     else:

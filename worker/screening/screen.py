@@ -160,8 +160,12 @@ def screen_images(
                 patient_age=p.metadata.get("patient_age"),
                 atypicality=None if scores.atypicality is None else float(scores.atypicality[i]),
                 atypicality_threshold=model.atypicality_threshold,
-                age_range=settings.scope_age_years) for i, p in enumerate(ready)]
-            maps = explain(model, inputs, scores.pneumonia >= threshold, settings.heatmaps)
+                age_range=settings.scope_age_years,
+                contrast=scope.mediastinum_contrast(p.tensor)) for i, p in enumerate(ready)]
+            # Out of scope means no verdict: no flag, so no heatmap of a "finding" either.
+            flags = np.array([scores.pneumonia[i] >= threshold and v.in_scope
+                              for i, v in enumerate(verdicts)], dtype=bool)
+            maps = explain(model, inputs, flags, settings.heatmaps)
             with session_scope(url) as session:
                 record(prepared, ready, scores, mv_id=mv_id, threshold=threshold,
                        batch_id=batch_id, session=session, outcome=outcome, rescreen=rescreen,
@@ -216,7 +220,10 @@ def record(prepared: list[Prepared], ready: list[Prepared], scores: Scores, *,
         {"image_id": p.image_id, "model_version_id": mv_id, "batch_id": batch_id,
          "probability": float(prob), "p_viral": None if pv is None else float(pv),
          "atypicality": None if a is None else float(a), "in_scope": v.in_scope,
-         "scope_reason": v.reason, "threshold": threshold, "flagged": bool(prob >= threshold),
+         "scope_reason": v.reason, "threshold": threshold,
+         # A study outside the intended use is never a pneumonia flag (it needs a human read);
+         # its probability stays here, for audit.
+         "flagged": bool(prob >= threshold) and v.in_scope,
          "created_at": now}
         for p, prob, pv, a, v in zip(ready, scores.pneumonia, viral, atyp, verdicts,
                                      strict=True)

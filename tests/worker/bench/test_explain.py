@@ -46,4 +46,6 @@ def test_the_guard_passes_the_internal_test_and_stops_made_films(shared_dir: Pat
     groups = out["groups"]
     assert groups["internal test split (in distribution)"]["rate"] <= 0.02
     assert groups["made: blank film"]["rate"] >= 0.9
+    assert groups["made: inverted (negative)"]["rate_by_inversion"] >= 0.95
+    assert groups["internal test split (in distribution)"]["rate_by_inversion"] <= 0.005
     assert groups["non-chest DICOMs, decoded anyway"]["rate"] >= 0.5

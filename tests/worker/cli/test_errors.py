@@ -94,3 +94,27 @@ def test_submit_with_a_broker_says_queueing(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "Queueing" in out.stderr and "Screening" not in out.stderr
     assert "Queued." in out.stdout
+
+
+@pytest.mark.postgres
+def test_a_value_the_database_refuses_does_not_blame_the_server(pg_url: str) -> None:
+    """A real PostgreSQL refusal of a NUL: the answer says the value was refused and the
+    database is fine, never "check that its server is running" (exit 1, not 3)."""
+    import sqlalchemy as sa
+
+    from pneumoscreen.worker.cli.errors import EXIT_ERROR, explain
+
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE t (v text)"))
+            conn.execute(sa.text("INSERT INTO t VALUES (:v)"), {"v": "1.2.840\x00.10008"})
+    except Exception as exc:  # the refusal is what is tested
+        message, code = explain(exc)
+    else:
+        pytest.fail("PostgreSQL accepted a NUL")
+    finally:
+        engine.dispose()
+    assert code == EXIT_ERROR
+    assert message.startswith("the database refused a value: ")
+    assert "server is running" not in message and "the database is fine" in message

@@ -62,20 +62,39 @@ def test_sr_content_read_back(tmp_path: Path) -> None:
         made.sop_uids[0]]
 
 
-def test_not_flagged_and_outside_scope(tmp_path: Path) -> None:
-    """Not flagged never reads as "no pneumonia"; the scope verdict and its reason travel."""
+def test_outside_scope_is_the_scope_verdict_not_a_finding(tmp_path: Path) -> None:
+    """Out of scope means no verdict: even with a probability above the threshold and a stored
+    heatmap, the SR states the scope verdict and reason; no finding, probability, flag, subtype
+    or heatmap reaches the PACS."""
     url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    made = screened_study(tmp_path / "in", url, probability=0.2, p_viral=0.1, in_scope=False,
-                          scope_reason="atypical image for this model", heatmap=False)
+    made = screened_study(tmp_path / "in", url, probability=0.99, p_viral=0.8, in_scope=False,
+                          scope_reason="atypical image for this model (score 4.43, threshold "
+                                       "1.76); age unknown: judged by the image alone")
     out = tmp_path / "out"
     outcome = export_study(made.study_uid, parse_destination(f"file://{out}"),
                            _settings(url, tmp_path))
     assert outcome.status == "sent" and outcome.sc_sop_instance_uids == []
+    sr = _written(out)["SR"]
+    (group,) = read_sr(sr)["groups"]
+    assert group["Within the validated scope"] == "No"
+    assert group["Triage flag"] == "No verdict: outside the validated scope, needs a human read"
+    assert group["texts"] == ["outside the validated scope: atypical image for this model (score "
+                              "4.43, threshold 1.76); age unknown: judged by the image alone"]
+    for absent in ("Probability of pneumonia", "Flag threshold", "Suggested subtype (not a "
+                   "diagnosis)", "Probability viral rather than bacterial"):
+        assert absent not in group
+    assert group.get("finding") is None and group["sources"] == [made.sop_uids[0]]
+    assert "Flagged: read first" not in str(sr) and "Pneumonia" not in str(sr)
+
+
+def test_not_flagged_never_reads_as_no_pneumonia(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    made = screened_study(tmp_path / "in", url, probability=0.2, p_viral=0.1, heatmap=False)
+    out = tmp_path / "out"
+    export_study(made.study_uid, parse_destination(f"file://{out}"), _settings(url, tmp_path))
     (group,) = read_sr(_written(out)["SR"])["groups"]
     assert group["Triage flag"] == "Not flagged: reading priority unchanged"
     assert "Suggested subtype (not a diagnosis)" not in group  # a subtype of what?
-    assert group["Within the validated scope"] == "No"
-    assert group["texts"] == ["outside the validated scope: atypical image for this model"]
 
 
 def test_heatmap_secondary_capture(tmp_path: Path) -> None:

@@ -479,6 +479,8 @@ class TestMetadata:
                     done += s is permissive
                 except IngestError as exc:
                     assert exc.status in ("rejected", "failed") and str(exc)
+                    # decoded, then found too small or empty (pydicom's test files are tiny)
+                    done += s is permissive and str(exc).startswith(("image is", "no content"))
         assert done > 40  # the decoders really ran: big/little endian, RLE, J2K, JPEG(-LS)…
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from ingest_factories import make_ds, write
+from ingest_factories import chest_like, make_ds, write
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from pneumoscreen.worker.ingest import AcceptancePolicy, DecodeOptions, IngestConfig
@@ -30,8 +30,7 @@ class TestInspectFile:
         assert result.tags == {}
 
     def test_tags_of_a_good_file(self, tmp_path: Path) -> None:
-        path = write(make_ds(np.full((32, 32), 500, np.uint16) + np.eye(32, dtype=np.uint16)),
-                     tmp_path / "ok.dcm")
+        path = write(make_ds(chest_like(32, 32)), tmp_path / "ok.dcm")
         tags = used_tags(path, IngestConfig())
         assert tags["Modality"] == "CR" and "PatientID" not in tags and "PatientName" not in tags
         assert inspect_file(path).decision == "done"

@@ -11,12 +11,13 @@ from PIL import Image
 
 from pneumoscreen.model.preprocess import preprocess
 from pneumoscreen.worker.ingest import FailedImage, load_grey, probe, sniff_format
+from pneumoscreen.worker.ingest.raster import to_grey
 from pneumoscreen.worker.settings import Settings
 
 
 @pytest.fixture
 def grey8() -> np.ndarray:
-    return chest_like(40, 30, maximum=255).astype(np.uint8)
+    return chest_like(40, 32, maximum=255).astype(np.uint8)
 
 
 def _save(arr_or_im: np.ndarray | Image.Image, path: Path, **kw: object) -> Path:
@@ -27,7 +28,7 @@ def _save(arr_or_im: np.ndarray | Image.Image, path: Path, **kw: object) -> Path
 
 class TestLoadRaster:
     def test_png_8bit_is_value_over_255_without_stretching(self, tmp_path: Path) -> None:
-        arr = (chest_like(40, 30, maximum=100) + 50).astype(np.uint8)  # 50..150: not stretched
+        arr = (chest_like(40, 32, maximum=100) + 50).astype(np.uint8)  # 50..150: not stretched
         got = load_grey(_save(arr, tmp_path / "a.png"))
         assert got.format == "png"
         np.testing.assert_array_equal(got.grey, arr.astype(np.float32) / 255.0)
@@ -45,7 +46,8 @@ class TestLoadRaster:
     def test_rgb_colour_is_luma(self, tmp_path: Path) -> None:
         arr = np.zeros((4, 4, 3), np.uint8)
         arr[..., 0] = 255
-        got = load_grey(_save(arr, tmp_path / "red.png")).grey
+        with Image.open(_save(arr, tmp_path / "red.png")) as im:  # uniform: no content to screen
+            got, _ = to_grey(im)
         np.testing.assert_allclose(got, 76 / 255.0, atol=1 / 255)  # 0.299 * 255
 
     def test_rgba_ignores_alpha(self, tmp_path: Path, grey8: np.ndarray) -> None:
@@ -59,7 +61,7 @@ class TestLoadRaster:
         np.testing.assert_allclose(got, grey8 / 255.0, atol=1e-6)
 
     def test_16bit_grey_over_65535(self, tmp_path: Path) -> None:
-        arr = chest_like(40, 30, maximum=65535)
+        arr = chest_like(40, 32, maximum=65535)
         got = load_grey(_save(Image.fromarray(arr), tmp_path / "a.png"))  # uint16 → I;16
         np.testing.assert_allclose(got.grey, arr / 65535.0, atol=1e-7)
         assert got.steps[-1].endswith("value/65535")
@@ -72,7 +74,7 @@ class TestLoadRaster:
 
     def test_pixel_limit(self, tmp_path: Path, grey8: np.ndarray) -> None:
         path = _save(grey8, tmp_path / "a.png")
-        with pytest.raises(FailedImage, match=r"^PNG size 30 x 40 is outside 1\.\.100 pixels"):
+        with pytest.raises(FailedImage, match=r"^PNG size 32 x 40 is outside 1\.\.100 pixels"):
             probe(path, Settings(max_pixels=100).ingest_config())
 
     def test_png_named_jpg_is_read_by_content(self, tmp_path: Path, grey8: np.ndarray) -> None:

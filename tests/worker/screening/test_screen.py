@@ -65,8 +65,7 @@ class TestScreenTask:
         settings = get_settings()
         folder = tmp_path / "in"
         folder.mkdir()
-        for i in range(3):
-            PIL.Image.fromarray(np.full((32, 32), 40 * i, np.uint8)).save(folder / f"{i}.png")
+        make_pngs(folder, 3, size=32)
         ids = self._register(folder, settings)
         first = screen_images(ids, settings)
         second = screen_images(ids, settings)  # a redelivered task
@@ -80,12 +79,12 @@ class TestScreenTask:
         settings = get_settings()
         folder = tmp_path / "in"
         folder.mkdir()
-        PIL.Image.fromarray(np.full((32, 32), 99, np.uint8)).save(folder / "a.png")
+        make_pngs(folder, 1, size=32)
         ids = self._register(folder, settings)
         screen_images(ids, settings)
         with session_scope(settings.effective_database_url) as s:
             pred = s.scalars(sa.select(Prediction)).one()
-            assert pred.flagged == (pred.probability >= pred.threshold)
+            assert pred.flagged == (pred.probability >= pred.threshold and pred.in_scope)
             assert pred.threshold == load_model().spec.threshold
             assert s.get(Image, pred.image_id).status is ImageStatus.done
 
@@ -146,3 +145,53 @@ class TestChunks:
         with session_scope(settings.effective_database_url) as session:
             assert set(session.scalars(sa.select(Image.status))) == {ImageStatus.queued}
         assert screen_images(ids, settings, model=model).screened == 3
+
+
+class TestNoVerdictOutsideScope:
+    def test_out_of_scope_above_the_threshold_is_not_flagged(self, db_url: str,
+                                                              tmp_path: Path) -> None:
+        """``record`` with given scores: an image outside scope keeps its probability (audit)
+        but is never a flag; one inside scope with the same score is."""
+        from pneumoscreen.model.bundle import Scores
+        from pneumoscreen.worker.screening import scope
+        from pneumoscreen.worker.screening.screen import Prepared, TaskOutcome, record
+
+        with session_scope(db_url) as s:  # the engine migrates a new database on first use
+            studies = [Image(sha256=f"{i:064d}", source_path=f"/x/{i}.png", format="png",
+                             status=ImageStatus.processing) for i in range(2)]
+            s.add_all(studies)
+            s.flush()
+            mv = ModelVersion(name="t", version="1", file_sha256="a" * 64, threshold=0.5,
+                              input_spec={"size": 224})
+            s.add(mv)
+            s.flush()
+            ids, mv_id = [st.id for st in studies], mv.id
+        tensor = np.zeros((224, 224, 1), np.float32)
+        prepared = [Prepared(i, tensor=tensor) for i in ids]
+        outcome = TaskOutcome()
+        verdicts = [scope.Verdict(False, "outside the validated population: age 051Y"),
+                    scope.Verdict(True)]
+        with session_scope(db_url) as s:
+            record(prepared, prepared, Scores(np.array([0.99, 0.99], np.float32)), mv_id=mv_id,
+                   threshold=0.5, batch_id=None, session=s, outcome=outcome, verdicts=verdicts)
+        with session_scope(db_url) as s:
+            preds = {p.image_id: p for p in s.scalars(sa.select(Prediction))}
+        assert (preds[ids[0]].flagged, preds[ids[0]].in_scope) == (False, False)
+        assert preds[ids[0]].probability == pytest.approx(0.99)
+        assert (preds[ids[1]].flagged, preds[ids[1]].in_scope) == (True, True)
+        assert outcome.flagged == 1
+
+    def test_a_blank_image_is_never_screened(self, tmp_path: Path) -> None:
+        settings = get_settings()
+        folder = tmp_path / "in"
+        folder.mkdir()
+        PIL.Image.fromarray(np.full((224, 224), 128, np.uint8)).save(folder / "grey.png")
+        PIL.Image.fromarray(np.full((3, 3), 128, np.uint8)).save(folder / "tiny.png")
+        submit_folder(folder, settings=settings)
+        states = _states(settings.effective_database_url)
+        assert states["grey.png"] == ("failed", "no content: the image is one uniform grey "
+                                                "(0.502 on 0-1): nothing to screen")
+        assert states["tiny.png"][1] == ("image is 3 x 3 pixels, smaller than a radiograph can "
+                                         "be (at least 32 a side): nothing to screen")
+        with session_scope(settings.effective_database_url) as s:
+            assert s.scalar(sa.select(sa.func.count()).select_from(Prediction)) == 0

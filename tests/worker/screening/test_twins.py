@@ -94,7 +94,10 @@ def test_good_then_broken_across_two_submits(tmp_path: Path, settings, copies) -
     submit_folder(tmp_path / "first", settings=settings)
     b = _write(tmp_path / "second", "y.dcm", broken)
     second = submit_folder(tmp_path / "second", settings=settings)
-    assert (second.n_new, second.n_twins, second.n_tasks) == (0, 1, 0)
+    # The phantom is an atypical image for the model (outside scope for an image reason), so a
+    # later copy whose header reads is tried in its place, as for a failed study; it cannot be
+    # decoded, and the study returns to the good copy with one prediction.
+    assert (second.n_new, second.n_twins, second.n_replaced) == (0, 1, 1)
     _assert_screened_from_good(settings.effective_database_url, g, b)
 
 
@@ -155,3 +158,93 @@ def test_a_concurrent_insert_falls_back_file_by_file(tmp_path: Path, pg_url: str
     with session_scope(pg_url) as s:
         assert s.scalar(sa.select(sa.func.count()).select_from(Image)) == 3
         assert s.scalar(sa.select(sa.func.count()).select_from(ImageFile)) == 2
+
+
+def _blank_copy(good: bytes, tmp: Path) -> bytes:
+    """The same image (same SOP Instance UID) with every pixel one value: no content."""
+    import numpy as np
+    import pydicom
+
+    ds = pydicom.dcmread(_write(tmp, "src.dcm", good))
+    ds.PixelData = np.full((ds.Rows, ds.Columns), 600, np.uint16).tobytes()
+    out = tmp / "blank.dcm"
+    ds.save_as(out)
+    return out.read_bytes()
+
+
+def test_a_blank_first_copy_gives_way_to_the_original(tmp_path: Path, settings) -> None:
+    """The issue's case: a blank mutant received first, then the untouched original with the
+    same SOP Instance UID: the study ends screened from the original."""
+    good = SAMPLE.read_bytes()
+    url = settings.effective_database_url
+    b = _write(tmp_path / "first", "blank.dcm", _blank_copy(good, tmp_path / "tmp"))
+    submit_folder(tmp_path / "first", settings=settings)
+    study = _accounted(url)[0]
+    assert study.status is ImageStatus.failed
+    assert study.reason.startswith("pixel data decodes to a constant image")
+    g = _write(tmp_path / "second", "original.dcm", good)
+    second = submit_folder(tmp_path / "second", settings=settings)
+    assert (second.n_new, second.n_replaced, second.n_twins) == (0, 1, 1)
+    _assert_screened_from_good(url, g, b)
+
+
+def _kermany_copy(good: bytes, kermany: Path, tmp: Path) -> bytes:
+    """The same SOP Instance UID holding a real pediatric film (a Kermany training image)."""
+    import numpy as np
+    import pydicom
+    from PIL import Image as PILImage
+
+    ds = pydicom.dcmread(_write(tmp, "src.dcm", good))
+    with PILImage.open(kermany) as im:
+        grey = np.asarray(im.convert("L"), dtype=np.uint16) * 16  # 8 -> 12 bits
+    ds.Rows, ds.Columns = grey.shape
+    for keyword in ("WindowCenter", "WindowWidth", "VOILUTFunction"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.PixelData = grey.tobytes()
+    out = tmp / "kermany.dcm"
+    ds.save_as(out)
+    return out.read_bytes()
+
+
+def test_a_copy_screened_outside_scope_for_an_image_reason_is_replaced(
+        tmp_path: Path, settings, shared_dir: Path) -> None:
+    """The synthetic phantom is an atypical image for the model (out of scope, an image reason);
+    a later copy with the same SOP Instance UID replaces it: its prediction is withdrawn (what
+    it said is kept in the set-aside file's reason) and the study is screened again."""
+    good = SAMPLE.read_bytes()
+    url = settings.effective_database_url
+    first = _write(tmp_path / "first", "phantom.dcm", good)
+    submit_folder(tmp_path / "first", settings=settings)
+    with session_scope(url) as s:
+        pred = s.scalars(sa.select(Prediction)).one()
+        assert pred.in_scope is False and pred.scope_reason.startswith("atypical image")
+    kermany = sorted((shared_dir / "data/chest_xray/train/NORMAL").glob("*.jpeg"))[0]
+    second = _write(tmp_path / "second", "film.dcm", _kermany_copy(good, kermany, tmp_path / "t"))
+    result = submit_folder(tmp_path / "second", settings=settings)
+    assert (result.n_new, result.n_replaced, result.n_twins) == (0, 1, 1)
+    study, files, n_pred = _accounted(url)
+    assert study.status is ImageStatus.done and study.source_path == str(second.resolve())
+    assert n_pred == 1
+    with session_scope(url) as s:
+        pred = s.scalars(sa.select(Prediction)).one()
+        assert pred.batch_id == result.batch_id  # the new copy's screening, not the old one
+    role, reason = files[first.name]
+    assert role is FileRole.twin
+    assert reason.startswith("screened from it (p ") and "outside scope: atypical image" in reason
+
+
+def test_an_age_out_of_scope_is_not_replaced(tmp_path: Path, settings) -> None:
+    """An age is the patient's, not the copy's: another copy changes nothing."""
+    import pydicom
+
+    src = pydicom.dcmread(SAMPLE)
+    src.PatientAge = "54"  # as real archives write it: a bare number of years
+    adult = tmp_path / "adult.dcm"
+    src.save_as(adult)
+    _write(tmp_path / "first", "a.dcm", adult.read_bytes())
+    submit_folder(tmp_path / "first", settings=settings)
+    with session_scope(settings.effective_database_url) as s:
+        pred = s.scalars(sa.select(Prediction)).one()
+        assert pred.in_scope is False and pred.flagged is False
+        assert "age 054Y" in pred.scope_reason
