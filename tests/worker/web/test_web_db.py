@@ -45,3 +45,23 @@ def test_queries_on_both_databases(db_url: str, tmp_path: Path) -> None:
     # a: flagged, pneumonia -> TP; b: unflagged, labelled pneumonia -> a miss
     ag = f["agreement"]
     assert (ag["ppv"], ag["ppv_n"], ag["sensitivity"], ag["sensitivity_n"]) == (1.0, 1, 0.5, 2)
+
+
+def test_read_status_filter_comes_before_the_row_limit(db_url: str, tmp_path: Path) -> None:
+    """Read images at the top of the list must not eat the limit of an ``unread`` list (nor
+    unread ones that of a ``read`` list)."""
+    ids = [add_image(db_url, film(tmp_path / f"{i}.png", seed=i), p)
+           for i, p in enumerate((0.95, 0.9, 0.85, 0.8, 0.75))]
+    with session_scope(db_url) as session:
+        user = q.add_user("rita", "reader", "x", session=session)
+        for image_id in ids[:3]:  # the three most probable are read
+            q.add_read(image_id, user.id, "agree", session=session)
+    with session_scope(db_url) as session:
+        def listed(status: str, limit: int) -> list[int]:
+            rl = data.reading_list(session=session, status=status, limit=limit)
+            return [r["image_id"] for r in rl.flagged + rl.outside]
+
+        assert listed("unread", 2) == ids[3:]
+        assert listed("read", 2) == ids[:2]
+        assert listed("all", 2) == ids[:2]
+        assert listed("unread", 500) == ids[3:] and listed("read", 500) == ids[:3]
