@@ -3,6 +3,7 @@ the monitoring figures."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,32 @@ def test_read_status_filter_comes_before_the_row_limit(db_url: str, tmp_path: Pa
         assert listed("read", 2) == ids[:2]
         assert listed("all", 2) == ids[:2]
         assert listed("unread", 500) == ids[3:] and listed("read", 500) == ids[:3]
+
+
+def test_daily_rates_are_the_watched_models_and_today_is_today(db_url: str,
+                                                               tmp_path: Path) -> None:
+    """Another model's flags do not enter the watched model's daily rate (its control limits
+    are that model's), and a day without predictions has no "today" (no stale rate)."""
+    from sqlalchemy import update
+
+    from pneumoscreen.db import Prediction
+    from pneumoscreen.db.queries import get_or_create_model_version
+
+    add_image(db_url, film(tmp_path / "a.png"), 0.9)
+    add_image(db_url, film(tmp_path / "b.png"), 0.2)
+    add_image(db_url, film(tmp_path / "c.png"), 0.2)
+    other_image = add_image(db_url, film(tmp_path / "d.png"), 0.95)
+    with session_scope(db_url) as session:
+        other = get_or_create_model_version(
+            session=session, name="other", version="2.0", file_sha256="cd" * 32,
+            input_spec={"height": 64}, threshold=0.5, target_recall=0.95, trained=True)
+        session.execute(update(Prediction).where(Prediction.image_id == other_image)
+                        .values(model_version_id=other.id))
+    with session_scope(db_url) as session:
+        f = figures(session=session, days=30)
+        assert f["model"]["label"] == "pneumoscreen-test:1.0"
+        assert (f["today"]["n"], f["today"]["flagged"]) == (3, 1)
+        assert f["daily"] == [f["today"]]
+        later = figures(session=session, days=30,
+                        now=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2))
+    assert later["today"] is None and [d["n"] for d in later["daily"]] == [3]
