@@ -20,6 +20,7 @@ from pneumoscreen.db.models import (
     ImageStatus,
     ModelVersion,
     Prediction,
+    Read,
 )
 
 
@@ -46,13 +47,17 @@ FLAGGED_FIELDS = ("prediction_id", "study_id", "path", "patient", "accession", "
 
 
 def flagged(*, session: Session, since: dt.datetime | None = None, limit: int | None = 100,
-            model_version: str | None = None,
-            outside_scope: bool = False) -> list[dict[str, Any]]:
+            model_version: str | None = None, outside_scope: bool = False,
+            read_status: str = "all") -> list[dict[str, Any]]:
     """Flagged images, highest probability first, one row per image (its newest prediction).
 
     ``outside_scope``: then every image outside the model's validated scope too, flagged or
-    not (it needs a human read either way), after the flagged ones.
+    not (it needs a human read either way), after the flagged ones. ``read_status``: ``all``,
+    or only images with (``read``) or without (``unread``) a reader's read; filtered in the
+    query, before ``limit``, so a filtered list is never silently short.
     """
+    if read_status not in ("all", "read", "unread"):
+        raise ValueError("read_status: all, read or unread")
     latest = _latest_prediction_ids()
     outside = Prediction.in_scope.is_(False)
     wanted = or_(FLAGGED_IN_SCOPE, outside) if outside_scope else FLAGGED_IN_SCOPE
@@ -76,6 +81,9 @@ def flagged(*, session: Session, since: dt.datetime | None = None, limit: int | 
         query = query.where(Prediction.id.in_(select(latest.c.id)))
     if since is not None:
         query = query.where(Prediction.created_at >= since)
+    if read_status != "all":
+        has_read = select(Read.id).where(Read.image_id == Image.id).exists()
+        query = query.where(has_read if read_status == "read" else ~has_read)
     if limit:
         query = query.limit(limit)
     return [dict(zip(FLAGGED_FIELDS, (

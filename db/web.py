@@ -198,13 +198,19 @@ def image_page(image_id: int, *, session: Session) -> dict[str, Any] | None:
 
 # ---- monitoring --------------------------------------------------------------------------
 
-def daily_rates(*, session: Session, since: dt.datetime) -> list[dict[str, Any]]:
+def daily_rates(*, session: Session, since: dt.datetime,
+                model_version_id: int | None = None) -> list[dict[str, Any]]:
     """Per UTC day since ``since``: predictions made, flagged, outside scope (every prediction
-    counts once, on the day it was made)."""
+    counts once, on the day it was made), of one model version when given: a day's rate is
+    compared with that model's validation figures, which another model's flags would skew."""
+    query = (select(Prediction.created_at, Prediction.flagged, Prediction.in_scope)
+             .where(Prediction.created_at >= since))
+    if model_version_id is not None:
+        query = query.where(Prediction.model_version_id == model_version_id)
     rows: dict[str, dict[str, Any]] = {}
-    for created, flagged, in_scope in session.execute(
-            select(Prediction.created_at, Prediction.flagged, Prediction.in_scope)
-            .where(Prediction.created_at >= since)):
+    for created, flagged, in_scope in session.execute(query):
+        if created.tzinfo is not None:  # PostgreSQL answers in the session's time zone
+            created = created.astimezone(dt.timezone.utc)
         day = created.date().isoformat()
         row = rows.setdefault(day, {"day": day, "n": 0, "flagged": 0, "outside": 0})
         row["n"] += 1

@@ -82,10 +82,13 @@ class WebError(Exception):
 
 
 def _parse_since(value: str | None) -> dt.datetime | None:
-    """ISO date/time, or 30m / 12h / 7d ago; WebError 400 otherwise."""
+    """ISO date/time (UTC unless it gives a zone; a trailing " UTC", as the pages print
+    times, is accepted), or 30m / 12h / 7d ago; WebError 400 otherwise."""
     if not value:
         return None
     value = value.strip()[:40]
+    if value.upper().endswith("UTC"):
+        value = value[:-3].rstrip() + "+00:00"
     units = {"m": 60, "h": 3600, "d": 86400}
     if value[-1:] in units and value[:-1].isdigit():
         return dt.datetime.now(dt.timezone.utc) - dt.timedelta(
@@ -96,6 +99,21 @@ def _parse_since(value: str | None) -> dt.datetime | None:
         raise WebError(400, "since: give an ISO date/time (2026-11-23T08:00) or 30m / 12h / "
                             "7d") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def _when(value: dt.datetime | str | None) -> str:
+    """A time as ``2026-12-05 08:30 UTC``: naive times are UTC (SQLite); aware ones (PostgreSQL
+    answers in its session's zone) are converted, so no page shows an unlabelled local time."""
+    if not value:
+        return ""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value[:40]
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc)
+    return value.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _local_path(value: str | None) -> str:
@@ -113,7 +131,7 @@ def create_app(settings: Any) -> Starlette:
                              autoescape=True, undefined=jinja2.StrictUndefined)
     env.filters["pct"] = lambda v, d=1: "" if v is None else f"{100 * v:.{d}f}%"
     env.filters["num"] = lambda v, d=3: "" if v is None else f"{v:.{d}f}"
-    env.filters["when"] = lambda v: "" if not v else str(v)[:16].replace("T", " ")
+    env.filters["when"] = _when
     templates = Jinja2Templates(env=env)
     # Per name, and (ten times looser, since a hospital's proxy or NAT puts many readers
     # behind one address) per client address.

@@ -32,23 +32,16 @@ def reading_list(*, session: Session, since: dt.datetime | None = None,
                  opened: int | None = None) -> ReadingList:
     """``screen flagged``'s rows (flagged first by probability, then those outside the
     validated scope), each with its newest read, ``new`` when screened after ``opened`` (a
-    prediction id), filtered by read status."""
+    prediction id), filtered by read status in the query (before the row limit)."""
     from pneumoscreen.db import web as q
     from pneumoscreen.db.queries import flagged
 
     rows = flagged(session=session, since=since, limit=limit, model_version=model or None,
-                   outside_scope=True)
+                   outside_scope=True, read_status=status)
     read = q.latest_reads([image_id_of(r) for r in rows], session=session)
-    kept = []
-    for row in rows:
-        row = dict(row, image_id=image_id_of(row), name=Path(row["path"]).name,
-                   read=read.get(image_id_of(row)),
-                   new=opened is not None and row["prediction_id"] > opened)
-        if status == "unread" and row["read"] is not None:
-            continue
-        if status == "read" and row["read"] is None:
-            continue
-        kept.append(row)
+    kept = [dict(row, image_id=image_id_of(row), name=Path(row["path"]).name,
+                 read=read.get(image_id_of(row)),
+                 new=opened is not None and row["prediction_id"] > opened) for row in rows]
     versions = q.model_version_names(session=session)
     return ReadingList(flagged=[r for r in kept if r["in_scope"] is not False],
                        outside=[r for r in kept if r["in_scope"] is False],

@@ -78,12 +78,13 @@ class ScreenCollector(Collector):
         for row in data["reasons"][:30]:
             bad.add_metric([row["status"], row["reason"]], row["n"])
         yield bad
-        today = data["daily"][-1] if data["daily"] else None
+        today = data["today"]  # None on a day with no prediction yet: no stale rate
         ref = data["reference"]
         for name, key, ref_key, help_ in (
-                ("flag_rate", "flag_rate", "flag_rate", "Share of today's images flagged"),
+                ("flag_rate", "flag_rate", "flag_rate",
+                 "Share of today's images flagged by the watched model"),
                 ("out_of_scope_rate", "outside_rate", "out_of_scope_rate",
-                 "Share of today's images outside the validated scope")):
+                 "Share of today's images of the watched model outside the validated scope")):
             if today is not None:
                 yield _gauge(f"pneumoscreen_{name}", help_ + " (UTC day)", today[key])
                 limits = today.get("flag_limits" if key == "flag_rate" else "outside_limits")
@@ -97,7 +98,8 @@ class ScreenCollector(Collector):
             if ref[ref_key] is not None:
                 yield _gauge(f"pneumoscreen_{name}_reference",
                              f"{name} on the validation split", ref[ref_key])
-        yield _gauge("pneumoscreen_images_today", "Predictions made today (UTC day)",
+        yield _gauge("pneumoscreen_images_today",
+                     "Predictions the watched model made today (UTC day)",
                      0 if today is None else today["n"])
         if data["drift"] and data["drift"]["n"]:
             yield _gauge("pneumoscreen_score_psi", "PSI of the scores against the validation "

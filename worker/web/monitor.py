@@ -115,7 +115,8 @@ def figures(*, session: Session, days: int, now: dt.datetime | None = None) -> d
         reasons[key] = reasons.get(key, 0) + n
     model = q.busiest_model(session=session, since=since) or q.busiest_model(session=session)
     ref = references(None if model is None else model.sidecar)
-    daily = q.daily_rates(session=session, since=since)
+    daily = q.daily_rates(session=session, since=since,
+                          model_version_id=None if model is None else model.id)
     for row in daily:
         row["flag_rate"] = row["flagged"] / row["n"]
         row["outside_rate"] = row["outside"] / row["n"]
@@ -145,6 +146,8 @@ def figures(*, session: Session, days: int, now: dt.datetime | None = None) -> d
         "model": None if model is None else {"label": model.label, "sha256": model.file_sha256,
                                              "id": model.id},
         "reference": ref, "daily": daily, "drift": drift_figures,
+        "today": next((d for d in daily if d["day"] == now.astimezone(dt.timezone.utc)
+                       .date().isoformat()), None),
         "agreement": agreement(q.agreement_pairs(session=session)),
         "exports": q.export_counts(session=session),
         "reads": q.read_counts(session=session),

@@ -196,3 +196,19 @@ def test_worker_and_listener_metrics_endpoint(tmp_path: Path) -> None:
         text = r.read().decode()
     assert metric(text, "pneumoscreen_images", status="done") == 1
     assert metric(text, "pneumoscreen_images_today") == 1
+
+
+def test_times_are_shown_in_utc_and_say_so() -> None:
+    import datetime as dt
+
+    from pneumoscreen.worker.web.app import _parse_since, _when
+
+    berlin = dt.timezone(dt.timedelta(hours=1))
+    assert _when(dt.datetime(2026, 12, 5, 9, 30, tzinfo=berlin)) == "2026-12-05 08:30 UTC"
+    assert _when(dt.datetime(2026, 12, 5, 8, 30)) == "2026-12-05 08:30 UTC"  # SQLite: naive UTC
+    assert _when("2026-12-05T09:30:00+01:00") == "2026-12-05 08:30 UTC"
+    assert _when(None) == "" and _when("not a time") == "not a time"
+    # what a page prints, pasted into the "since" filter, means the same instant
+    assert _parse_since("2026-12-05 08:30 UTC") == dt.datetime(2026, 12, 5, 8, 30,
+                                                               tzinfo=dt.timezone.utc)
+    assert _parse_since("2026-12-05T08:30") == _parse_since("2026-12-05 09:30+01:00")
