@@ -39,7 +39,7 @@ def effective_settings() -> dict[str, Any]:
     data["broker_url"] = mask_url(settings.broker_url) or None
     data["result_backend"] = mask_url(settings.result_backend) or None
     data["export_to"] = [_destination_shown(d) for d in settings.export_to]
-    data["patient_key"] = "***" if settings.patient_key else f"(generated, in {settings.data_dir})"
+    data["patient_key"] = settings.patient_key_source
     try:
         data["model_path"] = str(model_file(settings.model_path))
     except ModelFileError as exc:

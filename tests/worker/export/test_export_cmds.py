@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from live import TEST_PATIENT_KEY
 from results import screened_study
 from typer.testing import CliRunner
 
@@ -155,7 +156,7 @@ def test_retries_are_bounded(tmp_path: Path) -> None:
     made = screened_study(tmp_path / "in", _url(), heatmap=False)
     dest = f"dicom://DOWN@127.0.0.1:{free_port()}"
     settings = Settings(database_url=_url(), data_dir=tmp_path / "data", export_to=[dest],
-                        broker_url="redis://127.0.0.1:1/0", patient_key="k" * 40,
+                        broker_url="redis://127.0.0.1:1/0", patient_key=TEST_PATIENT_KEY,
                         export_retries=3, export_timeout=2)
     with eager_settings(settings):
         last = export_task.apply(args=[made.study_uid, dest], retries=3).get()
