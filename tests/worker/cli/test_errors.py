@@ -46,7 +46,7 @@ def test_unreachable_database(tmp_path: Path, command: list[str]) -> None:
 
 
 @pytest.mark.parametrize(("url", "needle"), [
-    ("nonsense://x", "the database URL is not usable"),
+    ("nonsense://x", "invalid setting SCREEN_DATABASE_URL: 'nonsense' databases are not"),
     ("sqlite:////proc/no-such-folder/x.sqlite3", "cannot use /proc/no-such-folder"),
 ])
 def test_misconfigured_database(tmp_path: Path, url: str, needle: str) -> None:
