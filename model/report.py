@@ -221,7 +221,7 @@ def write_report(ev: Evaluation, out_dir: Path, *, model_label: str,
     from pneumoscreen.model.provenance import git_commit, package_version
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     m = ev.metrics
     both = len(set(ev.y.tolist())) == 2
     figures: list[tuple[str, str]] = []
@@ -292,4 +292,16 @@ def write_report(ev: Evaluation, out_dir: Path, *, model_label: str,
         figures=[{"title": t, "file": f} for t, f in figures])
     path = out_dir / "report.html"
     path.write_text(page)
+    _make_private(out_dir)
     return path
+
+
+def _make_private(out_dir: Path) -> None:
+    """The report folder 0700 and its files 0600: ``examples.png`` shows the evaluated images,
+    which may be patients' films."""
+    import os
+
+    for item in [out_dir, *out_dir.iterdir()]:
+        st = item.lstat()
+        if st.st_uid == os.getuid() and not item.is_symlink():
+            item.chmod(0o700 if item.is_dir() else 0o600)

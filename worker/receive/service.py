@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pneumoscreen.worker.receive.registrar import Registrar
 from pneumoscreen.worker.receive.scp import ListenConfig, Receiver, tls_context
 from pneumoscreen.worker.receive.spool import Spool
-from pneumoscreen.worker.settings import Settings
+from pneumoscreen.worker.settings import Settings, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def serve(settings: Settings, config: ListenConfig, stop: threading.Event,
           on_ready: Callable[[Receiver, Registrar], None] | None = None) -> None:
     """Receive until ``stop`` is set. The port is bound before anything touches the database,
     so a database that is down delays registration, never a receipt."""
-    spool = Spool(settings.data_dir / "spool")
+    spool = Spool(private_dir(settings.data_dir) / "spool")
     registrar = Registrar(settings, spool, stable_seconds=settings.study_stable_seconds)
     receiver = Receiver(config, spool, registrar.notify)
     # Unfinished writes of an earlier run: removed before this run can start writes of its own.
