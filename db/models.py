@@ -350,3 +350,6 @@ class AuditEvent(Base):
     host: Mapped[str] = mapped_column(String(255))
     action: Mapped[str] = mapped_column(String(64), index=True)
     params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # HMAC of the previous event's chain_hash and this event's content (db/audit.py): a changed,
+    # replaced or removed event breaks the chain from there on. NULL: written before the chain.
+    chain_hash: Mapped[str | None] = mapped_column(String(64))

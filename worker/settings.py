@@ -144,6 +144,9 @@ class Settings(BaseSettings):
         None, description="Key for pseudonymising patient ids (at least 32 bytes); default: "
         "made once in data_dir (without a broker only)."
     )
+    audit_key_file: Path | None = Field(
+        None, description="A file holding the audit chain's key (at least 32 bytes, mode 600); "
+        "default: derived from the patient key.")
     signing_key_file: Path | None = Field(
         None, description="Message signing (Celery's auth serializer): this process's private "
         "key (PEM). With signing_cert_file and signing_cert_store, every task message is signed "
@@ -333,6 +336,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("database_url", "broker_url", "result_backend", "patient_key_file",
+                     "audit_key_file",
                      "signing_key_file", "signing_cert_file", "signing_cert_store",
                      mode="before")
     @classmethod
@@ -462,6 +466,23 @@ class Settings(BaseSettings):
             raise PatientKeyError(
                 f"the patient key from {source} is too easy to guess ({weakness}); make a "
                 "random one, e.g. `openssl rand -hex 32`")
+        return key
+
+    def effective_audit_key(self) -> bytes | None:
+        """SCREEN_AUDIT_KEY_FILE's key (checked like the patient key), or None: derived."""
+        if self.audit_key_file is None:
+            return None
+        source = f"the audit key file {self.audit_key_file}"
+        try:
+            check_key_file_mode(self.audit_key_file)
+            key = self.audit_key_file.read_bytes().strip()
+        except OSError as exc:
+            raise PatientKeyError(f"cannot read {source}: {exc.strerror}") from exc
+        weakness = (f"{len(key)} bytes, under {MIN_KEY_BYTES}" if len(key) < MIN_KEY_BYTES
+                    else key_weakness(key))
+        if weakness:
+            raise PatientKeyError(f"{source} holds a weak key ({weakness}); make a random one, "
+                                  "e.g. `openssl rand -hex 32`")
         return key
 
     @property
