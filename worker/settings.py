@@ -359,7 +359,10 @@ class Settings(BaseSettings):
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        private_dir(self.data_dir)
+        from pneumoscreen.db.session import may_create
+
+        if may_create():  # a read-only command creates nothing, not even the data directory
+            private_dir(self.data_dir)
         return f"sqlite:///{self.data_dir / 'pneumoscreen.sqlite3'}"
 
     @contextmanager
@@ -447,6 +450,12 @@ class Settings(BaseSettings):
         else:
             path = self.data_dir / "patient.key"
             source = f"the key file {path}"
+            from pneumoscreen.db.session import may_create
+
+            if not path.exists() and not may_create():
+                raise PatientKeyError(f"no patient key at {path}, and this command only reads: "
+                                      "set SCREEN_PATIENT_KEY_FILE to the key the database was "
+                                      "written with")
             if not path.exists():
                 private_dir(self.data_dir)
                 try:

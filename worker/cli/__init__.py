@@ -40,8 +40,14 @@ bench_app = typer.Typer(help="Benchmarks that print their figures.", no_args_is_
 app.add_typer(bench_app, name="bench")
 
 
+# Commands that only read the database: they never create one (nor the data directory).
+READ_ONLY_COMMANDS = frozenset({"status", "studies", "flagged", "runs", "reports", "audit",
+                                "exports", "heatmap"})
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     debug: bool = typer.Option(
         False, "--debug", envvar=quiet.DEBUG_ENV, show_envvar=False,
         help="Show tracebacks and TensorFlow's own log lines (also SCREEN_DEBUG=1).",
@@ -49,6 +55,9 @@ def _root(
 ) -> None:
     """pneumoscreen: batch screening of chest X-rays for likely pneumonia."""
     quiet.configure(debug or quiet.debug_enabled())
+    from pneumoscreen.db.session import set_read_only
+
+    set_read_only(ctx.invoked_subcommand in READ_ONLY_COMMANDS)
 
 
 for _module in (screening_cmds, system_cmds, ingest_cmds, model_cmds, registry_cmds, explain_cmds,

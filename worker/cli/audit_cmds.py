@@ -71,9 +71,8 @@ def verify_cmd(
     from pneumoscreen.worker.settings import get_settings
 
     settings = get_settings()
-    key = chain_key(settings)
-    with settings.session() as session:
-        report = verify_chain(session, key)
+    with settings.session() as session:  # no database: said before any key is looked for
+        report = verify_chain(session, chain_key(settings))
     if fmt is Format.json:
         print_json({"intact": report.intact, "chained": report.n_chained,
                     "before_chain": report.n_before, "head_id": report.head_id,

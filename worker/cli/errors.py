@@ -68,7 +68,7 @@ def explain(exc: BaseException) -> tuple[str, int]:
                 "(a .keras file with its .json sidecar beside it), or unset it for the "
                 "bundled model", EXIT_ERROR)
     if names & {"pneumoscreen.worker.settings.PatientKeyError",
-                "pneumoscreen.db.keys.KeyMismatch"}:
+                "pneumoscreen.db.keys.KeyMismatch", "pneumoscreen.db.session.DatabaseMissing"}:
         return _first_line(exc, 400), EXIT_ERROR  # the message names the fix
     if "pneumoscreen.worker.intake.enqueue.BrokerUnavailable" in names:
         return _first_line(exc, 400), EXIT_UNAVAILABLE
