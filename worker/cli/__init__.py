@@ -58,6 +58,11 @@ def _root(
     from pneumoscreen.db.session import set_read_only
 
     set_read_only(ctx.invoked_subcommand in READ_ONLY_COMMANDS)
+    ctx.call_on_close(lambda: set_read_only(False))  # for this command only
+    import time
+
+    # Under `screen` the command's clock starts with its process (imports included).
+    quiet.COMMAND_CLOCK[0] = time.perf_counter() - (quiet.process_age() if _in_main else 0.0)
 
 
 for _module in (screening_cmds, system_cmds, ingest_cmds, model_cmds, registry_cmds, explain_cmds,
@@ -75,8 +80,13 @@ def _debug_requested(argv: list[str]) -> bool:
     return quiet.debug_enabled()
 
 
+_in_main = False
+
+
 def main() -> None:
     """Run ``screen``; an error no command handled ends in one or two lines and a non-zero exit."""
+    global _in_main
+    _in_main = True
     debug = _debug_requested(sys.argv[1:])
     quiet.configure(debug)
     try:
