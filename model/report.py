@@ -168,7 +168,8 @@ def plot_examples(ev: Evaluation, path: Path, per_group: int = 6,
                              fontsize=6)
         axes[row, 0].text(-0.1, 0.5, f"{name}\n({int(mask.sum())})", ha="right", va="center",
                           transform=axes[row, 0].transAxes, fontsize=9)
-    fig.subplots_adjust(left=0.12, right=0.9 if explain is not None else 0.98)
+    fig.subplots_adjust(left=0.12, right=0.9 if explain is not None else 0.98, top=0.96,
+                        bottom=0.02, hspace=0.45, wspace=0.08)
     if explain is not None:
         from matplotlib.cm import ScalarMappable
         from matplotlib.colors import Normalize
