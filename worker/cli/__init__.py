@@ -55,10 +55,12 @@ def _root(
 ) -> None:
     """pneumoscreen: batch screening of chest X-rays for likely pneumonia."""
     quiet.configure(debug or quiet.debug_enabled())
-    from pneumoscreen.db.session import set_read_only
+    if ctx.invoked_subcommand in READ_ONLY_COMMANDS:
+        # Imported here only: other commands (--help, config, predict) need no SQLAlchemy.
+        from pneumoscreen.db.session import set_read_only
 
-    set_read_only(ctx.invoked_subcommand in READ_ONLY_COMMANDS)
-    ctx.call_on_close(lambda: set_read_only(False))  # for this command only
+        set_read_only(True)
+        ctx.call_on_close(lambda: set_read_only(False))  # for this command only
     import time
 
     # Under `screen` the command's clock starts with its process (imports included).
