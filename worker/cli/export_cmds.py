@@ -71,11 +71,11 @@ def _cell(column: str, value: Any) -> Any:
 
 def export(
     since: Annotated[str | None, typer.Option(
-        help="Only studies screened since an ISO time or 30m / 12h / 7d ago \\[default: all].")
+        help="Only studies screened since an ISO time or 30m / 12h / 7d ago [default: all].")
     ] = None,
     to: Annotated[list[str] | None, typer.Option(
         "--to", help="A destination (dicom://AET@host:port, http(s)://…/dicom-web, "
-        "file:///folder); repeatable \\[default: SCREEN_EXPORT_TO].")] = None,
+        "file:///folder); repeatable [default: SCREEN_EXPORT_TO].")] = None,
     study: Annotated[str | None, typer.Option(
         "--study", help="Only this Study Instance UID.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,

@@ -139,7 +139,8 @@ def _parse_since(value: str | None) -> dt.datetime | None:
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
-        fail(f"--since {value!r}: give an ISO date/time (2026-11-23T08:00) or 30m / 12h / 7d")
+        fail(f"--since {value!r}: give an ISO date/time (2026-11-23T08:00) or 30m / 12h / 7d",
+             code=2)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
@@ -426,9 +427,9 @@ def _parse_duration(value: str, option: str) -> float:
     try:
         seconds = float(number) * units[unit]
     except ValueError:
-        fail(f"{option} {value!r}: give a duration like 90s, 10m or 1h")
+        fail(f"{option} {value!r}: give a duration like 90s, 10m or 1h", code=2)
     if seconds < 0:
-        fail(f"{option} {value!r}: give a duration like 90s, 10m or 1h")
+        fail(f"{option} {value!r}: give a duration like 90s, 10m or 1h", code=2)
     return seconds
 
 
@@ -469,7 +470,8 @@ def studies(
     from pneumoscreen.worker.settings import get_settings
 
     if status_ and status_ not in {s.value for s in StudyStatus}:
-        fail(f"--status {status_!r}: choose one of {', '.join(s.value for s in StudyStatus)}")
+        fail(f"--status {status_!r}: choose one of {', '.join(s.value for s in StudyStatus)}",
+             code=2)  # bad usage, like any other invalid option value
     with get_settings().session() as session:
         rows = study_rows(session=session, batch_id=batch, status=status_, limit=limit)
     if fmt == Format.json:

@@ -148,7 +148,7 @@ class TestCli:
         bad = runner.invoke(app, ["studies", "--status", "weird"])
         assert bad.exit_code == 1 and "choose one of" in bad.output
         since = runner.invoke(app, ["flagged", "--since", "yesterday"])
-        assert since.exit_code == 1 and "--since" in since.output
+        assert since.exit_code == 2 and "--since" in since.output
         assert runner.invoke(app, ["status", "999"]).exit_code == 1
 
     def test_untrained_model_is_announced(self, samples: Path) -> None:

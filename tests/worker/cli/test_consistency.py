@@ -1,0 +1,53 @@
+"""Small things that must agree everywhere (issue 21, item 12): bad option values are bad usage
+(exit 2), help texts show no escaping backslash. Through the real entry point where it counts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from live import run_screen
+from typer.testing import CliRunner
+
+from pneumoscreen.worker.cli import app
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCREEN_")}
+    env.update(SCREEN_DATA_DIR=str(tmp_path / "data"), SCREEN_CONFIG=str(tmp_path / "x.toml"))
+    return env
+
+
+@pytest.mark.parametrize("args", [["studies", "--status", "finished"],
+                                  ["flagged", "--since", "yesterday-ish"],
+                                  ["flagged", "--watch", "--mark-for", "soon"]])
+def test_a_bad_option_value_is_bad_usage(tmp_path: Path, args: list[str]) -> None:
+    assert run_screen(_env(tmp_path), "resume", timeout=120).returncode == 0  # a database
+    out = run_screen(_env(tmp_path), *args, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and args[-1] in out.stderr
+
+
+def _commands(group: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    import typer.main
+
+    click_group = typer.main.get_command(app) if not prefix else group
+    found = []
+    for name, command in getattr(click_group, "commands", {}).items():
+        path = (*prefix, name)
+        found.append(path)
+        found += _commands(command, path)
+    return found
+
+
+def test_no_help_text_shows_an_escaping_backslash() -> None:
+    commands = _commands(app)
+    assert ("export",) in commands and ("audit", "verify") in commands
+    runner = CliRunner()
+    for command in commands:
+        out = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+        assert out.exit_code == 0, (command, out.output)
+        assert "\\[" not in out.output, (command, out.output)
+    export = runner.invoke(app, ["export", "--help"], env={"COLUMNS": "200"}).output
+    assert "[default: all]" in export and "[default: SCREEN_EXPORT_TO]" in export
