@@ -51,3 +51,20 @@ def test_no_help_text_shows_an_escaping_backslash() -> None:
         assert "\\[" not in out.output, (command, out.output)
     export = runner.invoke(app, ["export", "--help"], env={"COLUMNS": "200"}).output
     assert "[default: all]" in export and "[default: SCREEN_EXPORT_TO]" in export
+
+
+def test_nightly_records_the_inbox_as_an_absolute_path(tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    from live import screen_cmd
+
+    (tmp_path / "inbox").mkdir()
+    out = subprocess.run(screen_cmd("nightly", "--inbox", "inbox", "--format", "json"),
+                         env=_env(tmp_path), cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    runs = subprocess.run(screen_cmd("runs", "--format", "json"), env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert str(tmp_path / "inbox") in runs.stdout, runs.stdout
+    assert json.loads(out.stdout)["status"]
