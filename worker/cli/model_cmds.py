@@ -315,7 +315,9 @@ def predict_cmd(
     console.print(plain(f"model {loaded.spec.label}, threshold {threshold:.4f} "
                         "(flagged when probability ≥ threshold)"), highlight=False)
     console.print(make_table(None, ["file", "probability", "viral?", "flagged", "scope", "note"], [
-        (r["file"], _fmt(r["probability"], 4), _fmt(r["p_viral"], 3),
+        # The subtype is a suggestion about a pneumonia: for flagged films only, as in the lists.
+        (r["file"], _fmt(r["probability"], 4),
+         _fmt(r["p_viral"], 2) if r["flagged"] and r["p_viral"] is not None else "",
          {True: Text("FLAGGED", style="bold red"), False: "no", None: "—"}[r["flagged"]],
          {True: "in scope", False: Text("OUTSIDE", style="bold yellow"), None: ""}[r["in_scope"]],
          f"{r['status']}: {r['reason']}" if "reason" in r else (r["scope_reason"] or ""))

@@ -41,9 +41,16 @@ SUBTYPE_NOTE = ("viral?: the model's suggestion that a pneumonia is viral rather
                 "for the reader; not a diagnosis")
 
 
+# Probabilities and thresholds print with 4 decimals in every table (1.0000, never 1.0).
+PROBABILITY_COLUMNS = frozenset({"probability", "threshold"})
+
+
 def _cell(column: str, value: Any) -> Any:
     if value is None:
         return ""
+    if column in PROBABILITY_COLUMNS and isinstance(value, (int, float)) \
+            and not isinstance(value, bool):
+        return f"{value:.4f}"
     if column == "path":
         return Path(value).name
     if column == "patient":
@@ -95,6 +102,8 @@ def _study_cell(column: str, value: Any) -> Any:
         return "…" + value[-12:]
     if column in ("patient", "accession"):
         return value[:8]
+    if column in PROBABILITY_COLUMNS and isinstance(value, float):
+        return f"{value:.4f}"
     return value
 
 
@@ -103,7 +112,7 @@ def by_study_table(rows: list[dict[str, Any]], title: str) -> Any:
                        [[_study_cell(c, r[c]) for c in BY_STUDY_COLUMNS] for r in rows])
     thresholds = sorted({r["threshold"] for r in rows})
     table.caption = plain(BY_STUDY_NOTE + (
-        f"; threshold {', '.join(str(t) for t in thresholds)}" if thresholds else ""))
+        f"; threshold {', '.join(f'{t:.4f}' for t in thresholds)}" if thresholds else ""))
     return table
 
 

@@ -68,3 +68,52 @@ def test_nightly_records_the_inbox_as_an_absolute_path(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120, check=False)
     assert str(tmp_path / "inbox") in runs.stdout, runs.stdout
     assert json.loads(out.stdout)["status"]
+
+
+def _seed_one(url: str, probability: float, flagged: bool) -> None:
+    import datetime as dt
+
+    from pneumoscreen import db
+
+    image_cls = getattr(db, "Image", None) or db.Study
+    now = dt.datetime.now(dt.timezone.utc)
+    with db.session_scope(url) as session:
+        mv = db.ModelVersion(name="m", version="1", file_sha256="f" * 64, input_spec={},
+                             threshold=0.5, target_recall=0.95, trained=True, sidecar={})
+        session.add(mv)
+        session.flush()
+        image = image_cls(sha256="0" * 64, source_path="/in/a.png", format="png",
+                          status=db.StudyStatus.done, finished_at=now)
+        session.add(image)
+        session.flush()
+        key = "image_id" if hasattr(db.Prediction, "image_id") else "study_id"
+        session.add(db.Prediction(**{key: image.id}, model_version_id=mv.id,
+                                  probability=probability, p_viral=0.83, threshold=0.5,
+                                  flagged=flagged, in_scope=True, created_at=now))
+
+
+def test_probabilities_print_alike_in_every_table(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.sqlite3'}"
+    _seed_one(url, 1.0, True)
+    env = {**_env(tmp_path), "SCREEN_DATABASE_URL": url, "COLUMNS": "200"}
+    for command in (["flagged"], ["studies"]):
+        out = run_screen(env, *command, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "1.0000" in out.stdout and "│ 1.0 " not in out.stdout, out.stdout
+    out = run_screen(env, "flagged", "--by", "study", timeout=120)
+    assert "threshold 0.5000" in out.stdout, out.stdout
+
+
+def test_predict_shows_the_subtype_for_flagged_films_only(tmp_path: Path) -> None:
+    import json
+
+    from live import SAMPLES
+
+    env = {**_env(tmp_path), "COLUMNS": "200"}
+    film = str(SAMPLES / "chest_export.png")
+    out = run_screen(env, "predict", film, "--format", "json", timeout=600)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)["results"][0]
+    assert result["flagged"] is False and result["p_viral"] is not None  # JSON keeps it
+    table = run_screen(env, "predict", film, timeout=600).stdout
+    assert f"{result['p_viral']:.2f}" not in table and f"{result['p_viral']:.3f}" not in table
