@@ -1,5 +1,11 @@
-"""The schema: studies, batches, predictions, model versions, evaluation reports, nightly runs,
-exports."""
+"""The schema: images, batches, predictions, model versions, evaluation reports, nightly runs,
+exports.
+
+Words: an *image* is one screened file (class ``Image``); a *study* is a DICOM Study Instance UID
+(one or more images). The tables and columns keep their first names (``studies``,
+``study_files``, ``study_id``): the Python attributes are mapped onto them, so no migration
+renames anything.
+"""
 
 from __future__ import annotations
 
@@ -64,7 +70,9 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar = {dict[str, Any]: JSON, dt.datetime: UTCDateTime()}
 
 
-class StudyStatus(str, enum.Enum):
+class ImageStatus(str, enum.Enum):
+    """Where one image is on its way: queued → processing → one final state."""
+
     queued = "queued"
     processing = "processing"
     done = "done"
@@ -72,7 +80,7 @@ class StudyStatus(str, enum.Enum):
     failed = "failed"
 
     @classmethod
-    def final(cls) -> tuple[StudyStatus, ...]:
+    def final(cls) -> tuple[ImageStatus, ...]:
         return (cls.done, cls.rejected, cls.failed)
 
 
@@ -92,12 +100,16 @@ class Batch(Base):
     n_tasks: Mapped[int] = mapped_column(Integer, default=0)
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
 
-    studies: Mapped[list[Study]] = relationship(back_populates="batch",
-                                                foreign_keys="Study.batch_id")
+    images: Mapped[list[Image]] = relationship(back_populates="batch",
+                                               foreign_keys="Image.batch_id")
 
 
-class Study(Base):
-    """One image file: registered once by content hash (and SOP Instance UID when DICOM)."""
+class Image(Base):
+    """One image file: registered once by content hash (and SOP Instance UID when DICOM).
+
+    The table keeps its first name, ``studies`` (and other tables' ``study_id`` columns point at
+    it): a study, in this code, is a Study Instance UID, one or more images (``db/studies.py``).
+    """
 
     __tablename__ = "studies"
 
@@ -106,17 +118,17 @@ class Study(Base):
     sop_instance_uid: Mapped[str | None] = mapped_column(String(64), unique=True)
     source_path: Mapped[str] = mapped_column(Text)
     format: Mapped[str] = mapped_column(String(16))  # dicom|png|jpeg
-    status: Mapped[StudyStatus] = mapped_column(
-        Enum(StudyStatus, native_enum=False, length=16, validate_strings=True),
-        default=StudyStatus.queued,
+    status: Mapped[ImageStatus] = mapped_column(
+        Enum(ImageStatus, native_enum=False, length=16, validate_strings=True),
+        default=ImageStatus.queued,
         index=True,
     )
     reason: Mapped[str | None] = mapped_column(Text)
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), index=True)
-    # A re-screen batch that has not reached this study yet: `screen resume` sends it there.
+    # A re-screen batch that has not reached this image yet: `screen resume` sends it there.
     rescreen_batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    # While processing: which task holds the study, and since when (the lease starts there).
+    # While processing: which task holds the image, and since when (the lease starts there).
     claim_token: Mapped[str | None] = mapped_column(String(64))
     claimed_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=func.now())
@@ -141,24 +153,25 @@ class Study(Base):
     transfer_syntax: Mapped[str | None] = mapped_column(String(64))
     meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
-    batch: Mapped[Batch | None] = relationship(back_populates="studies",
+    batch: Mapped[Batch | None] = relationship(back_populates="images",
                                                foreign_keys=[batch_id])
-    predictions: Mapped[list[Prediction]] = relationship(back_populates="study")
+    predictions: Mapped[list[Prediction]] = relationship(back_populates="image")
 
 
 class FileRole(str, enum.Enum):
-    primary = "primary"  # the copy the study is screened from
+    primary = "primary"  # the copy the image is screened from
     twin = "twin"  # another copy with the same SOP Instance UID (a retransmission)
 
 
-class StudyFile(Base):
-    """Every distinct file received for a study (by content hash): which copies were twins,
-    which one the study was screened from, and why another was set aside."""
+class ImageFile(Base):
+    """Every distinct file received for an image (by content hash): which copies were twins,
+    which one the image was screened from, and why another was set aside. Table
+    ``study_files``, column ``study_id`` (their first names)."""
 
     __tablename__ = "study_files"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"),
+    image_id: Mapped[int] = mapped_column("study_id", ForeignKey("studies.id", ondelete="CASCADE"),
                                           index=True)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     path: Mapped[str] = mapped_column(Text)
@@ -192,13 +205,15 @@ class ModelVersion(Base):
 
 
 class Prediction(Base):
-    """One model's verdict on one study; the database forbids a second one for the same pair."""
+    """One model's verdict on one image; the database forbids a second one for the same pair.
+    ``image_id`` is the column ``study_id`` (its first name)."""
 
     __tablename__ = "predictions"
     __table_args__ = (UniqueConstraint("study_id", "model_version_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    image_id: Mapped[int] = mapped_column("study_id", ForeignKey("studies.id", ondelete="CASCADE"),
+                                          index=True)
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"))
     probability: Mapped[float] = mapped_column(Float)
@@ -206,7 +221,7 @@ class Prediction(Base):
     # null for a model without the subtype output.
     p_viral: Mapped[float | None] = mapped_column(Float)
     # The intended-use guard: False when the film lies outside what the model was validated on
-    # (the reason says why); the probability is kept, the study needs a human read.
+    # (the reason says why); the probability is kept, the image needs a human read.
     in_scope: Mapped[bool | None] = mapped_column(Boolean)
     scope_reason: Mapped[str | None] = mapped_column(Text)
     atypicality: Mapped[float | None] = mapped_column(Float)
@@ -216,7 +231,7 @@ class Prediction(Base):
         default=utcnow, server_default=func.now(), index=True
     )
 
-    study: Mapped[Study] = relationship(back_populates="predictions")
+    image: Mapped[Image] = relationship(back_populates="predictions")
     model_version: Mapped[ModelVersion] = relationship()
 
 
@@ -306,7 +321,7 @@ class Export(Base):
 class ReceivedInstance(Base):
     """One instance file received over DICOM (``screen listen``) and registered from the spool.
 
-    The spool file stays where it is: it is the study's ``source_path``. Files in the spool with
+    The spool file stays where it is: it is the image's ``source_path``. Files in the spool with
     no row here are not registered yet (the receipt itself never needs the database).
     """
 
@@ -322,8 +337,8 @@ class ReceivedInstance(Base):
     registered_at: Mapped[dt.datetime]
     # Null while its study still waits for the broker (sent again by the listener's loop).
     enqueued_at: Mapped[dt.datetime | None]
-    study_id: Mapped[int | None] = mapped_column(
-        ForeignKey("studies.id", ondelete="SET NULL"), index=True)
+    image_id: Mapped[int | None] = mapped_column(  # column study_id (its first name)
+        "study_id", ForeignKey("studies.id", ondelete="SET NULL"), index=True)
 
 
 class KeyFingerprint(Base):

@@ -1,4 +1,4 @@
-"""Every query of the project: the reading list, counts, studies, model versions, reports.
+"""Every query of the project: the reading list, counts, images, model versions, reports.
 
 Callers own the session (``with session_scope(url) as session``) and pass it in.
 """
@@ -17,11 +17,11 @@ from pneumoscreen.db.models import (
     Batch,
     EvaluationReport,
     FileRole,
+    Image,
+    ImageFile,
+    ImageStatus,
     ModelVersion,
     Prediction,
-    Study,
-    StudyFile,
-    StudyStatus,
 )
 
 
@@ -34,8 +34,8 @@ def _round(value: float | None) -> float | None:
 
 
 def _latest_prediction_ids() -> Any:
-    """Per study, the id of its newest prediction (re-screening keeps the older ones)."""
-    return select(func.max(Prediction.id).label("id")).group_by(Prediction.study_id).subquery()
+    """Per image, the id of its newest prediction (re-screening keeps the older ones)."""
+    return select(func.max(Prediction.id).label("id")).group_by(Prediction.image_id).subquery()
 
 
 FLAGGED_FIELDS = ("prediction_id", "study_id", "path", "patient", "accession", "modality", "view",
@@ -46,9 +46,9 @@ FLAGGED_FIELDS = ("prediction_id", "study_id", "path", "patient", "accession", "
 def flagged(*, session: Session, since: dt.datetime | None = None, limit: int | None = 100,
             model_version: str | None = None,
             outside_scope: bool = False) -> list[dict[str, Any]]:
-    """Flagged studies, highest probability first, one row per study (its newest prediction).
+    """Flagged images, highest probability first, one row per image (its newest prediction).
 
-    ``outside_scope``: then every study outside the model's validated scope too, flagged or
+    ``outside_scope``: then every image outside the model's validated scope too, flagged or
     not (it needs a human read either way), after the flagged ones.
     """
     latest = _latest_prediction_ids()
@@ -57,10 +57,10 @@ def flagged(*, session: Session, since: dt.datetime | None = None, limit: int | 
         Prediction.flagged.is_(True))
     order = [Prediction.probability.desc(), Prediction.id]
     if outside_scope:
-        order.insert(0, case((outside, 1), else_=0))  # flagged in-scope studies first
+        order.insert(0, case((outside, 1), else_=0))  # flagged in-scope images first
     query = (
-        select(Prediction, Study, ModelVersion)
-        .join(Study, Prediction.study_id == Study.id)
+        select(Prediction, Image, ModelVersion)
+        .join(Image, Prediction.image_id == Image.id)
         .join(ModelVersion, Prediction.model_version_id == ModelVersion.id)
         .where(wanted)
         .order_by(*order)
@@ -74,24 +74,24 @@ def flagged(*, session: Session, since: dt.datetime | None = None, limit: int | 
     if limit:
         query = query.limit(limit)
     return [dict(zip(FLAGGED_FIELDS, (
-        pred.id, study.id, study.source_path,
-        study.patient_key[:12] if study.patient_key else None,
-        study.accession_number[:12] if study.accession_number else None,  # a keyed hash
-        study.modality, study.view_position, round(pred.probability, 4), _round(pred.p_viral),
+        pred.id, image.id, image.source_path,
+        image.patient_key[:12] if image.patient_key else None,
+        image.accession_number[:12] if image.accession_number else None,  # a keyed hash
+        image.modality, image.view_position, round(pred.probability, 4), _round(pred.p_viral),
         round(pred.threshold, 4), pred.flagged, pred.in_scope, pred.scope_reason,
         _round(pred.atypicality), mv.label, mv.trained, _iso(pred.created_at)), strict=True))
-        for pred, study, mv in session.execute(query).all()]
+        for pred, image, mv in session.execute(query).all()]
 
 
 def count_by_status(*, session: Session,
                     batch_ids: Sequence[int] | None = None) -> dict[str, int]:
-    """Studies per status (every status present, zero or not), optionally of some batches."""
-    query = select(Study.status, func.count()).group_by(Study.status)
+    """Images per status (every status present, zero or not), optionally of some batches."""
+    query = select(Image.status, func.count()).group_by(Image.status)
     if batch_ids is not None:
-        query = query.where(Study.batch_id.in_(batch_ids))
-    counts = {s.value: 0 for s in StudyStatus}
+        query = query.where(Image.batch_id.in_(batch_ids))
+    counts = {s.value: 0 for s in ImageStatus}
     for status, n in session.execute(query).all():
-        counts[StudyStatus(status).value] = n
+        counts[ImageStatus(status).value] = n
     return counts
 
 
@@ -101,11 +101,11 @@ def status_counts(*, session: Session, batch_id: int | None = None) -> dict[str,
     counts["total"] = sum(counts.values())
     for key, condition in (("flagged", Prediction.flagged.is_(True)),
                            ("outside_scope", Prediction.in_scope.is_(False))):
-        query = (select(func.count()).select_from(Prediction).join(Study)
+        query = (select(func.count()).select_from(Prediction).join(Image)
                  .where(condition, Prediction.id.in_(select(_latest_prediction_ids().c.id))))
         if batch_id is not None:
-            query = query.where(Study.batch_id == batch_id)
-        counts[key] = session.scalar(query) or 0  # each study's newest verdict
+            query = query.where(Image.batch_id == batch_id)
+        counts[key] = session.scalar(query) or 0  # each image's newest verdict
     return counts
 
 
@@ -119,40 +119,40 @@ def batch_summary(batch_id: int, *, session: Session) -> dict[str, Any] | None:
             "tasks": batch.n_tasks, "counts": status_counts(session=session, batch_id=batch_id)}
 
 
-def studies(*, session: Session, batch_id: int | None = None, status: str | None = None,
+def images(*, session: Session, batch_id: int | None = None, status: str | None = None,
             limit: int | None = None) -> list[dict[str, Any]]:
-    """One row per study with its newest prediction, if any."""
+    """One row per image with its newest prediction, if any."""
     latest = _latest_prediction_ids()
     query = (
-        select(Study, Prediction)
-        .outerjoin(Prediction, (Prediction.study_id == Study.id)
+        select(Image, Prediction)
+        .outerjoin(Prediction, (Prediction.image_id == Image.id)
                    & Prediction.id.in_(select(latest.c.id)))
-        .order_by(Study.id)
+        .order_by(Image.id)
     )
     if batch_id is not None:
-        query = query.where(Study.batch_id == batch_id)
+        query = query.where(Image.batch_id == batch_id)
     if status:
-        query = query.where(Study.status == StudyStatus(status))
+        query = query.where(Image.status == ImageStatus(status))
     if limit:
         query = query.limit(limit)
     return [
         {
-            "study_id": study.id,
-            "path": study.source_path,
-            "format": study.format,
-            "status": study.status.value,
-            "reason": study.reason,
+            "study_id": image.id,
+            "path": image.source_path,
+            "format": image.format,
+            "status": image.status.value,
+            "reason": image.reason,
             "probability": None if pred is None else round(pred.probability, 4),
             "p_viral": None if pred is None else _round(pred.p_viral),
             "in_scope": None if pred is None else pred.in_scope,
             "scope_reason": None if pred is None else pred.scope_reason,
             "atypicality": None if pred is None else _round(pred.atypicality),
             "flagged": None if pred is None else pred.flagged,
-            "modality": study.modality,
-            "batch": study.batch_id,
-            "updated_at": _iso(study.updated_at),
+            "modality": image.modality,
+            "batch": image.batch_id,
+            "updated_at": _iso(image.updated_at),
         }
-        for study, pred in session.execute(query).all()
+        for image, pred in session.execute(query).all()
     ]
 
 
@@ -225,26 +225,26 @@ def model_versions(*, session: Session) -> list[dict[str, Any]]:
     return out
 
 
-def heatmap_of(study_id: int, *, session: Session) -> dict[str, Any] | None:
-    """The newest prediction of a study with its stored map (None: no prediction)."""
+def heatmap_of(image_id: int, *, session: Session) -> dict[str, Any] | None:
+    """The newest prediction of an image with its stored map (None: no prediction)."""
     from pneumoscreen.db.models import Heatmap
 
-    pred = session.scalars(select(Prediction).where(Prediction.study_id == study_id)
+    pred = session.scalars(select(Prediction).where(Prediction.image_id == image_id)
                            .order_by(Prediction.id.desc()).limit(1)).first()
     if pred is None:
         return None
     hm = session.get(Heatmap, pred.id)
-    study = session.get(Study, study_id)
-    return {"prediction_id": pred.id, "path": study.source_path if study else None,
+    image = session.get(Image, image_id)
+    return {"prediction_id": pred.id, "path": image.source_path if image else None,
             "probability": pred.probability, "threshold": pred.threshold,
             "flagged": pred.flagged, "model": pred.model_version.label,
             "model_sha256": pred.model_version.file_sha256,
             "map": None if hm is None else (hm.height, hm.width, hm.data)}
 
 
-def demote_primary_file(study_id: int, reason: str, *, session: Session) -> None:
-    """The study's primary file becomes a twin, with the reason it was set aside."""
-    session.execute(update(StudyFile)
-                    .where(StudyFile.study_id == study_id, StudyFile.role == FileRole.primary)
+def demote_primary_file(image_id: int, reason: str, *, session: Session) -> None:
+    """The image's primary file becomes a twin, with the reason it was set aside."""
+    session.execute(update(ImageFile)
+                    .where(ImageFile.image_id == image_id, ImageFile.role == FileRole.primary)
                     .values(role=FileRole.twin, reason=reason)
                     .execution_options(synchronize_session=False))

@@ -64,13 +64,13 @@ def sidecar_path(model_path: Path) -> Path:
 def file_sha256(path: Path) -> str:
     """The sha256 of a regular file's content; OSError for anything else (a FIFO swapped in for a
     file is never waited on)."""
-    from pneumoscreen.worker.ingest.errors import FailedStudy
+    from pneumoscreen.worker.ingest.errors import FailedImage
     from pneumoscreen.worker.ingest.files import open_regular
 
     digest = hashlib.sha256()
     try:
         opened = open_regular(Path(path))
-    except FailedStudy as exc:
+    except FailedImage as exc:
         raise OSError(errno.EINVAL, str(exc)) from None
     with opened as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -13,7 +13,7 @@ from sklearn import metrics as skm
 
 
 def flagged(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Serving's rule: a study is flagged when its probability reaches the threshold."""
+    """Serving's rule: an image is flagged when its probability reaches the threshold."""
     return (np.asarray(scores) >= threshold).astype(np.int32)
 
 

@@ -139,7 +139,7 @@ class Settings(BaseSettings):
     model_dirs: Annotated[list[Path], NoDecode] = Field(
         [], description="Folders a registered model version may be loaded from, besides the "
         "bundled folder and the configured model's folder.")
-    task_size: int = Field(128, ge=1, le=65536, description="Studies per queued task.")
+    task_size: int = Field(128, ge=1, le=65536, description="Images per queued task.")
     patient_key: str | None = Field(
         None, description="Key for pseudonymising patient ids (at least 32 bytes); default: "
         "made once in data_dir (without a broker only)."
@@ -195,7 +195,7 @@ class Settings(BaseSettings):
     )
 
     # Worker runtime.
-    decode_threads: int = Field(2, ge=1, le=64, description="Threads decoding the next batch "
+    decode_threads: int = Field(2, ge=1, le=64, description="Threads decoding the next chunk "
                                 "when decode_processes is 0.")
     decode_processes: int = Field(
         2, ge=0, le=64,
@@ -207,22 +207,23 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Seconds one file may take to decode (decode_processes > 0).")
     chunk_size: int = Field(
         32, ge=1, le=4096,
-        description="Studies per model call (a chunk) inside a task; the next chunk decodes "
+        description="Images per model call (a chunk) inside a task; the next chunk decodes "
         "meanwhile.",
     )
     visibility_timeout: int = Field(
         3600, ge=5,
         description="Seconds before Redis redelivers an unacknowledged task; also the lease "
-        "after which a study left processing by a dead worker is screened again. Keep it "
-        "longer than any batch (and than task_time_limit). Measured: redelivery of a killed "
+        "after which an image left processing by a dead worker is screened again. Keep it "
+        "longer than any task takes (and than task_time_limit). Measured: redelivery of a killed "
         "task came 1.6-2.2x this long after the kill (Redis checks for expired deliveries "
         "only now and then).",
     )
-    task_time_limit: int = Field(1800, ge=10, description="Hard time limit of one batch task (s).")
+    task_time_limit: int = Field(
+        1800, ge=10, description="Hard time limit of one screening task (s).")
     sweep_seconds: int = Field(
         300, ge=0,
         description="Every this many seconds (Celery beat), and once when a worker starts, "
-        "studies left queued or processing past their lease with no live task on the broker "
+        "images left queued or processing past their lease with no live task on the broker "
         "(say, after a Redis restart) are enqueued again; 0 turns the periodic sweep off.",
     )
     device: str | None = Field(None, description="TensorFlow device, e.g. /GPU:0; default: auto.")
@@ -236,7 +237,7 @@ class Settings(BaseSettings):
 
     # Explanations and the intended-use guard.
     heatmaps: Literal["flagged", "all", "none"] = Field(
-        "flagged", description="Grad-CAM maps for: flagged studies, all screened ones, none.")
+        "flagged", description="Grad-CAM maps for: flagged images, all screened ones, none.")
     scope_age_years: Annotated[tuple[float, float], NoDecode] = Field(
         (0.0, 10.0), description="The validated age range (years): the training films are "
         "pediatric. Older or younger patients are marked outside scope.")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pneumoscreen.db.models import StudyStatus
+from pneumoscreen.db.models import ImageStatus
 from pneumoscreen.worker.ingest import IngestError
 
 
-def status_of(exc: IngestError) -> StudyStatus:
-    """The study status an ingestion outcome leads to (``rejected`` or ``failed``)."""
-    return StudyStatus(exc.status)
+def status_of(exc: IngestError) -> ImageStatus:
+    """The image status an ingestion outcome leads to (``rejected`` or ``failed``)."""
+    return ImageStatus(exc.status)

@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from pneumoscreen.db import Batch, ModelVersion, Prediction, Study, StudyStatus, session_scope
+from pneumoscreen.db import Batch, Image, ImageStatus, ModelVersion, Prediction, session_scope
 from pneumoscreen.db.migrate import current, head_revision
 from pneumoscreen.db.queries import get_or_create_model_version
 from pneumoscreen.db.session import get_engine
@@ -70,42 +70,42 @@ class TestMigrations:
 class TestConstraints:
     def test_study_sha256_unique(self, db_url: str) -> None:
         with session_scope(db_url) as s:
-            s.add(Study(sha256="x" * 64, source_path="/a", format="png"))
+            s.add(Image(sha256="x" * 64, source_path="/a", format="png"))
         with pytest.raises(IntegrityError), session_scope(db_url) as s:
-            s.add(Study(sha256="x" * 64, source_path="/b", format="png"))
+            s.add(Image(sha256="x" * 64, source_path="/b", format="png"))
 
     def test_sop_instance_uid_unique_when_present(self, db_url: str) -> None:
         with session_scope(db_url) as s:
-            s.add_all([Study(sha256="1" * 64, source_path="/a", format="png"),
-                       Study(sha256="2" * 64, source_path="/b", format="png"),
-                       Study(sha256="3" * 64, source_path="/c", format="dicom",
+            s.add_all([Image(sha256="1" * 64, source_path="/a", format="png"),
+                       Image(sha256="2" * 64, source_path="/b", format="png"),
+                       Image(sha256="3" * 64, source_path="/c", format="dicom",
                              sop_instance_uid="1.2.3")])
         with pytest.raises(IntegrityError), session_scope(db_url) as s:
-            s.add(Study(sha256="4" * 64, source_path="/d", format="dicom",
+            s.add(Image(sha256="4" * 64, source_path="/d", format="dicom",
                         sop_instance_uid="1.2.3"))
 
     def test_one_prediction_per_study_and_model(self, db_url: str) -> None:
         with session_scope(db_url) as s:
-            study = Study(sha256="y" * 64, source_path="/a", format="png", batch=Batch())
+            study = Image(sha256="y" * 64, source_path="/a", format="png", batch=Batch())
             mv = _model_version(s)
             s.add(study)
             s.flush()
-            s.add(Prediction(study_id=study.id, model_version_id=mv.id, probability=0.9,
+            s.add(Prediction(image_id=study.id, model_version_id=mv.id, probability=0.9,
                              threshold=0.3, flagged=True))
             ids = (study.id, mv.id)
         with pytest.raises(IntegrityError), session_scope(db_url) as s:
-            s.add(Prediction(study_id=ids[0], model_version_id=ids[1], probability=0.1,
+            s.add(Prediction(image_id=ids[0], model_version_id=ids[1], probability=0.1,
                              threshold=0.3, flagged=False))
 
     def test_insert_ignore_skips_the_duplicate(self, db_url: str) -> None:
         from pneumoscreen.db.upsert import insert_ignore
 
         with session_scope(db_url) as s:
-            study = Study(sha256="z" * 64, source_path="/a", format="png")
+            study = Image(sha256="z" * 64, source_path="/a", format="png")
             s.add(study)
             mv = _model_version(s)
             s.flush()
-            row = {"study_id": study.id, "model_version_id": mv.id, "probability": 0.5,
+            row = {"image_id": study.id, "model_version_id": mv.id, "probability": 0.5,
                    "threshold": 0.3, "flagged": True}
             stmt = insert_ignore(s, Prediction, ["study_id", "model_version_id"])
             s.execute(stmt, [row])
@@ -116,17 +116,17 @@ class TestConstraints:
 
     def test_status_is_validated(self, db_url: str) -> None:
         with session_scope(db_url) as s:
-            s.add(Study(sha256="q" * 64, source_path="/a", format="png",
-                        status=StudyStatus.rejected, reason="Modality CT"))
+            s.add(Image(sha256="q" * 64, source_path="/a", format="png",
+                        status=ImageStatus.rejected, reason="Modality CT"))
         with session_scope(db_url) as s:
-            assert s.scalars(sa.select(Study.status)).one() is StudyStatus.rejected
+            assert s.scalars(sa.select(Image.status)).one() is ImageStatus.rejected
 
     def test_timestamps_come_back_timezone_aware(self, db_url: str) -> None:
         with session_scope(db_url) as s:
-            s.add(Study(sha256="t" * 64, source_path="/a", format="png"))
+            s.add(Image(sha256="t" * 64, source_path="/a", format="png"))
         with session_scope(db_url) as s:
-            created = s.scalars(sa.select(Study.created_at)).one()
-            latest = s.scalar(sa.select(sa.func.max(Study.created_at)))
+            created = s.scalars(sa.select(Image.created_at)).one()
+            latest = s.scalar(sa.select(sa.func.max(Image.created_at)))
         assert created.tzinfo is not None and latest == created
 
     def test_model_version_created_once(self, db_url: str) -> None:

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from live import make_pngs, run_screen, screen_env
 
-from pneumoscreen.db import Study, session_scope
+from pneumoscreen.db import Image, session_scope
 from pneumoscreen.db.keys import KeyMismatch
 from pneumoscreen.worker.intake.submit import submit_folder
 from pneumoscreen.worker.keys import key_fingerprint
@@ -111,7 +111,7 @@ def test_another_key_is_refused_and_registers_nothing(tmp_path: Path) -> None:
     with pytest.raises(KeyMismatch, match="written with another patient key"):
         submit_folder(tmp_path / "b", settings=Settings(database_url=url, patient_key=KEY_B))
     with session_scope(url) as session:
-        assert session.scalar(sa.select(sa.func.count()).select_from(Study)) == 2
+        assert session.scalar(sa.select(sa.func.count()).select_from(Image)) == 2
         stored = session.execute(sa.text("SELECT fingerprint FROM key_fingerprints")).scalar()
     assert stored == key_fingerprint(KEY_A.encode()) and KEY_A not in stored
 

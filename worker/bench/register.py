@@ -1,5 +1,6 @@
 """``screen bench register``: files/s of registration at scale (walk + hash + header probe +
-chunked inserts) on a temporary corpus of distinct real-sized DICOMs, and the memory it took.
+inserts, committed every ``FILES_PER_COMMIT`` files) on a temporary corpus of distinct
+real-sized DICOMs, and the memory it took.
 
 The corpus is one DICOM written once with placeholder UIDs of fixed length; each copy gets its own
 UIDs by a byte substitution, so making 10,000 files of 1 MB costs little more than writing them.
@@ -116,7 +117,7 @@ class RegisterBench:
 def run_register(n: int, *, settings: Settings, size_mb: float = 1.0, source: Path | None = None,
                  database_url: str | None = None, say: Any = print) -> RegisterBench:
     """Make the corpus, then register it once, as ``screen submit`` does (without enqueueing)."""
-    from pneumoscreen.worker.intake.submit import REGISTER_CHUNK, register_folder
+    from pneumoscreen.worker.intake.submit import FILES_PER_COMMIT, register_folder
 
     with tempfile.TemporaryDirectory(prefix="pneumoscreen-bench-register-") as tmp:
         root = Path(tmp)
@@ -147,6 +148,6 @@ def run_register(n: int, *, settings: Settings, size_mb: float = 1.0, source: Pa
         counts={"new": result.n_new, "duplicate": result.n_duplicate,
                 "not_images": result.n_not_images, "to_screen": result.n_to_screen,
                 "rejected": result.n_rejected, "failed": result.n_failed},
-        config={"register_chunk": REGISTER_CHUNK, "database": url.split(":", 1)[0],
+        config={"register_chunk": FILES_PER_COMMIT, "database": url.split(":", 1)[0],
                 "source": "synthetic CR" if source is None else source.name,
                 "note": "one run on a shared 2-core machine: a noisy figure"})

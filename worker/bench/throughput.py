@@ -1,11 +1,12 @@
-"""``screen bench throughput``: studies per second of the model alone, of the whole batch task and
-of the naive per-image loop of the reference notebooks, with the resident memory over the run.
+"""``screen bench throughput``: studies per second of the model alone, of the whole screening
+task and of the naive per-image loop of the reference notebooks, with the resident memory over
+the run.
 
 Synthetic mode: a few distinct PNG phantoms written to a temporary folder and registered N times
 under distinct hashes straight into the database (registration is not what is measured), so
 ``--studies 10000`` costs neither 10,000 files nor a long set-up.
 
-Corpus mode (``--corpus DIR``): every file under DIR is one study, registered once; the batch
+Corpus mode (``--corpus DIR``): every file under DIR is one study, registered once; the screening
 task runs codec by codec, which gives studies/s per transfer syntax, and a separate in-process
 pass times decoding per file. The naive loop is then the notebooks' DICOM loop: ``dcmread`` →
 ``pixel_array`` → Modality/VOI LUT → resize → one ``predict`` per image.
@@ -25,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+import PIL.Image
 from sqlalchemy import insert, select
 
-from pneumoscreen.db import Batch, Study, StudyStatus, session_scope
+from pneumoscreen.db import Batch, Image, ImageStatus, session_scope
 from pneumoscreen.worker.screening.prefetch import split
-from pneumoscreen.worker.screening.screen import get_model, screen_task
+from pneumoscreen.worker.screening.screen import get_model, screen_images
 from pneumoscreen.worker.settings import Settings
 
 DISTINCT_FILES = 64
@@ -85,7 +86,7 @@ class CodecFigures:
 
     files: int
     decode_ms_per_file: float | None  # load + pixel steps + resize, in-process, one thread
-    studies_per_s: float  # the batch task on this codec's files alone
+    studies_per_s: float  # the screening task on this codec's files alone
     screened: int
 
 
@@ -127,7 +128,7 @@ def write_files(folder: Path, n: int, size: int) -> list[Path]:
     paths = []
     for i in range(n):
         path = folder / f"bench_{i:03d}.png"
-        Image.fromarray(phantom(size, i)).save(path)
+        PIL.Image.fromarray(phantom(size, i)).save(path)
         paths.append(path)
     return paths
 
@@ -140,14 +141,14 @@ def register(paths: list[Path], n: int, *, url: str, tag: str, fmt: str = "png")
         session.flush()
         rows = [{"sha256": hashlib.sha256(f"bench:{tag}:{i}".encode()).hexdigest(),
                  "source_path": str(paths[i % len(paths)]), "format": fmt,
-                 "status": StudyStatus.queued, "batch_id": batch.id, "attempts": 0}
+                 "status": ImageStatus.queued, "batch_id": batch.id, "attempts": 0}
                 for i in range(n)]
         for part in split(rows, 1000):
-            session.execute(insert(Study), part)
+            session.execute(insert(Image), part)
         first = batch.id
     with session_scope(url) as session:
-        return list(session.scalars(select(Study.id).where(Study.batch_id == first)
-                                    .order_by(Study.id)))
+        return list(session.scalars(select(Image.id).where(Image.batch_id == first)
+                                    .order_by(Image.id)))
 
 
 @contextmanager
@@ -161,7 +162,7 @@ def _timer() -> Iterator[Callable[[], float]]:
 def naive_loop(paths: list[Path], keras_model: Any, size: int) -> None:
     """The reference notebooks: open, resize, scale, and ``model.predict`` on one image."""
     for path in paths:
-        img = Image.open(path).convert("L").resize((size, size))
+        img = PIL.Image.open(path).convert("L").resize((size, size))
         x = np.asarray(img, dtype=np.float32)[None, ..., None] / 255.0
         keras_model.predict(x, verbose=0)
 
@@ -178,7 +179,7 @@ def naive_dicom_loop(paths: list[Path], keras_model: Any, size: int) -> None:
         arr = (arr - arr.min()) / max(float(arr.max() - arr.min()), 1e-6)
         if ds.get("PhotometricInterpretation") == "MONOCHROME1":
             arr = 1.0 - arr
-        img = Image.fromarray(arr).resize((size, size))
+        img = PIL.Image.fromarray(arr).resize((size, size))
         keras_model.predict(np.asarray(img, dtype=np.float32)[None, ..., None], verbose=0)
 
 
@@ -226,7 +227,7 @@ def run_throughput(n: int, *, settings: Settings, task_size: int = 256, naive_n:
                    image_size: int = 512, database_url: str | None = None,
                    heatmap_n: int = 0, corpus: Path | None = None, decode_sample: int = 30,
                    say: Callable[[str], None] = lambda _: None) -> ThroughputResult:
-    """Measure (a) model only, (b) the batch task end to end without heatmaps, (b') with a
+    """Measure (a) model only, (b) the screening task end to end without heatmaps, (b') with a
     heatmap for each of ``heatmap_n`` studies, (c) the naive loop, and RSS.
 
     With ``corpus``, ``n`` is ignored: the studies are the files under ``corpus``."""
@@ -264,7 +265,7 @@ def run_throughput(n: int, *, settings: Settings, task_size: int = 256, naive_n:
 
         model = get_model(settings)
         size = model.spec.input_size
-        screen_task(warm_ids, settings.model_copy(update={"heatmaps": "all"}),
+        screen_images(warm_ids, settings.model_copy(update={"heatmaps": "all"}),
                     model=model)  # traces the model and its gradients, opens the database
         rss["after_warmup"] = round(rss_mb(), 1)
 
@@ -276,7 +277,7 @@ def run_throughput(n: int, *, settings: Settings, task_size: int = 256, naive_n:
                 model.predict_batch(tensors)
         model_only = calls * chunk / elapsed()
 
-        say(f"(b) batch task: decode → preprocess → predict → database, tasks of {task_size}")
+        say(f"(b) screening task: decode → preprocess → predict → database, tasks of {task_size}")
         tasks = [(codec, part) for codec, members in (groups or {"": ids}).items()
                  for part in split(members, task_size)]
         screened, finished = 0, 0
@@ -285,7 +286,7 @@ def run_throughput(n: int, *, settings: Settings, task_size: int = 256, naive_n:
         with _timer() as elapsed:
             for k, (codec, group) in enumerate(tasks, 1):
                 started = time.perf_counter()
-                outcome = screen_task(group, plain_settings, model=model)
+                outcome = screen_images(group, plain_settings, model=model)
                 codec_s[codec] = codec_s.get(codec, 0.0) + time.perf_counter() - started
                 codec_screened[codec] = codec_screened.get(codec, 0) + outcome.screened
                 screened += outcome.screened
@@ -295,16 +296,16 @@ def run_throughput(n: int, *, settings: Settings, task_size: int = 256, naive_n:
         pipeline = n / elapsed()
         rss["pipeline_end"] = round(rss_mb(), 1)
         if finished != n or (corpus is None and screened != n):
-            raise RuntimeError(f"the batch task finished {finished} (screened {screened}) of "
+            raise RuntimeError(f"the screening task finished {finished} (screened {screened}) of "
                                f"{n} studies")
 
         with_maps = None
         if cam_ids:
-            say(f"(b') batch task with a heatmap for every study, {len(cam_ids)} studies")
+            say(f"(b') screening task with a heatmap for every study, {len(cam_ids)} studies")
             all_maps = settings.model_copy(update={"heatmaps": "all"})
             with _timer() as elapsed:
                 for group in split(cam_ids, task_size):
-                    screen_task(group, all_maps, model=model)
+                    screen_images(group, all_maps, model=model)
             with_maps = round(len(cam_ids) / elapsed(), 1)
 
         per_codec = None

@@ -29,7 +29,7 @@ from pneumoscreen.worker.cli.helptext import ScreenGroup
 app = typer.Typer(
     name="screen",
     help="pneumoscreen: batch screening of chest X-rays for likely pneumonia.\n\n"
-    "Submit a folder of DICOM/PNG/JPEG studies, let the worker screen them with the CNN, and read "
+    "Submit a folder of DICOM/PNG/JPEG images, let the worker screen them with the CNN, and read "
     "the flagged cases first. A triage aid that orders a reading list, not a diagnosis.",
     no_args_is_help=True,
     rich_markup_mode="rich",

@@ -70,7 +70,7 @@ def explain(exc: BaseException) -> tuple[str, int]:
     if names & {"pneumoscreen.worker.settings.PatientKeyError",
                 "pneumoscreen.db.keys.KeyMismatch", "pneumoscreen.db.session.DatabaseMissing"}:
         return _first_line(exc, 400), EXIT_ERROR  # the message names the fix
-    if "pneumoscreen.worker.intake.enqueue.BrokerUnavailable" in names:
+    if "pneumoscreen.worker.queue.publish.BrokerUnavailable" in names:
         return _first_line(exc, 400), EXIT_UNAVAILABLE
     if names & {"kombu.exceptions.OperationalError", "redis.exceptions.ConnectionError",
                 "redis.exceptions.AuthenticationError", "redis.exceptions.TimeoutError"}:

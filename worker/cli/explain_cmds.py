@@ -1,4 +1,4 @@
-"""``screen heatmap STUDY``, ``screen bench heatmaps`` and ``screen bench scope``."""
+"""``screen heatmap IMAGE``, ``screen bench heatmaps`` and ``screen bench scope``."""
 
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
 
 def heatmap(
-    study: Annotated[int, typer.Argument(help="A study id (screen studies lists them).")],
+    image: Annotated[int, typer.Argument(help="An image id (screen images lists them).")],
     out: Annotated[Path | None, typer.Option(
-        "--out", help="PNG to write [default: heatmap-STUDY.png].")] = None,
+        "--out", help="PNG to write [default: heatmap-IMAGE.png].")] = None,
     size: Annotated[int, typer.Option(min=64, max=4096, help="Display size in pixels.")] = 512,
 ) -> None:
-    """Write the study's Grad-CAM heatmap over its own image, as the network saw it, at display
+    """Write the image's Grad-CAM heatmap over its own image, as the network saw it, at display
     resolution (the map stored when it was screened; computed now if none was stored)."""
     import numpy as np
 
@@ -35,9 +35,9 @@ def heatmap(
 
     settings = get_settings()
     with settings.session() as session:
-        found = heatmap_of(study, session=session)
+        found = heatmap_of(image, session=session)
     if found is None:
-        fail(f"study {study} has no prediction (not screened yet, rejected or failed)")
+        fail(f"study {image} has no prediction (not screened yet, rejected or failed)")
     try:
         model = get_model(settings)
     except ModelFileError as exc:
@@ -45,14 +45,14 @@ def heatmap(
     try:
         image = model.preprocess(load_grey(Path(found["path"]), settings.ingest_config()).grey)
     except (IngestError, OSError) as exc:
-        fail(f"study {study}'s file cannot be read again: {exc}")
+        fail(f"study {image}'s file cannot be read again: {exc}")
     stored = found["map"] is not None and found["model_sha256"] == model.spec.sha256
     cam = (from_bytes(found["map"][2], found["map"][0], found["map"][1]) if stored
            else model.heatmaps(np.asarray(image)[None])[0])
-    target = out or Path(f"heatmap-{study}.png")
+    target = out or Path(f"heatmap-{image}.png")
     save_overlay(target, image, cam, size=size)
     source = "stored" if stored else f"computed now with {model.spec.label}"
-    console.print(plain(f"{target}: study {study}, probability {found['probability']:.4f} "
+    console.print(plain(f"{target}: study {image}, probability {found['probability']:.4f} "
                         f"(threshold {found['threshold']:.4f}), map {source}"))
 
 
@@ -83,7 +83,7 @@ def bench_heatmaps(
     rows = [(name, g["n"], _f(g["border_mass_mean"]), _f(g["top_corner_mass_mean"]))
             for name, g in data["shortcut"].items()]
     rows.append(("a uniform map", "", "0.360", "0.080"))
-    console.print(make_table("Map mass on the internal test split (flagged studies)",
+    console.print(make_table("Map mass on the internal test split (flagged images)",
                              ["group", "n", "outer 10% border", "top corners"], rows))
 
 

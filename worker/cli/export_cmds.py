@@ -96,7 +96,7 @@ def export(
         fail("no destination: give --to DEST or set SCREEN_EXPORT_TO")
     since_at = _parse_since(since)
 
-    from pneumoscreen.db.study_groups import screened_study_uids
+    from pneumoscreen.db.studies import screened_study_uids
     from pneumoscreen.worker.export.run import export_study
 
     with settings.session() as session:

@@ -37,16 +37,16 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
 def resume(
     task_size: Annotated[int | None, typer.Option(
-        "--task-size", min=1, help="Studies per task [default: SCREEN_TASK_SIZE].")] = None,
+        "--task-size", min=1, help="Images per task [default: SCREEN_TASK_SIZE].")] = None,
 ) -> None:
-    """Enqueue again the studies left queued (the broker was down) or stuck processing.
+    """Enqueue again the images left queued (the broker was down) or stuck processing.
 
-    A study counts as stuck once it has been processing longer than the visibility timeout (its
-    worker died and no redelivery came). Queuing a study twice is harmless: one task screens it.
+    An image counts as stuck once it has been processing longer than the visibility timeout (its
+    worker died and no redelivery came). Queuing an image twice is harmless: one task screens it.
     """
     from pneumoscreen.worker.audit import audit_to
-    from pneumoscreen.worker.intake.enqueue import BrokerUnavailable
     from pneumoscreen.worker.intake.resume import resume as resume_studies
+    from pneumoscreen.worker.queue.publish import BrokerUnavailable
     from pneumoscreen.worker.settings import get_settings
 
     settings = get_settings()
@@ -61,7 +61,7 @@ def resume(
         console.print("Nothing to resume: no study is queued or stuck processing.")
         return
     studies = counted(out.n_queued, "study", "studies")
-    if settings.eager:  # no broker: the tasks ran here, the studies are screened now
+    if settings.eager:  # no broker: the tasks ran here, the images are screened now
         console.print(f"Screened {studies} left over ({out.n_stale} stuck processing); "
                       "`screen studies` lists them.", highlight=False)
         return
@@ -110,7 +110,7 @@ def runs(
     limit: Annotated[int, typer.Option(min=1, help="At most this many runs, newest first.")] = 20,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
 ) -> None:
-    """Nightly runs: new studies, done, flagged, rejected, failed, duration."""
+    """Nightly runs: new images, done, flagged, rejected, failed, duration."""
     from pneumoscreen.worker.intake.nightly import list_runs
     from pneumoscreen.worker.settings import get_settings
 
@@ -126,19 +126,19 @@ def runs(
 def rescreen(
     model: Annotated[str, typer.Option(
         "--model", help="A .keras file (with its sidecar) or a model version seen before.")],
-    status: Annotated[str, typer.Option(help="Re-screen studies with this status.")] = "done",
+    status: Annotated[str, typer.Option(help="Re-screen images with this status.")] = "done",
     task_size: Annotated[int | None, typer.Option(
-        "--task-size", min=1, help="Studies per task [default: SCREEN_TASK_SIZE].")] = None,
+        "--task-size", min=1, help="Images per task [default: SCREEN_TASK_SIZE].")] = None,
 ) -> None:
-    """Screen finished studies again with another model version; earlier predictions stay.
+    """Screen finished images again with another model version; earlier predictions stay.
 
-    Each study gets at most one prediction per model version, so running it twice adds nothing.
-    `screen flagged` shows each study's newest verdict; `--model VERSION` there shows one
+    Each image gets at most one prediction per model version, so running it twice adds nothing.
+    `screen flagged` shows each image's newest verdict; `--model VERSION` there shows one
     version's.
     """
     from pneumoscreen.model.bundle import ModelFileError
-    from pneumoscreen.worker.intake.enqueue import BrokerUnavailable
     from pneumoscreen.worker.intake.rescreen import rescreen as rescreen_studies
+    from pneumoscreen.worker.queue.publish import BrokerUnavailable
     from pneumoscreen.worker.settings import get_settings
 
     if status not in {"done", "rejected", "failed"}:
@@ -161,7 +161,7 @@ def bench_throughput(
     studies: Annotated[int, typer.Option("--studies", min=1, help="Synthetic studies.")] = 1000,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
     task_size: Annotated[int, typer.Option(
-        "--task-size", min=1, help="Studies per batch task.")] = 256,
+        "--task-size", min=1, help="Images per screening task.")] = 256,
     chunk_size: Annotated[int | None, typer.Option(
         "--chunk-size", min=1, help="Studies per model call [default: SCREEN_CHUNK_SIZE].")] = None,
     decode_threads: Annotated[int | None, typer.Option(
@@ -173,7 +173,7 @@ def bench_throughput(
     database_url: Annotated[str | None, typer.Option(
         "--database-url", help="Write to this database [default: a temporary SQLite].")] = None,
     heatmap_studies: Annotated[int, typer.Option(
-        "--heatmap-studies", min=0, help="Studies for the batch task with a Grad-CAM map for "
+        "--heatmap-studies", min=0, help="Images for the screening task with a Grad-CAM map for "
         "each (0: skip).")] = 128,
     corpus: Annotated[Path | None, typer.Option(
         "--corpus", help="Measure on the real files under this folder (recursive, each file one "
@@ -183,7 +183,7 @@ def bench_throughput(
         "--decode-processes", min=0, help="Decoding processes, 0 = threads "
         "(default: SCREEN_DECODE_PROCESSES).")] = None,
 ) -> None:
-    """Studies/s of the model alone, the full batch task and the naive loop; peak memory."""
+    """Images/s of the model alone, the full screening task and the naive loop; peak memory."""
     from pneumoscreen.worker.bench.throughput import run_throughput
     from pneumoscreen.worker.settings import get_settings
 
@@ -209,16 +209,16 @@ def bench_throughput(
     if result.per_codec:
         console.print(make_table(
             "Per transfer syntax", ["transfer syntax", "files", "decode ms/file",
-                                    "batch task studies/s", "screened"],
+                                    "screening task studies/s", "screened"],
             [[codec, f.files, f.decode_ms_per_file, f.studies_per_s, f.screened]
              for codec, f in result.per_codec.items()]))
     console.print(make_table(
         f"Throughput, {result.studies} studies ({data['config']['device']})",
         ["measure", "value"],
         [["(a) model alone, studies/s", result.model_only_per_s],
-         ["(b) batch task end to end, studies/s", result.pipeline_per_s],
+         ["(b) screening task end to end, studies/s", result.pipeline_per_s],
          [f"(c) naive per-image loop, studies/s ({result.naive_studies})", result.naive_per_s],
-         ["(b') batch task with a heatmap for every study, studies/s",
+         ["(b') screening task with a heatmap for every study, studies/s",
           result.pipeline_heatmaps_per_s],
          ["(b)/(a)  target ≥ 0.9", ratios["pipeline_over_model_only"]],
          ["(b)/(c)  target ≥ 20", ratios["pipeline_over_naive"]],
@@ -242,7 +242,8 @@ def bench_register(
     """Files/s and peak memory of registering many distinct DICOMs, as `screen submit` does.
 
     A temporary corpus (one DICOM with fresh UIDs per copy) is walked, hashed, header-probed and
-    inserted chunk by chunk; nothing is screened. The figure varies with the machine's load.
+    inserted, one commit of files at a time; nothing is screened. The figure varies with the
+    machine's load.
     """
     from pneumoscreen.worker.bench.register import run_register
     from pneumoscreen.worker.settings import get_settings

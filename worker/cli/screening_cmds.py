@@ -1,4 +1,5 @@
-"""``screen submit``, ``screen flagged``, ``screen status`` and ``screen studies``."""
+"""``screen submit``, ``screen flagged``, ``screen status`` and ``screen images`` (``screen
+studies``, its deprecated first name)."""
 
 from __future__ import annotations
 
@@ -29,10 +30,11 @@ from pneumoscreen.worker.cli.output import (
 
 FLAGGED_COLUMNS = ["study_id", "patient", "modality", "view", "probability", "p_viral",
                    "threshold", "model", "screened_at", "path"]
-STUDY_COLUMNS = ["study_id", "status", "reason", "probability", "p_viral", "flagged", "format",
+IMAGE_COLUMNS = ["study_id", "status", "reason", "probability", "p_viral", "flagged", "format",
                  "path"]
 # Headers and cell shapes for the terminal; JSON and CSV keep the full values.
-SHORT = {"study_id": "study", "probability": "prob.", "threshold": "thr.",
+# JSON and CSV keep the documented key "study_id" (an image's id).
+SHORT = {"study_id": "image", "probability": "prob.", "threshold": "thr.",
          "screened_at": "screened", "path": "file", "modality": "mod.",
          "p_viral": "viral?", "scope_reason": "why"}
 OUTSIDE_COLUMNS = ["study_id", "patient", "modality", "probability", "flagged", "scope_reason",
@@ -65,7 +67,7 @@ def _cell(column: str, value: Any) -> Any:
 
 
 def _subtype_cell(row: dict[str, Any]) -> Any:
-    """The subtype is a suggestion about a pneumonia: shown for flagged studies only (JSON and
+    """The subtype is a suggestion about a pneumonia: shown for flagged images only (JSON and
     CSV keep every value)."""
     if row.get("p_viral") is None or row.get("flagged") is False:
         return ""
@@ -117,7 +119,8 @@ def by_study_table(rows: list[dict[str, Any]], title: str) -> Any:
 
 
 def by_study_list(rows: list[dict[str, Any]]) -> Any:
-    """Flagged studies by highest probability, then those outside the validated scope."""
+    """Flagged studies (Study Instance UIDs) by highest probability, then those outside the
+    validated scope."""
     from rich.console import Group
 
     inside = [r for r in rows if r["in_scope"]]
@@ -190,28 +193,30 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     app.command()(submit)
     app.command()(flagged)
     app.command()(status)
-    app.command()(studies)
+    app.command()(images)
+    app.command("studies", hidden=True,
+                help="Deprecated name of `screen images` (kept working).")(images)
 
 
 def submit(
     folder: Annotated[Path, typer.Argument(help="Folder (or one file) of DICOM, PNG or JPEG.")],
     task_size: Annotated[int | None, typer.Option(
-        "--task-size", min=1, help="Studies per queued task [default: SCREEN_TASK_SIZE].")] = None,
+        "--task-size", min=1, help="Images per queued task [default: SCREEN_TASK_SIZE].")] = None,
     no_recursive: Annotated[bool, typer.Option(
         "--no-recursive", help="Only the folder itself, not its sub-folders.")] = False,
     wait: Annotated[bool, typer.Option(
-        "--wait", help="With a broker: wait until every study is final, then list flags.")] = False,
+        "--wait", help="With a broker: wait until every image is final, then list flags.")] = False,
 ) -> None:
-    """Register every new study under FOLDER and screen it.
+    """Register every new image under FOLDER and screen it.
 
     Each file is registered once (by content hash, and SOP Instance UID for DICOM): submitting the
-    same folder again adds nothing. With no broker configured the studies are screened here, with
-    a progress bar, and the flagged table is printed; with a broker one task per batch is queued
-    and the command returns at once.
+    same folder again adds nothing. With no broker configured the images are screened here, with
+    a progress bar, and the flagged table is printed; with a broker the batch is queued as one
+    task per --task-size images and the command returns at once.
     """
     from pneumoscreen.model.bundle import ModelFileError
-    from pneumoscreen.worker.intake.enqueue import BrokerUnavailable
     from pneumoscreen.worker.intake.submit import submit_folder
+    from pneumoscreen.worker.queue.publish import BrokerUnavailable
     from pneumoscreen.worker.settings import get_settings
 
     settings = get_settings()
@@ -224,14 +229,14 @@ def submit(
             result = submit_folder(folder, settings=settings, recursive=not no_recursive,
                                    task_size=task_size, progress=rich)
             if settings.eager:
-                # No broker: nothing else will ever screen studies an earlier run left queued
+                # No broker: nothing else will ever screen images an earlier run left queued
                 # (one that stopped on a bad model, a crash).
                 from pneumoscreen.worker.intake.resume import resume
 
                 left_over = resume(settings=settings, task_size=task_size,
                                    progress=rich).n_queued
             else:
-                # The sweep's work now rather than at its next tick: only studies no task on
+                # The sweep's work now rather than at its next tick: only images no task on
                 # the broker carries are sent (this submit's own tasks are live).
                 from pneumoscreen.worker.intake.sweep import sweep_safely
 
@@ -300,12 +305,12 @@ def _wait_for(settings: Any, batch_id: int, poll: float = 1.0) -> None:
 
 
 def _print_batch(settings: Any, batch_id: int) -> None:
-    from pneumoscreen.db.queries import studies as study_rows
+    from pneumoscreen.db.queries import images as image_rows
 
     with settings.session() as session:
-        rows = study_rows(session=session, batch_id=batch_id)
+        rows = image_rows(session=session, batch_id=batch_id)
     if rows:
-        console.print(rows_table(f"Batch {batch_id}", STUDY_COLUMNS, rows))
+        console.print(rows_table(f"Batch {batch_id}", IMAGE_COLUMNS, rows))
     _print_flagged(settings, since=None, limit=50)
 
 
@@ -328,18 +333,18 @@ def flagged(
         "--mark-for", help="With --watch: how long a newly flagged case stays marked, as 90s, "
         "10m or 1h (Enter acknowledges every marked case at once).")] = "10m",
     model_version: Annotated[str | None, typer.Option(
-        "--model", help="Only this model version's flags [default: each study's newest].")] = None,
+        "--model", help="Only this model version's flags [default: each image's newest].")] = None,
     outside_scope: Annotated[bool | None, typer.Option(
         "--outside-scope/--flagged-only",
-        help="Also list the studies outside the model's validated scope, flagged or not "
+        help="Also list the images outside the model's validated scope, flagged or not "
         "[default: yes for the table, no for csv and json].")] = None,
     by: Annotated[By, typer.Option(
         "--by", help="One row per image, or per DICOM study (Study Instance UID): its highest "
         "probability, images screened / rejected, accession, patient, export status.")
     ] = By.image,
 ) -> None:
-    """Flagged studies, highest probability first: the radiologist's reading list. The table
-    lists the studies outside the model's validated scope in a section of their own: they need
+    """Flagged images, highest probability first: the radiologist's reading list. The table
+    lists the images outside the model's validated scope in a section of their own: they need
     a human read whatever their probability."""
     from pneumoscreen.db.queries import flagged as flagged_rows
     from pneumoscreen.worker.settings import get_settings
@@ -443,10 +448,10 @@ def _parse_duration(value: str, option: str) -> float:
 
 
 def status(
-    batch: Annotated[int | None, typer.Argument(help="A batch id [default: all studies].")] = None,
+    batch: Annotated[int | None, typer.Argument(help="A batch id [default: all images].")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
 ) -> None:
-    """Counts of studies by status, for one batch or for everything."""
+    """Counts of images by status, for one batch or for everything."""
     from pneumoscreen.db.queries import batch_summary, status_counts
     from pneumoscreen.worker.settings import get_settings
 
@@ -462,36 +467,39 @@ def status(
         print_json(data)
         return
     counts = data["counts"]
-    title = "All studies" if batch is None else f"Batch {batch} ({data['source']})"
+    title = "All images" if batch is None else f"Batch {batch} ({data['source']})"
     console.print(make_table(title, list(counts), [list(counts.values())]))
 
 
-def studies(
+def images(
     batch: Annotated[int | None, typer.Option(help="Only this batch.")] = None,
     status_: Annotated[str | None, typer.Option(
         "--status", help="queued, processing, done, rejected or failed.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many rows.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
 ) -> None:
-    """One row per study: path, status, reason, probability, flagged."""
-    from pneumoscreen.db import StudyStatus
-    from pneumoscreen.db.queries import studies as study_rows
+    """One row per image: path, status, reason, probability, flagged.
+
+    In JSON the image's id keeps its first key, study_id.
+    """
+    from pneumoscreen.db import ImageStatus
+    from pneumoscreen.db.queries import images as image_rows
     from pneumoscreen.worker.settings import get_settings
 
-    if status_ and status_ not in {s.value for s in StudyStatus}:
-        fail(f"--status {status_!r}: choose one of {', '.join(s.value for s in StudyStatus)}",
+    if status_ and status_ not in {s.value for s in ImageStatus}:
+        fail(f"--status {status_!r}: choose one of {', '.join(s.value for s in ImageStatus)}",
              code=2)  # bad usage, like any other invalid option value
     with get_settings().session() as session:
-        rows = study_rows(session=session, batch_id=batch, status=status_, limit=limit)
+        rows = image_rows(session=session, batch_id=batch, status=status_, limit=limit)
     if fmt == Format.json:
         print_json(rows)
     else:
-        console.print(rows_table("Studies", STUDY_COLUMNS, rows))
+        console.print(rows_table("Images", IMAGE_COLUMNS, rows))
 
 
 def _flagged_by_study(settings: Any, since: dt.datetime | None, limit: int, fmt: FormatCsv,
                       outside: bool) -> None:
-    from pneumoscreen.db.study_groups import BY_STUDY_FIELDS, by_study
+    from pneumoscreen.db.studies import BY_STUDY_FIELDS, by_study
 
     with settings.session() as session:
         rows = by_study(session=session, since=since, limit=limit, outside_scope=outside)

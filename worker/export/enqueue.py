@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from pneumoscreen.db.study_groups import complete_study_uids, study_uids_of
+from pneumoscreen.db.studies import complete_study_uids, study_uids_of
 from pneumoscreen.worker.export.destinations import (
     Destination,
     DestinationError,
     parse_destination,
 )
+from pneumoscreen.worker.queue.publish import publish_export
 from pneumoscreen.worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,20 +37,18 @@ def configured_destination(label: str, settings: Settings) -> Destination | None
     return next((d for d in configured_destinations(settings) if d.label == label), None)
 
 
-def enqueue_exports(study_ids: Sequence[int], settings: Settings) -> int:
+def enqueue_exports(image_ids: Sequence[int], settings: Settings) -> int:
     """Queue one export task per completed study and destination; the number queued."""
     destinations = configured_destinations(settings)
-    if not destinations or not study_ids:
+    if not destinations or not image_ids:
         return 0
-    from pneumoscreen.worker.queue.tasks import export_task
-
     with settings.session() as session:
-        uids = complete_study_uids(study_uids_of(study_ids, session=session), session=session)
+        uids = complete_study_uids(study_uids_of(image_ids, session=session), session=session)
     queued = 0
     for uid in uids:
         for dest in destinations:
             try:  # one study's trouble (eager mode runs it here) must not stop the others
-                export_task.delay(uid, dest.label)
+                publish_export(uid, dest.label)
                 queued += 1
             except Exception as exc:
                 log.error("export of study %s to %s not queued: %s", uid, dest.label,

@@ -22,7 +22,7 @@ SIZE = 512
 def sc_uids(result: StudyResult, image: ImageResult) -> tuple[str, str]:
     """(series, instance) UIDs: the same study, model and image give the same SC."""
     base = (result.study_uid, result.model.sha256)
-    source = image.sop_instance_uid or str(image.study_id)
+    source = image.sop_instance_uid or str(image.image_id)
     return result_uid(*base, "heatmap-series"), result_uid(*base, "heatmap-sc", source)
 
 

@@ -25,7 +25,7 @@ class ModelInfo:
 class ImageResult:
     """One screened image: where its file is and what the model said."""
 
-    study_id: int
+    image_id: int
     path: str
     sop_instance_uid: str | None
     probability: float
@@ -47,7 +47,7 @@ class StudyResult:
 
     @classmethod
     def from_rows(cls, study_uid: str, rows: list[dict[str, Any]]) -> StudyResult:
-        """From :func:`pneumoscreen.db.study_groups.screened_images` rows (not empty)."""
+        """From :func:`pneumoscreen.db.studies.screened_images` rows (not empty)."""
         first = rows[0]
         model = ModelInfo(first["model_version_id"], first["model_name"],
                           first["model_version"], first["model_sha256"], first["input_size"])

@@ -11,7 +11,7 @@ from pydicom import Dataset
 
 from pneumoscreen.db import ExportStatus, session_scope
 from pneumoscreen.db.exports import finish_attempt, start_attempt
-from pneumoscreen.db.study_groups import screened_images
+from pneumoscreen.db.studies import screened_images
 from pneumoscreen.worker.export.destinations import Destination
 from pneumoscreen.worker.export.heatmap_sc import build_heatmap_sc, overlay_pixels
 from pneumoscreen.worker.export.result import StudyResult
@@ -41,7 +41,7 @@ class ExportOutcome:
 def build_objects(result: StudyResult, settings: Settings) -> list[Dataset]:
     """The SR, then one Secondary Capture per stored heatmap (a map whose image cannot be
     drawn again is left out, the SR is still sent)."""
-    sources = {i.study_id: read_source(i.path, study_uid=result.study_uid,
+    sources = {i.image_id: read_source(i.path, study_uid=result.study_uid,
                                        sop_uid=i.sop_instance_uid) for i in result.images}
     objects: list[Dataset] = [build_sr(result, sources)]
     size = result.model.input_size
@@ -53,9 +53,9 @@ def build_objects(result: StudyResult, settings: Settings) -> list[Dataset]:
                 pixels = overlay_pixels(image, int(size), config)
             except Exception as exc:  # the SR matters more than the picture
                 log.warning("study %s: heatmap of image %s not exported (%s)",
-                            result.study_uid, image.study_id, type(exc).__name__)
+                            result.study_uid, image.image_id, type(exc).__name__)
                 continue
-            objects.append(build_heatmap_sc(result, image, sources[image.study_id], pixels, n))
+            objects.append(build_heatmap_sc(result, image, sources[image.image_id], pixels, n))
     return objects
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydicom import Dataset
 
 from pneumoscreen.worker.ingest.dicom_header import read_dataset
-from pneumoscreen.worker.ingest.errors import FailedStudy
+from pneumoscreen.worker.ingest.errors import FailedImage
 
 # Type 2 attributes the result objects copy: present (perhaps empty) in every copy we make.
 _TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
@@ -30,7 +30,7 @@ def read_source(path: str | Path, *, study_uid: str, sop_uid: str | None) -> Dat
         ds = read_dataset(p, pixels=False, max_bytes=MAX_HEADER_BYTES,
                           max_file_bytes=MAX_HEADER_BYTES * 16,
                           max_header_bytes=MAX_HEADER_BYTES)
-    except FailedStudy as exc:
+    except FailedImage as exc:
         raise SourceError(f"a source file of study {study_uid} cannot be read: {exc}") from None
     if ds.get("StudyInstanceUID") != study_uid or (sop_uid and ds.get("SOPInstanceUID") != sop_uid):
         raise SourceError(f"a source file of study {study_uid} was replaced by another image")

@@ -44,13 +44,13 @@ MANUFACTURER = "pneumoscreen"
 
 def sr_uids(result: StudyResult) -> tuple[str, str]:
     """(series, instance) UIDs: the same study, model and images give the same SR."""
-    images = sorted(i.sop_instance_uid or str(i.study_id) for i in result.images)
+    images = sorted(i.sop_instance_uid or str(i.image_id) for i in result.images)
     base = (result.study_uid, result.model.sha256)
     return result_uid(*base, "sr-series"), result_uid(*base, "sr", *images)
 
 
 def build_sr(result: StudyResult, sources: dict[int, Dataset]) -> hd.sr.Comprehensive3DSR:
-    """The SR for ``result``; ``sources`` maps each image's study id to its source header."""
+    """The SR for ``result``; ``sources`` maps each image's id to its source header."""
     series_uid, sop_uid = sr_uids(result)
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
@@ -58,12 +58,12 @@ def build_sr(result: StudyResult, sources: dict[int, Dataset]) -> hd.sr.Comprehe
             uid=result_uid("device", result.model.sha256), name="pneumoscreen",
             manufacturer_name=MANUFACTURER,
             model_name=f"{result.model.name} {result.model.version}"[:64]))
-    groups = [_group(result, image, sources[image.study_id], n)
+    groups = [_group(result, image, sources[image.image_id], n)
               for n, image in enumerate(result.images, start=1)]
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
         procedure_reported=CHEST_XRAY, imaging_measurements=groups)
-    evidence = [sources[i.study_id] for i in result.images]
+    evidence = [sources[i.image_id] for i in result.images]
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence, content=report, series_instance_uid=series_uid,
         series_number=SERIES_NUMBER, sop_instance_uid=sop_uid, instance_number=1,

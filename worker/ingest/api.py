@@ -22,7 +22,7 @@ from pneumoscreen.worker.ingest.dicom_header import (
     short,
     unknown_vr_reason,
 )
-from pneumoscreen.worker.ingest.errors import FailedStudy, IngestError, must_propagate
+from pneumoscreen.worker.ingest.errors import FailedImage, IngestError, must_propagate
 from pneumoscreen.worker.ingest.files import check_size, file_size, open_regular
 from pneumoscreen.worker.ingest.metadata import (
     COLUMNS,
@@ -84,8 +84,8 @@ def check_file(path: Path, config: IngestConfig | None = None) -> str | None:
     """The file's format (``"dicom"``, ``"png"``, ``"jpeg"``) or None if it is no image at all.
 
     Reads 132 bytes, never more, so it is the cheap first look before hashing or parsing.
-    Raises FailedStudy for what must not be read: not a regular file (a FIFO, a device), or an
-    image larger than the file-size limit; OSError-based failures become FailedStudy too.
+    Raises FailedImage for what must not be read: not a regular file (a FIFO, a device), or an
+    image larger than the file-size limit; OSError-based failures become FailedImage too.
     """
     config = config or IngestConfig()
     path = Path(path)
@@ -94,7 +94,7 @@ def check_file(path: Path, config: IngestConfig | None = None) -> str | None:
             head = fh.read(132)
             size = file_size(fh)
     except OSError as exc:
-        raise FailedStudy(f"cannot read file: {exc.strerror or short(exc)}") from exc
+        raise FailedImage(f"cannot read file: {exc.strerror or short(exc)}") from exc
     fmt = format_of(head, size, path.suffix)
     if fmt is not None:
         check_size(size, config.file_limit)
@@ -104,7 +104,7 @@ def check_file(path: Path, config: IngestConfig | None = None) -> str | None:
 def _sniff(path: Path, config: IngestConfig) -> str:
     fmt = check_file(path, config)
     if fmt is None:
-        raise FailedStudy("not a DICOM, PNG or JPEG file")
+        raise FailedImage("not a DICOM, PNG or JPEG file")
     return fmt
 
 
@@ -121,7 +121,7 @@ _UID_KEYWORDS = ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 
 
 def check_identity(ds: Dataset) -> None:
-    """FailedStudy, naming the tag, for a UID the database would have to hold that is no UID
+    """FailedImage, naming the tag, for a UID the database would have to hold that is no UID
     (too long, or not dotted digits) and for a Transfer Syntax UID that is no transfer syntax."""
     meta = getattr(ds, "file_meta", None)
     checks = [(ds, kw) for kw in _UID_KEYWORDS] + [(meta, "TransferSyntaxUID")]
@@ -130,11 +130,11 @@ def check_identity(ds: Dataset) -> None:
     for source, keyword in checks:
         value = text(source, keyword, 1024) if source is not None else None
         if value is not None and valid_uid(value) is None:
-            raise FailedStudy(f"{vr.tag_name(keyword)} is not a valid UID: {vr.INVALID} "
+            raise FailedImage(f"{vr.tag_name(keyword)} is not a valid UID: {vr.INVALID} "
                               f"({len(value)} characters; a UID is at most 64 digits and dots)")
     ts = transfer_syntax(ds)
     if ts is not None and str(ts) not in AllTransferSyntaxes:
-        raise FailedStudy(f"{vr.tag_name('TransferSyntaxUID')} {ts} is not a transfer syntax "
+        raise FailedImage(f"{vr.tag_name('TransferSyntaxUID')} {ts} is not a transfer syntax "
                           f"({ts.name if ts.name != str(ts) else 'unknown UID'})")
 
 
@@ -166,7 +166,7 @@ def _empty_metadata() -> dict:
 
 def probe(path: Path, config: IngestConfig | None = None, *, fmt: str | None = None) -> Probe:
     """Header only (no pixel decoding): the format, SOP Instance UID and metadata of a screenable
-    file; raises RejectedStudy or FailedStudy. ``fmt``: what :func:`check_file` already found
+    file; raises RejectedImage or FailedImage. ``fmt``: what :func:`check_file` already found
     (the readers below still refuse special files and files over the limit)."""
     config = config or IngestConfig()
     path = Path(path)
@@ -180,11 +180,11 @@ def probe(path: Path, config: IngestConfig | None = None, *, fmt: str | None = N
         return check_header(ds, config)
     except IngestError:
         raise
-    except BaseException as exc:  # the safety net: nothing escapes but a study outcome or a signal
+    except BaseException as exc:  # the safety net: nothing escapes but an image outcome or a signal
         if must_propagate(exc):
             raise
         log.debug("probe failed unexpectedly", exc_info=True)
-        raise FailedStudy(unknown_vr_reason(exc) or (
+        raise FailedImage(unknown_vr_reason(exc) or (
             f"unexpected {type(exc).__name__} reading header: {scrub(short(exc))}")) from exc
 
 
@@ -193,8 +193,8 @@ def load_grey(
 ) -> Decoded:
     """Decode a file to a 2-D float32 grey image in [0, 1] (MONOCHROME2 sense).
 
-    Re-applies the acceptance policy, so a task is safe on its own. Raises RejectedStudy or
-    FailedStudy; never anything else. ``reduced`` overrides ``config.decode.reduced``.
+    Re-applies the acceptance policy, so a task is safe on its own. Raises RejectedImage or
+    FailedImage; never anything else. ``reduced`` overrides ``config.decode.reduced``.
     """
     config = (config or IngestConfig()).with_reduced(reduced)
     path = Path(path)
@@ -203,18 +203,18 @@ def load_grey(
     except IngestError:
         raise
     except MemoryError as exc:
-        raise FailedStudy("out of memory while decoding") from exc
+        raise FailedImage("out of memory while decoding") from exc
     except BaseException as exc:  # codec panics included (see errors.must_propagate)
         if must_propagate(exc):
             raise
         log.debug("load_grey failed unexpectedly", exc_info=True)
-        raise FailedStudy(unknown_vr_reason(exc) or (
+        raise FailedImage(unknown_vr_reason(exc) or (
             f"unexpected {type(exc).__name__} while decoding: {scrub(short(exc))}")) from exc
     grey = decoded.grey
     if grey.ndim != 2 or grey.size == 0 or not np.isfinite(grey).all():
-        raise FailedStudy(f"decoding produced an unusable array of shape {grey.shape}")
+        raise FailedImage(f"decoding produced an unusable array of shape {grey.shape}")
     if float(grey.min()) < 0.0 or float(grey.max()) > 1.0:
-        raise FailedStudy("decoding produced values outside [0, 1]")
+        raise FailedImage("decoding produced values outside [0, 1]")
     return decoded
 
 

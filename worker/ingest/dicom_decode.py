@@ -35,7 +35,7 @@ from pydicom.uid import (
 from pneumoscreen.worker.ingest import pixels
 from pneumoscreen.worker.ingest.codestream import CodestreamInfo, codestream_info
 from pneumoscreen.worker.ingest.dicom_header import COLOUR, PIXEL_DATA, short
-from pneumoscreen.worker.ingest.errors import FailedStudy, must_propagate
+from pneumoscreen.worker.ingest.errors import FailedImage, must_propagate
 from pneumoscreen.worker.ingest.metadata import redact, text, transfer_syntax
 from pneumoscreen.worker.ingest.vr import tag_name
 
@@ -71,15 +71,15 @@ def expected_native_length(ds: Dataset) -> int:
 
 
 def first_frame(ds: Dataset) -> bytes:
-    """The first encapsulated frame, or FailedStudy if the fragments are malformed."""
+    """The first encapsulated frame, or FailedImage if the fragments are malformed."""
     try:
         frame = next(generate_frames(ds.PixelData, number_of_frames=1))
     except StopIteration as exc:
-        raise FailedStudy("encapsulated Pixel Data holds no frame") from exc
+        raise FailedImage("encapsulated Pixel Data holds no frame") from exc
     except Exception as exc:
-        raise FailedStudy(f"encapsulated Pixel Data is malformed: {short(exc)}") from exc
+        raise FailedImage(f"encapsulated Pixel Data is malformed: {short(exc)}") from exc
     if not frame:
-        raise FailedStudy("encapsulated Pixel Data holds an empty frame")
+        raise FailedImage("encapsulated Pixel Data holds an empty frame")
     return frame
 
 
@@ -88,25 +88,25 @@ def check_pixel_data(ds: Dataset, opts: DecodeOptions) -> CodestreamInfo | None:
     if PIXEL_DATA not in ds:
         for keyword in ("FloatPixelData", "DoubleFloatPixelData"):
             if keyword in ds:
-                raise FailedStudy(f"{keyword} is not supported (integer Pixel Data only)")
-        raise FailedStudy("no Pixel Data (7FE0,0010): nothing to decode")
+                raise FailedImage(f"{keyword} is not supported (integer Pixel Data only)")
+        raise FailedImage("no Pixel Data (7FE0,0010): nothing to decode")
     ts = transfer_syntax(ds)
     if ts is None:
-        raise FailedStudy("no Transfer Syntax UID (0002,0010) and none could be inferred")
+        raise FailedImage("no Transfer Syntax UID (0002,0010) and none could be inferred")
     elem = ds[PIXEL_DATA]
     if ts.is_encapsulated or elem.is_undefined_length:
         if not ts.is_encapsulated:
-            raise FailedStudy(f"Pixel Data is encapsulated but the transfer syntax is {ts.name}")
+            raise FailedImage(f"Pixel Data is encapsulated but the transfer syntax is {ts.name}")
         frame = first_frame(ds)
         info = codestream_info(frame)
         if info is not None:
             if info.rows * info.columns > opts.max_pixels:
-                raise FailedStudy(
+                raise FailedImage(
                     f"codestream declares {info.rows} x {info.columns} pixels, beyond the limit "
                     f"of {opts.max_pixels} (max_pixels)"
                 )
             if (info.rows, info.columns) != (int(ds.Rows), int(ds.Columns)):
-                raise FailedStudy(
+                raise FailedImage(
                     f"codestream is {info.rows} x {info.columns} but Rows x Columns is "
                     f"{ds.Rows} x {ds.Columns}"
                 )
@@ -114,7 +114,7 @@ def check_pixel_data(ds: Dataset, opts: DecodeOptions) -> CodestreamInfo | None:
         return info
     found, expected = len(elem.value or b""), expected_native_length(ds)
     if found < expected:
-        raise FailedStudy(f"pixel data truncated: {expected} bytes expected, {found} found")
+        raise FailedImage(f"pixel data truncated: {expected} bytes expected, {found} found")
     return None
 
 
@@ -127,11 +127,11 @@ def check_codestream_plausible(frame: bytes, info: CodestreamInfo) -> None:
     """Refuse a codestream that ends before its end marker or is far too small for its image."""
     end = frame.rstrip(b"\x00")  # the last fragment is padded to an even length
     if not end.endswith(b"\xff\xd9"):  # JPEG EOI (T.81 B.2.1), JPEG 2000 EOC (15444-1 A.4.4)
-        raise FailedStudy(f"pixel data truncated: the {_codec_name(info)} codestream ends "
+        raise FailedImage(f"pixel data truncated: the {_codec_name(info)} codestream ends "
                           "before its end marker")
     pixels_ = info.rows * info.columns * max(info.components, 1)
     if 8 * len(frame) < MIN_BITS_PER_PIXEL * pixels_:
-        raise FailedStudy(f"implausible pixel data: a {len(frame)}-byte {_codec_name(info)} "
+        raise FailedImage(f"implausible pixel data: a {len(frame)}-byte {_codec_name(info)} "
                           f"codestream cannot hold {info.rows} x {info.columns} pixels")
 
 
@@ -148,10 +148,10 @@ def decoded_bytes(rows: int, cols: int, ds: Dataset, info: CodestreamInfo | None
 
 def check_budget(rows: int, cols: int, ds: Dataset, info: CodestreamInfo | None,
                  opts: DecodeOptions, how: str = "") -> None:
-    """FailedStudy if decoding ``rows`` x ``cols`` would exceed the memory budget."""
+    """FailedImage if decoding ``rows`` x ``cols`` would exceed the memory budget."""
     need = decoded_bytes(rows, cols, ds, info)
     if need > opts.budget_bytes:
-        raise FailedStudy(
+        raise FailedImage(
             f"decoding {rows} x {cols} pixels{how} needs {need / 2**20:.3g} MiB, beyond the "
             f"budget of {opts.budget_bytes / 2**20:.3g} MiB (decode_budget_mb)")
 
@@ -295,7 +295,7 @@ def _j2k_reduced(frame: bytes, level: int, finest: int = 1) -> tuple[Image.Image
 
 
 def decode_stored(ds: Dataset, opts: DecodeOptions, steps: list[str]) -> np.ndarray:
-    """Stored pixel values (RGB for colour), reduced where allowed; FailedStudy on any error."""
+    """Stored pixel values (RGB for colour), reduced where allowed; FailedImage on any error."""
     info = check_pixel_data(ds, opts)
     ts: UID = transfer_syntax(ds)  # type: ignore[assignment]  # checked above
     rows, cols = int(ds.Rows), int(ds.Columns)
@@ -323,27 +323,27 @@ def decode_stored(ds: Dataset, opts: DecodeOptions, steps: list[str]) -> np.ndar
         arr = _decode_pydicom(ds, ts, steps)
     shape = (int(ds.Rows), int(ds.Columns))
     if arr.shape[:2] != shape:
-        raise FailedStudy(f"decoded pixel array has shape {arr.shape}, expected {shape}")
+        raise FailedImage(f"decoded pixel array has shape {arr.shape}, expected {shape}")
     steps.append(f"decoded {ts.name} at full resolution ({shape[0]} x {shape[1]}{by})")
     return shrink(arr, ds, opts, steps)
 
 
 def _decode_pydicom(ds: Dataset, ts: UID, steps: list[str]) -> np.ndarray:
-    """The whole frame through pydicom's decoders; FailedStudy naming the codec's complaint."""
+    """The whole frame through pydicom's decoders; FailedImage naming the codec's complaint."""
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             arr = ds.pixel_array
         steps.extend(redact(f"pydicom: {short(w.message, 120)}", ds) for w in caught[:3])
     except MemoryError as exc:
-        raise FailedStudy(f"out of memory decoding {ts.name} pixel data") from exc
+        raise FailedImage(f"out of memory decoding {ts.name} pixel data") from exc
     except BaseException as exc:  # not just Exception: a Rust codec's panic is a BaseException
         if must_propagate(exc):
             raise
         # pydicom's preamble adds nothing to a reason: keep each plugin's own words.
         why = str(exc).replace(_ALL_PLUGINS_FAILED, "")
         reason = f"cannot decode {ts.name} pixel data: {short(ValueError(why), 200)}"
-        raise FailedStudy(redact(reason, ds)) from exc
+        raise FailedImage(redact(reason, ds)) from exc
     return arr
 
 
@@ -404,7 +404,7 @@ def shrink(arr: np.ndarray, ds: Dataset, opts: DecodeOptions, steps: list[str]) 
 
 
 def _lut_item(ds: Dataset, keyword: str) -> Dataset | None:
-    """The first item of a LUT sequence, checked; FailedStudy naming the sequence if broken."""
+    """The first item of a LUT sequence, checked; FailedImage naming the sequence if broken."""
     if keyword not in ds:
         return None
     name = tag_name(keyword)
@@ -412,14 +412,14 @@ def _lut_item(ds: Dataset, keyword: str) -> Dataset | None:
         seq = ds[keyword].value
         item = seq[0] if seq else None
     except Exception as exc:
-        raise FailedStudy(f"{name} is malformed ({type(exc).__name__})") from exc
+        raise FailedImage(f"{name} is malformed ({type(exc).__name__})") from exc
     if item is None:
         return None
     if not isinstance(item, Dataset):
-        raise FailedStudy(f"{name} is malformed: its item is not a data set")
+        raise FailedImage(f"{name} is malformed: its item is not a data set")
     problem = pixels.lut_problem(item)
     if problem:
-        raise FailedStudy(f"{name} is malformed: {problem}")
+        raise FailedImage(f"{name} is malformed: {problem}")
     return item
 
 
@@ -427,10 +427,10 @@ def _step(keyword: str, what: str, func: Callable[[], np.ndarray]) -> np.ndarray
     """Run one pixel step; an error in it becomes a reason naming its tag, not a catch-all."""
     try:
         return func()
-    except (FailedStudy, MemoryError):
+    except (FailedImage, MemoryError):
         raise
     except Exception as exc:
-        raise FailedStudy(f"{tag_name(keyword)}: {what} failed ({type(exc).__name__})") from exc
+        raise FailedImage(f"{tag_name(keyword)}: {what} failed ({type(exc).__name__})") from exc
 
 
 def to_grey(arr: np.ndarray, ds: Dataset, opts: DecodeOptions, steps: list[str]) -> np.ndarray:
@@ -452,16 +452,16 @@ def to_grey(arr: np.ndarray, ds: Dataset, opts: DecodeOptions, steps: list[str])
     else:
         problem = pixels.rescale_problem(ds)
         if problem:
-            raise FailedStudy(problem)
+            raise FailedImage(problem)
         values = _step("RescaleSlope", "rescaling", lambda: pixels.apply_modality_lut(arr, ds))
         if ds.get("RescaleSlope") is not None or ds.get("RescaleIntercept") is not None:
             steps.append(f"rescale slope {ds.get('RescaleSlope', 1)} "
                          f"intercept {ds.get('RescaleIntercept', 0)}")
     if not np.isfinite(values).all():
-        raise FailedStudy("Modality LUT produced non-finite values (check Rescale Slope/Intercept)")
+        raise FailedImage("Modality LUT produced non-finite values (check Rescale Slope/Intercept)")
     lo, hi = float(values.min()), float(values.max())
     if lo == hi:  # a corrupt codestream often decodes to its fill value
-        raise FailedStudy(f"pixel data decodes to a constant image (every pixel is {lo:g}): "
+        raise FailedImage(f"pixel data decodes to a constant image (every pixel is {lo:g}): "
                           "nothing to screen")
     _lut_item(ds, "VOILUTSequence")
     window, note = pixels.choose_voi(ds)

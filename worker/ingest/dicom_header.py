@@ -1,6 +1,6 @@
 """Read a DICOM file (header only, or with pixels) and check its Image Pixel module.
 
-Every pydicom error becomes a :class:`FailedStudy` whose reason says what was wrong; pydicom's
+Every pydicom error becomes a :class:`FailedImage` whose reason says what was wrong; pydicom's
 warnings are collected (they explain odd files in ``screen inspect``) instead of being printed.
 """
 
@@ -28,7 +28,7 @@ from pydicom.uid import (
     JPEGLSLossless,
 )
 
-from pneumoscreen.worker.ingest.errors import FailedStudy
+from pneumoscreen.worker.ingest.errors import FailedImage
 from pneumoscreen.worker.ingest.files import BoundedReader, file_size, open_regular
 from pneumoscreen.worker.ingest.metadata import (
     COLUMNS,
@@ -101,9 +101,9 @@ def check_deflated_size(fh: BinaryIO, limit: int) -> bool:
             while inflater.unconsumed_tail and total <= limit:
                 total += len(inflater.decompress(inflater.unconsumed_tail, limit + 1 - total))
         except zlib.error as exc:
-            raise FailedStudy(f"deflated data set is corrupt: {short(exc)}") from exc
+            raise FailedImage(f"deflated data set is corrupt: {short(exc)}") from exc
         if total > limit:
-            raise FailedStudy(
+            raise FailedImage(
                 f"deflated data set inflates beyond {limit} bytes (max_pixels guard)"
             )
     fh.seek(0)
@@ -119,7 +119,7 @@ def read_dataset(
     max_header_bytes: int = MAX_HEADER_BYTES,
     notes: list[str] | None = None,
 ) -> Dataset:
-    """Parse ``path`` as DICOM (``force``: no preamble or no meta is fine) or raise FailedStudy.
+    """Parse ``path`` as DICOM (``force``: no preamble or no meta is fine) or raise FailedImage.
 
     Bounded: a regular file only, at most ``max_file_bytes``; its first bytes must look like
     DICOM before pydicom is let loose; a header read (``pixels=False``) stops after
@@ -130,13 +130,13 @@ def read_dataset(
     try:
         fh = open_regular(path, max_file_bytes)
     except OSError as exc:
-        raise FailedStudy(f"cannot read file: {exc.strerror or short(exc)}") from exc
+        raise FailedImage(f"cannot read file: {exc.strerror or short(exc)}") from exc
     with fh:
         size = file_size(fh)
         if size == 0:
-            raise FailedStudy("empty file (0 bytes)")
+            raise FailedImage("empty file (0 bytes)")
         if not plausible_dicom(fh.read(132), size):
-            raise FailedStudy(
+            raise FailedImage(
                 "not a DICOM file: no DICM marker at byte 128 and the first bytes do not start "
                 "a data set"
             )
@@ -152,7 +152,7 @@ def read_dataset(
             _check_truncated_pixel_data(fh)
     has_meta = bool(getattr(ds, "file_meta", None))
     if not has_meta and not any(kw in ds for kw in _IDENTIFYING):
-        raise FailedStudy(
+        raise FailedImage(
             "not a DICOM file: no preamble, no file meta and no SOP Class UID, Modality or Rows"
         )
     infer_transfer_syntax(ds, notes)
@@ -160,7 +160,7 @@ def read_dataset(
 
 
 def _bounded_header(fh: BinaryIO, limit: int) -> None:
-    """Parse the header alone under ``limit``; FailedStudy if it does not end within it."""
+    """Parse the header alone under ``limit``; FailedImage if it does not end within it."""
     source = BoundedReader(fh, limit)
     # An error here is left to the full parse that follows, which names what is wrong.
     with warnings.catch_warnings(), contextlib.suppress(Exception):
@@ -171,8 +171,8 @@ def _bounded_header(fh: BinaryIO, limit: int) -> None:
     fh.seek(0)
 
 
-def _header_too_large(limit: int) -> FailedStudy:
-    return FailedStudy(
+def _header_too_large(limit: int) -> FailedImage:
+    return FailedImage(
         f"header larger than {limit} bytes before the Pixel Data: not read further "
         "(header bound)"
     )
@@ -189,11 +189,11 @@ def _parse(source: BoundedReader, *, pixels: bool,
             for kw in USED_KEYWORDS:
                 ds.get(kw)
         except OSError as exc:
-            raise FailedStudy(f"cannot read file: {exc.strerror or short(exc)}") from exc
+            raise FailedImage(f"cannot read file: {exc.strerror or short(exc)}") from exc
         except Exception as exc:
             if source.exceeded and source.limit is not None:
                 raise _header_too_large(source.limit) from exc
-            raise FailedStudy(unreadable_reason(exc)) from exc
+            raise FailedImage(unreadable_reason(exc)) from exc
     if notes is not None:
         notes.extend(redact(f"pydicom: {short(w.message, 120)}", ds) for w in caught[:5])
     return ds
@@ -232,7 +232,7 @@ def _check_truncated_pixel_data(fh: BinaryIO) -> None:
         except Exception:
             return
     if header.get("Rows") is not None:
-        raise FailedStudy(
+        raise FailedImage(
             "pixel data truncated: the file ends inside its encapsulated Pixel Data (7FE0,0010)"
         )
 
@@ -299,38 +299,38 @@ def _int(ds: Dataset, keyword: str) -> int | None:
 
 
 def check_image_pixel(ds: Dataset, max_pixels: int) -> None:
-    """Validate the Image Pixel module (PS3.3 C.7.6.3) from the header; raise FailedStudy."""
+    """Validate the Image Pixel module (PS3.3 C.7.6.3) from the header; raise FailedImage."""
     missing = [kw for kw in REQUIRED_PIXEL_KEYWORDS if _int_or_text(ds, kw) is None]
     if missing:
         named = ", ".join(f"{kw} {Tag(pydicom.datadict.tag_for_keyword(kw))}" for kw in missing)
-        raise FailedStudy(f"missing Image Pixel attributes: {named}")
+        raise FailedImage(f"missing Image Pixel attributes: {named}")
     rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
     alloc, stored = _int(ds, "BitsAllocated"), _int(ds, "BitsStored")
     spp, rep = _int(ds, "SamplesPerPixel"), _int(ds, "PixelRepresentation")
     pi = (text(ds, "PhotometricInterpretation") or "").upper()
     if not rows or not cols or rows < 1 or cols < 1:
-        raise FailedStudy(f"Rows x Columns {rows} x {cols}: an image needs at least one pixel")
+        raise FailedImage(f"Rows x Columns {rows} x {cols}: an image needs at least one pixel")
     if rows * cols > max_pixels:
-        raise FailedStudy(
+        raise FailedImage(
             f"Rows x Columns {rows} x {cols} = {rows * cols} pixels exceeds the limit of "
             f"{max_pixels} (max_pixels)"
         )
     if alloc not in (1, 8, 16, 32):
-        raise FailedStudy(f"Bits Allocated {alloc} is not supported (allowed: 1, 8, 16, 32)")
+        raise FailedImage(f"Bits Allocated {alloc} is not supported (allowed: 1, 8, 16, 32)")
     if stored is None or not 1 <= stored <= alloc:
-        raise FailedStudy(f"Bits Stored {stored} must lie in 1..Bits Allocated ({alloc})")
+        raise FailedImage(f"Bits Stored {stored} must lie in 1..Bits Allocated ({alloc})")
     if rep not in (0, 1):
-        raise FailedStudy(f"Pixel Representation {rep} must be 0 (unsigned) or 1 (signed)")
+        raise FailedImage(f"Pixel Representation {rep} must be 0 (unsigned) or 1 (signed)")
     if spp not in (1, 3):
-        raise FailedStudy(f"Samples per Pixel {spp} is not supported (allowed: 1, 3)")
+        raise FailedImage(f"Samples per Pixel {spp} is not supported (allowed: 1, 3)")
     if pi not in MONOCHROME + COLOUR:
         shown = quoted(text(ds, "PhotometricInterpretation", 1024), "CS")
-        raise FailedStudy(
+        raise FailedImage(
             f"Photometric Interpretation {shown} is not supported "
             f"(allowed: {', '.join(MONOCHROME + COLOUR)})"
         )
     if (pi in MONOCHROME or pi == "PALETTE COLOR") != (spp == 1):
-        raise FailedStudy(f"Photometric Interpretation {pi} does not match Samples per Pixel {spp}")
+        raise FailedImage(f"Photometric Interpretation {pi} does not match Samples per Pixel {spp}")
     if pi == "PALETTE COLOR":
         check_palette(ds)
 
@@ -349,7 +349,7 @@ def check_palette(ds: Dataset) -> None:
                 and f"Segmented{colour}PaletteColorLookupTableData" not in ds):
             missing.append(tag_name(f"{colour}PaletteColorLookupTableData"))
     if missing:
-        raise FailedStudy(
+        raise FailedImage(
             f"PALETTE COLOR image without its Palette Color Lookup Table: missing "
             f"{', '.join(missing)}"
         )

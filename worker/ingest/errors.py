@@ -6,10 +6,10 @@ from typing import Any
 
 
 class IngestError(Exception):
-    """Base: ``status`` is the study status it leads to, ``str(exc)`` the stored reason.
+    """Base: ``status`` is the image status it leads to, ``str(exc)`` the stored reason.
 
     ``metadata`` and ``sop_instance_uid`` carry what the header told us before the decision (when
-    it was readable), so a rejected or failed study is still listed with its UIDs and modality.
+    it was readable), so a rejected or failed image is still listed with its UIDs and modality.
     """
 
     status = "failed"
@@ -27,13 +27,13 @@ class IngestError(Exception):
         self.sop_instance_uid = sop_instance_uid
 
 
-class RejectedStudy(IngestError):
+class RejectedImage(IngestError):
     """A readable file that is not a chest radiograph we may screen (modality, body part, view…)."""
 
     status = "rejected"
 
 
-class FailedStudy(IngestError):
+class FailedImage(IngestError):
     """A file that could not be read or decoded."""
 
     status = "failed"

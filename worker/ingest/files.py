@@ -12,7 +12,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from pneumoscreen.worker.ingest.errors import FailedStudy
+from pneumoscreen.worker.ingest.errors import FailedImage
 
 _KINDS = (
     (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
@@ -27,13 +27,13 @@ def _kind(mode: int) -> str:
 
 def _refuse_special(mode: int) -> None:
     if not stat.S_ISREG(mode):
-        raise FailedStudy(f"not a regular file ({_kind(mode)}): only regular files are read")
+        raise FailedImage(f"not a regular file ({_kind(mode)}): only regular files are read")
 
 
 def check_size(size: int, max_bytes: int | None) -> None:
-    """FailedStudy if ``size`` exceeds ``max_bytes`` (None: no limit)."""
+    """FailedImage if ``size`` exceeds ``max_bytes`` (None: no limit)."""
     if max_bytes is not None and size > max_bytes:
-        raise FailedStudy(
+        raise FailedImage(
             f"file is {size} bytes, beyond the limit of {max_bytes} bytes (SCREEN_MAX_FILE_BYTES)"
         )
 
@@ -41,7 +41,7 @@ def check_size(size: int, max_bytes: int | None) -> None:
 def open_regular(path: Path, max_bytes: int | None = None) -> BinaryIO:
     """``path`` opened for binary reading if it is a regular file of at most ``max_bytes``.
 
-    Raises FailedStudy for anything else and OSError when the file cannot be opened at all.
+    Raises FailedImage for anything else and OSError when the file cannot be opened at all.
     The type is checked before opening (no open of a FIFO) and again on the descriptor (the
     path may have been swapped meanwhile); O_NONBLOCK makes even that race unable to block.
     """

@@ -1,4 +1,4 @@
-"""DICOM header → ``Study`` column values, with the patient pseudonymised by a keyed hash."""
+"""DICOM header → ``Image`` column values, with the patient pseudonymised by a keyed hash."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pydicom.uid import UID
 
 from pneumoscreen.worker.ingest import vr
 
-# Study column → DICOM keyword. A value is stored only if it is valid for its VR, which bounds
+# Image column → DICOM keyword. A value is stored only if it is valid for its VR, which bounds
 # its length by the standard's maximum (the schema is at least that wide, which a test checks);
 # anything else is stored as NULL, never cut to fit.
 COLUMNS: dict[str, str] = {
@@ -168,7 +168,7 @@ def transfer_syntax(ds: Dataset) -> UID | None:
 
 
 def extract(ds: Dataset, key: bytes | None) -> dict[str, Any]:
-    """The ``Study`` column values of ``ds`` (valid for their VR, or None) plus a ``meta`` dict.
+    """The ``Image`` column values of ``ds`` (valid for their VR, or None) plus a ``meta`` dict.
 
     Identifiers are stored only as keyed hashes (patient, accession number), and not at all
     without a key.

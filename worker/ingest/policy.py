@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from pneumoscreen.worker.ingest.errors import RejectedStudy
+from pneumoscreen.worker.ingest.errors import RejectedImage
 from pneumoscreen.worker.ingest.metadata import text
 from pneumoscreen.worker.ingest.vr import quoted, vr_of
 
@@ -60,13 +60,13 @@ class AcceptancePolicy:
         if sop_class:
             name = UID(sop_class).name
             if NON_IMAGE_SOP_CLASS.search(name):
-                raise RejectedStudy(
+                raise RejectedImage(
                     f"SOP Class UID {quoted(sop_class, 'UI')} ({name}) is not an image: "
                     "non-image objects are not screened"
                 )
         modality = (text(ds, "Modality") or "").upper()
         if modality in self.non_image_modalities and modality:
-            raise RejectedStudy(
+            raise RejectedImage(
                 f"Modality {modality} is a non-image object "
                 f"(accepted: {_listed(list(self.modalities))})"
             )
@@ -75,33 +75,33 @@ class AcceptancePolicy:
         """Reject images that are not a frontal chest CR/DX radiograph."""
         modality = (text(ds, "Modality") or "").upper()
         if modality not in self.modalities:
-            raise RejectedStudy(
+            raise RejectedImage(
                 f"Modality {_shown(ds, 'Modality')} is not screened "
                 f"(accepted: {_listed(list(self.modalities))})"
             )
         part = (text(ds, "BodyPartExamined") or "").upper()
         if part not in self.body_parts:
             blank = " or blank" if "" in self.body_parts else ""
-            raise RejectedStudy(
+            raise RejectedImage(
                 f"Body Part Examined {_shown(ds, 'BodyPartExamined')} is not screened "
                 f"(accepted: {_listed(list(self.body_parts))}{blank})"
             )
         view = (text(ds, "ViewPosition") or "").upper()
         if view and view in self.reject_views:
-            raise RejectedStudy(
+            raise RejectedImage(
                 f"View Position {_shown(ds, 'ViewPosition')} is not screened "
                 f"(lateral views are rejected: {_listed(list(self.reject_views))})"
             )
         for item in _view_codes(ds):
             meaning = text(item, "CodeMeaning", 128) or ""
             if LATERAL_VIEW.search(meaning):
-                raise RejectedStudy(
+                raise RejectedImage(
                     "View Code Sequence (0054,0220) names a lateral view: "
                     "lateral views are not screened"
                 )
         intent = (text(ds, "PresentationIntentType") or "").upper()
         if intent and intent in self.reject_intents:
-            raise RejectedStudy(
+            raise RejectedImage(
                 f"Presentation Intent Type {_shown(ds, 'PresentationIntentType')} is not screened "
                 "(only images FOR PRESENTATION are)"
             )
@@ -111,7 +111,7 @@ class AcceptancePolicy:
         except ValueError:
             n_frames = 1  # validated with the pixel attributes; unparseable means "not given"
         if n_frames > 1:
-            raise RejectedStudy(
+            raise RejectedImage(
                 f"Number of Frames {n_frames}: multi-frame objects are not screened"
             )
 
@@ -133,6 +133,6 @@ def _view_codes(ds: Dataset) -> list[Dataset]:
             item.get("CodeMeaning")
         return items
     except Exception as exc:
-        raise RejectedStudy(
+        raise RejectedImage(
             "View Code Sequence (0054,0220) is malformed, so the view cannot be checked: "
             f"not screened ({type(exc).__name__})") from exc

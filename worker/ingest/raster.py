@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pneumoscreen.worker.ingest.dicom_header import short
-from pneumoscreen.worker.ingest.errors import FailedStudy
+from pneumoscreen.worker.ingest.errors import FailedImage
 from pneumoscreen.worker.ingest.files import open_regular
 
 _FORMATS = {"png": ("PNG",), "jpeg": ("JPEG", "MPO")}
@@ -35,7 +35,7 @@ def open_checked(path: Path, fmt: str, max_pixels: int,
     try:
         fh = open_regular(path, max_file_bytes)
     except OSError as exc:
-        raise FailedStudy(f"cannot read file: {exc.strerror or short(exc)}") from exc
+        raise FailedImage(f"cannot read file: {exc.strerror or short(exc)}") from exc
     with fh:
         try:
             with warnings.catch_warnings():
@@ -43,13 +43,13 @@ def open_checked(path: Path, fmt: str, max_pixels: int,
                 im = Image.open(fh)
         except (UnidentifiedImageError, Image.DecompressionBombError,
                 Image.DecompressionBombWarning, SyntaxError, ValueError, OSError) as exc:
-            raise FailedStudy(f"cannot read {fmt.upper()}: {short(exc)}") from exc
+            raise FailedImage(f"cannot read {fmt.upper()}: {short(exc)}") from exc
         with im:
             if im.format not in _FORMATS.get(fmt, ()):
-                raise FailedStudy(f"file is {im.format}, not {fmt.upper()}")
+                raise FailedImage(f"file is {im.format}, not {fmt.upper()}")
             width, height = im.size
             if width < 1 or height < 1 or width * height > max_pixels:
-                raise FailedStudy(
+                raise FailedImage(
                     f"{fmt.upper()} size {width} x {height} is outside 1..{max_pixels} pixels "
                     "(max_pixels)"
                 )
@@ -62,10 +62,10 @@ def to_grey(im: Image.Image) -> tuple[np.ndarray, list[str]]:
     if mode in _SIXTEEN_BIT:
         arr = np.asarray(im, dtype=np.float64)
         if mode == "I" and (arr.min() < 0 or arr.max() > 65535):
-            raise FailedStudy(f"32-bit integer image with values {arr.min():g}..{arr.max():g}")
+            raise FailedImage(f"32-bit integer image with values {arr.min():g}..{arr.max():g}")
         return (arr / 65535.0).astype(np.float32), [f"{mode} grey: value/65535"]
     if mode == "F":
-        raise FailedStudy("floating-point images are not supported (save as 8- or 16-bit)")
+        raise FailedImage("floating-point images are not supported (save as 8- or 16-bit)")
     steps = []
     if mode != "L":
         steps.append(f"{mode} -> L (ITU-R 601 luma)")
@@ -76,7 +76,7 @@ def to_grey(im: Image.Image) -> tuple[np.ndarray, list[str]]:
 
 def load_raster(path: Path, fmt: str, max_pixels: int,
                 max_file_bytes: int | None = None) -> tuple[np.ndarray, list[str], dict]:
-    """Decode a PNG/JPEG file to grey; every decoder error becomes a FailedStudy."""
+    """Decode a PNG/JPEG file to grey; every decoder error becomes a FailedImage."""
     try:
         with open_checked(path, fmt, max_pixels, max_file_bytes) as im:
             meta = {"mode": im.mode, "size": f"{im.size[0]}x{im.size[1]}"}
@@ -84,8 +84,8 @@ def load_raster(path: Path, fmt: str, max_pixels: int,
                 meta["frames"] = str(im.n_frames)  # APNG/MPO: the first frame is the image
             im.load()
             grey, steps = to_grey(im)
-    except FailedStudy:
+    except FailedImage:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise FailedStudy(f"cannot decode {fmt.upper()}: {short(exc)}") from exc
+        raise FailedImage(f"cannot decode {fmt.upper()}: {short(exc)}") from exc
     return grey, steps, meta

@@ -2,8 +2,8 @@
 
 The file name is only a tie-breaker: content that is clearly PNG/JPEG/DICOM wins whatever the name,
 and a file whose content matches nothing but whose name claims ``.dcm``/``.png``/``.jpg`` is still
-reported in that format, so that it ends as a *failed* study with a reason (an empty ``.dcm`` file
-is a broken study, not "not an image").
+reported in that format, so that it ends as a *failed* image with a reason (an empty ``.dcm`` file
+is a broken image, not "not an image").
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def plausible_dicom(head: bytes, size: int) -> bool:
 def sniff_format(path: Path) -> str | None:
     """``"dicom"``, ``"png"``, ``"jpeg"`` or None (not an image: submit skips it).
 
-    Only the first 132 bytes are read. Raises FailedStudy for what is not a regular file (a
+    Only the first 132 bytes are read. Raises FailedImage for what is not a regular file (a
     FIFO, a device) and OSError if the file cannot be opened at all.
     """
     path = Path(path)

@@ -1,4 +1,4 @@
-"""Send registered studies to the queue: one task per ``task_size`` of them.
+"""Send registered images to the queue: one task per ``task_size`` of them.
 
 With no broker the tasks run here, one after another (Celery's eager mode), on the caller's own
 settings.
@@ -10,17 +10,14 @@ from dataclasses import dataclass, field
 
 from pneumoscreen.db import Batch
 from pneumoscreen.model.progress import Progress, Silent
+from pneumoscreen.worker.queue.publish import publish_screens
 from pneumoscreen.worker.screening.prefetch import split
-from pneumoscreen.worker.settings import Settings, mask_url
-
-
-class BrokerUnavailable(RuntimeError):
-    """The broker refused the tasks; the studies stay queued in the database."""
+from pneumoscreen.worker.settings import Settings
 
 
 @dataclass
 class Enqueued:
-    """Studies of one batch handed to the queue, and the tasks that carry them."""
+    """Images of one batch handed to the queue, and the tasks that carry them."""
 
     batch_id: int | None
     queued_ids: list[int] = field(default_factory=list)
@@ -31,34 +28,21 @@ class Enqueued:
 def enqueue(result: Enqueued, *, settings: Settings, task_size: int | None = None,
             progress: Progress | None = None, rescreen: bool = False,
             model_version: int | None = None) -> None:
-    """One task per ``task_size`` queued studies; with no broker they run here, in order.
+    """One task per ``task_size`` queued images; with no broker they run here, in order.
 
     ``model_version``: a registered model version id the tasks screen with (a re-screen).
+    BrokerUnavailable (``queue.publish``) when the broker refuses them.
     """
-    from pneumoscreen.worker.queue.app import configure
-    from pneumoscreen.worker.queue.tasks import eager_settings, screen_task
-
     progress = progress or Silent()
-    configure(settings)
+    step = "screen" if settings.eager else "queue"
     groups = split(result.queued_ids, task_size or settings.task_size)
-    progress.start("screen" if settings.eager else "queue", len(result.queued_ids))
-    with eager_settings(settings if settings.eager else None):
-        for group in groups:
-            try:
-                async_result = screen_task.apply_async(
-                    args=[group], kwargs={"batch_id": result.batch_id, "rescreen": rescreen,
-                                          "model_version": model_version})
-            except Exception as exc:
-                if settings.eager:
-                    raise
-                raise BrokerUnavailable(
-                    f"cannot reach the broker at {mask_url(settings.broker_url)}: "
-                    f"{str(exc).rstrip('.')}. {len(result.queued_ids)} studies stay queued; "
-                    "check SCREEN_BROKER_URL, then run `screen resume` once the broker is "
-                    "back.") from exc
-            result.task_ids.append(async_result.id)
-            result.n_tasks += 1
-            progress.advance("screen" if settings.eager else "queue", len(group))
+    progress.start(step, len(result.queued_ids))
+    for task_id, size in publish_screens(groups, settings=settings, batch_id=result.batch_id,
+                                         rescreen=rescreen, model_version=model_version,
+                                         n_waiting=len(result.queued_ids)):
+        result.task_ids.append(task_id)
+        result.n_tasks += 1
+        progress.advance(step, size)
     if result.batch_id is None:
         return
     with settings.session() as session:

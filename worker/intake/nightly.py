@@ -1,8 +1,8 @@
 """Nightly runs: submit what is new in the inbox folders and leave one summary row per run.
 
 Submitting dedupes by content hash (and SOP Instance UID), so a run registers only files it has
-not seen before. In-process (no broker) the studies are screened during the run and the row is
-final at once; with a broker the row stays ``running`` until its studies are final, and
+not seen before. In-process (no broker) the images are screened during the run and the row is
+final at once; with a broker the row stays ``running`` until its images are final, and
 :func:`refresh_run` (called by ``screen runs``) fills in the counts and the duration then.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pneumoscreen.db import Batch, Prediction, Run, Study, session_scope
+from pneumoscreen.db import Batch, Image, Prediction, Run, session_scope
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.db.queries import count_by_status
 from pneumoscreen.model.progress import Progress
@@ -54,8 +54,8 @@ def run_nightly(inboxes: Sequence[Path] | None, *, settings: Settings,
     # Here, not at the top: `screen runs` reads this module and must not load pydicom, Celery,
     # NumPy or Pillow.
     from pneumoscreen.model.bundle import ModelFileError
-    from pneumoscreen.worker.intake.enqueue import BrokerUnavailable
     from pneumoscreen.worker.intake.submit import submit_folder
+    from pneumoscreen.worker.queue.publish import BrokerUnavailable
 
     # Absolute, as recorded: a run's folders must mean the same thing read from anywhere later.
     dirs = [Path(d).absolute() for d in (inboxes if inboxes else settings.inbox_dirs)]
@@ -130,13 +130,13 @@ def _counts(batch_ids: list[int], *, session: Session) -> dict[str, int]:
         return {**counts, "flagged": 0}
     # The run's own verdicts: predictions its batches made (a later rescreen is not this run's).
     counts["flagged"] = session.scalar(
-        select(func.count(func.distinct(Prediction.study_id)))
+        select(func.count(func.distinct(Prediction.image_id)))
         .where(Prediction.batch_id.in_(batch_ids), Prediction.flagged.is_(True))) or 0
     return counts
 
 
 def refresh_run(run: Run, *, session: Session, final: bool = False) -> None:
-    """Update a run's counts from its studies; close it once none is queued or processing."""
+    """Update a run's counts from its images; close it once none is queued or processing."""
     if not final and (run.status != "running" or not (run.inboxes or {}).get("submitted")):
         return
     ids = batch_ids_of(run)
@@ -148,8 +148,8 @@ def refresh_run(run: Run, *, session: Session, final: bool = False) -> None:
         return
     run.status = "error" if run.error else "finished"
     if run.finished_at is None:
-        last = session.scalar(select(func.max(Study.finished_at))
-                              .where(Study.batch_id.in_(ids))) if ids else None
+        last = session.scalar(select(func.max(Image.finished_at))
+                              .where(Image.batch_id.in_(ids))) if ids else None
         run.finished_at = last if (last and not final) else utcnow()
     if run.duration_s is None:
         run.duration_s = round((run.finished_at - run.started_at)
@@ -170,7 +170,7 @@ def summarise(run: Run, *, session: Session) -> RunSummary:
 
 
 def list_runs(*, session: Session, limit: int | None = 50) -> list[RunSummary]:
-    """Newest first; running ones are brought up to date (and closed when their studies are)."""
+    """Newest first; running ones are brought up to date (and closed when their images are)."""
     query = select(Run).order_by(Run.id.desc())
     if limit:
         query = query.limit(limit)

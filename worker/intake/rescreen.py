@@ -1,6 +1,6 @@
-"""Re-screening: finished studies go through another model version.
+"""Re-screening: finished images go through another model version.
 
-Its predictions are added beside the earlier ones (one per study and model version). The batch
+Its predictions are added beside the earlier ones (one per image and model version). The batch
 records the registered model version (its file's path and sha256 in the database); the tasks name
 that version by id, and every worker verifies the file before loading it.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
-from pneumoscreen.db import Batch, ModelVersion, Prediction, Study, StudyStatus
+from pneumoscreen.db import Batch, Image, ImageStatus, ModelVersion, Prediction
 from pneumoscreen.db.queries import model_version_for
 from pneumoscreen.model.bundle import (
     BUNDLED_PREFIX,
@@ -82,8 +82,8 @@ def register_model(path: Path, *, session: Session, settings: Settings) -> Model
 
 def rescreen(model_ref: str, *, settings: Settings, status: str = "done",
              task_size: int | None = None, progress: Progress | None = None) -> Enqueued:
-    """Enqueue every ``status`` study not yet screened by the model ``model_ref``."""
-    wanted = StudyStatus(status)
+    """Enqueue every ``status`` image not yet screened by the model ``model_ref``."""
+    wanted = ImageStatus(status)
     with settings.session() as session:
         path = resolve_model(model_ref, session=session)
         mv = register_model(path, session=session, settings=settings)
@@ -91,13 +91,13 @@ def rescreen(model_ref: str, *, settings: Settings, status: str = "done",
         session.add(batch)
         session.flush()
         audit(session, "rescreen", batch=batch.id, model_version=mv.id, status=wanted.value)
-        already = exists().where(Prediction.study_id == Study.id,
+        already = exists().where(Prediction.image_id == Image.id,
                                  Prediction.model_version_id == mv.id)
-        ids = sorted(session.scalars(select(Study.id).where(Study.status == wanted, ~already)))
+        ids = sorted(session.scalars(select(Image.id).where(Image.status == wanted, ~already)))
         batch.n_files = batch.n_new = len(ids)
         # Marked until the re-screen reaches them: a broker that is down now, or a worker that
         # dies, leaves them for `screen resume`, which sends them back here, as a re-screen.
-        session.execute(update(Study).where(Study.id.in_(ids))
+        session.execute(update(Image).where(Image.id.in_(ids))
                         .values(rescreen_batch_id=batch.id)
                         .execution_options(synchronize_session=False))
         result = Enqueued(batch_id=batch.id, queued_ids=ids)

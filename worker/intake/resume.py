@@ -1,4 +1,4 @@
-"""Resuming: studies left queued (the broker was down at submit) or processing under an expired
+"""Resuming: images left queued (the broker was down at submit) or processing under an expired
 lease (their worker died and no redelivery came) are enqueued again."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from pneumoscreen.db import Study, StudyStatus
+from pneumoscreen.db import Image, ImageStatus
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.model.progress import Progress
 from pneumoscreen.worker.intake.enqueue import Enqueued, enqueue
@@ -26,33 +26,33 @@ class ResumeResult:
 
 def left_over(*, session: Session, lease_s: float, now: dt.datetime | None = None
               ) -> tuple[dict[tuple[int | None, bool], list[int]], int]:
-    """Studies to send again, by (batch, is a re-screen); and how many were stuck processing.
+    """Images to send again, by (batch, is a re-screen); and how many were stuck processing.
 
-    Queued studies, processing ones whose lease has expired, and studies a re-screen has not
+    Queued images, processing ones whose lease has expired, and images a re-screen has not
     reached yet (``rescreen_batch_id``; they go back to that re-screen batch, so its model reads
     them and a failed re-read cannot undo their earlier verdict).
     """
     stale = (now or utcnow()) - dt.timedelta(seconds=lease_s)
-    expired = (Study.status == StudyStatus.processing) & or_(Study.claimed_at.is_(None),
-                                                              Study.claimed_at < stale)
+    expired = (Image.status == ImageStatus.processing) & or_(Image.claimed_at.is_(None),
+                                                              Image.claimed_at < stale)
     rows = session.execute(
-        select(Study.id, Study.batch_id, Study.rescreen_batch_id, Study.status)
-        .where(or_(Study.status == StudyStatus.queued, expired,
-                   Study.rescreen_batch_id.is_not(None) & (Study.status != StudyStatus.processing)))
-        .order_by(Study.id)).all()
+        select(Image.id, Image.batch_id, Image.rescreen_batch_id, Image.status)
+        .where(or_(Image.status == ImageStatus.queued, expired,
+                   Image.rescreen_batch_id.is_not(None) & (Image.status != ImageStatus.processing)))
+        .order_by(Image.id)).all()
     groups: dict[tuple[int | None, bool], list[int]] = defaultdict(list)
-    for study_id, batch_id, rescreen_batch_id, _status in rows:
+    for image_id, batch_id, rescreen_batch_id, _status in rows:
         key = (rescreen_batch_id, True) if rescreen_batch_id is not None else (batch_id, False)
-        groups[key].append(study_id)
-    n_stale = sum(1 for *_, status in rows if status == StudyStatus.processing)
+        groups[key].append(image_id)
+    n_stale = sum(1 for *_, status in rows if status == ImageStatus.processing)
     return dict(groups), n_stale
 
 
 def resume(*, settings: Settings, task_size: int | None = None,
            progress: Progress | None = None) -> ResumeResult:
-    """Enqueue the left-over studies again, one task per ``task_size`` of them.
+    """Enqueue the left-over images again, one task per ``task_size`` of them.
 
-    A study queued twice (its first task still sits in the broker) is harmless: the claim lets
+    An image queued twice (its first task still sits in the broker) is harmless: the claim lets
     one task screen it and the other skip it.
     """
     with settings.session() as session:

@@ -1,14 +1,14 @@
-"""Register the studies of a folder once each, as one batch, and enqueue them in tasks.
+"""Register the images of a folder once each, as one batch, and enqueue them in tasks.
 
 The folder is streamed: files are walked lazily, hashed and probed one at a time, and registered
-in chunks of ``REGISTER_CHUNK`` (one transaction each), so a folder of any size runs in constant
-memory and shows progress at once. Enqueueing happens after registration; a broker that is down
-leaves queued studies behind (the sweep or ``screen resume`` sends them), never a half-written
-study.
+in commits of ``FILES_PER_COMMIT`` files (one transaction each), so a folder of any size runs in
+constant memory and shows progress at once. Enqueueing happens after registration; a broker that
+is down leaves queued images behind (the sweep or ``screen resume`` sends them), never a
+half-written image.
 
-Twins: a file with the SOP Instance UID of a registered study but other content (a retransmission,
-a copy damaged in transfer) is recorded in ``study_files`` as a twin of that study. It replaces a
-study that failed on its copy (the study is queued again); a study still waiting keeps it as a
+Twins: a file with the SOP Instance UID of a registered image but other content (a retransmission,
+a copy damaged in transfer) is recorded in ``study_files`` as a twin of that image. It replaces an
+image that failed on its copy (the image is queued again); an image still waiting keeps it as a
 spare, which screening falls back on when the primary copy cannot be decoded.
 """
 
@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pneumoscreen.db import Batch, FileRole, Study, StudyFile, StudyStatus
+from pneumoscreen.db import Batch, FileRole, Image, ImageFile, ImageStatus
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.db.queries import demote_primary_file
 from pneumoscreen.model.bundle import file_sha256
@@ -40,19 +40,19 @@ log = logging.getLogger(__name__)
 
 # Files registered per transaction: big enough to amortise the commit, small enough that memory
 # and the work lost to a crash stay small.
-REGISTER_CHUNK = 256
+FILES_PER_COMMIT = 256
 
 
 @dataclass
 class SubmitResult(Enqueued):
-    """What one submit did. ``n_new`` counts new studies only; a failed study given a readable
+    """What one submit did. ``n_new`` counts new images only; a failed image given a readable
     copy counts in ``n_replaced`` (its id is in ``queued_ids`` too)."""
 
     n_files: int = 0
     n_new: int = 0
     n_duplicate: int = 0
     n_not_images: int = 0
-    n_to_screen: int = 0  # of the new studies
+    n_to_screen: int = 0  # of the new images
     n_rejected: int = 0
     n_failed: int = 0
     n_replaced: int = 0
@@ -66,7 +66,7 @@ class Candidate:
     format: str
     sha256: str
     sop_instance_uid: str | None = None
-    status: StudyStatus = StudyStatus.queued
+    status: ImageStatus = ImageStatus.queued
     reason: str | None = None
     metadata: dict = field(default_factory=dict)
 
@@ -87,7 +87,7 @@ def examine(path: Path, config: IngestConfig) -> Candidate | None:
     try:
         sha = file_sha256(path)
     except OSError as exc:
-        return Candidate(path, fmt, _path_hash(path), status=StudyStatus.failed,
+        return Candidate(path, fmt, _path_hash(path), status=ImageStatus.failed,
                          reason=f"cannot read file: {exc.strerror or 'I/O error'}")
     try:
         found = probe(path, config, fmt=fmt)
@@ -104,19 +104,19 @@ def _path_hash(path: Path) -> str:
     return hashlib.sha256(b"unreadable:" + str(path.resolve()).encode()).hexdigest()
 
 
-def _apply(study: Study, cand: Candidate, batch_id: int, columns: set[str]) -> None:
-    study.sha256, study.sop_instance_uid = cand.sha256, cand.sop_instance_uid
-    study.source_path, study.format = str(cand.path.resolve()), cand.format
-    study.status, study.reason, study.batch_id = cand.status, cand.reason, batch_id
-    study.finished_at = utcnow() if cand.status in StudyStatus.final() else None
+def _apply(image: Image, cand: Candidate, batch_id: int, columns: set[str]) -> None:
+    image.sha256, image.sop_instance_uid = cand.sha256, cand.sop_instance_uid
+    image.source_path, image.format = str(cand.path.resolve()), cand.format
+    image.status, image.reason, image.batch_id = cand.status, cand.reason, batch_id
+    image.finished_at = utcnow() if cand.status in ImageStatus.final() else None
     for key, value in cand.metadata.items():
         if key in columns:
-            setattr(study, key, value)
+            setattr(image, key, value)
 
 
 @dataclass
 class Registered:
-    """Running totals of a registration, kept across its chunks."""
+    """Running totals of a registration, kept across its commits."""
 
     new: set[int] = field(default_factory=set)
     replaced: set[int] = field(default_factory=set)
@@ -124,36 +124,36 @@ class Registered:
     twins: int = 0
 
 
-def _file(study_id: int, cand: Candidate, batch_id: int, role: FileRole,
-          reason: str | None = None) -> StudyFile:
-    return StudyFile(study_id=study_id, sha256=cand.sha256, path=str(cand.path.resolve()),
+def _file(image_id: int, cand: Candidate, batch_id: int, role: FileRole,
+          reason: str | None = None) -> ImageFile:
+    return ImageFile(image_id=image_id, sha256=cand.sha256, path=str(cand.path.resolve()),
                      role=role, reason=reason, batch_id=batch_id)
 
 
-def _twin_reason(study: Study, cand: Candidate) -> str:
-    if cand.status == StudyStatus.failed:
-        return f"twin of study {study.id}, unreadable: {cand.reason}"
-    if study.status in (StudyStatus.queued, StudyStatus.processing):
-        return f"twin of study {study.id}: a spare copy if its own cannot be decoded"
-    return f"twin of study {study.id}, which was {study.status.value} from another copy"
+def _twin_reason(image: Image, cand: Candidate) -> str:
+    if cand.status == ImageStatus.failed:
+        return f"twin of study {image.id}, unreadable: {cand.reason}"
+    if image.status in (ImageStatus.queued, ImageStatus.processing):
+        return f"twin of study {image.id}: a spare copy if its own cannot be decoded"
+    return f"twin of study {image.id}, which was {image.status.value} from another copy"
 
 
-def _replace_failed(study: Study, cand: Candidate, batch_id: int, *, session: Session,
+def _replace_failed(image: Image, cand: Candidate, batch_id: int, *, session: Session,
                     columns: set[str]) -> None:
-    """A readable copy takes the place of the copy the study failed on; that one stays a twin."""
-    log.info("study %s: a readable copy replaces the failed one", study.id)
-    demote_primary_file(study.id, f"the study failed on it: {study.reason}", session=session)
-    _apply(study, cand, batch_id, columns)
-    study.attempts = 0
-    session.add(_file(study.id, cand, batch_id, FileRole.primary))
+    """A readable copy takes the place of the copy the image failed on; that one stays a twin."""
+    log.info("study %s: a readable copy replaces the failed one", image.id)
+    demote_primary_file(image.id, f"the study failed on it: {image.reason}", session=session)
+    _apply(image, cand, batch_id, columns)
+    image.attempts = 0
+    session.add(_file(image.id, cand, batch_id, FileRole.primary))
 
 
 def register(candidates: Iterable[Candidate], batch_id: int, *, session: Session,
              progress: Progress, totals: Registered | None = None) -> Registered:
     """Register the files not seen before (by content hash) and account for every other one.
 
-    Same content as a file received before: a duplicate. Same SOP Instance UID as a study, other
-    content: a twin (see the module's docstring). Otherwise a new study with its primary file.
+    Same content as a file received before: a duplicate. Same SOP Instance UID as an image, other
+    content: a twin (see the module's docstring). Otherwise a new image with its primary file.
     The files go in under one savepoint; if a concurrent submit registered one of them meanwhile
     (a unique constraint fires), they go in again one savepoint per file.
     """
@@ -177,9 +177,9 @@ def _register_each(cands: list[Candidate], batch_id: int, *, session: Session,
                    progress: Progress, earlier: set[int], careful: bool) -> Registered:
     part = Registered()
     shas = [c.sha256 for c in cands]
-    known = set(session.scalars(select(Study.sha256).where(Study.sha256.in_(shas))))
-    known |= set(session.scalars(select(StudyFile.sha256).where(StudyFile.sha256.in_(shas))))
-    columns = set(Study.__table__.columns.keys()) - {"id", "sha256", "sop_instance_uid"}
+    known = set(session.scalars(select(Image.sha256).where(Image.sha256.in_(shas))))
+    known |= set(session.scalars(select(ImageFile.sha256).where(ImageFile.sha256.in_(shas))))
+    columns = set(Image.__table__.columns.keys()) - {"id", "sha256", "sop_instance_uid"}
     for cand in cands:
         progress.advance("register")
         if cand.sha256 in known:
@@ -203,18 +203,18 @@ def _register_one(cand: Candidate, batch_id: int, *, session: Session, part: Reg
                   earlier: set[int], columns: set[str]) -> None:
     same_uid = None
     if cand.sop_instance_uid:
-        same_uid = session.scalars(select(Study).where(
-            Study.sop_instance_uid == cand.sop_instance_uid)).first()
+        same_uid = session.scalars(select(Image).where(
+            Image.sop_instance_uid == cand.sop_instance_uid)).first()
     if same_uid is None:
-        study = Study()
-        _apply(study, cand, batch_id, columns)
-        session.add(study)
+        image = Image()
+        _apply(image, cand, batch_id, columns)
+        session.add(image)
         session.flush()
-        session.add(_file(study.id, cand, batch_id, FileRole.primary))
-        part.new.add(study.id)
+        session.add(_file(image.id, cand, batch_id, FileRole.primary))
+        part.new.add(image.id)
         return
     part.twins += 1
-    if same_uid.status == StudyStatus.failed and cand.status != StudyStatus.failed:
+    if same_uid.status == ImageStatus.failed and cand.status != ImageStatus.failed:
         _replace_failed(same_uid, cand, batch_id, session=session, columns=columns)
         if same_uid.id not in earlier and same_uid.id not in part.new:
             part.replaced.add(same_uid.id)
@@ -240,33 +240,34 @@ def check_model(settings: Settings) -> None:
         raise ModelFileError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
 
 
-def _chunks(walk: Iterable[Path], config: IngestConfig, progress: Progress,
+def _commits(walk: Iterable[Path], config: IngestConfig, progress: Progress,
             counts: dict[str, int], threads: int) -> Iterator[list[Candidate]]:
     """The walk's files examined (hashed and probed) by ``threads`` threads, in walk order, in
-    chunks of ``REGISTER_CHUNK``: at most one chunk of paths is read ahead of the registration.
+    lists of ``FILES_PER_COMMIT``: at most one commit's worth of paths is read ahead of the
+    registration.
     Hashing and reading release the GIL, so two threads overlap them with the header parse."""
     from concurrent.futures import ThreadPoolExecutor
     from itertools import islice
 
     paths = iter(walk)
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="examine") as pool:
-        while group := list(islice(paths, REGISTER_CHUNK)):
-            chunk: list[Candidate] = []
+        while group := list(islice(paths, FILES_PER_COMMIT)):
+            part: list[Candidate] = []
             for cand in pool.map(lambda p: examine(p, config), group):
                 counts["files"] += 1
                 progress.advance("scan")
                 if cand is None:
                     counts["not_images"] += 1
                 else:
-                    chunk.append(cand)
-            if chunk:
-                yield chunk
+                    part.append(cand)
+            if part:
+                yield part
 
 
 def submit_folder(folder: Path, *, settings: Settings, recursive: bool = True,
                   task_size: int | None = None, progress: Progress | None = None,
                   kind: str = "submit") -> SubmitResult:
-    """Register every new study under ``folder`` as one batch and enqueue the screenable ones.
+    """Register every new image under ``folder`` as one batch and enqueue the screenable ones.
 
     The model is checked first (``ModelFileError``: nothing registered).
     """
@@ -284,7 +285,7 @@ def submit_folder(folder: Path, *, settings: Settings, recursive: bool = True,
 
 def register_folder(folder: Path, *, settings: Settings, recursive: bool = True,
                     progress: Progress | None = None, kind: str = "submit") -> SubmitResult:
-    """Stream ``folder`` into the database as one batch (walk, hash, probe, register in chunks);
+    """Stream ``folder`` into the database as one batch (walk, hash, probe, register in commits);
     nothing is enqueued."""
     progress = progress or Silent()
     walk = Walk(folder, recursive=recursive)
@@ -299,9 +300,9 @@ def register_folder(folder: Path, *, settings: Settings, recursive: bool = True,
     progress.start("scan", None)
     progress.start("register", None)
     totals = Registered()
-    for chunk in _chunks(walk, config, progress, counts, settings.decode_threads):
+    for part in _commits(walk, config, progress, counts, settings.decode_threads):
         with settings.session() as session:
-            register(chunk, batch_id, session=session, progress=progress, totals=totals)
+            register(part, batch_id, session=session, progress=progress, totals=totals)
 
     result = SubmitResult(batch_id=batch_id, n_files=counts["files"], n_new=len(totals.new),
                           n_duplicate=totals.duplicates, n_not_images=counts["not_images"],
@@ -316,17 +317,17 @@ def register_folder(folder: Path, *, settings: Settings, recursive: bool = True,
         touched = sorted(totals.new | totals.replaced)
         for start in range(0, len(touched), 1000):  # bounded IN lists
             part = touched[start:start + 1000]
-            for study_id, status in session.execute(
-                    select(Study.id, Study.status).where(Study.id.in_(part))).all():
-                if status == StudyStatus.queued:
-                    result.queued_ids.append(study_id)
-                if study_id in totals.replaced:
+            for image_id, status in session.execute(
+                    select(Image.id, Image.status).where(Image.id.in_(part))).all():
+                if status == ImageStatus.queued:
+                    result.queued_ids.append(image_id)
+                if image_id in totals.replaced:
                     continue
-                if status == StudyStatus.queued:
+                if status == ImageStatus.queued:
                     result.n_to_screen += 1
-                elif status == StudyStatus.rejected:
+                elif status == ImageStatus.rejected:
                     result.n_rejected += 1
-                elif status == StudyStatus.failed:
+                elif status == ImageStatus.failed:
                     result.n_failed += 1
         result.queued_ids.sort()
     return result

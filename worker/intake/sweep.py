@@ -1,12 +1,12 @@
-"""The recovery sweep: studies left queued or processing past their lease with no live task are
+"""The recovery sweep: images left queued or processing past their lease with no live task are
 enqueued again, with no operator command (beat every ``SCREEN_SWEEP_SECONDS``, and once when a
 worker starts).
 
 "No live task" is read from the broker itself: on Redis, every task message waiting in a queue
-list or delivered but not yet acknowledged (kombu's ``unacked`` hash) names its study ids. A Redis
-restart that lost its data (no AOF) loses both, so exactly the stranded studies are sent again.
-On a broker that cannot be read this way, a study counts as stranded once it has waited a whole
-visibility timeout. Sending a study twice is harmless anyway: the claim lets one task screen it.
+list or delivered but not yet acknowledged (kombu's ``unacked`` hash) names its image ids. A Redis
+restart that lost its data (no AOF) loses both, so exactly the stranded images are sent again.
+On a broker that cannot be read this way, an image counts as stranded once it has waited a whole
+visibility timeout. Sending an image twice is harmless anyway: the claim lets one task screen it.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from typing import Any
 
 from sqlalchemy import select
 
-from pneumoscreen.db import Study
+from pneumoscreen.db import Image
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.worker.intake.enqueue import Enqueued, enqueue
 from pneumoscreen.worker.intake.resume import left_over
+from pneumoscreen.worker.queue.publish import SCREEN_TASK
 from pneumoscreen.worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SCREEN_TASK = "pneumoscreen.screen_task"
 # Kombu's Redis transport keeps delivered, unacknowledged messages in this hash.
 UNACKED_KEY = "unacked"
 
@@ -38,15 +38,15 @@ UNACKED_KEY = "unacked"
 class SweepResult:
     n_requeued: int = 0
     n_tasks: int = 0
-    n_live: int = 0  # studies a live task already carries
+    n_live: int = 0  # images a live task already carries
 
 
 class UnreadableMessage(ValueError):
-    """A message on the queue whose study ids cannot be read (signed, or malformed)."""
+    """A message on the queue whose image ids cannot be read (signed, or malformed)."""
 
 
 def _ids_in(raw: bytes | str) -> Iterable[int]:
-    """The study ids of one kombu message on Redis (a screen task's first argument); [] for
+    """The image ids of one kombu message on Redis (a screen task's first argument); [] for
     another task's message. UnreadableMessage when it cannot be told: a signed body, say."""
     try:
         envelope = json.loads(raw)
@@ -60,12 +60,12 @@ def _ids_in(raw: bytes | str) -> Iterable[int]:
         args = json.loads(body)[0]
         return [int(i) for i in args[0]]
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        # Not counting it would call its studies stranded and send them again at every sweep.
+        # Not counting it would call its images stranded and send them again at every sweep.
         raise UnreadableMessage from None
 
 
-def live_study_ids(settings: Settings, queues: Iterable[str] = ("celery",)) -> set[int] | None:
-    """Study ids that some task waiting or running on the broker carries; None when the broker
+def live_image_ids(settings: Settings, queues: Iterable[str] = ("celery",)) -> set[int] | None:
+    """Image ids that some task waiting or running on the broker carries; None when the broker
     is not Redis (or cannot be read)."""
     url = settings.broker_url or ""
     if not url.startswith(("redis://", "rediss://", "unix://")):
@@ -94,14 +94,14 @@ def live_study_ids(settings: Settings, queues: Iterable[str] = ("celery",)) -> s
 
 def sweep(*, settings: Settings, now: dt.datetime | None = None,
           grace_s: float | None = None) -> SweepResult:
-    """Enqueue again the left-over studies (see ``resume.left_over``) no live task carries.
+    """Enqueue again the left-over images (see ``resume.left_over``) no live task carries.
 
-    ``grace_s``: a study changed more recently than this is left alone (its submit may be
+    ``grace_s``: an image changed more recently than this is left alone (its submit may be
     publishing it right now); default: the sweep interval.
     """
     now = now or utcnow()
     grace = dt.timedelta(seconds=settings.sweep_seconds if grace_s is None else grace_s)
-    live = live_study_ids(settings)
+    live = live_image_ids(settings)
     with settings.session() as session:
         groups, _ = left_over(session=session, lease_s=settings.visibility_timeout, now=now)
         ids = [i for group in groups.values() for i in group]
@@ -110,8 +110,8 @@ def sweep(*, settings: Settings, now: dt.datetime | None = None,
             grace, dt.timedelta(seconds=settings.visibility_timeout))
         recent = set()
         for start in range(0, len(ids), 1000):
-            recent.update(session.scalars(select(Study.id).where(
-                Study.id.in_(ids[start:start + 1000]), Study.updated_at > now - quiet_for)))
+            recent.update(session.scalars(select(Image.id).where(
+                Image.id.in_(ids[start:start + 1000]), Image.updated_at > now - quiet_for)))
     out = SweepResult()
     for (batch_id, rescreen), group in groups.items():
         todo = [i for i in group if i not in recent and (live is None or i not in live)]

@@ -6,7 +6,7 @@ embedded defaults and the unit tests work.
 Running at scale: one ``screen worker`` per machine with ``--concurrency`` = the number of GPUs
 and ``SCREEN_GPU_PER_PROCESS=1`` (pool process i sees GPU i only), or ``--concurrency 1`` on a
 CPU-only machine (TensorFlow already uses every core). ``visibility_timeout`` must exceed the
-longest batch: Redis hands an unacknowledged task to another worker after that long (measured:
+longest task: Redis hands an unacknowledged task to another worker after that long (measured:
 a killed task came back 1.6-2.2x the visibility timeout after the kill, not at once).
 """
 
@@ -54,12 +54,12 @@ def configure(settings: Settings | None = None) -> Celery:
         worker_proc_alive_timeout=900,
         task_time_limit=settings.task_time_limit,
         task_soft_time_limit=max(settings.task_time_limit - 30, 10),
-        # Redis redelivers an unacknowledged task after this many seconds: longer than any batch.
+        # Redis redelivers an unacknowledged task after this many seconds: longer than any task.
         broker_transport_options={"visibility_timeout": settings.visibility_timeout},
         result_expires=24 * 3600,
         task_ignore_result=settings.result_backend is None,
         broker_connection_retry_on_startup=True,
-        # Fail a submit fast when the broker is down: the studies stay queued for `screen resume`.
+        # Fail a submit fast when the broker is down: the images stay queued for `screen resume`.
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5,
                                    "interval_max": 1},
         broker_connection_timeout=4,

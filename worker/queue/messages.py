@@ -25,13 +25,13 @@ def _an_id(value: Any, what: str) -> int:
 
 @dataclass(frozen=True)
 class ScreenArgs:
-    study_ids: list[int]
+    image_ids: list[int]
     batch_id: int | None
     rescreen: bool
     model_version: int | None
 
 
-def screen_args(study_ids: Any, batch_id: Any = None, rescreen: Any = False,
+def screen_args(image_ids: Any, batch_id: Any = None, rescreen: Any = False,
                 model_version: Any = None, unexpected: dict[str, Any] | None = None
                 ) -> ScreenArgs:
     """The screen task's arguments, checked; RefusedMessage says what is wrong."""
@@ -39,13 +39,13 @@ def screen_args(study_ids: Any, batch_id: Any = None, rescreen: Any = False,
         names = ", ".join(sorted(str(k)[:32] for k in unexpected)[:5])
         raise RefusedMessage(f"unexpected argument(s): {names} (a task names a registered "
                              "model version by id, never a path)")
-    if not isinstance(study_ids, list) or not 1 <= len(study_ids) <= MAX_IDS:
+    if not isinstance(image_ids, list) or not 1 <= len(image_ids) <= MAX_IDS:
         raise RefusedMessage(f"study_ids must be a list of 1 to {MAX_IDS} ids")
-    ids = [_an_id(v, "each study id") for v in study_ids]
+    ids = [_an_id(v, "each study id") for v in image_ids]
     if type(rescreen) is not bool:
         raise RefusedMessage("rescreen must be true or false")
     return ScreenArgs(
-        study_ids=ids,
+        image_ids=ids,
         batch_id=None if batch_id is None else _an_id(batch_id, "batch_id"),
         rescreen=rescreen,
         model_version=None if model_version is None else _an_id(model_version, "model_version"))

@@ -7,9 +7,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,40 +16,33 @@ from celery.signals import worker_init, worker_process_init, worker_ready
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from pneumoscreen.db import reset_engines
+from pneumoscreen.model.bundle import ModelFileError
+from pneumoscreen.worker.export.enqueue import configured_destination, enqueue_exports
+from pneumoscreen.worker.export.run import export_study
+from pneumoscreen.worker.intake.nightly import run_nightly
+from pneumoscreen.worker.intake.sweep import sweep, sweep_safely
 from pneumoscreen.worker.queue.app import app
 from pneumoscreen.worker.queue.messages import RefusedMessage, screen_args
-from pneumoscreen.worker.screening.screen import screen_task as screen_studies
+from pneumoscreen.worker.queue.publish import (
+    EXPORT_TASK,
+    NIGHTLY_TASK,
+    SCREEN_TASK,
+    SWEEP_TASK,
+    task_settings,
+)
+from pneumoscreen.worker.screening.screen import screen_images
 from pneumoscreen.worker.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 # A database that is restarting or a dropped connection: worth another try, with backoff.
 TRANSIENT = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
-# Studies another live worker holds: look again after this long at most (they are usually done).
+# Images another live worker holds: look again after this long at most (they are usually done).
 BUSY_RETRY_S = 30
 
 
-# Eager mode runs a task inside the caller's own call: the caller's settings (its database!)
-# must reach it. A message from a broker carries ids only and reads the process settings.
-_eager: ContextVar[Settings | None] = ContextVar("pneumoscreen_eager_settings", default=None)
-
-
-@contextmanager
-def eager_settings(settings: Settings | None) -> Iterator[None]:
-    """Tasks run eagerly inside this block use ``settings`` instead of the process's."""
-    token = _eager.set(settings)
-    try:
-        yield
-    finally:
-        _eager.reset(token)
-
-
-def task_settings() -> Settings:
-    return _eager.get() or get_settings()
-
-
 @app.task(
-    name="pneumoscreen.screen_task",
+    name=SCREEN_TASK,
     bind=True,
     acks_late=True,
     autoretry_for=TRANSIENT,
@@ -61,26 +51,24 @@ def task_settings() -> Settings:
     retry_jitter=True,
     max_retries=8,
 )
-def screen_task(self: Any, study_ids: list[int], batch_id: int | None = None,
+def screen_task(self: Any, image_ids: list[int], batch_id: int | None = None,
                 rescreen: bool = False, model_version: int | None = None,
                 **unexpected: Any) -> dict[str, Any]:
-    """Screen one task's studies; safe to run again on the same ids.
+    """Screen one task's images; safe to run again on the same ids.
 
     ``model_version``: a registered model version id to use instead of the configured model (a
     rescreen batch also names its version itself); never a path. A message whose arguments are
     not what pneumoscreen sends, or that names a model that is not registered or whose file
     changed, is refused before anything changes. The task id is the claim token, so a retry or
-    a redelivery of this task takes back the studies it held at once, while other tasks wait.
+    a redelivery of this task takes back the images it held at once, while other tasks wait.
     """
-    from pneumoscreen.model.bundle import ModelFileError
-
     try:
-        args = screen_args(study_ids, batch_id, rescreen, model_version, unexpected)
+        args = screen_args(image_ids, batch_id, rescreen, model_version, unexpected)
     except RefusedMessage as exc:
         refuse(self, str(exc))
     settings = task_settings()
     try:
-        outcome = screen_studies(args.study_ids, settings, batch_id=args.batch_id,
+        outcome = screen_images(args.image_ids, settings, batch_id=args.batch_id,
                                  rescreen=args.rescreen, model_version_id=args.model_version,
                                  claim_token=self.request.id)
     except ModelFileError as exc:
@@ -98,31 +86,26 @@ def screen_task(self: Any, study_ids: list[int], batch_id: int | None = None,
                                  "model_version": args.model_version},
                          countdown=countdown, max_retries=None)
     if settings.export_to and (outcome.screened or outcome.rejected or outcome.failed):
-        _queue_exports(args.study_ids, settings)
+        _queue_exports(args.image_ids, settings)
     return asdict(outcome)
 
 
-def _queue_exports(study_ids: list[int], settings: Settings) -> None:
-    """Send back the results of the studies this task completed; never fails the screening
+def _queue_exports(image_ids: list[int], settings: Settings) -> None:
+    """Send back the results of the images this task completed; never fails the screening
     (``screen export`` sends what could not be queued)."""
-    from pneumoscreen.worker.export.enqueue import enqueue_exports
-
     try:
-        enqueue_exports(study_ids, settings)
+        enqueue_exports(image_ids, settings)
     except Exception:
         log.exception("exports of a task's studies could not be queued")
 
 
-@app.task(name="pneumoscreen.export_study", bind=True, acks_late=True,
+@app.task(name=EXPORT_TASK, bind=True, acks_late=True,
           autoretry_for=(OperationalError, InterfaceError), retry_backoff=2,
           retry_backoff_max=120, max_retries=8)
 def export_task(self: Any, study_uid: str, destination: str) -> dict[str, Any]:
     """Send one study's result to one configured destination (named by its label); a transient
     failure (PACS down, timeout, 5xx) is retried with exponential backoff, a bounded number of
     times. In eager mode there is one attempt: ``screen export`` resends."""
-    from pneumoscreen.worker.export.enqueue import configured_destination
-    from pneumoscreen.worker.export.run import export_study
-
     settings = task_settings()
     dest = configured_destination(destination, settings)
     if dest is None:  # not (or no longer) configured: a message cannot name a destination
@@ -146,21 +129,17 @@ def refuse(task: Any, reason: str) -> NoReturn:
     raise Reject(reason, requeue=False)
 
 
-@app.task(name="pneumoscreen.nightly", acks_late=True, autoretry_for=TRANSIENT,
+@app.task(name=NIGHTLY_TASK, acks_late=True, autoretry_for=TRANSIENT,
           retry_backoff=30, retry_backoff_max=600, max_retries=5)
 def nightly_task() -> dict[str, Any]:
     """The beat entry: submit what is new in the configured inbox folders."""
-    from pneumoscreen.worker.intake.nightly import run_nightly
-
     summary = run_nightly(None, settings=task_settings())
     return summary.as_dict()
 
 
-@app.task(name="pneumoscreen.sweep", ignore_result=True)
+@app.task(name=SWEEP_TASK, ignore_result=True)
 def sweep_task() -> dict[str, Any]:
-    """The beat entry: enqueue again the studies no live task carries (after a Redis restart)."""
-    from pneumoscreen.worker.intake.sweep import sweep
-
+    """The beat entry: enqueue again the images no live task carries (after a Redis restart)."""
     return asdict(sweep(settings=task_settings()))
 
 
@@ -218,8 +197,6 @@ def _wait_until_warm(sender: Any = None, **_: Any) -> None:
 @worker_ready.connect  # after _wait_until_warm: the pool processes have migrated the database
 def _sweep_at_start(**_: Any) -> None:
     # What a broker restart (or a crash) stranded is sent again before the first beat tick.
-    from pneumoscreen.worker.intake.sweep import sweep_safely
-
     sweep_safely(get_settings())
 
 

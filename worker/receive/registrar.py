@@ -23,17 +23,18 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from pneumoscreen.db import Batch, ReceivedInstance, Study, StudyFile, StudyStatus
+from pneumoscreen.db import Batch, Image, ImageFile, ImageStatus, ReceivedInstance
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.model.progress import Silent
-from pneumoscreen.worker.intake.enqueue import BrokerUnavailable, Enqueued, enqueue
+from pneumoscreen.worker.intake.enqueue import Enqueued, enqueue
 from pneumoscreen.worker.intake.submit import examine, register
 from pneumoscreen.worker.keys import checked_key
+from pneumoscreen.worker.queue.publish import BrokerUnavailable
 from pneumoscreen.worker.receive.spool import Spool, SpoolFile, is_uid
 from pneumoscreen.worker.settings import Settings
 
 log = logging.getLogger(__name__)
-_CHUNK = 500
+IN_LIST_MAX = 500  # at most this many values in one SQL IN list
 
 
 @dataclass
@@ -67,7 +68,7 @@ def read_arrival(file: SpoolFile, received: float) -> Arrival:
 
 def register_arrivals(arrivals: list[Arrival], *, settings: Settings) -> Enqueued:
     """Register these spool files as one ``receive`` batch with the intake's own functions; the
-    new screenable studies are returned for enqueueing. Files already registered are skipped."""
+    new screenable images are returned for enqueueing. Files already registered are skipped."""
     with settings.session() as session:
         known = _known(session, [a.file.sha256 for a in arrivals])
     fresh = [a for a in arrivals if a.file.sha256 not in known]
@@ -87,24 +88,24 @@ def register_arrivals(arrivals: list[Arrival], *, settings: Settings) -> Enqueue
         batch.n_new, batch.n_duplicate = len(totals.new), totals.duplicates
         touched = sorted(totals.new | totals.replaced)
         queued: set[int] = set()
-        for i in range(0, len(touched), _CHUNK):  # bounded IN lists
-            queued.update(session.scalars(select(Study.id).where(
-                Study.id.in_(touched[i:i + _CHUNK]), Study.status == StudyStatus.queued)))
+        for i in range(0, len(touched), IN_LIST_MAX):  # bounded IN lists
+            queued.update(session.scalars(select(Image.id).where(
+                Image.id.in_(touched[i:i + IN_LIST_MAX]), Image.status == ImageStatus.queued)))
         now = utcnow()
         for arrival, cand in examined:
-            study_id = None
-            if cand is not None:  # the study this file is the primary copy, a twin or duplicate of
-                study_id = session.scalar(select(StudyFile.study_id).where(
-                    StudyFile.sha256 == cand.sha256).limit(1))
-                if study_id is None:
-                    study_id = session.scalar(select(Study.id).where(
-                        Study.sha256 == cand.sha256))
+            image_id = None
+            if cand is not None:  # the image this file is the primary copy, a twin or duplicate of
+                image_id = session.scalar(select(ImageFile.image_id).where(
+                    ImageFile.sha256 == cand.sha256).limit(1))
+                if image_id is None:
+                    image_id = session.scalar(select(Image.id).where(
+                        Image.sha256 == cand.sha256))
             session.add(ReceivedInstance(
                 sha256=arrival.file.sha256, sop_instance_uid=arrival.sop_uid,
                 study_instance_uid=arrival.study_uid or None,
                 spool_path=str(arrival.file.path.resolve()), calling_aet=arrival.calling_aet,
-                received_at=_utc(arrival.received), registered_at=now, study_id=study_id,
-                enqueued_at=None if study_id in queued else now))
+                received_at=_utc(arrival.received), registered_at=now, image_id=image_id,
+                enqueued_at=None if image_id in queued else now))
         batch_id = batch.id
     log.info("batch %s: %d received instances registered, %d new studies, %d to screen, "
              "%d already known, %d twins", batch_id, len(fresh), len(totals.new), len(queued),
@@ -125,9 +126,9 @@ def _what(exc: Exception) -> str:
 def _known(session: Session, shas: list[str]) -> set[str]:
     """Which of these spool files are registered already."""
     found: set[str] = set()
-    for i in range(0, len(shas), _CHUNK):
+    for i in range(0, len(shas), IN_LIST_MAX):
         found.update(session.scalars(select(ReceivedInstance.sha256).where(
-            ReceivedInstance.sha256.in_(shas[i:i + _CHUNK]))))
+            ReceivedInstance.sha256.in_(shas[i:i + IN_LIST_MAX]))))
     return found
 
 
@@ -135,12 +136,12 @@ def _utc(seconds: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
 
 
-def _mark_enqueued(study_ids: Iterable[int], *, settings: Settings) -> None:
-    ids = list(study_ids)
+def _mark_enqueued(image_ids: Iterable[int], *, settings: Settings) -> None:
+    ids = list(image_ids)
     with settings.session() as session:
-        for i in range(0, len(ids), _CHUNK):
+        for i in range(0, len(ids), IN_LIST_MAX):
             session.execute(update(ReceivedInstance).where(
-                ReceivedInstance.study_id.in_(ids[i:i + _CHUNK]),
+                ReceivedInstance.image_id.in_(ids[i:i + IN_LIST_MAX]),
                 ReceivedInstance.enqueued_at.is_(None)).values(enqueued_at=utcnow()))
 
 
@@ -238,13 +239,13 @@ class Registrar:
         listener stopped in between); those no longer queued are just marked."""
         with self.settings.session() as session:
             rows = session.execute(
-                select(ReceivedInstance.study_id, Study.batch_id, Study.status)
-                .join(Study, Study.id == ReceivedInstance.study_id)
+                select(ReceivedInstance.image_id, Image.batch_id, Image.status)
+                .join(Image, Image.id == ReceivedInstance.image_id)
                 .where(ReceivedInstance.enqueued_at.is_(None))).all()
         groups: dict[int | None, set[int]] = defaultdict(set)
         settled: set[int] = set()
-        for study_id, batch_id, status in rows:
-            (groups[batch_id] if status == StudyStatus.queued else settled).add(study_id)
+        for image_id, batch_id, status in rows:
+            (groups[batch_id] if status == ImageStatus.queued else settled).add(image_id)
         if settled:
             _mark_enqueued(settled, settings=self.settings)
         sent = 0

@@ -1,9 +1,9 @@
-"""The claim: which task may screen which study, as one conditional UPDATE with a lease.
+"""The claim: which task may screen which image, as one conditional UPDATE with a lease.
 
-A study is taken only if it is queued, or processing under this same claim token (the task id: a
+An image is taken only if it is queued, or processing under this same claim token (the task id: a
 retry or a redelivery of this task), or processing under a lease older than
 ``visibility_timeout`` (its worker died). Two live workers therefore never screen the same
-study; a study another live claim holds comes back as ``busy``.
+image; an image another live claim holds comes back as ``busy``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session
 
-from pneumoscreen.db import Prediction, Study, StudyStatus, session_scope
+from pneumoscreen.db import Image, ImageStatus, Prediction, session_scope
 from pneumoscreen.db.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -29,53 +29,53 @@ class Claim:
     busy: list[int]
 
 
-def claim(study_ids: Sequence[int], mv_id: int, *, session: Session, token: str,
+def claim(image_ids: Sequence[int], mv_id: int, *, session: Session, token: str,
           lease_s: float, rescreen: bool = False, now: dt.datetime | None = None) -> Claim:
-    """Atomically mark the studies still to be screened by ``mv_id`` as processing under ``token``.
+    """Atomically mark the images still to be screened by ``mv_id`` as processing under ``token``.
 
     One conditional UPDATE: on PostgreSQL a concurrent claim waits for the row lock and then
     re-checks the condition against the committed row, so only one of two claims wins; SQLite
-    serialises writers. ``lease_s``: a processing study untouched that long is taken again.
+    serialises writers. ``lease_s``: a processing image untouched that long is taken again.
     """
-    ids = list(study_ids)
+    ids = list(image_ids)
     now = now or utcnow()
     stale = now - dt.timedelta(seconds=lease_s)
     takeable = or_(
-        Study.status == StudyStatus.queued,
-        and_(Study.status == StudyStatus.processing,
-             or_(Study.claim_token == token, Study.claimed_at.is_(None),
-                 Study.claimed_at < stale)),
+        Image.status == ImageStatus.queued,
+        and_(Image.status == ImageStatus.processing,
+             or_(Image.claim_token == token, Image.claimed_at.is_(None),
+                 Image.claimed_at < stale)),
     )
-    predicted = exists().where(Prediction.study_id == Study.id,
+    predicted = exists().where(Prediction.image_id == Image.id,
                                Prediction.model_version_id == mv_id)
     # Predicted but not marked done (the worker died between the two): just finish it.
-    session.execute(update(Study).where(Study.id.in_(ids), takeable, predicted)
-                    .values(status=StudyStatus.done, reason=None, finished_at=now,
+    session.execute(update(Image).where(Image.id.in_(ids), takeable, predicted)
+                    .values(status=ImageStatus.done, reason=None, finished_at=now,
                             updated_at=now, claim_token=None, claimed_at=None)
                     .execution_options(synchronize_session=False))
-    # A re-screen reads finished studies again (done, or rejected/failed when asked for).
-    wanted = or_(takeable, Study.status.in_(StudyStatus.final())) if rescreen else takeable
+    # A re-screen reads finished images again (done, or rejected/failed when asked for).
+    wanted = or_(takeable, Image.status.in_(ImageStatus.final())) if rescreen else takeable
     rows = session.execute(
-        update(Study).where(Study.id.in_(ids), wanted, ~predicted)
-        .values(status=StudyStatus.processing, claim_token=token, claimed_at=now,
-                attempts=Study.attempts + 1, updated_at=now)
-        .returning(Study.id, Study.source_path)
+        update(Image).where(Image.id.in_(ids), wanted, ~predicted)
+        .values(status=ImageStatus.processing, claim_token=token, claimed_at=now,
+                attempts=Image.attempts + 1, updated_at=now)
+        .returning(Image.id, Image.source_path)
         .execution_options(synchronize_session=False)).all()
     todo = sorted((int(i), str(p)) for i, p in rows)
-    busy = sorted(session.scalars(select(Study.id).where(
-        Study.id.in_(ids), Study.status == StudyStatus.processing,
-        or_(Study.claim_token.is_(None), Study.claim_token != token))).all())
+    busy = sorted(session.scalars(select(Image.id).where(
+        Image.id.in_(ids), Image.status == ImageStatus.processing,
+        or_(Image.claim_token.is_(None), Image.claim_token != token))).all())
     return Claim(todo=todo, already_done=len(ids) - len(todo) - len(busy), busy=busy)
 
 
 def release(token: str, *, url: str) -> None:
-    """Put back the studies still held under ``token`` (the task failed): queued again."""
+    """Put back the images still held under ``token`` (the task failed): queued again."""
     try:
         with session_scope(url) as session:
-            session.execute(update(Study)
-                            .where(Study.status == StudyStatus.processing,
-                                   Study.claim_token == token)
-                            .values(status=StudyStatus.queued, claim_token=None,
+            session.execute(update(Image)
+                            .where(Image.status == ImageStatus.processing,
+                                   Image.claim_token == token)
+                            .values(status=ImageStatus.queued, claim_token=None,
                                     claimed_at=None, updated_at=utcnow())
                             .execution_options(synchronize_session=False))
     except Exception:  # the database itself may be what failed; the lease covers that case

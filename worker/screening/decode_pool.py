@@ -40,7 +40,7 @@ _MAX_ANSWER = 64 << 20  # a network input is a few hundred kB; more is a broken 
 
 @dataclass
 class FileResult:
-    """A child's answer: the network input, or the study status and reason."""
+    """A child's answer: the network input, or the image status and reason."""
 
     tensor: np.ndarray | None = None
     status: str | None = None  # "failed" or "rejected" when tensor is None
@@ -166,7 +166,7 @@ class DecodePool:
             why = f" (exit status {code})" if code is not None else ""
             if not child.started:
                 # E.g. a broken installation or no memory: not this file's fault, so no verdict
-                # on it; the task is retried (its studies stay claimed, then leased back).
+                # on it; the task is retried (its images stay claimed, then leased back).
                 raise DecoderUnavailable(f"the decoding process did not start{why}") from None
             return FileResult(status="failed", reason=f"the decoder crashed on this file{why}")
         except BaseException:

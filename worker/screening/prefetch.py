@@ -1,4 +1,4 @@
-"""Decode the next chunk of studies in a thread pool while the model runs on the current one.
+"""Decode the next chunk of images in a thread pool while the model runs on the current one.
 
 With ``decode_processes`` (the default) each thread only drives one decoding process of
 :mod:`.decode_pool`, so the decoding itself runs outside the model's process and under a time limit.

@@ -2,7 +2,7 @@
 
 Two checks, each with a reason a reader understands: the patient's age (from the DICOM header)
 against the validated range, and the model's atypicality score against its validation
-threshold. PNG and JPEG inputs carry no age and rely on the score. A study outside scope keeps
+threshold. PNG and JPEG inputs carry no age and rely on the score. An image outside scope keeps
 its probability; it is listed apart as needing a human read.
 """
 

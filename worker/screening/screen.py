@@ -1,16 +1,16 @@
-"""One task's work: claim its studies, decode the next chunk while the model runs on this one,
+"""One task's work: claim its images, decode the next chunk while the model runs on this one,
 record each chunk's verdicts.
 
 Safe to run twice on the same ids (a redelivered task):
 
-* the claim (:mod:`.claim`) takes a study only if no other live task holds it;
-* a study that already has a prediction from this model version is not screened again, and the
-  database refuses a second prediction for the same (study, model version) anyway;
+* the claim (:mod:`.claim`) takes an image only if no other live task holds it;
+* an image that already has a prediction from this model version is not screened again, and the
+  database refuses a second prediction for the same (image, model version) anyway;
 * each chunk's predictions and statuses are written in one transaction, so a worker killed
   mid-task leaves finished chunks done and the rest processing, to be taken again.
 
 Words: a *batch* is one submit, nightly or rescreen (a ``batches`` row); a *task* is the list of
-study ids one Celery task screens (``task_size``); a *chunk* is the studies of one model call
+image ids one Celery task screens (``task_size``); a *chunk* is the images of one model call
 (``chunk_size``).
 """
 
@@ -28,9 +28,9 @@ from sqlalchemy.orm import Session
 
 from pneumoscreen.db import (
     Heatmap,
+    Image,
+    ImageStatus,
     Prediction,
-    Study,
-    StudyStatus,
     session_scope,
 )
 from pneumoscreen.db.models import utcnow
@@ -53,16 +53,16 @@ from pneumoscreen.worker.status import status_of
 
 log = logging.getLogger(__name__)
 
-SCREENABLE = (StudyStatus.queued, StudyStatus.processing)
+SCREENABLE = (ImageStatus.queued, ImageStatus.processing)
 
 
 @dataclass
 class Prepared:
-    """A study after ingestion: either a network input or the reason it has none."""
+    """An image after ingestion: either a network input or the reason it has none."""
 
-    study_id: int
+    image_id: int
     tensor: np.ndarray | None = None
-    status: StudyStatus | None = None
+    status: ImageStatus | None = None
     reason: str | None = None
     metadata: dict = field(default_factory=dict)
     # Screened from this twin copy (path, sha256): the primary one failed for ``primary_reason``.
@@ -85,14 +85,14 @@ def get_model(settings: Settings) -> LoadedModel:
     return configured_model(settings)
 
 
-def prepare(study_id: int, path: str, model: LoadedModel, config: IngestConfig,
+def prepare(image_id: int, path: str, model: LoadedModel, config: IngestConfig,
             spares: Sequence[twins.Copy] = (), *, pool: DecodePool | None = None) -> Prepared:
     """Decode and normalise one file (in one of ``pool``'s processes, if given), falling back on
     its twin copies when it fails; every error becomes a reason, never an exception."""
     def one(file: str) -> Prepared:
         if pool is not None:
-            return _prepare_in(pool, study_id, file, model, config)
-        return _prepare_one(study_id, file, model, config)
+            return _prepare_in(pool, image_id, file, model, config)
+        return _prepare_one(image_id, file, model, config)
 
     primary = one(path)
     outcome, copy = twins.first_readable(primary, spares, one)
@@ -101,31 +101,31 @@ def prepare(study_id: int, path: str, model: LoadedModel, config: IngestConfig,
     return outcome
 
 
-def _prepare_one(study_id: int, path: str, model: LoadedModel, config: IngestConfig) -> Prepared:
+def _prepare_one(image_id: int, path: str, model: LoadedModel, config: IngestConfig) -> Prepared:
     try:
         decoded = load_grey(Path(path), config)
         tensor = model.preprocess(decoded.grey)
-        return Prepared(study_id, tensor=tensor, metadata=decoded.metadata)
+        return Prepared(image_id, tensor=tensor, metadata=decoded.metadata)
     except IngestError as exc:
-        return Prepared(study_id, status=status_of(exc), reason=str(exc))
-    except Exception as exc:  # a bug or an unforeseen file must not take the batch down
-        log.exception("study %s: unexpected error while preparing", study_id)
-        return Prepared(study_id, status=StudyStatus.failed,
+        return Prepared(image_id, status=status_of(exc), reason=str(exc))
+    except Exception as exc:  # a bug or an unforeseen file must not take the task down
+        log.exception("study %s: unexpected error while preparing", image_id)
+        return Prepared(image_id, status=ImageStatus.failed,
                         reason=f"unexpected error: {type(exc).__name__}: {exc}")
 
 
-def _prepare_in(pool: DecodePool, study_id: int, path: str, model: LoadedModel,
+def _prepare_in(pool: DecodePool, image_id: int, path: str, model: LoadedModel,
                 config: IngestConfig) -> Prepared:
     """:func:`_prepare_one` in one of ``pool``'s processes, under its time limit."""
     found = pool.run(path, config, model.spec.input_size)
     if found.tensor is None:
-        return Prepared(study_id, status=StudyStatus(found.status or "failed"),
+        return Prepared(image_id, status=ImageStatus(found.status or "failed"),
                         reason=found.reason)
-    return Prepared(study_id, tensor=found.tensor, metadata=found.metadata)
+    return Prepared(image_id, tensor=found.tensor, metadata=found.metadata)
 
 
-def screen_task(
-    study_ids: Sequence[int],
+def screen_images(
+    image_ids: Sequence[int],
     settings: Settings,
     *,
     batch_id: int | None = None,
@@ -134,7 +134,7 @@ def screen_task(
     model_version_id: int | None = None,
     claim_token: str | None = None,
 ) -> TaskOutcome:
-    """Screen ``study_ids`` and record every outcome, chunk by chunk.
+    """Screen ``image_ids`` and record every outcome, chunk by chunk.
 
     The model is ``model``, else registered version ``model_version_id``, else the version a
     rescreen batch names, else the configured one (never a path from a message).
@@ -152,7 +152,7 @@ def screen_task(
     with session_scope(url) as session:
         mv = model_version_for(model.spec, session=session)
         mv_id, threshold = mv.id, float(model.spec.threshold)
-        claimed = claim(study_ids, mv_id, session=session, token=token,
+        claimed = claim(image_ids, mv_id, session=session, token=token,
                         lease_s=settings.visibility_timeout, rescreen=rescreen)
     outcome = TaskOutcome(already_done=claimed.already_done, busy=claimed.busy)
     if not claimed.todo:
@@ -171,22 +171,22 @@ def screen_task(
                             threads=pool.processes if pool else settings.decode_threads)
         for prepared in chunks:
             ready = [p for p in prepared if p.tensor is not None]
-            batch = np.stack([p.tensor for p in ready]) if ready else None
-            scores = (model.predict(batch) if batch is not None
+            inputs = np.stack([p.tensor for p in ready]) if ready else None
+            scores = (model.predict(inputs) if inputs is not None
                       else Scores(np.zeros(0, np.float32)))
             verdicts = [scope.verdict(
                 patient_age=p.metadata.get("patient_age"),
                 atypicality=None if scores.atypicality is None else float(scores.atypicality[i]),
                 atypicality_threshold=model.atypicality_threshold,
                 age_range=settings.scope_age_years) for i, p in enumerate(ready)]
-            maps = explain(model, batch, scores.pneumonia >= threshold, settings.heatmaps)
+            maps = explain(model, inputs, scores.pneumonia >= threshold, settings.heatmaps)
             with session_scope(url) as session:
                 record(prepared, ready, scores, mv_id=mv_id, threshold=threshold,
                        batch_id=batch_id, session=session, outcome=outcome, rescreen=rescreen,
                        verdicts=verdicts, maps=maps)
     except BaseException:
         # A retry of this task reclaims under the same token anyway; a private claim must not
-        # leave its studies waiting a whole lease.
+        # leave its images waiting a whole lease.
         if claim_token is None:
             release(token, url=url)
         raise
@@ -199,24 +199,24 @@ def screen_task(
 def _store_maps(maps: dict[int, np.ndarray], *, mv_id: int, session: Session) -> None:
     from pneumoscreen.model.gradcam import to_bytes
 
-    ids = dict(session.execute(select(Prediction.study_id, Prediction.id).where(
-        Prediction.study_id.in_(list(maps)), Prediction.model_version_id == mv_id)).all())
+    ids = dict(session.execute(select(Prediction.image_id, Prediction.id).where(
+        Prediction.image_id.in_(list(maps)), Prediction.model_version_id == mv_id)).all())
     rows = [{"prediction_id": ids[sid], "height": int(m.shape[0]), "width": int(m.shape[1]),
              "data": to_bytes(m)} for sid, m in maps.items() if sid in ids]
     if rows:
         session.execute(insert_ignore(session, Heatmap, ["prediction_id"]), rows)
 
 
-def explain(model: LoadedModel, batch: np.ndarray | None, flagged: np.ndarray,
+def explain(model: LoadedModel, inputs: np.ndarray | None, flagged: np.ndarray,
             which: str) -> dict[int, np.ndarray]:
-    """Grad-CAM maps of a chunk's flagged (or all, or no) images, in one batched call; keyed by
+    """Grad-CAM maps of a chunk's flagged (or all, or no) images, in one model call; keyed by
     the image's index in the chunk."""
-    if batch is None or which == "none":
+    if inputs is None or which == "none":
         return {}
-    index = np.flatnonzero(flagged) if which == "flagged" else np.arange(len(batch))
+    index = np.flatnonzero(flagged) if which == "flagged" else np.arange(len(inputs))
     if not len(index):
         return {}
-    return dict(zip(index.tolist(), model.heatmaps(batch[index]), strict=True))
+    return dict(zip(index.tolist(), model.heatmaps(inputs[index]), strict=True))
 
 
 def record(prepared: list[Prepared], ready: list[Prepared], scores: Scores, *,
@@ -224,15 +224,15 @@ def record(prepared: list[Prepared], ready: list[Prepared], scores: Scores, *,
            outcome: TaskOutcome, rescreen: bool = False,
            verdicts: list[scope.Verdict] | None = None,
            maps: dict[int, np.ndarray] | None = None) -> None:
-    """Write predictions (a second one for the same study and model is ignored), their scope
-    verdicts and heatmaps, and the studies' statuses."""
+    """Write predictions (a second one for the same image and model is ignored), their scope
+    verdicts and heatmaps, and the images' statuses."""
     now = utcnow()
     n = len(ready)
     viral = scores.viral if scores.viral is not None else [None] * n
     atyp = scores.atypicality if scores.atypicality is not None else [None] * n
     verdicts = verdicts or [scope.Verdict(True)] * n
     rows = [
-        {"study_id": p.study_id, "model_version_id": mv_id, "batch_id": batch_id,
+        {"image_id": p.image_id, "model_version_id": mv_id, "batch_id": batch_id,
          "probability": float(prob), "p_viral": None if pv is None else float(pv),
          "atypicality": None if a is None else float(a), "in_scope": v.in_scope,
          "scope_reason": v.reason, "threshold": threshold, "flagged": bool(prob >= threshold),
@@ -243,34 +243,34 @@ def record(prepared: list[Prepared], ready: list[Prepared], scores: Scores, *,
     if rows:
         session.execute(insert_ignore(session, Prediction, ["study_id", "model_version_id"]), rows)
     if maps:
-        _store_maps({ready[i].study_id: m for i, m in maps.items()}, mv_id=mv_id,
+        _store_maps({ready[i].image_id: m for i, m in maps.items()}, mv_id=mv_id,
                     session=session)
-    ids = [p.study_id for p in prepared]
-    studies = {s.id: s for s in session.scalars(select(Study).where(Study.id.in_(ids)))}
-    # A re-screen that cannot read the file again must not undo the study's earlier verdict.
+    ids = [p.image_id for p in prepared]
+    images = {s.id: s for s in session.scalars(select(Image).where(Image.id.in_(ids)))}
+    # A re-screen that cannot read the file again must not undo the image's earlier verdict.
     screened_before = set(session.scalars(
-        select(Prediction.study_id).where(Prediction.study_id.in_(ids)))) if rescreen else set()
-    columns = set(Study.__table__.columns.keys())
+        select(Prediction.image_id).where(Prediction.image_id.in_(ids)))) if rescreen else set()
+    columns = set(Image.__table__.columns.keys())
     for p in prepared:
-        study = studies[p.study_id]
+        image = images[p.image_id]
         for key, value in p.metadata.items():
             if key in columns and value is not None:
-                setattr(study, key, value)
-        study.finished_at = now
-        study.claim_token = study.claimed_at = None
+                setattr(image, key, value)
+        image.finished_at = now
+        image.claim_token = image.claimed_at = None
         if p.copy is not None:
-            twins.promote(study, p.copy, why=p.primary_reason, session=session)
+            twins.promote(image, p.copy, why=p.primary_reason, session=session)
         if rescreen:
-            study.rescreen_batch_id = None  # the re-screen has reached it
+            image.rescreen_batch_id = None  # the re-screen has reached it
         if p.tensor is not None:
-            study.status, study.reason = StudyStatus.done, None
+            image.status, image.reason = ImageStatus.done, None
             outcome.screened += 1
-        elif p.study_id in screened_before:
-            study.status, study.reason = StudyStatus.done, f"re-screen failed: {p.reason}"
+        elif p.image_id in screened_before:
+            image.status, image.reason = ImageStatus.done, f"re-screen failed: {p.reason}"
             outcome.failed += 1
         else:
-            study.status, study.reason = p.status or StudyStatus.failed, p.reason
-            if study.status == StudyStatus.rejected:
+            image.status, image.reason = p.status or ImageStatus.failed, p.reason
+            if image.status == ImageStatus.rejected:
                 outcome.rejected += 1
             else:
                 outcome.failed += 1

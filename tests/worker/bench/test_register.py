@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from live import make_pngs
 from typer.testing import CliRunner
 
-from pneumoscreen.db import Study, session_scope
+from pneumoscreen.db import Image, session_scope
 from pneumoscreen.model.progress import Silent
 from pneumoscreen.worker.bench.register import make_corpus, run_register, template
 from pneumoscreen.worker.cli import app
@@ -52,13 +52,13 @@ class _Watch(Silent):
             self.scanned += n
         elif stage == "register" and (not self.seen or self.seen[-1][0] != self.scanned):
             with session_scope(self.url) as s:  # another connection: committed rows only
-                committed = s.scalar(sa.select(sa.func.count()).select_from(Study))
+                committed = s.scalar(sa.select(sa.func.count()).select_from(Image))
             self.seen.append((self.scanned, committed))
 
 
 def test_registration_streams_in_committed_chunks(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(submit_mod, "REGISTER_CHUNK", 10)
+    monkeypatch.setattr(submit_mod, "FILES_PER_COMMIT", 10)
     make_pngs(tmp_path / "in", 25, size=16)
     settings = get_settings()
     watch = _Watch(settings.effective_database_url)

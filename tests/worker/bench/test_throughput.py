@@ -71,14 +71,14 @@ def test_corpus_mode_counts_each_file_once_and_reports_per_codec(
     (corpus / "notes.txt").write_text("not an image")
 
     screened: list[int] = []
-    real_task = throughput.screen_task
+    real_task = throughput.screen_images
 
     def counting_task(ids: list[int], *args: Any, **kw: Any) -> Any:
         outcome = real_task(ids, *args, **kw)
         screened.extend(ids)
         return outcome
 
-    monkeypatch.setattr(throughput, "screen_task", counting_task)
+    monkeypatch.setattr(throughput, "screen_images", counting_task)
     calls = count_naive_predicts(monkeypatch, "naive_dicom_loop")
     settings = get_settings().model_copy(update={"chunk_size": 2})
     result = throughput.run_throughput(1000, settings=settings, task_size=2, naive_n=4,

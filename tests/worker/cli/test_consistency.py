@@ -75,19 +75,17 @@ def _seed_one(url: str, probability: float, flagged: bool) -> None:
 
     from pneumoscreen import db
 
-    image_cls = getattr(db, "Image", None) or db.Study
     now = dt.datetime.now(dt.timezone.utc)
     with db.session_scope(url) as session:
         mv = db.ModelVersion(name="m", version="1", file_sha256="f" * 64, input_spec={},
                              threshold=0.5, target_recall=0.95, trained=True, sidecar={})
         session.add(mv)
         session.flush()
-        image = image_cls(sha256="0" * 64, source_path="/in/a.png", format="png",
-                          status=db.StudyStatus.done, finished_at=now)
+        image = db.Image(sha256="0" * 64, source_path="/in/a.png", format="png",
+                          status=db.ImageStatus.done, finished_at=now)
         session.add(image)
         session.flush()
-        key = "image_id" if hasattr(db.Prediction, "image_id") else "study_id"
-        session.add(db.Prediction(**{key: image.id}, model_version_id=mv.id,
+        session.add(db.Prediction(image_id=image.id, model_version_id=mv.id,
                                   probability=probability, p_viral=0.83, threshold=0.5,
                                   flagged=flagged, in_scope=True, created_at=now))
 

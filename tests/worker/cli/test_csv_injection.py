@@ -31,7 +31,6 @@ def test_other_cells_are_kept() -> None:
 def test_flagged_csv(tmp_path: Path) -> None:
     from pneumoscreen import db
 
-    image_cls = getattr(db, "Image", None) or db.Study
     url = f"sqlite:///{tmp_path / 'x.sqlite3'}"
     now = dt.datetime.now(dt.timezone.utc)
     with session_scope(url) as session:
@@ -39,13 +38,12 @@ def test_flagged_csv(tmp_path: Path) -> None:
                              threshold=0.5, target_recall=0.95, trained=True, sidecar={})
         session.add(mv)
         session.flush()
-        image = image_cls(sha256="0" * 64, source_path="/in/a.png", format="dicom",
-                          status=db.StudyStatus.done, modality=FORMULAS[0],
+        image = db.Image(sha256="0" * 64, source_path="/in/a.png", format="dicom",
+                          status=db.ImageStatus.done, modality=FORMULAS[0],
                           view_position="@PA", finished_at=now)
         session.add(image)
         session.flush()
-        key = "image_id" if hasattr(db.Prediction, "image_id") else "study_id"
-        session.add(db.Prediction(**{key: image.id}, model_version_id=mv.id, probability=0.9,
+        session.add(db.Prediction(image_id=image.id, model_version_id=mv.id, probability=0.9,
                                   threshold=0.5, flagged=True, in_scope=True, created_at=now))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCREEN_")}
     env.update(SCREEN_DATA_DIR=str(tmp_path / "data"), SCREEN_DATABASE_URL=url,

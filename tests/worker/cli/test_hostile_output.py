@@ -15,11 +15,11 @@ from live import run_screen
 from pneumoscreen.db import (
     Batch,
     EvaluationReport,
+    Image,
+    ImageStatus,
     ModelVersion,
     Prediction,
     Run,
-    Study,
-    StudyStatus,
     session_scope,
 )
 
@@ -44,22 +44,22 @@ def _seed(url: str, folder: Path) -> int:
         batch = Batch(source=str(folder / EVIL))
         session.add_all([mv, batch])
         session.flush()
-        statuses = [StudyStatus.done, StudyStatus.done, StudyStatus.rejected, StudyStatus.failed]
+        statuses = [ImageStatus.done, ImageStatus.done, ImageStatus.rejected, ImageStatus.failed]
         studies = []
         for i, status in enumerate(statuses):
-            study = Study(sha256=f"{i:064d}", source_path=str(folder / f"{i}{EVIL}.dcm"),
+            study = Image(sha256=f"{i:064d}", source_path=str(folder / f"{i}{EVIL}.dcm"),
                           format="dicom", status=status, batch_id=batch.id,
-                          reason=None if status is StudyStatus.done else f"BodyPart {BLINK}{TITLE}",
+                          reason=None if status is ImageStatus.done else f"BodyPart {BLINK}{TITLE}",
                           modality=f"C{CLEAR}", body_part=BLINK, view_position=f"P{TITLE}",
                           patient_key="a" * 64, accession_number=f"acc{LINK}",
                           study_instance_uid=f"1.2.{i}", finished_at=now)
             session.add(study)
             studies.append(study)
         session.flush()
-        session.add(Prediction(study_id=studies[0].id, model_version_id=mv.id,
+        session.add(Prediction(image_id=studies[0].id, model_version_id=mv.id,
                                batch_id=batch.id, probability=0.9, threshold=0.5, flagged=True,
                                in_scope=True, created_at=now))
-        session.add(Prediction(study_id=studies[1].id, model_version_id=mv.id,
+        session.add(Prediction(image_id=studies[1].id, model_version_id=mv.id,
                                batch_id=batch.id, probability=0.4, threshold=0.5, flagged=False,
                                in_scope=False, scope_reason=f"atypical {EVIL}", created_at=now))
         session.add(EvaluationReport(model_version_id=mv.id, dataset=f"/data/{EVIL}", n=16,

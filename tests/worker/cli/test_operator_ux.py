@@ -104,12 +104,12 @@ def test_reports_table_keeps_words_whole_at_80_columns(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_resume_without_a_broker_says_it_screened(tmp_path: Path) -> None:
     """Studies left queued are screened in-process by `screen resume` with no broker."""
-    from pneumoscreen.db import Study, StudyStatus, session_scope
+    from pneumoscreen.db import Image, ImageStatus, session_scope
 
     url = f"sqlite:///{tmp_path / 'q.sqlite3'}"
     with session_scope(url) as session:
-        session.add(Study(sha256="0" * 64, source_path=str(SAMPLES / "chest_export.png"),
-                          format="png", status=StudyStatus.queued))
+        session.add(Image(sha256="0" * 64, source_path=str(SAMPLES / "chest_export.png"),
+                          format="png", status=ImageStatus.queued))
     out = run_screen(_env(tmp_path, SCREEN_DATABASE_URL=url), "resume", timeout=300)
     assert out.returncode == 0, out.stderr
     assert "Screened 1 study" in out.stdout and "Re-enqueued" not in out.stdout

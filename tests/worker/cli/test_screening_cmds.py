@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from pneumoscreen.db import Batch, Prediction, Study, session_scope
+from pneumoscreen.db import Batch, Image, Prediction, session_scope
 from pneumoscreen.db.queries import get_or_create_model_version
 from pneumoscreen.worker.cli import app, screening_cmds
 from pneumoscreen.worker.settings import get_settings
@@ -22,11 +22,11 @@ def _flag(n: int, start: int) -> None:
         session.add(batch)
         session.flush()
         for i in range(start, start + n):
-            study = Study(sha256=f"{i:064d}", source_path=f"/in/{i}.png", format="png",
+            study = Image(sha256=f"{i:064d}", source_path=f"/in/{i}.png", format="png",
                           batch_id=batch.id)
             session.add(study)
             session.flush()
-            session.add(Prediction(study_id=study.id, model_version_id=mv.id, probability=0.9,
+            session.add(Prediction(image_id=study.id, model_version_id=mv.id, probability=0.9,
                                    threshold=0.5, flagged=True))
 
 

@@ -12,8 +12,8 @@ from live import free_port, run_screen, screen_env
 from typer.testing import CliRunner
 
 from pneumoscreen.worker.cli import app
-from pneumoscreen.worker.intake.enqueue import BrokerUnavailable
 from pneumoscreen.worker.intake.submit import submit_folder
+from pneumoscreen.worker.queue.publish import BrokerUnavailable
 from pneumoscreen.worker.settings import get_settings
 
 SAMPLES = Path(__file__).resolve().parents[3] / "samples"

@@ -133,7 +133,8 @@ def test_config_masks_destination_passwords(monkeypatch: pytest.MonkeyPatch) -> 
 def test_a_task_sends_only_to_configured_destinations(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A queued message cannot name its own destination: patient data goes nowhere else."""
-    from pneumoscreen.worker.queue.tasks import eager_settings, export_task
+    from pneumoscreen.worker.queue.publish import eager_settings
+    from pneumoscreen.worker.queue.tasks import export_task
 
     made = screened_study(tmp_path / "in", _url(), heatmap=False)
     monkeypatch.setenv("SCREEN_EXPORT_TO", f"file://{tmp_path / 'ours'}")
@@ -150,7 +151,8 @@ def test_retries_are_bounded(tmp_path: Path) -> None:
     """The last allowed retry of a transient failure leaves the export failed, not pending."""
     from live import free_port
 
-    from pneumoscreen.worker.queue.tasks import eager_settings, export_task
+    from pneumoscreen.worker.queue.publish import eager_settings
+    from pneumoscreen.worker.queue.tasks import export_task
     from pneumoscreen.worker.settings import Settings
 
     made = screened_study(tmp_path / "in", _url(), heatmap=False)

@@ -16,7 +16,7 @@ from ingest_factories import chest_like, jpeg_baseline_ds, make_ds, write
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless
 
-from pneumoscreen.worker.ingest import FailedStudy, IngestConfig, load_grey
+from pneumoscreen.worker.ingest import FailedImage, IngestConfig, load_grey
 from pneumoscreen.worker.settings import Settings
 
 ROWS, COLS = 7000, 8000  # 56 M pixels: under max_pixels (60 M), as in the fuzz campaign
@@ -85,7 +85,7 @@ def test_tiny_codestream_claiming_56_m_pixels_is_refused_before_decoding(
     path = _tiny_claiming_huge(kind, tmp_path)
     assert path.stat().st_size < 20_000
     codec = "JPEG 2000" if kind == "j2k" else "JPEG"
-    with pytest.raises(FailedStudy, match=rf"^implausible pixel data: a \d+-byte {codec} "
+    with pytest.raises(FailedImage, match=rf"^implausible pixel data: a \d+-byte {codec} "
                                           rf"codestream cannot hold {ROWS} x {COLS} pixels$"):
         load_grey(path)
 
@@ -105,7 +105,7 @@ def test_huge_claims_cost_little_memory(tmp_path: Path) -> None:
 def test_deflated_file_claiming_56_m_pixels_exceeds_the_budget(tmp_path: Path) -> None:
     path = _deflated_claiming_huge(tmp_path)
     assert path.stat().st_size < 200_000
-    with pytest.raises(FailedStudy, match=rf"^decoding {ROWS} x {COLS} pixels needs 107 MiB, "
+    with pytest.raises(FailedImage, match=rf"^decoding {ROWS} x {COLS} pixels needs 107 MiB, "
                                           r"beyond the budget of 64 MiB \(decode_budget_mb\)$"):
         load_grey(path)
 
@@ -115,7 +115,7 @@ def test_codec_without_reduced_mode_is_held_to_the_budget(tmp_path: Path) -> Non
     ds = make_ds(base, bits_stored=12)
     ds.compress(JPEGLSLossless, base)
     path = write(ds, tmp_path / "ls.dcm")
-    with pytest.raises(FailedStudy, match=r"^decoding 1024 x 600 pixels needs 1.17 MiB, beyond "
+    with pytest.raises(FailedImage, match=r"^decoding 1024 x 600 pixels needs 1.17 MiB, beyond "
                                           r"the budget of 1 MiB \(decode_budget_mb\)$"):
         load_grey(path, cfg(decode_budget_mb=1))
     assert load_grey(path, cfg()).grey.shape == (512, 300)  # full decode, then block means
@@ -129,7 +129,7 @@ def test_reduced_decoding_fits_a_budget_that_full_decoding_exceeds(tmp_path: Pat
     small = cfg(decode_budget_mb=1, reduced_min_side=256)  # 1024² x 2 bytes = 2 MiB
     got = load_grey(path, small)
     assert got.grey.shape == (256, 256)
-    with pytest.raises(FailedStudy, match=r"^decoding 1024 x 1024 pixels needs 2 MiB, beyond "
+    with pytest.raises(FailedImage, match=r"^decoding 1024 x 1024 pixels needs 2 MiB, beyond "
                                           r"the budget of 1 MiB \(decode_budget_mb\)$"):
         load_grey(path, small, reduced=False)
 
@@ -140,7 +140,7 @@ def test_codestream_cut_before_its_end_marker_fails(tmp_path: Path) -> None:
     ds.compress(JPEGLSLossless, base)
     frame = next(generate_frames(ds.PixelData, number_of_frames=1))
     ds.PixelData = encapsulate([frame[: len(frame) * 2 // 3]])
-    with pytest.raises(FailedStudy, match=r"^pixel data truncated: the JPEG codestream ends "
+    with pytest.raises(FailedImage, match=r"^pixel data truncated: the JPEG codestream ends "
                                           r"before its end marker$"):
         load_grey(write(ds, tmp_path / "cut.dcm"))
 
@@ -149,7 +149,7 @@ def test_codestream_decoding_to_a_constant_fails(tmp_path: Path) -> None:
     flat = np.full((64, 64), 1000, np.uint16)
     ds = make_ds(flat, bits_stored=12)
     ds.compress(JPEGLSLossless, flat)
-    with pytest.raises(FailedStudy, match=r"^pixel data decodes to a constant image \(every "
+    with pytest.raises(FailedImage, match=r"^pixel data decodes to a constant image \(every "
                                           r"pixel is 1000\)"):
         load_grey(write(ds, tmp_path / "flat.dcm"))
 
@@ -167,6 +167,6 @@ def test_a_jp2_file_in_pixel_data_is_held_to_its_codestream_header(tmp_path: Pat
     ds.PixelData = encapsulate([buf.getvalue()])
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True
-    with pytest.raises(FailedStudy, match=r"^codestream is 300 x 280 but Rows x Columns is "
+    with pytest.raises(FailedImage, match=r"^codestream is 300 x 280 but Rows x Columns is "
                                           r"16 x 16$"):
         load_grey(write(ds, tmp_path / "jp2.dcm"))

@@ -32,9 +32,9 @@ from pydicom.uid import (
 
 from pneumoscreen.model.preprocess import preprocess
 from pneumoscreen.worker.ingest import (
-    FailedStudy,
+    FailedImage,
     IngestError,
-    RejectedStudy,
+    RejectedImage,
     load_grey,
     probe,
     sniff_format,
@@ -82,7 +82,7 @@ class TestSniffFormat:
     def test_empty_dcm_is_a_broken_dicom_not_a_skip(self, tmp_path: Path) -> None:
         (tmp_path / "empty.dcm").write_bytes(b"")
         assert sniff_format(tmp_path / "empty.dcm") == "dicom"
-        with pytest.raises(FailedStudy, match=r"^empty file \(0 bytes\)$"):
+        with pytest.raises(FailedImage, match=r"^empty file \(0 bytes\)$"):
             probe(tmp_path / "empty.dcm")
 
 
@@ -95,7 +95,7 @@ class TestPolicy:
     @pytest.mark.parametrize("modality", ["CT", "MR", "US", "XA", "MG", "NM"])
     def test_other_modalities_rejected(self, tmp_path: Path, modality: str) -> None:
         path = write(make_ds(chest_like(), modality=modality), tmp_path / "a.dcm")
-        with pytest.raises(RejectedStudy, match=rf"^Modality {modality} is not screened "
+        with pytest.raises(RejectedImage, match=rf"^Modality {modality} is not screened "
                                                 r"\(accepted: CR, DX\)$") as info:
             probe(path)
         assert info.value.status == "rejected"
@@ -104,13 +104,13 @@ class TestPolicy:
     def test_blank_body_part_accepted_other_rejected(self, tmp_path: Path) -> None:
         probe(write(make_ds(chest_like(), BodyPartExamined=""), tmp_path / "blank.dcm"))
         path = write(make_ds(chest_like(), BodyPartExamined="HIP"), tmp_path / "hip.dcm")
-        with pytest.raises(RejectedStudy, match=r"^Body Part Examined HIP is not screened"):
+        with pytest.raises(RejectedImage, match=r"^Body Part Examined HIP is not screened"):
             probe(path)
 
     @pytest.mark.parametrize("view", ["LL", "LATERAL", "RL"])
     def test_lateral_view_rejected(self, tmp_path: Path, view: str) -> None:
         path = write(make_ds(chest_like(), ViewPosition=view), tmp_path / "a.dcm")
-        with pytest.raises(RejectedStudy, match=rf"^View Position {view} is not screened"):
+        with pytest.raises(RejectedImage, match=rf"^View Position {view} is not screened"):
             probe(path)
 
     def test_lateral_view_code_rejected(self, tmp_path: Path) -> None:
@@ -118,7 +118,7 @@ class TestPolicy:
         code.CodeValue, code.CodingSchemeDesignator = "R-10236", "SRT"
         code.CodeMeaning = "left lateral"
         ds = make_ds(chest_like(), ViewPosition="", ViewCodeSequence=[code])
-        with pytest.raises(RejectedStudy,
+        with pytest.raises(RejectedImage,
                            match=r"View Code Sequence \(0054,0220\) names a lateral view"):
             probe(write(ds, tmp_path / "a.dcm"))
 
@@ -126,14 +126,14 @@ class TestPolicy:
         ok = make_ds(chest_like(), modality="DX", PresentationIntentType="FOR PRESENTATION")
         probe(write(ok, tmp_path / "pres.dcm"))
         raw = make_ds(chest_like(), modality="DX", PresentationIntentType="FOR PROCESSING")
-        with pytest.raises(RejectedStudy, match=r"^Presentation Intent Type FOR PROCESSING"):
+        with pytest.raises(RejectedImage, match=r"^Presentation Intent Type FOR PROCESSING"):
             probe(write(raw, tmp_path / "proc.dcm"))
 
     def test_structured_report_rejected_as_non_image(self, tmp_path: Path) -> None:
         ds = make_ds(chest_like(), modality="SR", sop_class="1.2.840.10008.5.1.4.1.1.88.11")
         for kw in ("Rows", "Columns", "PixelData", "BitsAllocated"):
             delattr(ds, kw)
-        with pytest.raises(RejectedStudy, match=r"Basic Text SR Storage\) is not an image"):
+        with pytest.raises(RejectedImage, match=r"Basic Text SR Storage\) is not an image"):
             probe(write(ds, tmp_path / "sr.dcm"))
 
     def test_multi_frame_rejected(self, tmp_path: Path, settings: Ingest) -> None:
@@ -141,7 +141,7 @@ class TestPolicy:
         ds = make_ds(frames[0], NumberOfFrames=3)
         ds.PixelData = frames.tobytes()
         path = write(ds, tmp_path / "mf.dcm")
-        with pytest.raises(RejectedStudy,
+        with pytest.raises(RejectedImage,
                            match=r"^Number of Frames 3: multi-frame objects are not screened$"):
             load_grey(path, settings)
 
@@ -234,7 +234,7 @@ class TestPixelSteps:
 
     def test_uniform_image_fails(self, tmp_path: Path, settings: Ingest) -> None:
         path = write(make_ds(np.full((8, 8), 7, np.uint16)), tmp_path / "u.dcm")
-        with pytest.raises(FailedStudy,
+        with pytest.raises(FailedImage,
                            match=r"^pixel data decodes to a constant image \(every pixel is 7\)"):
             load_grey(path, settings)
 
@@ -325,7 +325,7 @@ class TestBrokenInput:
     def test_truncated_pixel_data(self, tmp_path: Path, settings: Ingest) -> None:
         ds = make_ds(chest_like(32, 32))
         ds.PixelData = ds.PixelData[:1000]
-        with pytest.raises(FailedStudy,
+        with pytest.raises(FailedImage,
                            match=r"^pixel data truncated: 2048 bytes expected, 1000 found$"):
             load_grey(write(ds, tmp_path / "t.dcm"), settings)
 
@@ -333,33 +333,33 @@ class TestBrokenInput:
         path = write(make_ds(chest_like(64, 64)), tmp_path / "t.dcm")
         data = path.read_bytes()
         path.write_bytes(data[: len(data) - 3000])
-        with pytest.raises(FailedStudy, match=r"^pixel data truncated"):
+        with pytest.raises(FailedImage, match=r"^pixel data truncated"):
             load_grey(path, settings)
 
     def test_file_cut_inside_the_header(self, tmp_path: Path, settings: Ingest) -> None:
         path = write(make_ds(chest_like(64, 64)), tmp_path / "t.dcm")
         path.write_bytes(path.read_bytes()[:300])
-        with pytest.raises(FailedStudy):
+        with pytest.raises(FailedImage):
             load_grey(path, settings)
 
     def test_missing_pixel_data(self, tmp_path: Path, settings: Ingest) -> None:
         ds = make_ds(chest_like())
         del ds.PixelData
-        with pytest.raises(FailedStudy, match=r"^no Pixel Data \(7FE0,0010\)"):
+        with pytest.raises(FailedImage, match=r"^no Pixel Data \(7FE0,0010\)"):
             load_grey(write(ds, tmp_path / "n.dcm"), settings)
 
     def test_missing_pixel_attributes(self, tmp_path: Path, settings: Ingest) -> None:
         ds = make_ds(chest_like())
         ds["PixelData"].VR = "OW"  # pydicom cannot infer it without Bits Allocated
         del ds.BitsAllocated, ds.PhotometricInterpretation
-        with pytest.raises(FailedStudy, match=r"^missing Image Pixel attributes: BitsAllocated "
+        with pytest.raises(FailedImage, match=r"^missing Image Pixel attributes: BitsAllocated "
                                               r"\(0028,0100\), PhotometricInterpretation"):
             probe(write(ds, tmp_path / "m.dcm"), settings)
 
     def test_absurd_dimensions(self, tmp_path: Path) -> None:
         ds = make_ds(chest_like(8, 8))
         ds.Rows = ds.Columns = 65535
-        with pytest.raises(FailedStudy, match=r"^Rows x Columns 65535 x 65535 = 4294836225 pixels "
+        with pytest.raises(FailedImage, match=r"^Rows x Columns 65535 x 65535 = 4294836225 pixels "
                                               r"exceeds the limit of 1000000 \(max_pixels\)$"):
             probe(write(ds, tmp_path / "big.dcm"), cfg(max_pixels=1_000_000))
 
@@ -368,7 +368,7 @@ class TestBrokenInput:
         ds = make_ds(base, bits_stored=12)
         ds.compress(JPEG2000Lossless, base)
         ds.Rows = ds.Columns = 16  # the header lies; the codestream would be a "bomb"
-        with pytest.raises(FailedStudy, match=r"^codestream declares 256 x 256 pixels, beyond"):
+        with pytest.raises(FailedImage, match=r"^codestream declares 256 x 256 pixels, beyond"):
             load_grey(write(ds, tmp_path / "b.dcm"), cfg(max_pixels=1000))
 
     @pytest.mark.parametrize("damage", ["truncated", "bad_marker"])
@@ -390,7 +390,7 @@ class TestBrokenInput:
         why = {"truncated": r"^pixel data truncated: the JPEG 2000 codestream ends before its "
                             r"end marker$",
                "bad_marker": r"^cannot decode JPEG 2000 Image Compression"}[damage]
-        with pytest.raises(FailedStudy, match=why):
+        with pytest.raises(FailedImage, match=why):
             load_grey(path, cfg(reduced_min_side=64), reduced=reduced)
 
     def test_deflate_bomb(self, tmp_path: Path) -> None:
@@ -398,12 +398,12 @@ class TestBrokenInput:
         ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
         path = write(ds, tmp_path / "bomb.dcm")
         assert path.stat().st_size < 100_000  # 2 MB of pixels deflate to a few kB
-        with pytest.raises(FailedStudy, match=r"^deflated data set inflates beyond"):
+        with pytest.raises(FailedImage, match=r"^deflated data set inflates beyond"):
             probe(path, cfg(max_pixels=10_000))
 
     def test_not_dicom_content_with_dcm_name(self, tmp_path: Path, settings: Ingest) -> None:
         (tmp_path / "x.dcm").write_bytes(b"\x20garbage that is not a data set" * 20)
-        with pytest.raises(FailedStudy):
+        with pytest.raises(FailedImage):
             load_grey(tmp_path / "x.dcm", settings)
 
 

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
@@ -20,7 +21,6 @@ from ingest_factories import (
     patch_element,
     write,
 )
-from PIL import Image
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from pneumoscreen.worker.ingest import IngestError, load_grey, probe
@@ -39,7 +39,7 @@ def _seeds(folder: Path) -> list[bytes]:
         ds = make_ds(base, bits_stored=12, photometric="MONOCHROME1")
         ds.compress(ts, base)
         files.append(write(ds, folder / f"{ts.keyword}.dcm"))
-    Image.fromarray((base >> 4).astype(np.uint8)).save(folder / "p.png")
+    PIL.Image.fromarray((base >> 4).astype(np.uint8)).save(folder / "p.png")
     (folder / "j.jpg").write_bytes(jpeg_bytes((base >> 4).astype(np.uint8)))
     return [p.read_bytes() for p in [*files, folder / "p.png", folder / "j.jpg"]]
 
@@ -113,7 +113,7 @@ def test_worker_survives_a_batch_of_mutants(
     """Through submit and the in-process batch task, on SQLite and PostgreSQL: mutants fail or
     reject alone. PostgreSQL enforces column widths (SQLite does not): a Transfer Syntax UID
     longer than its String(64) used to abort the whole registration there."""
-    from pneumoscreen.db import Study, StudyStatus, session_scope
+    from pneumoscreen.db import Image, ImageStatus, session_scope
     from pneumoscreen.worker.intake.submit import submit_folder
     from pneumoscreen.worker.settings import get_settings
 
@@ -137,17 +137,17 @@ def test_worker_survives_a_batch_of_mutants(
     settings_ = get_settings()
     submit_folder(folder, settings=settings_)
     with session_scope(settings_.effective_database_url) as session:
-        studies = list(session.scalars(sa.select(Study)))
+        studies = list(session.scalars(sa.select(Image)))
         states = {Path(s.source_path).name: (s.status, s.reason) for s in studies}
-        assert all(s.status in StudyStatus.final() for s in studies)
-        assert all(s.reason for s in studies if s.status != StudyStatus.done)
+        assert all(s.status in ImageStatus.final() for s in studies)
+        assert all(s.reason for s in studies if s.status != ImageStatus.done)
         maker = next(s for s in studies if s.source_path.endswith("long_manufacturer.dcm"))
         assert maker.manufacturer is None  # not valid for LO: not stored, never cut to fit
-    assert states["good.dcm"][0] == StudyStatus.done
-    assert states["long_manufacturer.dcm"][0] == StudyStatus.done
+    assert states["good.dcm"][0] == ImageStatus.done
+    assert states["long_manufacturer.dcm"][0] == ImageStatus.done
     assert states["long_ts.dcm"] == (
-        StudyStatus.failed, "Transfer Syntax UID (0002,0010) is not a valid UID: an invalid "
+        ImageStatus.failed, "Transfer Syntax UID (0002,0010) is not a valid UID: an invalid "
         "value (79 characters; a UID is at most 64 digits and dots)")
-    assert states["long_study_uid.dcm"][0] == StudyStatus.failed
+    assert states["long_study_uid.dcm"][0] == ImageStatus.failed
     assert states["long_study_uid.dcm"][1].startswith(
         "Study Instance UID (0020,000D) is not a valid UID")

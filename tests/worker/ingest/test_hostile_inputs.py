@@ -24,9 +24,9 @@ from pydicom.dataset import Dataset
 from pydicom.uid import RLELossless
 
 from pneumoscreen.worker.ingest import (
-    FailedStudy,
+    FailedImage,
     IngestConfig,
-    RejectedStudy,
+    RejectedImage,
     check_file,
     load_grey,
     probe,
@@ -59,7 +59,7 @@ class TestDecodingReasons:
     def test_broken_voi_lut(self, tmp_path: Path, item: Dataset, why: str) -> None:
         path = write(make_ds(chest_like(), bits_stored=12, VOILUTSequence=[item]),
                      tmp_path / "voi.dcm")
-        with pytest.raises(FailedStudy, match=r"^VOI LUT Sequence \(0028,3010\) is malformed: "
+        with pytest.raises(FailedImage, match=r"^VOI LUT Sequence \(0028,3010\) is malformed: "
                                               + why):
             load_grey(path, CONFIG)
 
@@ -70,7 +70,7 @@ class TestDecodingReasons:
     def test_broken_modality_lut(self, tmp_path: Path, item: Dataset, why: str) -> None:
         path = write(make_ds(chest_like(), bits_stored=12, ModalityLUTSequence=[item]),
                      tmp_path / "mod.dcm")
-        with pytest.raises(FailedStudy,
+        with pytest.raises(FailedImage,
                            match=r"^Modality LUT Sequence \(0028,3000\) is malformed: " + why):
             load_grey(path, CONFIG)
 
@@ -83,7 +83,7 @@ class TestDecodingReasons:
     def test_empty_rescale_slope(self, tmp_path: Path) -> None:
         path = write(make_ds(chest_like(), RescaleSlope="", RescaleIntercept="0"),
                      tmp_path / "s.dcm")
-        with pytest.raises(FailedStudy, match=r"^Rescale Slope \(0028,1053\) is empty$"):
+        with pytest.raises(FailedImage, match=r"^Rescale Slope \(0028,1053\) is empty$"):
             load_grey(path, CONFIG)
 
     @pytest.mark.parametrize(("keyword", "tag", "value"), [
@@ -95,14 +95,14 @@ class TestDecodingReasons:
                      tmp_path / "s.dcm")
         patch_element(path, tag, value)
         name = "Rescale Slope" if keyword == "RescaleSlope" else "Rescale Intercept"
-        with pytest.raises(FailedStudy, match=rf"^{name} \({tag >> 16:04X},{tag & 0xFFFF:04X}\) "
+        with pytest.raises(FailedImage, match=rf"^{name} \({tag >> 16:04X},{tag & 0xFFFF:04X}\) "
                                               r"is not a finite number$"):
             load_grey(path, CONFIG)
 
     def test_unknown_vr_names_the_tag(self, tmp_path: Path) -> None:
         path = patch_element(write(make_ds(chest_like()), tmp_path / "vr.dcm"), 0x00180015,
                              b"CHEST ", vr=b"ZZ")
-        with pytest.raises(FailedStudy, match=r"^unknown Value Representation \(VR\) in tag "
+        with pytest.raises(FailedImage, match=r"^unknown Value Representation \(VR\) in tag "
                                               r"\(0018,0015\) Body Part Examined$"):
             probe(path, CONFIG)
 
@@ -110,7 +110,7 @@ class TestDecodingReasons:
         arr = np.zeros((32, 32), np.uint8)
         arr[8:20] = 3
         path = write(make_ds(arr, photometric="PALETTE COLOR"), tmp_path / "p.dcm")
-        with pytest.raises(FailedStudy, match=r"^PALETTE COLOR image without its Palette Color "
+        with pytest.raises(FailedImage, match=r"^PALETTE COLOR image without its Palette Color "
                                               r"Lookup Table: missing Red Palette Color Lookup "
                                               r"Table Descriptor \(0028,1101\)"):
             probe(path, CONFIG)
@@ -126,13 +126,13 @@ class TestDecodingReasons:
                                                  why: str) -> None:
         path = patch_element(write(make_ds(chest_like()), tmp_path / "ts.dcm"), 0x00020010, uid)
         for call in (probe, load_grey):
-            with pytest.raises(FailedStudy, match=r"^Transfer Syntax UID \(0002,0010\) " + why):
+            with pytest.raises(FailedImage, match=r"^Transfer Syntax UID \(0002,0010\) " + why):
                 call(path, CONFIG)
 
     def test_failed_study_carries_only_valid_values(self, tmp_path: Path) -> None:
         path = patch_element(write(make_ds(chest_like()), tmp_path / "ts.dcm"), 0x00020010,
                              b"1.2.840.10008.1.2.1" + b"1" * 60)
-        with pytest.raises(FailedStudy) as info:
+        with pytest.raises(FailedImage) as info:
             probe(path, CONFIG)
         assert info.value.metadata["transfer_syntax"] is None
         assert info.value.metadata["modality"] == "CR"  # the rest of the header still listed
@@ -149,7 +149,7 @@ class TestDecodingReasons:
         data = path.read_bytes()
         path.write_bytes(data[: len(data) - 300])
         probe(path, CONFIG)  # the header is intact: it registers
-        with pytest.raises(FailedStudy, match=r"^pixel data truncated: the file ends inside "
+        with pytest.raises(FailedImage, match=r"^pixel data truncated: the file ends inside "
                                               r"its encapsulated Pixel Data \(7FE0,0010\)$"):
             load_grey(path, CONFIG)
 
@@ -166,7 +166,7 @@ class TestHeaderValues:
                                                 name: str) -> None:
         path = patch_element(write(make_ds(chest_like()), tmp_path / "u.dcm"), tag,
                              b"1.2.3." + b"4" * 70)
-        with pytest.raises(FailedStudy, match=rf"^{name.replace('(', '[(]').replace(')', '[)]')}"
+        with pytest.raises(FailedImage, match=rf"^{name.replace('(', '[(]').replace(')', '[)]')}"
                                               r" is not a valid UID: an invalid value"):
             probe(path, CONFIG)
 
@@ -181,7 +181,7 @@ class TestHeaderValues:
 
     def test_a_name_in_body_part_is_neither_stored_nor_quoted(self, tmp_path: Path) -> None:
         path = write(make_ds(chest_like(), BodyPartExamined="Doe^Jane"), tmp_path / "b.dcm")
-        with pytest.raises(RejectedStudy, match=r"^Body Part Examined an invalid value is not "
+        with pytest.raises(RejectedImage, match=r"^Body Part Examined an invalid value is not "
                                                 r"screened \(accepted: CHEST") as info:
             probe(path, CONFIG)
         assert "Doe" not in str(info.value) and info.value.metadata["body_part"] is None
@@ -198,7 +198,7 @@ class TestHeaderValues:
         if shown is None:  # not a lateral code: screened, and the column holds nothing
             assert probe(path, CONFIG).metadata["view_position"] is None
             return
-        with pytest.raises(RejectedStudy) as info:
+        with pytest.raises(RejectedImage) as info:
             probe(path, CONFIG)
         assert shown in str(info.value) and (shown == value or value not in str(info.value))
 
@@ -223,7 +223,7 @@ class TestBounds:
         limit = CONFIG.file_limit
         assert limit == 60_000_000 * 4 + (64 << 20)  # max_pixels x 2 bytes x 2 + 64 MiB
         for call in (check_file, probe, load_grey):
-            with pytest.raises(FailedStudy, match=rf"^file is {10 << 30} bytes, beyond the "
+            with pytest.raises(FailedImage, match=rf"^file is {10 << 30} bytes, beyond the "
                                                   rf"limit of {limit} bytes "
                                                   r"\(SCREEN_MAX_FILE_BYTES\)$"):
                 call(path, CONFIG)
@@ -233,7 +233,7 @@ class TestBounds:
 
         path = write(make_ds(chest_like()), tmp_path / "a.dcm")
         config = Settings(max_file_bytes=1000).ingest_config()
-        with pytest.raises(FailedStudy, match=r"beyond the limit of 1000 bytes"):
+        with pytest.raises(FailedImage, match=r"beyond the limit of 1000 bytes"):
             probe(path, config)
         assert Settings().ingest_config().file_limit == CONFIG.file_limit
 
@@ -242,7 +242,7 @@ class TestBounds:
         with open(path, "wb") as fh:
             fh.truncate(100 << 20)
         for call in (probe, load_grey):
-            with pytest.raises(FailedStudy, match=r"^not a DICOM file: no DICM marker at byte "
+            with pytest.raises(FailedImage, match=r"^not a DICOM file: no DICM marker at byte "
                                                   r"128 and the first bytes do not start a "
                                                   r"data set$"):
                 call(path, CONFIG)
@@ -253,7 +253,7 @@ class TestBounds:
         path = write(ds, tmp_path / "big_header.dcm")
         small = IngestConfig(patient_key=KEY, max_header_bytes=8192)
         for call in (probe, load_grey):
-            with pytest.raises(FailedStudy, match=r"^header larger than 8192 bytes before the "
+            with pytest.raises(FailedImage, match=r"^header larger than 8192 bytes before the "
                                                   r"Pixel Data: not read further "
                                                   r"\(header bound\)$"):
                 call(path, small)
@@ -265,7 +265,7 @@ class TestBounds:
         fifo = tmp_path / "pipe.dcm"
         os.mkfifo(fifo)
         for call in (check_file, probe, load_grey):
-            with pytest.raises(FailedStudy, match=r"^not a regular file \(a FIFO \(named "
+            with pytest.raises(FailedImage, match=r"^not a regular file \(a FIFO \(named "
                                                   r"pipe\)\): only regular files are read$"):
                 call(fifo, CONFIG)
         result = inspect_file(fifo, CONFIG)
@@ -340,7 +340,7 @@ def test_submit_records_an_oversized_file_without_hashing_it(
     """The size is checked before the content hash: a 10 GB sparse file is never read."""
     import sqlalchemy as sa
 
-    from pneumoscreen.db import Study
+    from pneumoscreen.db import Image
     from pneumoscreen.worker.intake import submit as submit_module
     from pneumoscreen.worker.settings import get_settings
 
@@ -362,5 +362,5 @@ def test_submit_records_an_oversized_file_without_hashing_it(
     assert (result.n_failed, result.n_rejected) == (1, 1)
     assert hashed == ["ct.dcm"]
     with settings.session() as session:
-        reasons = dict(session.execute(sa.select(Study.source_path, Study.reason)).all())
+        reasons = dict(session.execute(sa.select(Image.source_path, Image.reason)).all())
     assert reasons[str(folder / "huge.dcm")].startswith(f"file is {10 << 30} bytes, beyond")

@@ -9,7 +9,7 @@ import pytest
 from ingest_factories import make_ds, write
 from pydicom.tag import Tag
 
-from pneumoscreen.worker.ingest import AcceptancePolicy, RejectedStudy, probe
+from pneumoscreen.worker.ingest import AcceptancePolicy, RejectedImage, probe
 from pneumoscreen.worker.settings import Settings
 
 
@@ -21,7 +21,7 @@ def test_a_malformed_view_code_sequence_rejects(tmp_path: Path) -> None:
     assert probe(path).metadata["modality"] == "CR"
     ds.add_new(Tag(0x0054, 0x0220), "LO", "LATERAL")
     bad = write(ds, tmp_path / "bad.dcm")
-    with pytest.raises(RejectedStudy, match=r"View Code Sequence \(0054,0220\) is malformed"):
+    with pytest.raises(RejectedImage, match=r"View Code Sequence \(0054,0220\) is malformed"):
         probe(bad)
 
 

@@ -10,7 +10,7 @@ from ingest_factories import chest_like
 from PIL import Image
 
 from pneumoscreen.model.preprocess import preprocess
-from pneumoscreen.worker.ingest import FailedStudy, load_grey, probe, sniff_format
+from pneumoscreen.worker.ingest import FailedImage, load_grey, probe, sniff_format
 from pneumoscreen.worker.settings import Settings
 
 
@@ -67,12 +67,12 @@ class TestLoadRaster:
     def test_truncated_jpeg_fails(self, tmp_path: Path, grey8: np.ndarray) -> None:
         path = _save(np.stack([grey8] * 3, -1), tmp_path / "a.jpg")
         path.write_bytes(path.read_bytes()[:200])
-        with pytest.raises(FailedStudy, match=r"^cannot (decode|read) JPEG"):
+        with pytest.raises(FailedImage, match=r"^cannot (decode|read) JPEG"):
             load_grey(path)
 
     def test_pixel_limit(self, tmp_path: Path, grey8: np.ndarray) -> None:
         path = _save(grey8, tmp_path / "a.png")
-        with pytest.raises(FailedStudy, match=r"^PNG size 30 x 40 is outside 1\.\.100 pixels"):
+        with pytest.raises(FailedImage, match=r"^PNG size 30 x 40 is outside 1\.\.100 pixels"):
             probe(path, Settings(max_pixels=100).ingest_config())
 
     def test_png_named_jpg_is_read_by_content(self, tmp_path: Path, grey8: np.ndarray) -> None:

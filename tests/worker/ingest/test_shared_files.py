@@ -97,12 +97,12 @@ def test_bodies_decode_when_policy_allows(shared_dir: Path) -> None:
 def test_submit_screens_each_file_into_its_expected_state(
     shared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folders: tuple[str, ...]
 ) -> None:
-    """End to end: copy, submit (no broker: screened in-process), read the Study rows.
+    """End to end: copy, submit (no broker: screened in-process), read the Image rows.
 
     chest/ and broken/ are submitted to separate databases: broken/'s corrupt J2K is a damaged
     copy of a chest/ file with the same SOP Instance UID, so one database keeps only the first.
     """
-    from pneumoscreen.db import Study, session_scope
+    from pneumoscreen.db import Image, session_scope
     from pneumoscreen.worker.intake.submit import submit_folder
 
     monkeypatch.setenv("SCREEN_DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite3'}")
@@ -116,7 +116,7 @@ def test_submit_screens_each_file_into_its_expected_state(
     assert result.n_new == len(files) and result.n_not_images == 0
     with session_scope(settings.effective_database_url) as session:
         rows = {Path(s.source_path): (s.status.value, s.reason)
-                for s in session.scalars(sa.select(Study))}
+                for s in session.scalars(sa.select(Image))}
     for folder_name, path in files:
         status, reason = rows[(root / folder_name / path.name).resolve()]
         assert status == EXPECTED_STATE[folder_name], (path.name, reason)

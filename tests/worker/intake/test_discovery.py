@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from pneumoscreen.db import Study, session_scope
+from pneumoscreen.db import Image, session_scope
 from pneumoscreen.worker.intake.discovery import Walk, describe_skipped
 from pneumoscreen.worker.intake.submit import submit_folder
 from pneumoscreen.worker.settings import get_settings
@@ -67,7 +67,7 @@ def test_submit_never_registers_what_lies_outside(hostile: Path) -> None:
     assert (result.n_files, result.n_new, result.n_duplicate) == (2, 1, 1)
     assert result.skipped == {"link_outside": 3, "link_dangling": 1, "special": 2}
     with session_scope(settings.effective_database_url) as s:
-        paths = list(s.scalars(sa.select(Study.source_path)))
+        paths = list(s.scalars(sa.select(Image.source_path)))
     assert paths == [str(hostile / "good.png")]
 
 

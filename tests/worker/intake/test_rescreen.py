@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from live import bundled_model_copy, make_pngs
 from typer.testing import CliRunner
 
-from pneumoscreen.db import ModelVersion, Prediction, Study, StudyStatus, session_scope
+from pneumoscreen.db import Image, ImageStatus, ModelVersion, Prediction, session_scope
 from pneumoscreen.worker.cli import app
 from pneumoscreen.worker.settings import get_settings
 
@@ -27,7 +27,7 @@ def other_model(folder: Path, version: str = "0.0.2-test") -> Path:
 def _predictions() -> list[tuple[int, int, str]]:
     with session_scope(get_settings().effective_database_url) as session:
         return [tuple(r) for r in session.execute(
-            sa.select(Prediction.id, Prediction.study_id, ModelVersion.version)
+            sa.select(Prediction.id, Prediction.image_id, ModelVersion.version)
             .join(ModelVersion).order_by(Prediction.id))]
 
 
@@ -49,11 +49,11 @@ def test_rescreen_adds_a_version_and_keeps_the_first(tmp_path: Path,
     assert after[:4] == before  # untouched
     assert sorted(s for _, s, v in after if v == "0.0.2-test") == sorted(s for _, s, _ in before)
     with session_scope(get_settings().effective_database_url) as session:
-        statuses = sorted(s.value for s in session.scalars(sa.select(Study.status)))
+        statuses = sorted(s.value for s in session.scalars(sa.select(Image.status)))
         mv = session.scalars(sa.select(ModelVersion)
                              .where(ModelVersion.version == "0.0.2-test")).one()
         assert mv.sidecar["path"] == str(model.resolve())
-    assert statuses == [StudyStatus.done.value] * 4 + [StudyStatus.failed.value]
+    assert statuses == [ImageStatus.done.value] * 4 + [ImageStatus.failed.value]
 
     # By version now that it is known; nothing left to do for it.
     again = runner.invoke(app, ["rescreen", "--model", "0.0.2-test"])

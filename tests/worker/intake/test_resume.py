@@ -9,18 +9,18 @@ import pytest
 import sqlalchemy as sa
 from live import bundled_model_copy, free_port, make_pngs
 
-from pneumoscreen.db import ModelVersion, Prediction, Study, StudyStatus, session_scope
-from pneumoscreen.worker.intake.enqueue import BrokerUnavailable
+from pneumoscreen.db import Image, ImageStatus, ModelVersion, Prediction, session_scope
 from pneumoscreen.worker.intake.rescreen import rescreen
 from pneumoscreen.worker.intake.resume import resume
 from pneumoscreen.worker.intake.submit import submit_folder
+from pneumoscreen.worker.queue.publish import BrokerUnavailable
 from pneumoscreen.worker.settings import Settings, get_settings
 
 
 def _verdicts(url: str) -> list[tuple[int, str]]:
     with session_scope(url) as session:
         return sorted(session.execute(
-            sa.select(Prediction.study_id, ModelVersion.version)
+            sa.select(Prediction.image_id, ModelVersion.version)
             .join(ModelVersion, Prediction.model_version_id == ModelVersion.id)).all())
 
 
@@ -49,8 +49,8 @@ def test_resume_finishes_a_rescreen_the_broker_missed(
     assert out.n_queued == 3
     assert [v for _, v in _verdicts(url)].count("0.0.9-resume") == 3
     with session_scope(url) as session:
-        assert session.scalar(sa.select(sa.func.count()).select_from(Study)
-                              .where(Study.rescreen_batch_id.is_not(None))) == 0
+        assert session.scalar(sa.select(sa.func.count()).select_from(Image)
+                              .where(Image.rescreen_batch_id.is_not(None))) == 0
     assert resume(settings=settings).n_queued == 0  # nothing left
 
 
@@ -62,14 +62,14 @@ def test_a_failed_reread_on_resume_keeps_the_earlier_verdict(
     url = settings.effective_database_url
     long_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2)
     with session_scope(url) as session:
-        study = session.get(Study, ids[0])
-        study.status, study.claim_token, study.claimed_at = (StudyStatus.processing, "dead",
+        study = session.get(Image, ids[0])
+        study.status, study.claim_token, study.claimed_at = (ImageStatus.processing, "dead",
                                                              long_ago)
         Path(study.source_path).unlink()
     resume(settings=settings)
     with session_scope(url) as session:
-        study = session.get(Study, ids[0])
-        assert study.status is StudyStatus.done
+        study = session.get(Image, ids[0])
+        assert study.status is ImageStatus.done
         assert study.reason and study.reason.startswith("re-screen failed:")
     verdicts = _verdicts(url)
     assert (ids[0], "0.0.9-resume") not in verdicts

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from pneumoscreen.db import Batch, Prediction, Study, StudyStatus, session_scope
+from pneumoscreen.db import Batch, Image, ImageStatus, Prediction, session_scope
 from pneumoscreen.model import load_model
 from pneumoscreen.worker.cli import app
 from pneumoscreen.worker.intake.submit import submit_folder
@@ -46,7 +46,7 @@ def settings(db_url: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-u
 def _states(url: str) -> dict[str, tuple[str, str | None]]:
     with session_scope(url) as s:
         return {Path(st.source_path).name: (st.status.value, st.reason)
-                for st in s.scalars(sa.select(Study))}
+                for st in s.scalars(sa.select(Image))}
 
 
 class TestSubmit:
@@ -69,7 +69,7 @@ class TestSubmit:
         assert again.n_new == 0 and again.n_duplicate == len(EXPECTED)
         assert again.n_tasks == 0
         with session_scope(settings.effective_database_url) as s:
-            assert s.scalar(sa.select(sa.func.count()).select_from(Study)) == len(EXPECTED)
+            assert s.scalar(sa.select(sa.func.count()).select_from(Image)) == len(EXPECTED)
 
     def test_same_content_under_another_name_is_one_study(self, samples: Path, settings) -> None:
         shutil.copy(samples / "chest_export.png", samples / "copy_of_export.png")
@@ -79,7 +79,7 @@ class TestSubmit:
     def test_rejected_and_failed_keep_their_header(self, samples: Path, settings) -> None:
         submit_folder(samples, settings=settings)
         with session_scope(settings.effective_database_url) as s:
-            ct = s.scalars(sa.select(Study).where(Study.status == StudyStatus.rejected)).one()
+            ct = s.scalars(sa.select(Image).where(Image.status == ImageStatus.rejected)).one()
             assert ct.modality == "CT" and ct.sop_instance_uid and "Modality CT" in ct.reason
 
     def test_good_copy_replaces_a_failed_study_with_the_same_uid(self, tmp_path: Path,
@@ -96,8 +96,8 @@ class TestSubmit:
         replaced = submit_folder(good_dir, settings=settings)
         assert (replaced.n_new, replaced.n_replaced, replaced.queued_ids) == (0, 1, [1])
         with session_scope(url) as s:
-            study = s.scalars(sa.select(Study)).one()
-            assert study.status is StudyStatus.done and study.source_path.startswith(str(good_dir))
+            study = s.scalars(sa.select(Image)).one()
+            assert study.status is ImageStatus.done and study.source_path.startswith(str(good_dir))
         again = submit_folder(broken_dir, settings=settings)  # the damaged copy adds nothing now
         assert again.n_new == 0 and again.n_duplicate == 1
         assert _states(url)["x.dcm"][0] == "done"

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from live import REDIS_URL, free_port, make_pngs, redis_or_skip
 
-from pneumoscreen.worker.intake.enqueue import BrokerUnavailable
 from pneumoscreen.worker.intake.submit import submit_folder
-from pneumoscreen.worker.intake.sweep import UnreadableMessage, _ids_in, live_study_ids, sweep
+from pneumoscreen.worker.intake.sweep import UnreadableMessage, _ids_in, live_image_ids, sweep
 from pneumoscreen.worker.queue.app import configure
+from pneumoscreen.worker.queue.publish import BrokerUnavailable
 from pneumoscreen.worker.settings import get_settings
 
 pytestmark = pytest.mark.redis
@@ -37,11 +37,11 @@ def test_sweep_sends_only_what_no_task_carries(tmp_path: Path, on_redis) -> None
     down = settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0"})
     with pytest.raises(BrokerUnavailable):
         submit_folder(tmp_path / "b", settings=down)  # two studies stranded, no task
-    assert live_study_ids(settings) == set(sent.queued_ids)
+    assert live_image_ids(settings) == set(sent.queued_ids)
 
     first = sweep(settings=settings, grace_s=0)
     assert (first.n_requeued, first.n_live) == (2, 3)
-    assert len(live_study_ids(settings)) == 5
+    assert len(live_image_ids(settings)) == 5
     again = sweep(settings=settings, grace_s=0)  # idempotent: everything has a live task now
     assert (again.n_requeued, again.n_live) == (0, 5)
 
@@ -67,7 +67,7 @@ def test_an_unreadable_message_on_the_queue_leaves_the_sweep_to_the_lease(on_red
     client = redis.Redis.from_url(REDIS_URL)
     client.lpush("celery", b'{"headers": {"task": "pneumoscreen.screen_task"}, "body": "x"}')
     client.close()
-    assert live_study_ids(on_redis) is None
+    assert live_image_ids(on_redis) is None
 
 
 def test_a_submit_with_a_broker_also_sends_what_was_stranded(
@@ -89,4 +89,4 @@ def test_a_submit_with_a_broker_also_sends_what_was_stranded(
     assert out.exit_code == 0, out.output
     text = " ".join(out.stdout.split())
     assert "1 new study" in text and "Also queued 2 studies left waiting by earlier runs." in text
-    assert len(live_study_ids(get_settings())) == 3
+    assert len(live_image_ids(get_settings())) == 3

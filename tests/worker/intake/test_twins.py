@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from pneumoscreen.db import FileRole, Prediction, Study, StudyFile, StudyStatus, session_scope
+from pneumoscreen.db import FileRole, Image, ImageFile, ImageStatus, Prediction, session_scope
 from pneumoscreen.worker.intake.submit import submit_folder
 from pneumoscreen.worker.settings import get_settings
 
@@ -36,10 +36,10 @@ def copies() -> tuple[bytes, bytes]:
     return good, good[: len(good) - len(good) // 3]  # cut inside the pixel data
 
 
-def _accounted(url: str) -> tuple[Study, dict[str, tuple[FileRole, str | None]], int]:
+def _accounted(url: str) -> tuple[Image, dict[str, tuple[FileRole, str | None]], int]:
     with session_scope(url) as s:
-        study = s.scalars(sa.select(Study)).one()
-        files = {Path(f.path).name: (f.role, f.reason) for f in s.scalars(sa.select(StudyFile))}
+        study = s.scalars(sa.select(Image)).one()
+        files = {Path(f.path).name: (f.role, f.reason) for f in s.scalars(sa.select(ImageFile))}
         n_pred = s.scalar(sa.select(sa.func.count()).select_from(Prediction))
         s.expunge(study)
     return study, files, n_pred
@@ -47,7 +47,7 @@ def _accounted(url: str) -> tuple[Study, dict[str, tuple[FileRole, str | None]],
 
 def _assert_screened_from_good(url: str, good: Path, broken: Path) -> None:
     study, files, n_pred = _accounted(url)
-    assert study.status is StudyStatus.done and study.reason is None
+    assert study.status is ImageStatus.done and study.reason is None
     assert study.source_path == str(good.resolve()) and n_pred == 1
     assert files[good.name] == (FileRole.primary, None)
     role, reason = files[broken.name]
@@ -79,7 +79,7 @@ def test_broken_then_good_across_two_submits(tmp_path: Path, settings, copies) -
     url = settings.effective_database_url
     b = _write(tmp_path / "first", "x.dcm", broken)
     submit_folder(tmp_path / "first", settings=settings)
-    assert _accounted(url)[0].status is StudyStatus.failed
+    assert _accounted(url)[0].status is ImageStatus.failed
     g = _write(tmp_path / "second", "y.dcm", good)
     second = submit_folder(tmp_path / "second", settings=settings)
     assert (second.n_new, second.n_replaced, second.n_twins) == (0, 1, 1)
@@ -105,7 +105,7 @@ def test_every_copy_unreadable_fails_naming_the_twins(tmp_path: Path, settings, 
     _write(folder, "b.dcm", broken[:-100])  # another cut, other content: a second twin
     submit_folder(folder, settings=settings)
     study, files, _ = _accounted(settings.effective_database_url)
-    assert study.status is StudyStatus.failed and "(and its 1 twin copy)" in study.reason
+    assert study.status is ImageStatus.failed and "(and its 1 twin copy)" in study.reason
     assert sorted(role.value for role, _ in files.values()) == ["primary", "twin"]
 
 
@@ -146,12 +146,12 @@ def test_a_concurrent_insert_falls_back_file_by_file(tmp_path: Path, pg_url: str
         if not raced:
             raced.append(cand.sha256)
             with session_scope(pg_url) as other:  # the other submit, committed meanwhile
-                other.add(Study(sha256=cand.sha256, source_path="/elsewhere", format="png"))
+                other.add(Image(sha256=cand.sha256, source_path="/elsewhere", format="png"))
         return original(cand, batch_id, **kw)
 
     monkeypatch.setattr(submit_mod, "_register_one", racing)
     result = submit_mod.register_folder(tmp_path / "in", settings=settings)
     assert (result.n_new, result.n_duplicate) == (2, 1)
     with session_scope(pg_url) as s:
-        assert s.scalar(sa.select(sa.func.count()).select_from(Study)) == 3
-        assert s.scalar(sa.select(sa.func.count()).select_from(StudyFile)) == 2
+        assert s.scalar(sa.select(sa.func.count()).select_from(Image)) == 3
+        assert s.scalar(sa.select(sa.func.count()).select_from(ImageFile)) == 2

@@ -12,7 +12,7 @@ from pneumoscreen.worker.queue.messages import MAX_IDS, RefusedMessage, screen_a
 
 def test_what_pneumoscreen_sends_passes() -> None:
     args = screen_args([1, 2, 3], 7, True, 4)
-    assert (args.study_ids, args.batch_id, args.rescreen, args.model_version) == (
+    assert (args.image_ids, args.batch_id, args.rescreen, args.model_version) == (
         [1, 2, 3], 7, True, 4)
     assert screen_args([5]).model_version is None
 

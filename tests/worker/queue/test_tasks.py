@@ -30,7 +30,7 @@ def test_an_eager_task_screens_in_the_callers_database(tmp_path: Path,
     import sqlalchemy as sa
     from live import make_pngs
 
-    from pneumoscreen.db import Study, session_scope
+    from pneumoscreen.db import Image, session_scope
     from pneumoscreen.worker.intake.submit import submit_folder
     from pneumoscreen.worker.settings import Settings, get_settings
 
@@ -41,7 +41,7 @@ def test_an_eager_task_screens_in_the_callers_database(tmp_path: Path,
     result = submit_folder(tmp_path / "in", settings=Settings(database_url=mine))
     assert result.n_new == 3
     with session_scope(mine) as session:
-        statuses = [s.value for s in session.scalars(sa.select(Study.status))]
+        statuses = [s.value for s in session.scalars(sa.select(Image.status))]
     assert statuses == ["done"] * 3
     with session_scope(get_settings().effective_database_url) as session:
-        assert session.scalar(sa.select(sa.func.count()).select_from(Study)) == 0
+        assert session.scalar(sa.select(sa.func.count()).select_from(Image)) == 0

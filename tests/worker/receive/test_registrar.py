@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from listener import fresh_instances
 from live import REDIS_URL, SAMPLES, TEST_PATIENT_KEY, free_port, redis_or_skip
 
-from pneumoscreen.db import Batch, ReceivedInstance, Study, StudyStatus
+from pneumoscreen.db import Batch, Image, ImageStatus, ReceivedInstance
 from pneumoscreen.worker.receive.registrar import Registrar
 from pneumoscreen.worker.receive.spool import Spool
 from pneumoscreen.worker.settings import Settings
@@ -46,23 +46,23 @@ def test_a_study_is_registered_once_stable_and_only_once(db_url: str, tmp_path: 
     registrar.notify(b1, T0)
     registrar.notify(a2, T0 + 2)  # A has a new instance: not stable until T0 + 2 + STABLE
     registrar.tick(now=T0 + STABLE + 1)
-    assert _count(settings, Study) == 1 and set(registrar.pending) == {a1.sha256, a2.sha256}
+    assert _count(settings, Image) == 1 and set(registrar.pending) == {a1.sha256, a2.sha256}
     registrar.tick(now=T0 + 2 + STABLE)
-    assert _count(settings, Study) == 3 and not registrar.pending
+    assert _count(settings, Image) == 3 and not registrar.pending
 
     with settings.session() as session:
-        studies = session.scalars(sa.select(Study)).all()
+        studies = session.scalars(sa.select(Image)).all()
         rows = session.scalars(sa.select(ReceivedInstance)).all()
         kinds = session.scalars(sa.select(Batch.kind)).all()
     assert {s.source_path for s in studies} == {str(f.path) for f in (a1, a2, b1)}
-    assert all(s.status == StudyStatus.queued and s.patient_key for s in studies)
-    assert len(rows) == 3 and all(r.enqueued_at and r.study_id for r in rows)
+    assert all(s.status == ImageStatus.queued and s.patient_key for s in studies)
+    assert len(rows) == 3 and all(r.enqueued_at and r.image_id for r in rows)
     assert kinds == ["receive", "receive"]
 
     registrar.notify(a1, T0 + 50)  # the same instance sent again, and a restart: nothing new
     registrar.tick(now=T0 + 100)
     Registrar(settings, spool, stable_seconds=STABLE).tick(now=T0 + 200)
-    assert (_count(settings, Study), _count(settings, ReceivedInstance)) == (3, 3)
+    assert (_count(settings, Image), _count(settings, ReceivedInstance)) == (3, 3)
 
 
 def test_what_arrived_while_the_database_was_down_is_registered_at_the_next_start(
@@ -84,8 +84,8 @@ def test_what_arrived_while_the_database_was_down_is_registered_at_the_next_star
     restarted.tick()  # the spool files' own times: they arrived just now
     with settings.session() as session:
         rows = session.scalars(sa.select(ReceivedInstance)).all()
-        statuses = session.scalars(sa.select(Study.status)).all()
-    assert len(rows) == 4 and statuses == [StudyStatus.queued] * 4
+        statuses = session.scalars(sa.select(Image.status)).all()
+    assert len(rows) == 4 and statuses == [ImageStatus.queued] * 4
     assert all(r.enqueued_at is None for r in rows)  # the broker refused: sent again later
     assert "broker unavailable" in caplog.text
 
@@ -105,7 +105,7 @@ def test_studies_the_broker_refused_are_sent_once_it_is_back(tmp_path: Path) -> 
         first.notify(f, T0)
     first.tick(now=T0 + 1)
     settings = _settings(data, db_url, REDIS_URL)
-    assert _count(settings, Study) == 3
+    assert _count(settings, Image) == 3
     back = Registrar(settings, spool, stable_seconds=0)
     back.tick(now=time.time() + 1)
     with settings.session() as session:

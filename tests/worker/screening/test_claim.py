@@ -8,7 +8,7 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from pneumoscreen.db import Batch, Prediction, Study, StudyStatus, session_scope
+from pneumoscreen.db import Batch, Image, ImageStatus, Prediction, session_scope
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.db.queries import get_or_create_model_version
 from pneumoscreen.worker.screening.screen import claim
@@ -24,7 +24,7 @@ def _setup(url: str, n: int) -> tuple[list[int], int]:
         batch = Batch(kind="submit")
         session.add(batch)
         session.flush()
-        studies = [Study(sha256=f"{i:064d}", source_path=f"/x/{i}.png", format="png",
+        studies = [Image(sha256=f"{i:064d}", source_path=f"/x/{i}.png", format="png",
                          batch_id=batch.id) for i in range(n)]
         session.add_all(studies)
         session.flush()
@@ -44,9 +44,9 @@ class TestClaim:
         second = _claim(db_url, ids, mv, "t2")  # a duplicate task on another worker
         assert second.todo == [] and second.busy == ids
         with session_scope(db_url) as session:
-            rows = session.execute(sa.select(Study.status, Study.attempts, Study.claim_token,
-                                             Study.reason)).all()
-        assert rows == [(StudyStatus.processing, 1, "t1", None)] * 4
+            rows = session.execute(sa.select(Image.status, Image.attempts, Image.claim_token,
+                                             Image.reason)).all()
+        assert rows == [(ImageStatus.processing, 1, "t1", None)] * 4
 
     def test_the_same_task_takes_its_studies_back(self, db_url: str) -> None:
         ids, mv = _setup(db_url, 2)
@@ -65,19 +65,19 @@ class TestClaim:
     def test_predicted_or_final_studies_are_skipped(self, db_url: str) -> None:
         ids, mv = _setup(db_url, 3)
         with session_scope(db_url) as session:
-            session.add(Prediction(study_id=ids[0], model_version_id=mv, probability=0.1,
+            session.add(Prediction(image_id=ids[0], model_version_id=mv, probability=0.1,
                                    threshold=0.5, flagged=False))
-            session.get(Study, ids[1]).status = StudyStatus.rejected
+            session.get(Image, ids[1]).status = ImageStatus.rejected
         out = _claim(db_url, ids, mv, "t1")
         assert [i for i, _ in out.todo] == [ids[2]] and out.already_done == 2
         with session_scope(db_url) as session:
-            assert session.get(Study, ids[0]).status is StudyStatus.done  # finished, not redone
+            assert session.get(Image, ids[0]).status is ImageStatus.done  # finished, not redone
 
     def test_rescreen_takes_done_studies(self, db_url: str) -> None:
         ids, mv = _setup(db_url, 2)
         with session_scope(db_url) as session:
-            for study in session.scalars(sa.select(Study)):
-                study.status = StudyStatus.done
+            for study in session.scalars(sa.select(Image)):
+                study.status = ImageStatus.done
         assert _claim(db_url, ids, mv, "t1").todo == []
         assert len(_claim(db_url, ids, mv, "t2", rescreen=True).todo) == 2
 
@@ -101,4 +101,4 @@ def test_concurrent_claims_never_share_a_study(pg_url: str) -> None:
     taken = [i for todo in won.values() for i in todo]
     assert sorted(taken) == ids  # all claimed, none twice
     with session_scope(pg_url) as session:
-        assert set(session.scalars(sa.select(Study.attempts))) == {1}
+        assert set(session.scalars(sa.select(Image.attempts))) == {1}

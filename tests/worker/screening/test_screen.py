@@ -7,23 +7,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import PIL.Image
 import pytest
 import sqlalchemy as sa
 from live import make_pngs
-from PIL import Image
 
-from pneumoscreen.db import ModelVersion, Prediction, Study, StudyStatus, session_scope
+from pneumoscreen.db import Image, ImageStatus, ModelVersion, Prediction, session_scope
 from pneumoscreen.model import load_model
 from pneumoscreen.worker.intake import submit as submit_mod
 from pneumoscreen.worker.intake.submit import submit_folder
-from pneumoscreen.worker.screening.screen import screen_task
+from pneumoscreen.worker.screening.screen import screen_images
 from pneumoscreen.worker.settings import get_settings
 
 
 def _states(url: str) -> dict[str, tuple[str, str | None]]:
     with session_scope(url) as s:
         return {Path(st.source_path).name: (st.status.value, st.reason)
-                for st in s.scalars(sa.select(Study))}
+                for st in s.scalars(sa.select(Image))}
 
 
 class TestScreenTask:
@@ -43,7 +43,8 @@ class TestScreenTask:
         folder.mkdir()
         rng = np.random.default_rng(0)
         for i in range(4):
-            Image.fromarray(rng.integers(0, 255, (64, 80), np.uint8)).save(folder / f"ok{i}.png")
+            grey = rng.integers(0, 255, (64, 80), np.uint8)
+            PIL.Image.fromarray(grey).save(folder / f"ok{i}.png")
         good = (folder / "ok0.png").read_bytes()
         (folder / "truncated.png").write_bytes(good[:60])
         (folder / "empty.jpg").write_bytes(b"\xff\xd8\xff")
@@ -52,7 +53,7 @@ class TestScreenTask:
 
         model = load_model()
         calls = count_predict_calls(model)
-        outcome = screen_task(ids, settings, model=model)
+        outcome = screen_images(ids, settings, model=model)
         assert calls == [4]
         assert (outcome.screened, outcome.failed) == (4, len(ids) - 4)
         states = _states(settings.effective_database_url)
@@ -65,10 +66,10 @@ class TestScreenTask:
         folder = tmp_path / "in"
         folder.mkdir()
         for i in range(3):
-            Image.fromarray(np.full((32, 32), 40 * i, np.uint8)).save(folder / f"{i}.png")
+            PIL.Image.fromarray(np.full((32, 32), 40 * i, np.uint8)).save(folder / f"{i}.png")
         ids = self._register(folder, settings)
-        first = screen_task(ids, settings)
-        second = screen_task(ids, settings)  # a redelivered task
+        first = screen_images(ids, settings)
+        second = screen_images(ids, settings)  # a redelivered task
         assert first.screened == 3 and second.screened == 0 and second.already_done == 3
         with session_scope(settings.effective_database_url) as s:
             assert s.scalar(sa.select(sa.func.count()).select_from(Prediction)) == 3
@@ -79,14 +80,14 @@ class TestScreenTask:
         settings = get_settings()
         folder = tmp_path / "in"
         folder.mkdir()
-        Image.fromarray(np.full((32, 32), 99, np.uint8)).save(folder / "a.png")
+        PIL.Image.fromarray(np.full((32, 32), 99, np.uint8)).save(folder / "a.png")
         ids = self._register(folder, settings)
-        screen_task(ids, settings)
+        screen_images(ids, settings)
         with session_scope(settings.effective_database_url) as s:
             pred = s.scalars(sa.select(Prediction)).one()
             assert pred.flagged == (pred.probability >= pred.threshold)
             assert pred.threshold == load_model().spec.threshold
-            assert s.get(Study, pred.study_id).status is StudyStatus.done
+            assert s.get(Image, pred.image_id).status is ImageStatus.done
 
 
 class TestChunks:
@@ -95,9 +96,9 @@ class TestChunks:
             count_predict_calls: Callable[[Any], list[int]]) -> None:
         import sqlalchemy as sa
 
-        from pneumoscreen.db import Prediction, Study, StudyStatus, session_scope
+        from pneumoscreen.db import Image, ImageStatus, Prediction, session_scope
         from pneumoscreen.worker.intake import submit as submit_mod
-        from pneumoscreen.worker.screening.screen import get_model, screen_task
+        from pneumoscreen.worker.screening.screen import get_model, screen_images
         from pneumoscreen.worker.settings import get_settings
 
         make_pngs(tmp_path / "in", 5, size=64)
@@ -107,23 +108,23 @@ class TestChunks:
         ids = submit_mod.submit_folder(tmp_path / "in", settings=settings).queued_ids
         model = get_model(settings)
         calls = count_predict_calls(model)
-        outcome = screen_task(ids, settings, model=model)
+        outcome = screen_images(ids, settings, model=model)
         assert calls == [2, 2, 1]
         assert outcome.screened == 5 and not outcome.busy
         with session_scope(settings.effective_database_url) as session:
             assert session.scalar(sa.select(sa.func.count()).select_from(Prediction)) == 5
-            statuses = set(session.scalars(sa.select(Study.status)))
-            reasons = set(session.scalars(sa.select(Study.reason)))
-            tokens = set(session.scalars(sa.select(Study.claim_token)))
-        assert statuses == {StudyStatus.done} and reasons == {None} and tokens == {None}
+            statuses = set(session.scalars(sa.select(Image.status)))
+            reasons = set(session.scalars(sa.select(Image.reason)))
+            tokens = set(session.scalars(sa.select(Image.claim_token)))
+        assert statuses == {ImageStatus.done} and reasons == {None} and tokens == {None}
 
     def test_a_failed_task_gives_its_studies_back(
             self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         import sqlalchemy as sa
 
-        from pneumoscreen.db import Study, StudyStatus, session_scope
+        from pneumoscreen.db import Image, ImageStatus, session_scope
         from pneumoscreen.worker.intake import submit as submit_mod
-        from pneumoscreen.worker.screening.screen import get_model, screen_task
+        from pneumoscreen.worker.screening.screen import get_model, screen_images
         from pneumoscreen.worker.settings import get_settings
 
         make_pngs(tmp_path / "in", 3, size=64)
@@ -139,9 +140,9 @@ class TestChunks:
         model.predict = broken  # type: ignore[method-assign]
         try:
             with pytest.raises(RuntimeError, match="device lost"):
-                screen_task(ids, settings, model=model)
+                screen_images(ids, settings, model=model)
         finally:
             model.predict = original  # type: ignore[method-assign]
         with session_scope(settings.effective_database_url) as session:
-            assert set(session.scalars(sa.select(Study.status))) == {StudyStatus.queued}
-        assert screen_task(ids, settings, model=model).screened == 3
+            assert set(session.scalars(sa.select(Image.status))) == {ImageStatus.queued}
+        assert screen_images(ids, settings, model=model).screened == 3

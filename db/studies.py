@@ -1,4 +1,4 @@
-"""Queries over studies grouped by Study Instance UID (a DICOM study: one or more image rows).
+"""Studies: images grouped by Study Instance UID (a DICOM study: one or more image rows).
 
 A study is *complete* when every image of it is final and at least one was screened (has a
 prediction): then its result can be sent back, and it is read as one row.
@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 from pneumoscreen.db.models import (
     Export,
     Heatmap,
+    Image,
+    ImageStatus,
     ModelVersion,
     Prediction,
-    Study,
-    StudyStatus,
 )
 from pneumoscreen.db.queries import _iso, _latest_prediction_ids
 
@@ -32,37 +32,37 @@ def complete_study_uids(uids: Sequence[str], *, session: Session) -> list[str]:
     """Those of ``uids`` whose images are all final with at least one screened."""
     if not uids:
         return []
-    final = [s.value for s in StudyStatus.final()]
+    final = [s.value for s in ImageStatus.final()]
     not_final = dict(session.execute(
-        select(Study.study_instance_uid, func.count())
-        .where(Study.study_instance_uid.in_(list(uids)), Study.status.not_in(final))
-        .group_by(Study.study_instance_uid)).all())
+        select(Image.study_instance_uid, func.count())
+        .where(Image.study_instance_uid.in_(list(uids)), Image.status.not_in(final))
+        .group_by(Image.study_instance_uid)).all())
     screened = set(session.scalars(
-        select(Study.study_instance_uid).distinct()
-        .join(Prediction, Prediction.study_id == Study.id)
-        .where(Study.study_instance_uid.in_(list(uids)), Study.status == StudyStatus.done)))
+        select(Image.study_instance_uid).distinct()
+        .join(Prediction, Prediction.image_id == Image.id)
+        .where(Image.study_instance_uid.in_(list(uids)), Image.status == ImageStatus.done)))
     return sorted(u for u in set(uids) if u in screened and not not_final.get(u))
 
 
-def study_uids_of(study_ids: Sequence[int], *, session: Session) -> list[str]:
+def study_uids_of(image_ids: Sequence[int], *, session: Session) -> list[str]:
     """The Study Instance UIDs of some image rows (files without one have none)."""
-    if not study_ids:
+    if not image_ids:
         return []
     return sorted(set(session.scalars(
-        select(Study.study_instance_uid).where(Study.id.in_(list(study_ids)),
-                                               Study.study_instance_uid.is_not(None)))))
+        select(Image.study_instance_uid).where(Image.id.in_(list(image_ids)),
+                                               Image.study_instance_uid.is_not(None)))))
 
 
 def screened_study_uids(*, session: Session, since: dt.datetime | None = None,
                         study_uid: str | None = None) -> list[str]:
     """Complete studies with a prediction made since ``since`` (or the one ``study_uid``)."""
-    query = (select(Study.study_instance_uid).distinct()
-             .join(Prediction, Prediction.study_id == Study.id)
-             .where(Study.study_instance_uid.is_not(None)))
+    query = (select(Image.study_instance_uid).distinct()
+             .join(Prediction, Prediction.image_id == Image.id)
+             .where(Image.study_instance_uid.is_not(None)))
     if since is not None:
         query = query.where(Prediction.created_at >= since)
     if study_uid is not None:
-        query = query.where(Study.study_instance_uid == study_uid)
+        query = query.where(Image.study_instance_uid == study_uid)
     return complete_study_uids(list(session.scalars(query)), session=session)
 
 
@@ -71,23 +71,23 @@ def screened_images(study_uid: str, *, session: Session) -> list[dict[str, Any]]
     of the study's newest prediction (a re-screen half-way through sends the newer model's
     images only); each with its stored heatmap, if any."""
     rows = session.execute(
-        select(Study, Prediction, ModelVersion, Heatmap)
-        .join(Prediction, Prediction.study_id == Study.id)
+        select(Image, Prediction, ModelVersion, Heatmap)
+        .join(Prediction, Prediction.image_id == Image.id)
         .join(ModelVersion, Prediction.model_version_id == ModelVersion.id)
         .outerjoin(Heatmap, Heatmap.prediction_id == Prediction.id)
-        .where(Study.study_instance_uid == study_uid, Study.status == StudyStatus.done,
+        .where(Image.study_instance_uid == study_uid, Image.status == ImageStatus.done,
                Prediction.id.in_(_latest()))
         .order_by(Prediction.id.desc())).all()
     if not rows:
         return []
     mv_id = rows[0][2].id
     out = []
-    for study, pred, mv, hm in sorted(rows, key=lambda r: r[0].id):
+    for image, pred, mv, hm in sorted(rows, key=lambda r: r[0].id):
         if mv.id != mv_id:
             continue
         out.append({
-            "study_id": study.id, "path": study.source_path,
-            "sop_instance_uid": study.sop_instance_uid,
+            "study_id": image.id, "path": image.source_path,
+            "sop_instance_uid": image.sop_instance_uid,
             "probability": pred.probability, "p_viral": pred.p_viral,
             "threshold": pred.threshold, "flagged": pred.flagged, "in_scope": pred.in_scope,
             "scope_reason": pred.scope_reason, "atypicality": pred.atypicality,
@@ -108,17 +108,17 @@ def by_study(*, session: Session, since: dt.datetime | None = None, limit: int |
     """The reading list by study: one row per Study Instance UID (a file without one is its
     own study), flagged studies by highest probability; with ``outside_scope`` also the
     studies with an image outside the validated scope, after them."""
-    key = func.coalesce(Study.study_instance_uid, literal("file:") + cast(Study.id, String))
+    key = func.coalesce(Image.study_instance_uid, literal("file:") + cast(Image.id, String))
     flag = func.max(cast(Prediction.flagged, Integer))
     inside = func.min(func.coalesce(cast(Prediction.in_scope, Integer), 1))
     query = (
         select(key, func.max(Prediction.probability), func.max(Prediction.threshold), flag,
-               inside, func.max(Study.accession_number),
-               func.max(Study.patient_key), func.max(Study.modality), func.max(ModelVersion.name),
+               inside, func.max(Image.accession_number),
+               func.max(Image.patient_key), func.max(Image.modality), func.max(ModelVersion.name),
                func.max(ModelVersion.version), func.max(Prediction.created_at))
-        .join(Prediction, Prediction.study_id == Study.id)
+        .join(Prediction, Prediction.image_id == Image.id)
         .join(ModelVersion, Prediction.model_version_id == ModelVersion.id)
-        .where(Prediction.id.in_(_latest()), Study.status == StudyStatus.done)
+        .where(Prediction.id.in_(_latest()), Image.status == ImageStatus.done)
         .group_by(key))
     if since is not None:
         query = query.having(func.max(Prediction.created_at) >= since)
@@ -134,9 +134,9 @@ def by_study(*, session: Session, since: dt.datetime | None = None, limit: int |
     uids = [g[0] for g in groups]
     counts: dict[tuple[str, str], int] = {}
     for k, status, n in session.execute(
-            select(key, Study.status, func.count()).where(key.in_(uids))
-            .group_by(key, Study.status)).all():
-        counts[(k, StudyStatus(status).value)] = n
+            select(key, Image.status, func.count()).where(key.in_(uids))
+            .group_by(key, Image.status)).all():
+        counts[(k, ImageStatus(status).value)] = n
     exports: dict[str, list[dict[str, Any]]] = {}
     for e in session.scalars(select(Export).where(Export.study_instance_uid.in_(uids))
                              .order_by(Export.id)):

@@ -6,15 +6,15 @@ from pathlib import Path
 
 from results import screened_study
 
-from pneumoscreen.db import StudyStatus, session_scope
-from pneumoscreen.db.study_groups import by_study, complete_study_uids, screened_images
+from pneumoscreen.db import ImageStatus, session_scope
+from pneumoscreen.db.studies import by_study, complete_study_uids, screened_images
 
 
 def test_complete_means_all_final_and_one_screened(db_url: str, tmp_path: Path) -> None:
     done = screened_study(tmp_path / "a", db_url, views=("PA", "LL"))
     waiting = screened_study(tmp_path / "b", db_url, views=("PA",))
     screened_study(tmp_path / "b2", db_url, views=("AP",), study_uid=waiting.study_uid,
-                   status=StudyStatus.queued)  # a second image still to screen
+                   status=ImageStatus.queued)  # a second image still to screen
     rejected = screened_study(tmp_path / "c", db_url, views=("LL",))
     with session_scope(db_url) as session:
         uids = [done.study_uid, waiting.study_uid, rejected.study_uid]

@@ -14,7 +14,7 @@ from ingest_factories import chest_like, make_ds, write
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 
-from pneumoscreen.db import Heatmap, Prediction, Study, StudyStatus, session_scope
+from pneumoscreen.db import Heatmap, Image, ImageStatus, Prediction, session_scope
 from pneumoscreen.db.queries import get_or_create_model_version
 
 MODEL_SHA = "ab" * 32
@@ -25,14 +25,14 @@ class Made:
     study_uid: str
     paths: list[Path]
     sop_uids: list[str]
-    study_ids: list[int]
+    image_ids: list[int]
 
 
 def screened_study(folder: Path, url: str, *, views: tuple[str, ...] = ("PA",),
                    probability: float = 0.91, p_viral: float | None = 0.7,
                    in_scope: bool = True, scope_reason: str | None = None,
                    heatmap: bool = True, model_sha: str = MODEL_SHA,
-                   study_uid: str | None = None, status: StudyStatus | None = None,
+                   study_uid: str | None = None, status: ImageStatus | None = None,
                    **tags: Any) -> Made:
     """One DICOM study: an image per view; frontal ones screened (a prediction, perhaps a
     heatmap), lateral ones rejected, as the worker leaves them."""
@@ -51,8 +51,8 @@ def screened_study(folder: Path, url: str, *, views: tuple[str, ...] = ("PA",),
                 "ReferringPhysicianName": "Ref^Doc", **tags})
             path = write(ds, folder / f"{study_uid[-8:]}_{n}_{view}.dcm")
             lateral = view in ("LL", "RL", "LAT", "LATERAL")
-            st = status or (StudyStatus.rejected if lateral else StudyStatus.done)
-            study = Study(sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+            st = status or (ImageStatus.rejected if lateral else ImageStatus.done)
+            study = Image(sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
                           sop_instance_uid=ds.SOPInstanceUID, source_path=str(path),
                           format="dicom", status=st, study_instance_uid=study_uid,
                           series_instance_uid=ds.SeriesInstanceUID, accession_number="acc-key",
@@ -62,10 +62,10 @@ def screened_study(folder: Path, url: str, *, views: tuple[str, ...] = ("PA",),
             session.flush()
             made.paths.append(path)
             made.sop_uids.append(ds.SOPInstanceUID)
-            made.study_ids.append(study.id)
-            if st is not StudyStatus.done:
+            made.image_ids.append(study.id)
+            if st is not ImageStatus.done:
                 continue
-            pred = Prediction(study_id=study.id, model_version_id=mv.id,
+            pred = Prediction(image_id=study.id, model_version_id=mv.id,
                               probability=probability, p_viral=p_viral, threshold=0.6591,
                               flagged=probability >= 0.6591, in_scope=in_scope,
                               scope_reason=scope_reason, atypicality=1.25,
