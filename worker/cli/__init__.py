@@ -41,8 +41,8 @@ app.add_typer(bench_app, name="bench")
 
 
 # Commands that only read the database: they never create one (nor the data directory).
-READ_ONLY_COMMANDS = frozenset({"status", "studies", "flagged", "runs", "reports", "audit",
-                                "exports", "heatmap"})
+READ_ONLY_COMMANDS = frozenset({"status", "images", "studies", "flagged", "runs", "reports",
+                                "audit", "exports", "heatmap"})
 
 
 @app.callback()

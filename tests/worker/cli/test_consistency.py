@@ -19,7 +19,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("args", [["studies", "--status", "finished"],
+@pytest.mark.parametrize("args", [["images", "--status", "finished"],
                                   ["flagged", "--since", "yesterday-ish"],
                                   ["flagged", "--watch", "--mark-for", "soon"]])
 def test_a_bad_option_value_is_bad_usage(tmp_path: Path, args: list[str]) -> None:
@@ -94,7 +94,7 @@ def test_probabilities_print_alike_in_every_table(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'x.sqlite3'}"
     _seed_one(url, 1.0, True)
     env = {**_env(tmp_path), "SCREEN_DATABASE_URL": url, "COLUMNS": "200"}
-    for command in (["flagged"], ["studies"]):
+    for command in (["flagged"], ["images"]):
         out = run_screen(env, *command, timeout=120)
         assert out.returncode == 0, out.stderr
         assert "1.0000" in out.stdout and "│ 1.0 " not in out.stdout, out.stdout

@@ -17,7 +17,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("command", [["status"], ["studies"], ["flagged"], ["runs"],
+@pytest.mark.parametrize("command", [["status"], ["images"], ["studies"], ["flagged"], ["runs"],
                                      ["reports"], ["audit"], ["audit", "verify"], ["exports"],
                                      ["heatmap", "1"]])
 def test_a_mistyped_path_creates_nothing(tmp_path: Path, command: list[str]) -> None:
