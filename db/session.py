@@ -97,6 +97,12 @@ def session_scope(url: str) -> Iterator[Session]:
         yield session
 
 
+def known_urls() -> list[str]:
+    """The database URLs this process has opened."""
+    with _lock:
+        return list(_makers)
+
+
 def reset_engines() -> None:
     """Dispose of every cached engine (tests; a worker process after fork)."""
     with _lock:

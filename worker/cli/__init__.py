@@ -103,4 +103,39 @@ def main() -> None:
         error_line(message)
         sys.exit(code)
     except KeyboardInterrupt:
+        _interrupted()
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130:  # Typer turns Ctrl-C inside a command into Exit(130)
+            _interrupted()
+        raise
+
+
+def _interrupted() -> None:
+    """Ctrl-C: put back the images this process was screening (the next `screen submit` or
+    `screen resume` screens them) and say so in one line."""
+    from pneumoscreen.worker.cli.output import err_console, plain
+
+    def say(text: str) -> None:
+        err_console.print(plain(text), highlight=False, soft_wrap=True)
+
+    released = waiting = 0
+    failed = False
+    db_session = sys.modules.get("pneumoscreen.db.session")
+    for url in db_session.known_urls() if db_session else []:
+        try:
+            from pneumoscreen.worker.screening.claim import release_own
+
+            held, queued = release_own(url)
+            released, waiting = released + held, waiting + queued
+        except Exception:  # the database may be what is gone: the next run frees them
+            failed = True
+    if waiting:
+        back = f" ({released} put back from this run)" if released else ""
+        say(f"interrupted: {waiting} images wait to be screened{back}; `screen resume` (or "
+            "the next `screen submit`) screens them")
+    elif failed:
+        say("interrupted: the images this run held could not be put back now; the next "
+            "`screen resume` or `screen submit` on this machine frees them")
+    else:
+        say("interrupted")

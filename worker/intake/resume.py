@@ -14,6 +14,7 @@ from pneumoscreen.db import Image, ImageStatus
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.model.progress import Progress
 from pneumoscreen.worker.intake.enqueue import Enqueued, enqueue
+from pneumoscreen.worker.screening.claim import free_orphans
 from pneumoscreen.worker.settings import Settings
 
 
@@ -32,6 +33,8 @@ def left_over(*, session: Session, lease_s: float, now: dt.datetime | None = Non
     reached yet (``rescreen_batch_id``; they go back to that re-screen batch, so its model reads
     them and a failed re-read cannot undo their earlier verdict).
     """
+    # Images held by a process of this host that is gone: free now, not after the lease.
+    freed = free_orphans(session=session)
     stale = (now or utcnow()) - dt.timedelta(seconds=lease_s)
     expired = (Image.status == ImageStatus.processing) & or_(Image.claimed_at.is_(None),
                                                               Image.claimed_at < stale)
@@ -45,7 +48,7 @@ def left_over(*, session: Session, lease_s: float, now: dt.datetime | None = Non
         key = (rescreen_batch_id, True) if rescreen_batch_id is not None else (batch_id, False)
         groups[key].append(image_id)
     n_stale = sum(1 for *_, status in rows if status == ImageStatus.processing)
-    return dict(groups), n_stale
+    return dict(groups), n_stale + freed
 
 
 def resume(*, settings: Settings, task_size: int | None = None,

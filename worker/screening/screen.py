@@ -257,7 +257,7 @@ def record(prepared: list[Prepared], ready: list[Prepared], scores: Scores, *,
             if key in columns and value is not None:
                 setattr(image, key, value)
         image.finished_at = now
-        image.claim_token = image.claimed_at = None
+        image.claim_token = image.claimed_at = image.claimed_by = None
         if p.copy is not None:
             twins.promote(image, p.copy, why=p.primary_reason, session=session)
         if rescreen:
