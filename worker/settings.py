@@ -369,9 +369,13 @@ class Settings(BaseSettings):
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One transaction on the configured database."""
+        from pneumoscreen.db.queries import DEFAULT_MODEL_KEY
         from pneumoscreen.db.session import session_scope
+        from pneumoscreen.model.names import sidecar_sha256
 
         with session_scope(self.effective_database_url) as session:
+            # The lists show the default model's predictions (db.queries): name it.
+            session.info[DEFAULT_MODEL_KEY] = sidecar_sha256(self.model_path)
             yield session
 
     def ingest_config(self, *, reduced: bool | None = None,
