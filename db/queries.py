@@ -53,7 +53,7 @@ def _latest_prediction_ids(session: Session | None = None) -> Any:
 
 FLAGGED_FIELDS = ("prediction_id", "study_id", "path", "patient", "accession", "modality", "view",
                   "probability", "p_viral", "threshold", "flagged", "in_scope", "scope_reason",
-                  "atypicality", "model", "trained", "screened_at")
+                  "atypicality", "model", "trained", "screened_at", "sop_instance_uid")
 
 
 class UnknownModel(ValueError):
@@ -132,7 +132,8 @@ def flagged(*, session: Session, since: dt.datetime | None = None, limit: int | 
         image.accession_number[:12] if image.accession_number else None,  # a keyed hash
         image.modality, image.view_position, round(pred.probability, 4), _round(pred.p_viral),
         round(pred.threshold, 4), pred.flagged, pred.in_scope, pred.scope_reason,
-        _round(pred.atypicality), mv.label, mv.trained, _iso(pred.created_at)), strict=True))
+        _round(pred.atypicality), mv.label, mv.trained, _iso(pred.created_at),
+        image.sop_instance_uid), strict=True))
         for pred, image, mv in rows]
 
 
@@ -220,6 +221,7 @@ def images(*, session: Session, batch_id: int | None = None, status: str | None 
             "modality": image.modality,
             "batch": image.batch_id,
             "updated_at": _iso(image.updated_at),
+            "sop_instance_uid": image.sop_instance_uid,
         }
         for image, pred in session.execute(query).all()
     ]

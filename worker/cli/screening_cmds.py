@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -66,6 +67,19 @@ def _cell(column: str, value: Any) -> Any:
     return value
 
 
+# A file the listener spooled is named by its content hash: meaningless to a reader.
+_SPOOL_NAME = re.compile(r"[0-9a-f]{64}\.dcm")
+
+
+def _path_cell(row: dict[str, Any]) -> Any:
+    """The file's name; for an image received over DICOM (a spool file named by its hash), its
+    SOP Instance UID instead."""
+    name = _cell("path", row.get("path"))
+    if _SPOOL_NAME.fullmatch(str(name)) and row.get("sop_instance_uid"):
+        return f"received, SOP {row['sop_instance_uid']}"
+    return name
+
+
 def _subtype_cell(row: dict[str, Any]) -> Any:
     """The subtype is a suggestion about a pneumonia: shown for flagged images only (JSON and
     CSV keep every value)."""
@@ -78,8 +92,8 @@ def rows_table(title: str, columns: list[str], rows: list[dict[str, Any]]) -> An
     # The subtype column only when some model gave one (wave-1 models have no subtype output).
     columns = [c for c in columns if c != "p_viral" or any(r.get(c) is not None for r in rows)]
     table = make_table(title, [SHORT.get(c, c) for c in columns],
-                       [[_subtype_cell(r) if c == "p_viral" else _cell(c, r[c]) for c in columns]
-                        for r in rows])
+                       [[_subtype_cell(r) if c == "p_viral" else _path_cell(r) if c == "path"
+                         else _cell(c, r[c]) for c in columns] for r in rows])
     if "p_viral" in columns:
         table.caption = plain(SUBTYPE_NOTE)
     return table

@@ -115,3 +115,22 @@ def test_predict_shows_the_subtype_for_flagged_films_only(tmp_path: Path) -> Non
     assert result["flagged"] is False and result["p_viral"] is not None  # JSON keeps it
     table = run_screen(env, "predict", film, timeout=600).stdout
     assert f"{result['p_viral']:.2f}" not in table and f"{result['p_viral']:.3f}" not in table
+
+
+def test_a_received_image_is_listed_by_its_sop_instance_uid(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from pneumoscreen import db
+
+    url = f"sqlite:///{tmp_path / 'x.sqlite3'}"
+    uid = "1.2.826.0.1.3680043.8.498.1234567890"
+    spooled = str(tmp_path / "data" / "spool" / "ab" / ("ab" + "c" * 62 + ".dcm"))
+    now = dt.datetime.now(dt.timezone.utc)
+    with db.session_scope(url) as session:
+        session.add(db.Image(sha256="ab" + "c" * 62, source_path=spooled, format="dicom",
+                             status=db.ImageStatus.queued, sop_instance_uid=uid,
+                             finished_at=now))
+    env = {**_env(tmp_path), "SCREEN_DATABASE_URL": url, "COLUMNS": "250"}
+    out = run_screen(env, "images", timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"received, SOP {uid}" in out.stdout and "cccccccc" not in out.stdout, out.stdout
