@@ -74,9 +74,9 @@ def feature_net(net: Any) -> Any:
     return keras.Model(net.input, net.get_layer(features_layer(net)).output)
 
 
-def features_of(net: Any, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    return np.concatenate([np.asarray(net(x[i:i + batch_size], training=False), np.float32)
-                           for i in range(0, len(x), batch_size)])
+def features_of(net: Any, x: np.ndarray, chunk_size: int = 128) -> np.ndarray:
+    return np.concatenate([np.asarray(net(x[i:i + chunk_size], training=False), np.float32)
+                           for i in range(0, len(x), chunk_size)])
 
 
 def score_branch(features: Any, proj: Projection, index: int = 0) -> Any:
@@ -113,12 +113,12 @@ def with_atypicality(keras_model: Any, proj: Projection) -> Any:
 
 
 def threshold_on(model: Any, validation_x: np.ndarray, quantile: float = DEFAULT_QUANTILE,
-                 batch_size: int = 128) -> dict[str, Any]:
+                 chunk_size: int = 128) -> dict[str, Any]:
     """The validation quantile of the model's ``atypicality`` output, and what the sidecar
     records about the score."""
-    val = np.concatenate([np.asarray(model(validation_x[i:i + batch_size],
+    val = np.concatenate([np.asarray(model(validation_x[i:i + chunk_size],
                                            training=False)["atypicality"]).reshape(-1)
-                          for i in range(0, len(validation_x), batch_size)])
+                          for i in range(0, len(validation_x), chunk_size)])
     threshold = float(np.quantile(val, quantile))
     return {"method": "mahalanobis", "covariance": "Ledoit-Wolf", "fitted_on": "train",
             "threshold": threshold, "threshold_rule": f"validation {quantile:.0%} quantile",

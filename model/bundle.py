@@ -6,8 +6,6 @@ threshold, the target recall, the file's sha256 and whether the network was trai
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import json
 import re
 import threading
@@ -51,21 +49,11 @@ def sidecar_path(model_path: Path) -> Path:
     return Path(model_path).with_suffix(".json")
 
 
-def file_sha256(path: Path) -> str:
-    """The sha256 of a regular file's content; OSError for anything else (a FIFO swapped in for a
-    file is never waited on)."""
-    from pneumoscreen.worker.ingest.errors import FailedImage
-    from pneumoscreen.worker.ingest.files import open_regular
+def _sha256(path: Path) -> str:
+    # Imported here, not at the top: commands that only read a sidecar stay without pydicom.
+    from pneumoscreen.worker.ingest.files import file_sha256
 
-    digest = hashlib.sha256()
-    try:
-        opened = open_regular(Path(path))
-    except FailedImage as exc:
-        raise OSError(errno.EINVAL, str(exc)) from None
-    with opened as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 class ModelFileError(RuntimeError):
@@ -112,7 +100,7 @@ class ModelSpec:
 
 def write_sidecar(model_path: Path, spec: ModelSpec) -> Path:
     """Write the sidecar for ``model_path``, stamping the file's current sha256 into it."""
-    spec.sha256 = file_sha256(model_path)
+    spec.sha256 = _sha256(model_path)
     path = sidecar_path(model_path)
     path.write_text(json.dumps(spec.to_json(), indent=2, sort_keys=True) + "\n")
     return path
@@ -131,7 +119,7 @@ def read_spec(model_path: Path) -> ModelSpec:
 
 
 # Sane bounds for what a sidecar may say: a threshold of 2.0 would flag nothing, an input of
-# 100000 pixels a side would exhaust memory on the first batch.
+# 100000 pixels a side would exhaust memory on the first model call.
 INPUT_SIZE_RANGE = (16, 1024)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -166,7 +154,7 @@ def verified_spec(model_path: Path, *, verify: bool = True) -> ModelSpec:
     sidecar records, so a swapped file cannot pass as another version.
     """
     spec = read_spec(model_path)
-    sha = file_sha256(model_path)
+    sha = _sha256(model_path)
     if verify:
         validate_spec(spec, model_path)
     if verify and spec.sha256 != sha:
@@ -186,20 +174,14 @@ class Scores:
     viral: np.ndarray | None = None
     atypicality: np.ndarray | None = None
 
-    def take(self, index: np.ndarray) -> Scores:
-        """The scores of some of the images."""
-        def pick(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else a[index]
-
-        return Scores(self.pneumonia[index], pick(self.viral), pick(self.atypicality))
-
 
 def _flat(values: Any) -> np.ndarray:
     return np.asarray(values, dtype=np.float32).reshape(-1)
 
 
 class LoadedModel:
-    """A Keras model with its spec; ``predict_batch`` is the single batched inference call."""
+    """A Keras model with its spec; ``predict`` is the single model call (every output at once;
+    ``pneumonia_probabilities`` keeps one output of it)."""
 
     def __init__(self, path: Path, spec: ModelSpec, keras_model: Any, device: str) -> None:
         self.path = path
@@ -212,20 +194,20 @@ class LoadedModel:
     def preprocess(self, grey: np.ndarray) -> np.ndarray:
         return preprocess(grey, self.spec.input_size)
 
-    def predict(self, batch: np.ndarray) -> Scores:
-        """Every output for an ``(n, size, size, 1)`` batch, in one model call."""
+    def predict(self, inputs: np.ndarray) -> Scores:
+        """Every output for ``(n, size, size, 1)`` inputs, in one model call."""
         import tensorflow as tf
 
-        batch = np.asarray(batch, dtype=np.float32)
+        inputs = np.asarray(inputs, dtype=np.float32)
         expected = (self.spec.input_size, self.spec.input_size, self.spec.channels)
-        if batch.ndim != 4 or batch.shape[1:] != expected:
-            raise ValueError(f"batch shape {batch.shape} does not match input {expected}")
-        if len(batch) == 0:
+        if inputs.ndim != 4 or inputs.shape[1:] != expected:
+            raise ValueError(f"inputs shape {inputs.shape} does not match input {expected}")
+        if len(inputs) == 0:
             empty = np.zeros((0,), dtype=np.float32)
             return Scores(empty, empty if self.has_subtype else None,
                           empty if self.atypicality_threshold is not None else None)
         with tf.device(self.device):
-            out = self.forward(batch)
+            out = self.forward(inputs)
         if isinstance(out, dict):
             viral, atyp = out.get("viral"), out.get("atypicality")
             return Scores(_flat(out["pneumonia"]), None if viral is None else _flat(viral),
@@ -234,10 +216,10 @@ class LoadedModel:
 
     @property
     def forward(self) -> Any:
-        """The network's inference pass as one traced graph for any batch size.
+        """The network's inference pass as one traced graph for any number of inputs.
 
         Why: called eagerly, a three-member ensemble pays ~0.2 s of per-op overhead on every
-        call whatever the batch size; traced once, that overhead goes (same outputs).
+        call whatever the number of inputs; traced once, that overhead goes (same outputs).
         """
         if self._forward is None:
             import tensorflow as tf
@@ -255,8 +237,8 @@ class LoadedModel:
         value = (self.spec.extra.get("atypicality") or {}).get("threshold")
         return None if value is None else float(value)
 
-    def heatmaps(self, batch: np.ndarray) -> np.ndarray:
-        """Grad-CAM maps ``(n, h, w)`` in [0, 1] for a batch, in one batched gradient pass per
+    def heatmaps(self, inputs: np.ndarray) -> np.ndarray:
+        """Grad-CAM maps ``(n, h, w)`` in [0, 1] for the inputs, in one gradient pass per
         network (an ensemble: the mean of its members' maps)."""
         import tensorflow as tf
 
@@ -265,11 +247,11 @@ class LoadedModel:
         if self._cam_targets is None:
             self._cam_targets = gradcam.targets(self.keras_model, self.spec.extra)
         with tf.device(self.device):
-            return gradcam.compute(self._cam_targets, np.asarray(batch, np.float32))
+            return gradcam.compute(self._cam_targets, np.asarray(inputs, np.float32))
 
-    def predict_batch(self, batch: np.ndarray) -> np.ndarray:
-        """Pneumonia probabilities for an ``(n, size, size, 1)`` batch, in one model call."""
-        return self.predict(batch).pneumonia
+    def pneumonia_probabilities(self, inputs: np.ndarray) -> np.ndarray:
+        """Pneumonia probabilities for ``(n, size, size, 1)`` inputs, in one model call."""
+        return self.predict(inputs).pneumonia
 
     @property
     def has_subtype(self) -> bool:

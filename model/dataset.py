@@ -329,6 +329,3 @@ def subtype_labels(samples: Iterable[Sample]) -> np.ndarray:
     """:func:`subtype_label` of each pneumonia sample; -1 for normals."""
     return np.array([subtype_label(s.rel) if s.label == 1 else -1 for s in samples], np.int32)
 
-
-def iter_labels(samples: Iterable[Sample]) -> np.ndarray:
-    return np.array([s.label for s in samples], dtype=np.int32)

@@ -1,4 +1,4 @@
-"""Ensembles: several trained models averaged in one batched call, as one model version.
+"""Ensembles: several trained models averaged in one model call, as one model version.
 
 The members' calibrated logits (``logit / T_i``) are averaged, the mean is calibrated once more
 on validation (its own temperature) and the recall-tuned threshold is chosen on validation, as for
@@ -23,7 +23,6 @@ from pneumoscreen.model import atypicality as A
 from pneumoscreen.model.architectures import FEATURES_LAYER
 from pneumoscreen.model.bundle import (
     ModelSpec,
-    file_sha256,
     read_spec,
     verified_spec,
     write_sidecar,
@@ -39,6 +38,7 @@ from pneumoscreen.model.train import (
     tuned_record,
     write_metrics,
 )
+from pneumoscreen.worker.ingest.files import file_sha256
 
 ENSEMBLE_ARCH = "ensemble"
 

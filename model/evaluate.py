@@ -1,14 +1,14 @@
 """Evaluation: serving preprocessing and the model over a labelled folder, metrics, stored report.
 
 The images go through exactly what serving does (``load_grey`` -> ``preprocess`` ->
-``LoadedModel.predict_batch``) and flagged means ``probability >= spec.threshold``.
+``LoadedModel.predict``) and flagged means ``probability >= spec.threshold``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,6 @@ class Evaluation:
     x: np.ndarray
     samples: list[Sample]
     metrics: dict[str, Any]
-    unreadable: dict[str, str] = field(default_factory=dict)
     viral: np.ndarray | None = None
 
 
@@ -97,7 +96,7 @@ def resolve_dataset(data_dir: Path, split: str | None, model: LoadedModel,
     return Dataset(scan_labelled(root), str(root))
 
 
-def evaluate(model: LoadedModel, dataset: Dataset, *, batch_size: int = 64,
+def evaluate(model: LoadedModel, dataset: Dataset, *, chunk_size: int = 64,
              n_boot: int = N_BOOT, progress: Any = None) -> Evaluation:
     """Score every readable file of ``dataset`` and compute the metrics at the model's threshold."""
     if not dataset.samples:
@@ -105,7 +104,7 @@ def evaluate(model: LoadedModel, dataset: Dataset, *, batch_size: int = 64,
     arrays = load_arrays(dataset.samples, model.spec.input_size, progress=progress)
     if len(arrays.y) == 0:
         raise ValueError(f"none of the {len(dataset.samples)} files could be read")
-    outs = [model.predict(arrays.x[i:i + batch_size]) for i in range(0, len(arrays.x), batch_size)]
+    outs = [model.predict(arrays.x[i:i + chunk_size]) for i in range(0, len(arrays.x), chunk_size)]
     scores = np.concatenate([o.pneumonia for o in outs])
     viral = (np.concatenate([o.viral for o in outs])
              if outs and all(o.viral is not None for o in outs) else None)
@@ -117,8 +116,7 @@ def evaluate(model: LoadedModel, dataset: Dataset, *, batch_size: int = 64,
     summary["model"] = {"name": model.spec.name, "version": model.spec.version,
                         "sha256": model.spec.sha256, "trained": model.spec.trained,
                         "target_recall": model.spec.target_recall}
-    return Evaluation(dataset, arrays.y, scores, arrays.x, arrays.samples, summary,
-                      arrays.errors, viral)
+    return Evaluation(dataset, arrays.y, scores, arrays.x, arrays.samples, summary, viral)
 
 
 def subtype_summary(samples: list[Any], p_viral: np.ndarray | None, *, n_boot: int,

@@ -1,6 +1,6 @@
-"""Grad-CAM (Selvaraju et al., 2017) on the last convolutional block, batched.
+"""Grad-CAM (Selvaraju et al., 2017) on the last convolutional block, many images per call.
 
-For a batch of network inputs, the map of each image is ``relu(sum_c a_c * A_c)`` where ``A`` is
+For some network inputs, the map of each image is ``relu(sum_c a_c * A_c)`` where ``A`` is
 the last convolutional block's activation and ``a_c`` the spatial mean of the gradient of the
 pneumonia output with respect to ``A_c``. Maps are scaled to [0, 1] per image (a flat map stays
 0). For an ensemble the map is the mean of its members' maps, each computed on the member's own
@@ -73,11 +73,11 @@ def _normalise(cams: np.ndarray) -> np.ndarray:
     return cams / peak[:, None, None]
 
 
-def compute(cam_targets: list[CamTarget], batch: np.ndarray) -> np.ndarray:
-    """``(n, h, w)`` float32 maps in [0, 1] for an ``(n, size, size, 1)`` batch."""
+def compute(cam_targets: list[CamTarget], inputs: np.ndarray) -> np.ndarray:
+    """``(n, h, w)`` float32 maps in [0, 1] for ``(n, size, size, 1)`` inputs."""
     import tensorflow as tf
 
-    x = tf.convert_to_tensor(np.asarray(batch, np.float32))
+    x = tf.convert_to_tensor(np.asarray(inputs, np.float32))
     maps = []
     for target in cam_targets:
         with tf.GradientTape() as tape:

@@ -17,11 +17,11 @@ from pathlib import Path
 from pneumoscreen.model.bundle import (
     BUNDLED,
     DEFAULT_BUNDLED,
-    file_sha256,
     read_spec,
     sidecar_path,
 )
 from pneumoscreen.model.dataset import MANIFEST_NAME
+from pneumoscreen.worker.ingest.files import file_sha256
 
 MAX_BYTES = 20 * 1024 * 1024  # per model: the package must stay small enough to install anywhere
 

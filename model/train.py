@@ -30,7 +30,7 @@ from pneumoscreen.model import calibration as C
 from pneumoscreen.model import metrics as M
 from pneumoscreen.model.architectures import Architecture, backbone_layers, get_architecture
 from pneumoscreen.model.augment import PRESETS, AugmentConfig
-from pneumoscreen.model.bundle import ModelSpec, file_sha256, write_sidecar
+from pneumoscreen.model.bundle import ModelSpec, write_sidecar
 from pneumoscreen.model.dataset import (
     MANIFEST_NAME,
     Arrays,
@@ -45,6 +45,7 @@ from pneumoscreen.model.dataset import (
 )
 from pneumoscreen.model.evaluate import subtype_summary
 from pneumoscreen.model.progress import Progress, Silent
+from pneumoscreen.worker.ingest.files import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -369,14 +370,14 @@ def fit(cfg: TrainConfig, model: Any, arrays: dict[str, Arrays], progress: Progr
 # Step 4: calibration and the recall-tuned threshold.
 
 
-def predict_arrays(model: Any, x: np.ndarray, batch_size: int = 128
+def predict_arrays(model: Any, x: np.ndarray, chunk_size: int = 128
                    ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Pneumonia and (when the model has it) viral probabilities, in batched calls."""
+    """Pneumonia and (when the model has it) viral probabilities, ``chunk_size`` per call."""
     if len(x) == 0:
         return np.zeros((0,), np.float32), None
     ps, vs = [], []
-    for i in range(0, len(x), batch_size):
-        out = model(x[i:i + batch_size], training=False)
+    for i in range(0, len(x), chunk_size):
+        out = model(x[i:i + chunk_size], training=False)
         if isinstance(out, dict):
             ps.append(np.asarray(out["pneumonia"], np.float32).reshape(-1))
             vs.append(np.asarray(out["viral"], np.float32).reshape(-1))

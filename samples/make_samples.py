@@ -16,6 +16,7 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
+    ComputedRadiographyImageStorage,
     CTImageStorage,
     DigitalXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
@@ -24,7 +25,7 @@ from pydicom.uid import (
 )
 
 HERE = Path(__file__).resolve().parent
-CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
+CR_STORAGE = ComputedRadiographyImageStorage
 SIZE = 512
 # Fixed UIDs under pydicom's root, derived from the file name, so the files are reproducible.
 UID_ROOT = "1.2.826.0.1.3680043.8.498."

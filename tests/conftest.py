@@ -73,7 +73,7 @@ def pg_url() -> Iterator[str]:
 @pytest.fixture
 def count_predict_calls(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], list[int]]:
     """Spy on a loaded model: the list of batch sizes its one model call (``predict``; also
-    behind ``predict_batch``) receives."""
+    behind ``pneumonia_probabilities``) receives."""
 
     def install(model: Any) -> list[int]:
         calls: list[int] = []

@@ -197,3 +197,35 @@ def test_the_worker_checks_see_a_cycle_and_a_wrong_way_import() -> None:
     assert worker_room("pneumoscreen.worker.queue.publish") == "publish"
     assert worker_room("pneumoscreen.worker.settings") == "base"
     assert worker_room("pneumoscreen.worker.ingest.api") is None
+
+
+PATH_DOC = REPO / "docs" / "architecture.md"
+
+
+def path_names() -> list[str]:
+    """Every ``pneumoscreen.…`` name in the data-flow section of docs/architecture.md."""
+    import re
+
+    text = PATH_DOC.read_text()
+    section = text[text.index("## The path of an image"):text.index("## Modules")]
+    return re.findall(r"`(pneumoscreen\.[\w.]+)`", section)
+
+
+def test_the_documented_path_names_real_functions() -> None:
+    import importlib
+
+    names = path_names()
+    assert len(names) >= 30
+    for name in names:
+        parts = name.split(".")
+        for cut in range(len(parts) - 1, 1, -1):  # the longest importable module prefix
+            try:
+                obj: object = importlib.import_module(".".join(parts[:cut]))
+            except ModuleNotFoundError:
+                continue
+            for attr in parts[cut:]:
+                obj = getattr(obj, attr)
+            assert callable(obj), name
+            break
+        else:
+            raise AssertionError(f"{name}: no such module")

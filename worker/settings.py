@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -277,6 +276,8 @@ class Settings(BaseSettings):
         30.0, ge=0, le=86400, description="A received study is registered and enqueued once no "
         "new instance arrived for this long (Orthanc's stable-study rule).")
     listen_sop_classes: Annotated[list[str], NoDecode] = Field(
+        # receive.scp.CR_DX_STORAGE (pydicom's constants), written out: settings load for every
+        # command, pydicom only when needed. tests/worker/test_settings.py keeps them equal.
         ["1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1",
          "1.2.840.10008.5.1.4.1.1.1.1.1"],
         description="Storage SOP classes `screen listen` accepts (default CR, DX for "
@@ -299,8 +300,11 @@ class Settings(BaseSettings):
     @field_validator("listen_sop_classes")
     @classmethod
     def _uids(cls, value: list[str]) -> list[str]:
+        # Imported here: settings load for every command, the ingester only when this is set.
+        from pneumoscreen.worker.ingest.vr import is_uid
+
         for uid in value:
-            if not re.fullmatch(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+", uid) or len(uid) > 64:
+            if not is_uid(uid):
                 raise ValueError(f"{uid!r} is not a DICOM UID")
         return value
 

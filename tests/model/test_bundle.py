@@ -86,7 +86,7 @@ def test_file_sha256_refuses_a_fifo_at_once(tmp_path: Path) -> None:
     """A path swapped for a FIFO (a twin's, say) raises instead of blocking for ever."""
     import os
 
-    from pneumoscreen.model.bundle import file_sha256
+    from pneumoscreen.worker.ingest.files import file_sha256
 
     fifo = tmp_path / "twin.dcm"
     os.mkfifo(fifo)

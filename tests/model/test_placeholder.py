@@ -16,5 +16,5 @@ def test_placeholder_is_marked_untrained_and_serves(tmp_path: Path) -> None:
     assert not spec.trained and spec.threshold == 0.5 and spec.input_size == 32
     assert read_spec(path).label.endswith("(untrained)")
     loaded = load_model(path)
-    probs = loaded.predict_batch(np.zeros((2, 32, 32, 1), np.float32))
+    probs = loaded.pneumonia_probabilities(np.zeros((2, 32, 32, 1), np.float32))
     assert probs.shape == (2,) and np.all((probs >= 0) & (probs <= 1))

@@ -88,7 +88,7 @@ class TestTrain:
         import sqlalchemy as sa
 
         from pneumoscreen.db import EvaluationReport, ModelVersion, session_scope
-        from pneumoscreen.model.bundle import file_sha256
+        from pneumoscreen.worker.ingest.files import file_sha256
 
         _, run = trained
         url = f"sqlite:///{run.parent / 'state' / 'pneumoscreen.sqlite3'}"

@@ -84,3 +84,9 @@ def test_defaults_restate_ingestions_own() -> None:
     assert (s.max_pixels, s.reduced_resolution, s.decode_budget_mb << 20,
             tuple(s.window_percentiles)) == (decode.max_pixels, decode.reduced,
                                              decode.budget_bytes, decode.percentiles)
+
+
+def test_the_listeners_default_sop_classes_are_pydicoms_cr_and_dx() -> None:
+    from pneumoscreen.worker.receive.scp import CR_DX_STORAGE
+
+    assert tuple(Settings().listen_sop_classes) == CR_DX_STORAGE

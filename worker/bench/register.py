@@ -37,7 +37,7 @@ def template(source: Path | None, size_mb: float) -> bytes:
     import numpy as np
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
+    from pydicom.uid import ComputedRadiographyImageStorage, ExplicitVRLittleEndian
 
     if source is not None:
         ds = pydicom.dcmread(source)
@@ -45,7 +45,7 @@ def template(source: Path | None, size_mb: float) -> bytes:
         side = max(64, int((size_mb * 1e6 / 2) ** 0.5))
         ds = Dataset()
         ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # CR image storage
+        ds.file_meta.MediaStorageSOPClassUID = ComputedRadiographyImageStorage
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
         ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "CR", "CHEST", "PA"

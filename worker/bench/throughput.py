@@ -30,7 +30,7 @@ import PIL.Image
 from sqlalchemy import insert, select
 
 from pneumoscreen.db import Batch, Image, ImageStatus, session_scope
-from pneumoscreen.worker.screening.prefetch import split
+from pneumoscreen.worker.lists import split
 from pneumoscreen.worker.screening.screen import get_model, screen_images
 from pneumoscreen.worker.settings import Settings
 
@@ -274,7 +274,7 @@ def run_throughput(n: int, *, settings: Settings, task_size: int = 256, naive_n:
         calls = -(-n // chunk)
         with _timer() as elapsed:
             for _ in range(calls):
-                model.predict_batch(tensors)
+                model.pneumonia_probabilities(tensors)
         model_only = calls * chunk / elapsed()
 
         say(f"(b) screening task: decode → preprocess → predict → database, tasks of {task_size}")

@@ -28,14 +28,13 @@ def listen(
     certificates). Stop it with Ctrl-C or SIGTERM; what is in the spool is registered at the
     next start.
     """
-    import logging
     import signal
     import ssl
-    import sys
     import threading
 
     from pydantic import ValidationError
 
+    from pneumoscreen.worker.logs import log_to_stderr
     from pneumoscreen.worker.settings import Settings, get_settings
     from pneumoscreen.worker.settings import ae_title as valid_ae_title
 
@@ -54,10 +53,7 @@ def listen(
         config = listen_config(settings, host=host, port=port, ae_title=ae_title)
     except (OSError, ssl.SSLError, ValueError) as exc:
         fail(f"cannot set up TLS: {exc}")
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its INFO/DEBUG show tag values
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    log_to_stderr()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

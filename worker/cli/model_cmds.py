@@ -269,7 +269,7 @@ def predict_cmd(
     config = settings.ingest_config()
     threshold = loaded.spec.threshold
     results: list[dict[str, Any]] = []
-    batch: list[np.ndarray] = []
+    inputs: list[np.ndarray] = []
     ages: list[str | None] = []
     for path in files:
         entry: dict[str, Any] = {"file": str(path), "probability": None, "p_viral": None,
@@ -279,7 +279,7 @@ def predict_cmd(
             if not path.is_file():
                 raise FileNotFoundError("no such file")
             decoded = load_grey(path, config)
-            batch.append(loaded.preprocess(decoded.grey))
+            inputs.append(loaded.preprocess(decoded.grey))
             ages.append(decoded.metadata.get("patient_age"))
             entry["status"] = "screened"
         except IngestError as exc:
@@ -288,8 +288,8 @@ def predict_cmd(
             entry.update(status="failed", reason=str(exc) or type(exc).__name__)
         results.append(entry)
     screened = [e for e in results if e["status"] == "screened"]
-    if batch:
-        x = np.stack(batch)
+    if inputs:
+        x = np.stack(inputs)
         scores = loaded.predict(x)  # one model call for every readable file
         for i, entry in enumerate(screened):
             p = float(scores.pneumonia[i])

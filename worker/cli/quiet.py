@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import importlib.util
-import logging
 import os
 import re
 import sys
@@ -21,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
+
+from pneumoscreen.worker.logs import quiet_tensorflow
 
 DEBUG_ENV = "SCREEN_DEBUG"
 # time.perf_counter() when the running command began (its process's start under `screen`), for
@@ -60,8 +61,7 @@ def configure(debug: bool) -> None:
         return
     # 3 hides C++ INFO, WARNING and ERROR lines such as the cuInit failure on a CPU machine.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    for name in ("absl", "tensorflow", "h5py._conv"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_tensorflow()
     if "tensorflow" not in sys.modules and not any(
             isinstance(f, _QuietTensorFlow) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietTensorFlow())

@@ -113,7 +113,7 @@ def ensemble_cmd(
         "--register/--no-register", help="Record the ensemble and its internal-test "
         "evaluation in the configured database.")] = True,
 ) -> None:
-    """Average models into one ensemble: one batched call, recalibrated and with its threshold
+    """Average models into one ensemble: one model call, recalibrated and with its threshold
     tuned on the shared validation split, evaluated on the shared internal test."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 

@@ -18,13 +18,14 @@ from pneumoscreen.worker.export.result import StudyResult
 from pneumoscreen.worker.export.send import ExportError, PermanentExportError, send
 from pneumoscreen.worker.export.sources import SourceError, read_source
 from pneumoscreen.worker.export.sr import build_sr
+from pneumoscreen.worker.ingest.api import default_max_file_bytes
+from pneumoscreen.worker.logs import quiet_libraries
 from pneumoscreen.worker.settings import Settings
 
 log = logging.getLogger(__name__)
-# highdicom's warnings quote header values (a patient's name among them) and its INFO lines are
-# noise; pynetdicom's INFO lines are per message. Logs carry no patient data: keep them quiet.
-for _name in ("highdicom", "pynetdicom"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
+# An export may run in any process (a worker, `screen export`): highdicom's warnings quote header
+# values, so the libraries are quietened wherever this module is loaded.
+quiet_libraries()
 
 
 @dataclass
@@ -41,8 +42,10 @@ class ExportOutcome:
 def build_objects(result: StudyResult, settings: Settings) -> list[Dataset]:
     """The SR, then one Secondary Capture per stored heatmap (a map whose image cannot be
     drawn again is left out, the SR is still sent)."""
+    limit = settings.max_file_bytes or default_max_file_bytes(settings.max_pixels)
     sources = {i.image_id: read_source(i.path, study_uid=result.study_uid,
-                                       sop_uid=i.sop_instance_uid) for i in result.images}
+                                       sop_uid=i.sop_instance_uid, max_file_bytes=limit)
+               for i in result.images}
     objects: list[Dataset] = [build_sr(result, sources)]
     size = result.model.input_size
     mapped = [i for i in result.images if i.heatmap is not None]

@@ -477,7 +477,7 @@ def to_grey(arr: np.ndarray, ds: Dataset, opts: DecodeOptions, steps: list[str])
                     lambda: pixels.apply_voi_lut_sequence(values, ds))
         steps.append(window.description)
     else:
-        out = pixels.apply_windowing(values, window.center, window.width, window.function)
+        out = pixels.window_to_unit(values, window.center, window.width, window.function)
         steps.append(window.description)
     if pi == "MONOCHROME1":
         out = pixels.apply_inversion(out, ds)

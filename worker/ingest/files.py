@@ -7,6 +7,8 @@ a 10 GB file is refused from its size alone, before it is hashed or parsed.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -91,3 +93,17 @@ class BoundedReader:
 
     def tell(self) -> int:
         return self._fh.tell()
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a regular file's content; OSError for anything else (a FIFO swapped in for a
+    file is never waited on)."""
+    digest = hashlib.sha256()
+    try:
+        opened = open_regular(Path(path))
+    except FailedImage as exc:
+        raise OSError(errno.EINVAL, str(exc)) from None
+    with opened as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

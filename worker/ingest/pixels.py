@@ -108,8 +108,12 @@ def apply_modality_lut(arr: np.ndarray, ds: Dataset) -> np.ndarray:
     return np.asarray(_pydicom_modality_lut(arr, ds), dtype=np.float64)
 
 
-def apply_windowing(arr: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
-    """Window to [0, 1] with the formulas of PS3.3 C.11.2.1.2 (output range 0..1)."""
+def window_to_unit(arr: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """Window to [0, 1] with the formulas of PS3.3 C.11.2.1.2 (output range 0..1).
+
+    Not pydicom's ``apply_windowing`` (which takes the dataset and keeps the stored range): this
+    takes one window's values and always maps to the unit range, as the network needs.
+    """
     function = function.upper()
     if function == "SIGMOID":
         return 1.0 / (1.0 + np.exp(np.clip(-4.0 * (arr - center) / width, -700, 700)))

@@ -29,14 +29,29 @@ _PATTERNS: dict[str, re.Pattern[str]] = {
     "LO": re.compile(r"[^\\\x00-\x1f\x7f-\x9f]{1,64}"),
     "SH": re.compile(r"[^\\\x00-\x1f\x7f-\x9f]{1,16}"),
     "TM": re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?"),
-    # Dotted digits, at most 64 characters. Leading zeros in a component are tolerated (some
-    # modalities write them): the point is the alphabet and the length, which the columns need.
-    "UI": re.compile(r"(?=.{1,64}$)\d+(\.\d+)*"),
     "US": re.compile(r"\d{1,5}"),  # US, SS: as pydicom hands them back, decimal integers
     "SS": re.compile(r"-?\d{1,5}"),
 }
 _MAX_LENGTH = {"AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "IS": 12, "LO": 64, "SH": 16,
                "TM": 16, "UI": 64, "US": 5, "SS": 6}
+
+
+# A UID (PS3.5 9.1, pydicom's ``UID.is_valid``): dotted numbers, no leading zero in a component.
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+# As files carry them: some modalities write leading zeros. The point of the header check is the
+# alphabet and the length, which the columns need.
+_UID_AS_WRITTEN = re.compile(r"\d+(\.\d+)*")
+
+
+def is_uid(text: object, *, as_written: bool = False) -> bool:
+    """A DICOM UID: at most 64 characters of dotted numbers; the one UID check of the project.
+
+    ``as_written``: leading zeros tolerated (a header value to store); otherwise the standard's
+    rule (a UID we name a file or a group by, or configure).
+    """
+    if not isinstance(text, str) or not 0 < len(text) <= 64:
+        return False
+    return (_UID_AS_WRITTEN if as_written else _UID).fullmatch(text) is not None
 
 
 def vr_of(keyword: str) -> str:
@@ -56,6 +71,7 @@ def is_valid(value: str, vr: str) -> bool:
     than guess.
     """
     return any(
+        is_uid(value, as_written=True) if one == "UI" else
         (pattern := _PATTERNS.get(one)) is not None and pattern.fullmatch(value) is not None
         for one in vr.split(" or ")
     )

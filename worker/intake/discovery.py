@@ -34,10 +34,6 @@ class Walk:
         self.skipped: Counter[str] = Counter()
         self._root = os.path.realpath(self.folder)
 
-    @property
-    def n_skipped(self) -> int:
-        return sum(self.skipped.values())
-
     def __iter__(self) -> Iterator[Path]:
         try:
             top = os.lstat(self.folder)

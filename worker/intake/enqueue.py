@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 from pneumoscreen.db import Batch
 from pneumoscreen.model.progress import Progress, Silent
+from pneumoscreen.worker.lists import split
 from pneumoscreen.worker.queue.publish import publish_screens
-from pneumoscreen.worker.screening.prefetch import split
 from pneumoscreen.worker.settings import Settings
 
 

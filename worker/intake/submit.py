@@ -26,10 +26,10 @@ from sqlalchemy.orm import Session
 from pneumoscreen.db import Batch, FileRole, Image, ImageFile, ImageStatus
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.db.queries import demote_primary_file
-from pneumoscreen.model.bundle import file_sha256
 from pneumoscreen.model.progress import Progress, Silent
 from pneumoscreen.worker.audit import audit
 from pneumoscreen.worker.ingest import IngestConfig, IngestError, check_file, probe
+from pneumoscreen.worker.ingest.files import file_sha256
 from pneumoscreen.worker.intake.discovery import Walk
 from pneumoscreen.worker.intake.enqueue import Enqueued, enqueue
 from pneumoscreen.worker.keys import checked_key

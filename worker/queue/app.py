@@ -1,4 +1,5 @@
-"""The Celery application and its configuration (tasks live in ``pneumoscreen.worker.queue.tasks``).
+"""The Celery application and its configuration (tasks live in ``pneumoscreen.worker.queue.tasks``,
+the worker's start-up in ``.startup``; publishing in ``.publish``).
 
 No broker configured means eager mode: tasks run in the calling process, which is how the
 embedded defaults and the unit tests work.
@@ -19,7 +20,8 @@ from celery.schedules import crontab
 
 from pneumoscreen.worker.settings import Settings, cron_fields, get_settings
 
-app = Celery("pneumoscreen", include=["pneumoscreen.worker.queue.tasks"])
+app = Celery("pneumoscreen", include=["pneumoscreen.worker.queue.tasks",
+                                     "pneumoscreen.worker.queue.startup"])
 
 
 def configure(settings: Settings | None = None) -> Celery:

@@ -26,11 +26,12 @@ from sqlalchemy.orm import Session
 from pneumoscreen.db import Batch, Image, ImageFile, ImageStatus, ReceivedInstance
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.model.progress import Silent
+from pneumoscreen.worker.ingest.vr import is_uid
 from pneumoscreen.worker.intake.enqueue import Enqueued, enqueue
 from pneumoscreen.worker.intake.submit import examine, register
 from pneumoscreen.worker.keys import checked_key
 from pneumoscreen.worker.queue.publish import BrokerUnavailable
-from pneumoscreen.worker.receive.spool import Spool, SpoolFile, is_uid
+from pneumoscreen.worker.receive.spool import Spool, SpoolFile
 from pneumoscreen.worker.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -21,17 +21,25 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+from pydicom.uid import (
+    ComputedRadiographyImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
+    ExplicitVRBigEndian,
+)
+from pynetdicom.sop_class import Verification
+
 from pneumoscreen.worker.receive.spool import Spool, SpoolFile
 
 log = logging.getLogger(__name__)
 
-VERIFICATION = "1.2.840.10008.1.1"
-CR_DX_STORAGE = (
-    "1.2.840.10008.5.1.4.1.1.1",  # CR Image Storage
-    "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray Image Storage - For Presentation
-    "1.2.840.10008.5.1.4.1.1.1.1.1",  # Digital X-Ray Image Storage - For Processing
-)
-SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+VERIFICATION = str(Verification)
+CR_DX_STORAGE = tuple(str(uid) for uid in (
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
+))
 SUCCESS = 0x0000
 REFUSED_NOT_AUTHORISED = 0x0124
 REFUSED_SOP_CLASS = 0x0122
@@ -262,14 +270,14 @@ class Receiver:
 def _opens_with_file_meta(dataset: bytes, transfer_syntax: str) -> bool:
     """Whether an encoded data set starts with a group 0000-0002 element."""
     head = dataset[:4]
-    if transfer_syntax == "1.2.840.10008.1.2.1.99":  # deflated explicit VR little endian
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
         try:
             head = zlib.decompressobj(-zlib.MAX_WBITS).decompress(dataset[:256], 4)
         except zlib.error:
             return False  # not readable at all: the framing step refuses it
     if len(head) < 2:
         return False
-    order = "big" if transfer_syntax == "1.2.840.10008.1.2.2" else "little"
+    order = "big" if transfer_syntax == ExplicitVRBigEndian else "little"
     return int.from_bytes(head[:2], order) <= 0x0002
 
 

@@ -18,13 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _NAME = re.compile(r"^[0-9a-f]{64}\.dcm$")
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 TEMP_PREFIX = ".part-"
-
-
-def is_uid(text: object) -> bool:
-    """A syntactically valid DICOM UID (digits and dots, no leading zeros, at most 64 chars)."""
-    return isinstance(text, str) and len(text) <= 64 and _UID.match(text) is not None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
-"""The decoding subprocess of :mod:`.decode_pool`: read a request, decode, answer, repeat.
+"""Decoding one file for screening, the one route: :func:`decode_file` runs in the worker's own
+threads (``decode_processes`` 0) or in this module's subprocess for :mod:`.decode_pool`.
 
-Requests: length-prefixed pickles ``(path, IngestConfig, input size)``. Answers: a length-prefixed
-JSON header, then (for a screenable file) the network input as raw float32 bytes.
+The subprocess reads a request, decodes, answers, repeats. Requests: length-prefixed pickles
+``(path, IngestConfig, input size)``. Answers: a length-prefixed JSON header, then (for a
+screenable file) the network input as raw float32 bytes.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import os
 import pickle
 import struct
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 _HEADER = struct.Struct(">I")
 
@@ -27,20 +30,40 @@ def _read(inp: BinaryIO, n: int) -> bytes | None:
     return data if data and len(data) == n else None
 
 
-def answer(path: str, config: object, size: int) -> tuple[dict, bytes | None]:
-    """Decode and preprocess one file: the JSON header and the tensor bytes (or None)."""
+@dataclass
+class FileResult:
+    """One file decoded for the network: its input, or the image status and reason."""
+
+    tensor: Any = None  # an ndarray; Any keeps NumPy out of this module's import
+    status: str | None = None  # "failed" or "rejected" when tensor is None
+    reason: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def decode_file(path: str, config: object, size: int) -> FileResult:
+    """Decode and preprocess one file to the ``size`` input; never raises for a bad file."""
+    # Imported here: the subprocess answers "ready" only after these, and its parent imports
+    # this module for FileResult without paying for them.
     from pneumoscreen.model.preprocess import preprocess
     from pneumoscreen.worker.ingest import IngestError, load_grey
 
     try:
         decoded = load_grey(Path(path), config)  # type: ignore[arg-type]
-        tensor = preprocess(decoded.grey, size)
+        return FileResult(preprocess(decoded.grey, size), metadata=decoded.metadata)
     except IngestError as exc:
-        return {"status": exc.status, "reason": str(exc), "shape": None}, None
-    except Exception as exc:  # a bug must fail the file, not the child
-        return {"status": "failed", "reason": f"unexpected error: {type(exc).__name__}: {exc}",
-                "shape": None}, None
-    return {"shape": list(tensor.shape), "metadata": decoded.metadata}, tensor.tobytes()
+        return FileResult(status=exc.status, reason=str(exc))
+    except Exception as exc:  # a bug or an unforeseen file fails the file, not the task
+        return FileResult(status="failed",
+                          reason=f"unexpected error: {type(exc).__name__}: {exc}")
+
+
+def answer(path: str, config: object, size: int) -> tuple[dict, bytes | None]:
+    """:func:`decode_file` as the JSON header and the tensor bytes (or None)."""
+    found = decode_file(path, config, size)
+    if found.tensor is None:
+        return {"status": found.status, "reason": found.reason, "shape": None}, None
+    return ({"shape": list(found.tensor.shape), "metadata": found.metadata},
+            found.tensor.tobytes())
 
 
 def main() -> None:

@@ -25,27 +25,16 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from pneumoscreen.worker.ingest import IngestConfig
+from pneumoscreen.worker.screening.decode_child import FileResult
 
 _HEADER = struct.Struct(">I")
 _START_TIMEOUT = 120.0  # imports on a busy machine; not the per-file limit
 _MAX_ANSWER = 64 << 20  # a network input is a few hundred kB; more is a broken child
-
-
-@dataclass
-class FileResult:
-    """A child's answer: the network input, or the image status and reason."""
-
-    tensor: np.ndarray | None = None
-    status: str | None = None  # "failed" or "rejected" when tensor is None
-    reason: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class _ChildGone(Exception):

@@ -15,15 +15,10 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
+from pneumoscreen.worker.lists import split
+
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def split(items: Sequence[T], size: int) -> list[list[T]]:
-    """``items`` in consecutive chunks of at most ``size``."""
-    if size < 1:
-        raise ValueError(f"chunk size must be at least 1, got {size}")
-    return [list(items[i:i + size]) for i in range(0, len(items), size)]
 
 
 def prefetched(items: Sequence[T], work: Callable[[T], R], *, chunk_size: int, threads: int,

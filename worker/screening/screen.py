@@ -20,7 +20,6 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from sqlalchemy import select
@@ -37,10 +36,11 @@ from pneumoscreen.db.models import utcnow
 from pneumoscreen.db.queries import model_version_for
 from pneumoscreen.db.upsert import insert_ignore
 from pneumoscreen.model.bundle import LoadedModel, Scores
-from pneumoscreen.worker.ingest import IngestConfig, IngestError, load_grey
+from pneumoscreen.worker.ingest import IngestConfig
 from pneumoscreen.worker.keys import checked_key
 from pneumoscreen.worker.screening import scope, twins
 from pneumoscreen.worker.screening.claim import claim, release
+from pneumoscreen.worker.screening.decode_child import decode_file
 from pneumoscreen.worker.screening.decode_pool import DecodePool, shared_pool
 from pneumoscreen.worker.screening.model_choice import (
     configured_model,
@@ -49,7 +49,6 @@ from pneumoscreen.worker.screening.model_choice import (
 )
 from pneumoscreen.worker.screening.prefetch import prefetched
 from pneumoscreen.worker.settings import Settings
-from pneumoscreen.worker.status import status_of
 
 log = logging.getLogger(__name__)
 
@@ -89,39 +88,21 @@ def prepare(image_id: int, path: str, model: LoadedModel, config: IngestConfig,
             spares: Sequence[twins.Copy] = (), *, pool: DecodePool | None = None) -> Prepared:
     """Decode and normalise one file (in one of ``pool``'s processes, if given), falling back on
     its twin copies when it fails; every error becomes a reason, never an exception."""
+    size = model.spec.input_size
+
     def one(file: str) -> Prepared:
-        if pool is not None:
-            return _prepare_in(pool, image_id, file, model, config)
-        return _prepare_one(image_id, file, model, config)
+        found = (pool.run(file, config, size) if pool is not None
+                 else decode_file(file, config, size))
+        if found.tensor is None:
+            return Prepared(image_id, status=ImageStatus(found.status or "failed"),
+                            reason=found.reason)
+        return Prepared(image_id, tensor=found.tensor, metadata=found.metadata)
 
     primary = one(path)
     outcome, copy = twins.first_readable(primary, spares, one)
     if copy is not None:
         outcome.copy, outcome.primary_reason = copy, primary.reason
     return outcome
-
-
-def _prepare_one(image_id: int, path: str, model: LoadedModel, config: IngestConfig) -> Prepared:
-    try:
-        decoded = load_grey(Path(path), config)
-        tensor = model.preprocess(decoded.grey)
-        return Prepared(image_id, tensor=tensor, metadata=decoded.metadata)
-    except IngestError as exc:
-        return Prepared(image_id, status=status_of(exc), reason=str(exc))
-    except Exception as exc:  # a bug or an unforeseen file must not take the task down
-        log.exception("study %s: unexpected error while preparing", image_id)
-        return Prepared(image_id, status=ImageStatus.failed,
-                        reason=f"unexpected error: {type(exc).__name__}: {exc}")
-
-
-def _prepare_in(pool: DecodePool, image_id: int, path: str, model: LoadedModel,
-                config: IngestConfig) -> Prepared:
-    """:func:`_prepare_one` in one of ``pool``'s processes, under its time limit."""
-    found = pool.run(path, config, model.spec.input_size)
-    if found.tensor is None:
-        return Prepared(image_id, status=ImageStatus(found.status or "failed"),
-                        reason=found.reason)
-    return Prepared(image_id, tensor=found.tensor, metadata=found.metadata)
 
 
 def screen_images(

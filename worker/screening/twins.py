@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from pneumoscreen.db import FileRole, Image, ImageFile, ImageStatus
 from pneumoscreen.db.queries import demote_primary_file
-from pneumoscreen.model.bundle import file_sha256
+from pneumoscreen.worker.ingest.files import file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ def test_submit_rescreen_resume_and_registration_are_audited(
 
 
 def test_a_worker_starting_with_another_default_model_audits_it() -> None:
-    from pneumoscreen.worker.queue.tasks import warm
+    from pneumoscreen.worker.queue.startup import warm
     from pneumoscreen.worker.settings import Settings
 
     warm(Settings(model_path="bundled:cnn-s"))

@@ -19,23 +19,23 @@ def _ds(**tags: object) -> Dataset:
 class TestApplyWindowing:
     def test_linear_follows_the_standard_formula(self) -> None:
         # PS3.3 C.11.2.1.2.1: c=100, w=51 → x <= 74.5 is 0, x > 124.5 is 1, centre ≈ 0.5.
-        out = pixels.apply_windowing(np.array([74.5, 75.0, 99.5, 124.5, 125.0]), 100, 51, "LINEAR")
+        out = pixels.window_to_unit(np.array([74.5, 75.0, 99.5, 124.5, 125.0]), 100, 51, "LINEAR")
         assert out[0] == 0.0 and out[-1] == 1.0
         assert out[2] == pytest.approx(0.5)
         assert out[1] == pytest.approx(0.5 / 50)
 
     def test_linear_exact(self) -> None:
-        out = pixels.apply_windowing(np.array([75.0, 100.0, 125.0]), 100, 50, "LINEAR_EXACT")
+        out = pixels.window_to_unit(np.array([75.0, 100.0, 125.0]), 100, 50, "LINEAR_EXACT")
         np.testing.assert_allclose(out, [0.0, 0.5, 1.0])
 
     def test_sigmoid_is_half_at_the_centre_and_monotonic(self) -> None:
         x = np.linspace(-1000, 1000, 101)
-        out = pixels.apply_windowing(x, 0, 200, "SIGMOID")
+        out = pixels.window_to_unit(x, 0, 200, "SIGMOID")
         assert out[50] == pytest.approx(0.5)
         assert np.all(np.diff(out) >= 0) and out[0] < 1e-6 and out[-1] > 1 - 1e-6
 
     def test_width_one_linear_is_a_threshold(self) -> None:
-        out = pixels.apply_windowing(np.array([9.0, 9.5, 10.0]), 10, 1, "LINEAR")
+        out = pixels.window_to_unit(np.array([9.0, 9.5, 10.0]), 10, 1, "LINEAR")
         np.testing.assert_array_equal(out, [0.0, 0.0, 1.0])
 
 

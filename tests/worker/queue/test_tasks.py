@@ -1,26 +1,10 @@
-"""The queue's tasks: GPU pinning per pool process, and the settings an eager task runs on."""
+"""The queue's tasks: the settings an eager task runs on."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-from pneumoscreen.worker.queue.tasks import pin_gpu
-
-
-class TestPinGpu:
-    def test_pool_process_i_sees_gpu_i(self) -> None:
-        env: dict[str, str] = {}
-        assert pin_gpu(1, env) == "1" and env["CUDA_VISIBLE_DEVICES"] == "1"
-
-    def test_respects_the_workers_gpu_list(self) -> None:
-        env = {"CUDA_VISIBLE_DEVICES": "2,3"}
-        assert pin_gpu(1, env) == "3" and env["CUDA_VISIBLE_DEVICES"] == "3"
-
-    def test_more_processes_than_gpus_is_an_error(self) -> None:
-        with pytest.raises(RuntimeError, match="use --concurrency 2"):
-            pin_gpu(2, {"CUDA_VISIBLE_DEVICES": "0,1"})
 
 
 def test_an_eager_task_screens_in_the_callers_database(tmp_path: Path,
