@@ -120,6 +120,10 @@ def check_database_url(url: str) -> None:
         raise ValueError(f"{shown} not supported; use sqlite:////path/file.sqlite3 or "
                          "postgresql+psycopg://user@host/db")
 
+# CR, DX for presentation, DX for processing: the default of listen_sop_classes.
+DEFAULT_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1",
+                       "1.2.840.10008.5.1.4.1.1.1.1.1")
+
 
 class Settings(BaseSettings):
     """Effective configuration. Every field maps to ``SCREEN_<FIELD>`` in the environment."""
@@ -278,8 +282,7 @@ class Settings(BaseSettings):
     listen_sop_classes: Annotated[list[str], NoDecode] = Field(
         # receive.scp.CR_DX_STORAGE (pydicom's constants), written out: settings load for every
         # command, pydicom only when needed. tests/worker/test_settings.py keeps them equal.
-        ["1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1",
-         "1.2.840.10008.5.1.4.1.1.1.1.1"],
+        list(DEFAULT_SOP_CLASSES),
         description="Storage SOP classes `screen listen` accepts (default CR, DX for "
         "presentation, DX for processing); others are refused.")
     listen_tls_cert: Path | None = Field(None, description="PEM certificate: listen over TLS.")
@@ -300,7 +303,10 @@ class Settings(BaseSettings):
     @field_validator("listen_sop_classes")
     @classmethod
     def _uids(cls, value: list[str]) -> list[str]:
-        # Imported here: settings load for every command, the ingester only when this is set.
+        # pydantic-settings validates defaults too: the default needs no check, and importing
+        # the ingester (pydicom, NumPy) for it cost every command, `screen status` included.
+        if tuple(value) == DEFAULT_SOP_CLASSES:
+            return value
         from pneumoscreen.worker.ingest.vr import is_uid
 
         for uid in value:

@@ -41,3 +41,24 @@ def test_the_default_database_is_not_created_by_a_read(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     out = run_screen(_env(tmp_path), "status", timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("command", ["status", "images", "flagged", "runs", "reports"])
+def test_read_only_commands_import_nothing_heavy(tmp_path: Path, command: str) -> None:
+    """Issue 21, item 14: a read-only command loads neither pydicom, NumPy, Pillow nor
+    TensorFlow (the settings' own validation once pulled in the ingester: 1.2 s)."""
+    import subprocess
+    import sys
+
+    env = _env(tmp_path)
+    assert run_screen(env, "resume", timeout=120).returncode == 0  # a database
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c",
+         "import sys; from pneumoscreen.worker.cli import main; sys.argv = ['screen', "
+         f"{command!r}]; main()"], env=env, capture_output=True, text=True, timeout=120,
+        check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    imported = {line.split("|")[-1].strip().split(".")[0]
+                for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert "sqlalchemy" in imported  # the measure works
+    assert not imported & {"pydicom", "numpy", "PIL", "tensorflow", "keras", "celery"}
