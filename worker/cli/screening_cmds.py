@@ -171,7 +171,7 @@ def _parse_since(value: str | None) -> dt.datetime | None:
 
 
 def reading_list(rows: list[dict[str, Any]], *, fresh: set[int] | None = None,
-                 title: str = "Flagged studies") -> Any:
+                 title: str = "Flagged images") -> Any:
     """The flagged table, then the studies outside the validated scope in their own table."""
     from rich.console import Group
 
@@ -185,7 +185,7 @@ def reading_list(rows: list[dict[str, Any]], *, fresh: set[int] | None = None,
 
 
 def flagged_table(rows: list[dict[str, Any]], *, fresh: set[int] | None = None,
-                  title: str = "Flagged studies") -> Any:
+                  title: str = "Flagged images") -> Any:
     """The reading list, the model named in every row (the lists show the default model's
     predictions; `--model` another's)."""
     table = rows_table(title, FLAGGED_COLUMNS, rows)
