@@ -91,6 +91,9 @@ def main() -> None:
     _in_main = True
     debug = _debug_requested(sys.argv[1:])
     quiet.configure(debug)
+    from pneumoscreen.worker import interrupt
+
+    interrupt.install()
     try:
         app()
     except Exception as exc:  # the last resort: every command gets the same short answer

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from pneumoscreen.db import Batch
 from pneumoscreen.model.progress import Progress, Silent
+from pneumoscreen.worker import interrupt
 from pneumoscreen.worker.lists import split
 from pneumoscreen.worker.queue.publish import publish_screens
 from pneumoscreen.worker.settings import Settings
@@ -44,6 +45,8 @@ def enqueue(result: Enqueued, *, settings: Settings, task_size: int | None = Non
     for task_id, size in publish_screens(groups, settings=settings, batch_id=result.batch_id,
                                          rescreen=rescreen, model_version=model_version,
                                          n_waiting=len(result.queued_ids)):
+        if settings.eager:
+            interrupt.check()  # a Ctrl-C whose exception was lost stops here, between tasks
         result.task_ids.append(task_id)
         result.n_tasks += 1
         progress.advance(step, size)

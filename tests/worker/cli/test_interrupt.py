@@ -37,14 +37,16 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 def _run_until(env: dict[str, str], args: list[str], db: Path, done: int,
                sig: int) -> tuple[subprocess.CompletedProcess, int]:
-    """Start `screen ARGS`, send ``sig`` once ``done`` images are done; (result, done then)."""
+    """Start `screen ARGS`, send ``sig`` once ``done`` images are done and others are being
+    screened (held by the process); (result, done then)."""
     proc = subprocess.Popen(screen_cmd(*args), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
-        if _counts(db).get("done", 0) >= done:
+        counts = _counts(db)
+        if counts.get("done", 0) >= done and counts.get("processing", 0):
             break
-        time.sleep(0.3)
+        time.sleep(0.1)
     assert proc.poll() is None, proc.communicate()
     before = _counts(db).get("done", 0)
     proc.send_signal(sig)
