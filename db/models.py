@@ -131,7 +131,7 @@ class Image(Base):
     # While processing: which task holds the image, and since when (the lease starts there).
     claim_token: Mapped[str | None] = mapped_column(String(64))
     # host:pid:start-ticks of the process holding the claim: one on this host that is gone (or
-    # was interrupted) frees its images at once, not after the lease (worker/screening/claim.py).
+    # was interrupted) frees its images at once, not after the lease (db/claims.py).
     claimed_by: Mapped[str | None] = mapped_column(String(128))
     claimed_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=func.now())

@@ -9,16 +9,14 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pneumoscreen.db.models import (
     Batch,
     EvaluationReport,
-    FileRole,
     Image,
-    ImageFile,
     ImageStatus,
     ModelVersion,
     Prediction,
@@ -276,9 +274,18 @@ def model_version_for(spec: Any, *, session: Session) -> ModelVersion:
     )
 
 
+def model_version_rows(*, session: Session) -> list[ModelVersion]:
+    """Every registered model version, newest first."""
+    return list(session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())).all())
+
+
+def model_version_with_sha(sha256: str, *, session: Session) -> ModelVersion | None:
+    return session.scalar(select(ModelVersion).where(ModelVersion.file_sha256 == sha256))
+
+
 def model_versions(*, session: Session) -> list[dict[str, Any]]:
     """Every registered model version, newest first, with what its sidecar says about it."""
-    rows = session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())).all()
+    rows = model_version_rows(session=session)
     out = []
     for mv in rows:
         side = mv.sidecar or {}
@@ -311,11 +318,3 @@ def heatmap_of(image_id: int, *, session: Session) -> dict[str, Any] | None:
             "flagged": pred.flagged, "model": pred.model_version.label,
             "model_sha256": pred.model_version.file_sha256,
             "map": None if hm is None else (hm.height, hm.width, hm.data)}
-
-
-def demote_primary_file(image_id: int, reason: str, *, session: Session) -> None:
-    """The image's primary file becomes a twin, with the reason it was set aside."""
-    session.execute(update(ImageFile)
-                    .where(ImageFile.image_id == image_id, ImageFile.role == FileRole.primary)
-                    .values(role=FileRole.twin, reason=reason)
-                    .execution_options(synchronize_session=False))

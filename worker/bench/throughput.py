@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 import PIL.Image
-from sqlalchemy import insert, select
 
-from pneumoscreen.db import Batch, Image, ImageStatus, session_scope
-from pneumoscreen.worker.lists import split
+from pneumoscreen.db import Batch, ImageStatus, session_scope
+from pneumoscreen.db.images import images_of_batch, insert_images
+from pneumoscreen.db.lists import split
 from pneumoscreen.worker.screening.screen import get_model, screen_images
 from pneumoscreen.worker.settings import Settings
 
@@ -143,12 +143,10 @@ def register(paths: list[Path], n: int, *, url: str, tag: str, fmt: str = "png")
                  "source_path": str(paths[i % len(paths)]), "format": fmt,
                  "status": ImageStatus.queued, "batch_id": batch.id, "attempts": 0}
                 for i in range(n)]
-        for part in split(rows, 1000):
-            session.execute(insert(Image), part)
+        insert_images(rows, session=session)
         first = batch.id
     with session_scope(url) as session:
-        return list(session.scalars(select(Image.id).where(Image.batch_id == first)
-                                    .order_by(Image.id)))
+        return images_of_batch(first, session=session)
 
 
 @contextmanager

@@ -127,7 +127,7 @@ def _interrupted() -> None:
     db_session = sys.modules.get("pneumoscreen.db.session")
     for url in db_session.known_urls() if db_session else []:
         try:
-            from pneumoscreen.worker.screening.claim import release_own
+            from pneumoscreen.db.claims import release_own
 
             held, queued = release_own(url)
             released, waiting = released + held, waiting + queued

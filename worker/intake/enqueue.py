@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pneumoscreen.db import Batch
+from pneumoscreen.db.lists import split
+from pneumoscreen.db.runs import add_tasks
 from pneumoscreen.model.progress import Progress, Silent
 from pneumoscreen.worker import interrupt
-from pneumoscreen.worker.lists import split
 from pneumoscreen.worker.queue.publish import publish_screens
 from pneumoscreen.worker.settings import Settings
 
@@ -53,6 +53,4 @@ def enqueue(result: Enqueued, *, settings: Settings, task_size: int | None = Non
     if result.batch_id is None:
         return
     with settings.session() as session:
-        batch = session.get(Batch, result.batch_id)
-        if batch is not None:
-            batch.n_tasks = (batch.n_tasks or 0) + result.n_tasks
+        add_tasks(result.batch_id, result.n_tasks, session=session)

@@ -15,12 +15,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pneumoscreen.db import Batch, Image, Prediction, Run, session_scope
+from pneumoscreen.db import Run, session_scope
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.db.queries import count_by_status
+from pneumoscreen.db.runs import last_finished, latest_batch, n_flagged, runs
 from pneumoscreen.model.progress import Progress
 from pneumoscreen.worker.audit import audit
 from pneumoscreen.worker.settings import Settings
@@ -114,9 +114,7 @@ def run_nightly(inboxes: Sequence[Path] | None, *, settings: Settings,
 def _latest_batch(inbox: Path, *, url: str) -> int | None:
     """The batch a submit of ``inbox`` just registered (its enqueueing failed)."""
     with session_scope(url) as session:
-        return session.scalar(select(Batch.id).where(Batch.source == str(inbox.resolve()),
-                                                     Batch.kind == "nightly")
-                              .order_by(Batch.id.desc()).limit(1))
+        return latest_batch(str(inbox.resolve()), "nightly", session=session)
 
 
 def batch_ids_of(run: Run) -> list[int]:
@@ -129,9 +127,7 @@ def _counts(batch_ids: list[int], *, session: Session) -> dict[str, int]:
     if not batch_ids:
         return {**counts, "flagged": 0}
     # The run's own verdicts: predictions its batches made (a later rescreen is not this run's).
-    counts["flagged"] = session.scalar(
-        select(func.count(func.distinct(Prediction.image_id)))
-        .where(Prediction.batch_id.in_(batch_ids), Prediction.flagged.is_(True))) or 0
+    counts["flagged"] = n_flagged(batch_ids, session=session)
     return counts
 
 
@@ -148,8 +144,7 @@ def refresh_run(run: Run, *, session: Session, final: bool = False) -> None:
         return
     run.status = "error" if run.error else "finished"
     if run.finished_at is None:
-        last = session.scalar(select(func.max(Image.finished_at))
-                              .where(Image.batch_id.in_(ids))) if ids else None
+        last = last_finished(ids, session=session) if ids else None
         run.finished_at = last if (last and not final) else utcnow()
     if run.duration_s is None:
         run.duration_s = round((run.finished_at - run.started_at)
@@ -171,10 +166,7 @@ def summarise(run: Run, *, session: Session) -> RunSummary:
 
 def list_runs(*, session: Session, limit: int | None = 50) -> list[RunSummary]:
     """Newest first; running ones are brought up to date (and closed when their images are)."""
-    query = select(Run).order_by(Run.id.desc())
-    if limit:
-        query = query.limit(limit)
-    runs = session.scalars(query).all()
-    for run in runs:
+    rows = runs(session=session, limit=limit)
+    for run in rows:
         refresh_run(run, session=session)
-    return [summarise(run, session=session) for run in runs]
+    return [summarise(run, session=session) for run in rows]

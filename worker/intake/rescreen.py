@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
-from pneumoscreen.db import Batch, Image, ImageStatus, ModelVersion, Prediction
-from pneumoscreen.db.queries import model_version_for
+from pneumoscreen.db import Batch, ImageStatus, ModelVersion
+from pneumoscreen.db.images import mark_for_rescreen
+from pneumoscreen.db.queries import model_version_for, model_version_rows, model_version_with_sha
 from pneumoscreen.model.bundle import (
     BUNDLED_PREFIX,
     ModelFileError,
@@ -40,7 +40,7 @@ def resolve_model(ref: str, *, session: Session) -> Path:
     path = Path(ref).expanduser()
     if path.is_file():
         return path.resolve()
-    rows = session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())).all()
+    rows = model_version_rows(session=session)
     for mv in rows:
         if ref in (mv.version, f"{mv.name}:{mv.version}"):
             stored = (mv.sidecar or {}).get("path")
@@ -69,7 +69,7 @@ def register_model(path: Path, *, session: Session, settings: Settings) -> Model
     path = path.resolve()
     spec = verified_spec(path)
     spec.extra["path"] = str(path)
-    before = session.scalar(select(ModelVersion).where(ModelVersion.file_sha256 == spec.sha256))
+    before = model_version_with_sha(spec.sha256, session=session)
     known_path = (before.sidecar or {}).get("path") if before is not None else None
     mv = model_version_for(spec, session=session)
     if known_path != str(path):
@@ -91,15 +91,10 @@ def rescreen(model_ref: str, *, settings: Settings, status: str = "done",
         session.add(batch)
         session.flush()
         audit(session, "rescreen", batch=batch.id, model_version=mv.id, status=wanted.value)
-        already = exists().where(Prediction.image_id == Image.id,
-                                 Prediction.model_version_id == mv.id)
-        ids = sorted(session.scalars(select(Image.id).where(Image.status == wanted, ~already)))
-        batch.n_files = batch.n_new = len(ids)
         # Marked until the re-screen reaches them: a broker that is down now, or a worker that
         # dies, leaves them for `screen resume`, which sends them back here, as a re-screen.
-        session.execute(update(Image).where(Image.id.in_(ids))
-                        .values(rescreen_batch_id=batch.id)
-                        .execution_options(synchronize_session=False))
+        ids = mark_for_rescreen(wanted, mv.id, batch.id, session=session)
+        batch.n_files = batch.n_new = len(ids)
         result = Enqueued(batch_id=batch.id, queued_ids=ids)
     enqueue(result, settings=settings, task_size=task_size, progress=progress, rescreen=True,
             model_version=mv.id)

@@ -15,17 +15,18 @@ spare, which screening falls back on when the primary copy cannot be decoded.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pneumoscreen.db import Batch, FileRole, Image, ImageFile, ImageStatus
+from pneumoscreen.db.image_files import demote_primary_file
+from pneumoscreen.db.images import image_with_sop_uid, known_sha256s, statuses
 from pneumoscreen.db.models import utcnow
-from pneumoscreen.db.queries import demote_primary_file
 from pneumoscreen.model.progress import Progress, Silent
 from pneumoscreen.worker.audit import audit
 from pneumoscreen.worker.ingest import IngestConfig, IngestError, check_file, probe
@@ -176,9 +177,7 @@ def register(candidates: Iterable[Candidate], batch_id: int, *, session: Session
 def _register_each(cands: list[Candidate], batch_id: int, *, session: Session,
                    progress: Progress, earlier: set[int], careful: bool) -> Registered:
     part = Registered()
-    shas = [c.sha256 for c in cands]
-    known = set(session.scalars(select(Image.sha256).where(Image.sha256.in_(shas))))
-    known |= set(session.scalars(select(ImageFile.sha256).where(ImageFile.sha256.in_(shas))))
+    known = known_sha256s([c.sha256 for c in cands], session=session)
     columns = set(Image.__table__.columns.keys()) - {"id", "sha256", "sop_instance_uid"}
     for cand in cands:
         progress.advance("register")
@@ -203,8 +202,7 @@ def _register_one(cand: Candidate, batch_id: int, *, session: Session, part: Reg
                   earlier: set[int], columns: set[str]) -> None:
     same_uid = None
     if cand.sop_instance_uid:
-        same_uid = session.scalars(select(Image).where(
-            Image.sop_instance_uid == cand.sop_instance_uid)).first()
+        same_uid = image_with_sop_uid(cand.sop_instance_uid, session=session)
     if same_uid is None:
         image = Image()
         _apply(image, cand, batch_id, columns)
@@ -329,43 +327,71 @@ def register_folder(folder: Path, *, settings: Settings, recursive: bool = True,
     walk = Walk(folder, recursive=recursive)
     config = settings.ingest_config()
     counts = {"files": 0, "not_images": 0}
-    with settings.session() as session:
-        batch = Batch(kind=kind, source=str(folder.resolve()))
-        session.add(batch)
-        session.flush()
-        batch_id = batch.id
-
     progress.start("scan", None)
     progress.start("register", None)
-    totals = Registered()
-    for part in _commits(walk, config, progress, counts, settings.decode_threads):
-        with settings.session() as session:
-            register(part, batch_id, session=session, progress=progress, totals=totals)
-
-    result = SubmitResult(batch_id=batch_id, n_files=counts["files"], n_new=len(totals.new),
-                          n_duplicate=totals.duplicates, n_not_images=counts["not_images"],
-                          n_replaced=len(totals.replaced), n_twins=totals.twins,
-                          skipped=dict(walk.skipped))
-    with settings.session() as session:
-        batch = session.get(Batch, batch_id)
-        batch.n_files, batch.n_not_images = result.n_files, result.n_not_images
-        batch.n_new, batch.n_duplicate = result.n_new, result.n_duplicate
-        audit(session, "submit" if kind == "submit" else f"{kind}.submit", batch=batch_id,
-              folder=batch.source, files=result.n_files, new=result.n_new)
-        touched = sorted(totals.new | totals.replaced)
-        for start in range(0, len(touched), 1000):  # bounded IN lists
-            part = touched[start:start + 1000]
-            for image_id, status in session.execute(
-                    select(Image.id, Image.status).where(Image.id.in_(part))).all():
-                if status == ImageStatus.queued:
-                    result.queued_ids.append(image_id)
-                if image_id in totals.replaced:
-                    continue
-                if status == ImageStatus.queued:
-                    result.n_to_screen += 1
-                elif status == ImageStatus.rejected:
-                    result.n_rejected += 1
-                elif status == ImageStatus.failed:
-                    result.n_failed += 1
-        result.queued_ids.sort()
+    result = register_batch(
+        _commits(walk, config, progress, counts, settings.decode_threads), counts,
+        settings=settings, kind=kind, source=str(folder.resolve()), progress=progress,
+        audit_action="submit" if kind == "submit" else f"{kind}.submit")
+    result.skipped = dict(walk.skipped)
     return result
+
+
+def register_batch(parts: Iterable[list[Candidate]], counts: dict[str, int], *,
+                   settings: Settings, kind: str, source: str, progress: Progress,
+                   audit_action: str | None = None, one_transaction: bool = False,
+                   also: Callable[[Session, SubmitResult], None] | None = None) -> SubmitResult:
+    """Register examined files as one batch: the one registration of ``screen submit``,
+    ``screen nightly`` and ``screen listen``; nothing is enqueued.
+
+    ``parts``: the candidates, one list per transaction (a folder commits every
+    ``FILES_PER_COMMIT`` files); ``counts``: files seen and files that are no images, read once
+    ``parts`` is exhausted. ``one_transaction``: the batch row, the registration and ``also``
+    (the listener's received-instance rows) commit together. The result counts the new images
+    by status and lists the queued ones.
+    """
+    with ExitStack() as stack:
+        whole = stack.enter_context(settings.session()) if one_transaction else None
+
+        def transaction() -> AbstractContextManager[Session]:
+            return nullcontext(whole) if whole is not None else settings.session()
+
+        with transaction() as session:
+            batch = Batch(kind=kind, source=source)
+            session.add(batch)
+            session.flush()
+            batch_id = batch.id
+        totals = Registered()
+        for part in parts:
+            with transaction() as session:
+                register(part, batch_id, session=session, progress=progress, totals=totals)
+        result = SubmitResult(batch_id=batch_id, n_files=counts["files"], n_new=len(totals.new),
+                              n_duplicate=totals.duplicates, n_not_images=counts["not_images"],
+                              n_replaced=len(totals.replaced), n_twins=totals.twins)
+        with transaction() as session:
+            batch = session.get(Batch, batch_id)
+            batch.n_files, batch.n_not_images = result.n_files, result.n_not_images
+            batch.n_new, batch.n_duplicate = result.n_new, result.n_duplicate
+            if audit_action:
+                audit(session, audit_action, batch=batch_id, folder=batch.source,
+                      files=result.n_files, new=result.n_new)
+            _tally(result, totals, session=session)
+            if also is not None:
+                also(session, result)
+    return result
+
+
+def _tally(result: SubmitResult, totals: Registered, *, session: Session) -> None:
+    """The new and replaced images by status: queued ones listed, new ones counted."""
+    for image_id, status in statuses(totals.new | totals.replaced, session=session):
+        if status == ImageStatus.queued:
+            result.queued_ids.append(image_id)
+        if image_id in totals.replaced:
+            continue
+        if status == ImageStatus.queued:
+            result.n_to_screen += 1
+        elif status == ImageStatus.rejected:
+            result.n_rejected += 1
+        elif status == ImageStatus.failed:
+            result.n_failed += 1
+    result.queued_ids.sort()

@@ -19,12 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-
-from pneumoscreen.db import Image
+from pneumoscreen.db.images import changed_since, left_over
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.worker.intake.enqueue import Enqueued, enqueue
-from pneumoscreen.worker.intake.resume import left_over
 from pneumoscreen.worker.queue.publish import SCREEN_TASK
 from pneumoscreen.worker.settings import Settings
 
@@ -108,10 +105,7 @@ def sweep(*, settings: Settings, now: dt.datetime | None = None,
         # Without a view of the broker, only what waited a whole visibility timeout.
         quiet_for = grace if live is not None else max(
             grace, dt.timedelta(seconds=settings.visibility_timeout))
-        recent = set()
-        for start in range(0, len(ids), 1000):
-            recent.update(session.scalars(select(Image.id).where(
-                Image.id.in_(ids[start:start + 1000]), Image.updated_at > now - quiet_for)))
+        recent = changed_since(ids, now - quiet_for, session=session)
     out = SweepResult()
     for (batch_id, rescreen), group in groups.items():
         todo = [i for i in group if i not in recent and (live is None or i not in live)]

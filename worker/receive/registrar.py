@@ -19,23 +19,27 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from pneumoscreen.db import Batch, Image, ImageFile, ImageStatus, ReceivedInstance
+from pneumoscreen.db import ImageStatus, ReceivedInstance
+from pneumoscreen.db.images import image_of_file
 from pneumoscreen.db.models import utcnow
+from pneumoscreen.db.received import mark_enqueued, not_enqueued, registered_spool_files
 from pneumoscreen.model.progress import Silent
 from pneumoscreen.worker.ingest.vr import is_uid
 from pneumoscreen.worker.intake.enqueue import Enqueued, enqueue
-from pneumoscreen.worker.intake.submit import examine, register
+from pneumoscreen.worker.intake.submit import (
+    SubmitResult,
+    examine,
+    register_batch,
+)
 from pneumoscreen.worker.keys import checked_key
 from pneumoscreen.worker.queue.publish import BrokerUnavailable
 from pneumoscreen.worker.receive.spool import Spool, SpoolFile
 from pneumoscreen.worker.settings import Settings
 
 log = logging.getLogger(__name__)
-IN_LIST_MAX = 500  # at most this many values in one SQL IN list
 
 
 @dataclass
@@ -68,10 +72,11 @@ def read_arrival(file: SpoolFile, received: float) -> Arrival:
 
 
 def register_arrivals(arrivals: list[Arrival], *, settings: Settings) -> Enqueued:
-    """Register these spool files as one ``receive`` batch with the intake's own functions; the
-    new screenable images are returned for enqueueing. Files already registered are skipped."""
+    """Register these spool files as one ``receive`` batch with the intake's own registration
+    (one transaction, with their ``received_instances`` rows); the new screenable images are
+    returned for enqueueing. Files already registered are skipped."""
     with settings.session() as session:
-        known = _known(session, [a.file.sha256 for a in arrivals])
+        known = registered_spool_files([a.file.sha256 for a in arrivals], session=session)
     fresh = [a for a in arrivals if a.file.sha256 not in known]
     if not fresh:
         return Enqueued(batch_id=None)
@@ -80,38 +85,28 @@ def register_arrivals(arrivals: list[Arrival], *, settings: Settings) -> Enqueue
     examined = [(a, examine(a.file.path, config)) for a in fresh]  # outside the transaction
     candidates = [c for _, c in examined if c is not None]
     senders = sorted({a.calling_aet for a in fresh if a.calling_aet})
-    with settings.session() as session:
-        batch = Batch(kind="receive", source="DICOM from " + (", ".join(senders) or "unknown"),
-                      n_files=len(fresh), n_not_images=len(examined) - len(candidates))
-        session.add(batch)
-        session.flush()
-        totals = register(candidates, batch.id, session=session, progress=Silent())
-        batch.n_new, batch.n_duplicate = len(totals.new), totals.duplicates
-        touched = sorted(totals.new | totals.replaced)
-        queued: set[int] = set()
-        for i in range(0, len(touched), IN_LIST_MAX):  # bounded IN lists
-            queued.update(session.scalars(select(Image.id).where(
-                Image.id.in_(touched[i:i + IN_LIST_MAX]), Image.status == ImageStatus.queued)))
-        now = utcnow()
+
+    def received(session: Session, result: SubmitResult) -> None:
+        queued, now = set(result.queued_ids), utcnow()
         for arrival, cand in examined:
-            image_id = None
-            if cand is not None:  # the image this file is the primary copy, a twin or duplicate of
-                image_id = session.scalar(select(ImageFile.image_id).where(
-                    ImageFile.sha256 == cand.sha256).limit(1))
-                if image_id is None:
-                    image_id = session.scalar(select(Image.id).where(
-                        Image.sha256 == cand.sha256))
+            image_id = None if cand is None else image_of_file(cand.sha256, session=session)
             session.add(ReceivedInstance(
                 sha256=arrival.file.sha256, sop_instance_uid=arrival.sop_uid,
                 study_instance_uid=arrival.study_uid or None,
                 spool_path=str(arrival.file.path.resolve()), calling_aet=arrival.calling_aet,
                 received_at=_utc(arrival.received), registered_at=now, image_id=image_id,
                 enqueued_at=None if image_id in queued else now))
-        batch_id = batch.id
+
+    result = register_batch(
+        [candidates] if candidates else [],
+        {"files": len(fresh), "not_images": len(examined) - len(candidates)},
+        settings=settings, kind="receive",
+        source="DICOM from " + (", ".join(senders) or "unknown"), progress=Silent(),
+        one_transaction=True, also=received)
     log.info("batch %s: %d received instances registered, %d new studies, %d to screen, "
-             "%d already known, %d twins", batch_id, len(fresh), len(totals.new), len(queued),
-             totals.duplicates, totals.twins)
-    return Enqueued(batch_id=batch_id, queued_ids=sorted(queued))
+             "%d already known, %d twins", result.batch_id, len(fresh), result.n_new,
+             len(result.queued_ids), result.n_duplicate, result.n_twins)
+    return result
 
 
 def _what(exc: Exception) -> str:
@@ -124,26 +119,13 @@ def _what(exc: Exception) -> str:
     return type(exc).__name__
 
 
-def _known(session: Session, shas: list[str]) -> set[str]:
-    """Which of these spool files are registered already."""
-    found: set[str] = set()
-    for i in range(0, len(shas), IN_LIST_MAX):
-        found.update(session.scalars(select(ReceivedInstance.sha256).where(
-            ReceivedInstance.sha256.in_(shas[i:i + IN_LIST_MAX]))))
-    return found
-
-
 def _utc(seconds: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
 
 
 def _mark_enqueued(image_ids: Iterable[int], *, settings: Settings) -> None:
-    ids = list(image_ids)
     with settings.session() as session:
-        for i in range(0, len(ids), IN_LIST_MAX):
-            session.execute(update(ReceivedInstance).where(
-                ReceivedInstance.image_id.in_(ids[i:i + IN_LIST_MAX]),
-                ReceivedInstance.enqueued_at.is_(None)).values(enqueued_at=utcnow()))
+        mark_enqueued(image_ids, session=session)
 
 
 class Registrar:
@@ -206,7 +188,7 @@ class Registrar:
         database outage); returns how many."""
         files = list(self.spool.files())
         with self.settings.session() as session:
-            known = _known(session, [f.sha256 for f in files])
+            known = registered_spool_files([f.sha256 for f in files], session=session)
         added = 0
         for file in files:
             if file.sha256 not in known and file.sha256 not in self.pending:
@@ -239,10 +221,7 @@ class Registrar:
         """Send again the received studies registered but never enqueued (broker down, or the
         listener stopped in between); those no longer queued are just marked."""
         with self.settings.session() as session:
-            rows = session.execute(
-                select(ReceivedInstance.image_id, Image.batch_id, Image.status)
-                .join(Image, Image.id == ReceivedInstance.image_id)
-                .where(ReceivedInstance.enqueued_at.is_(None))).all()
+            rows = not_enqueued(session=session)
         groups: dict[int | None, set[int]] = defaultdict(set)
         settled: set[int] = set()
         for image_id, batch_id, status in rows:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-from pneumoscreen.worker.lists import split
+from pneumoscreen.db.lists import split
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pneumoscreen.db import (
@@ -32,6 +31,9 @@ from pneumoscreen.db import (
     Prediction,
     session_scope,
 )
+from pneumoscreen.db.claims import claim, release
+from pneumoscreen.db.image_files import spare_copies
+from pneumoscreen.db.images import images_by_id, predicted
 from pneumoscreen.db.models import utcnow
 from pneumoscreen.db.queries import model_version_for
 from pneumoscreen.db.upsert import insert_ignore
@@ -40,7 +42,6 @@ from pneumoscreen.worker import interrupt
 from pneumoscreen.worker.ingest import IngestConfig
 from pneumoscreen.worker.keys import checked_key
 from pneumoscreen.worker.screening import scope, twins
-from pneumoscreen.worker.screening.claim import claim, release
 from pneumoscreen.worker.screening.decode_child import decode_file
 from pneumoscreen.worker.screening.decode_pool import DecodePool, shared_pool
 from pneumoscreen.worker.screening.model_choice import (
@@ -140,7 +141,7 @@ def screen_images(
     if not claimed.todo:
         return outcome
     with session_scope(url) as session:
-        spares = twins.spare_copies([i for i, _ in claimed.todo], session=session)
+        spares = spare_copies([i for i, _ in claimed.todo], session=session)
 
     try:
         config = settings.ingest_config(input_size=model.spec.input_size)
@@ -182,8 +183,7 @@ def screen_images(
 def _store_maps(maps: dict[int, np.ndarray], *, mv_id: int, session: Session) -> None:
     from pneumoscreen.model.gradcam import to_bytes
 
-    ids = dict(session.execute(select(Prediction.image_id, Prediction.id).where(
-        Prediction.image_id.in_(list(maps)), Prediction.model_version_id == mv_id)).all())
+    ids = predicted(list(maps), model_version_id=mv_id, session=session)
     rows = [{"prediction_id": ids[sid], "height": int(m.shape[0]), "width": int(m.shape[1]),
              "data": to_bytes(m)} for sid, m in maps.items() if sid in ids]
     if rows:
@@ -229,10 +229,9 @@ def record(prepared: list[Prepared], ready: list[Prepared], scores: Scores, *,
         _store_maps({ready[i].image_id: m for i, m in maps.items()}, mv_id=mv_id,
                     session=session)
     ids = [p.image_id for p in prepared]
-    images = {s.id: s for s in session.scalars(select(Image).where(Image.id.in_(ids)))}
+    images = images_by_id(ids, session=session)
     # A re-screen that cannot read the file again must not undo the image's earlier verdict.
-    screened_before = set(session.scalars(
-        select(Prediction.image_id).where(Prediction.image_id.in_(ids)))) if rescreen else set()
+    screened_before = set(predicted(ids, session=session)) if rescreen else set()
     columns = set(Image.__table__.columns.keys())
     for p in prepared:
         image = images[p.image_id]

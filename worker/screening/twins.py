@@ -5,21 +5,17 @@ copy used becomes the image's primary file."""
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from pneumoscreen.db import FileRole, Image, ImageFile, ImageStatus
-from pneumoscreen.db.queries import demote_primary_file
+from pneumoscreen.db import Image, ImageStatus
+from pneumoscreen.db.image_files import Copy, demote_primary_file, promote_copy
 from pneumoscreen.worker.ingest.files import file_sha256
 
 log = logging.getLogger(__name__)
-
-Copy = tuple[str, str]  # (path, sha256)
 
 
 class Outcome(Protocol):
@@ -27,19 +23,6 @@ class Outcome(Protocol):
 
     status: ImageStatus | None
     reason: str | None
-
-
-def spare_copies(image_ids: Sequence[int], *, session: Session) -> dict[int, list[Copy]]:
-    """The twin copies of each image, in the order they arrived."""
-    spares: dict[int, list[Copy]] = defaultdict(list)
-    if not image_ids:
-        return {}
-    for image_id, path, sha in session.execute(
-            select(ImageFile.image_id, ImageFile.path, ImageFile.sha256)
-            .where(ImageFile.image_id.in_(list(image_ids)), ImageFile.role == FileRole.twin)
-            .order_by(ImageFile.id)).all():
-        spares[image_id].append((path, sha))
-    return dict(spares)
 
 
 def first_readable(primary: Outcome, spares: Sequence[Copy],
@@ -70,8 +53,5 @@ def promote(image: Image, copy: Copy, *, why: str | None, session: Session) -> N
     path, sha = copy
     log.info("study %s: screened from a twin copy, its own could not be decoded", image.id)
     demote_primary_file(image.id, f"could not be decoded: {why}", session=session)
-    session.execute(update(ImageFile)
-                    .where(ImageFile.image_id == image.id, ImageFile.sha256 == sha)
-                    .values(role=FileRole.primary, reason=None)
-                    .execution_options(synchronize_session=False))
+    promote_copy(image.id, sha, session=session)
     image.source_path, image.sha256 = path, sha

@@ -80,3 +80,18 @@ def test_watch_keeps_new_flags_marked_until_acknowledged_or_expired(
 def test_mark_for_must_be_a_duration() -> None:
     result = CliRunner().invoke(app, ["flagged", "--watch", "--mark-for", "soon"])
     assert result.exit_code == 2 and "--mark-for 'soon'" in result.output
+
+
+def test_screen_studies_still_lists_the_images() -> None:
+    """`screen images` took over `screen studies`; the old name keeps working, unlisted."""
+    import json
+
+    _flag(2, 0)
+    runner = CliRunner()
+    images = runner.invoke(app, ["images", "--format", "json"])
+    studies = runner.invoke(app, ["studies", "--format", "json"])
+    assert images.exit_code == 0 and studies.exit_code == 0, studies.output
+    rows = json.loads(images.stdout)
+    assert [r["study_id"] for r in rows] and json.loads(studies.stdout) == rows
+    listed = runner.invoke(app, ["--help"]).stdout
+    assert " images " in listed and " studies " not in listed

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session
 
-from pneumoscreen.db import Image, ImageStatus, Prediction, session_scope
-from pneumoscreen.db.models import utcnow
+from pneumoscreen.db.models import Image, ImageStatus, Prediction, utcnow
+from pneumoscreen.db.session import session_scope
 
 log = logging.getLogger(__name__)
 

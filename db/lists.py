@@ -1,5 +1,5 @@
 """Splitting a list of ids: into tasks (``task_size``), chunks (``chunk_size``) or bounded SQL
-``IN`` lists; one helper for all three."""
+``IN`` lists (``IN_LIST_MAX``); one helper for all three, in the room every other may import."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
+
+# At most this many values in one SQL IN list (SQLite's and drivers' parameter limits).
+IN_LIST_MAX = 500
 
 
 def split(items: Sequence[T], size: int) -> list[list[T]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pneumoscreen.worker.lists import split
+from pneumoscreen.db.lists import split
 
 
 class TestSplit:

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from pneumoscreen.db import Image, ImageStatus, session_scope
+from pneumoscreen.db.claims import claimer_gone, free_orphans, this_claimer
 from pneumoscreen.db.models import utcnow
-from pneumoscreen.worker.screening.claim import claimer_gone, free_orphans, this_claimer
 
 
 def _dead_claimer() -> str:

@@ -1,0 +1,128 @@
+"""Count package changes and returns on a path through pneumoscreen, by tracing a real run.
+
+Usage: ``python tests/path_trace.py submit|store [list]`` (SCREEN_PATIENT_KEY set; no broker,
+SQLite in a temporary folder). ``submit``: a folder of one PNG and one DICOM through
+``submit_folder`` to prediction rows; ``store``: one received DICOM from the spool write through
+the registrar, screening and the export to a ``file://`` destination (the SR written).
+
+Method: every pneumoscreen function called directly by pneumoscreen code (module and class
+bodies, what they call while an import runs, and calls made back by libraries, e.g. SQLAlchemy
+column defaults, left out) is listed in the order of its first call. Each gets its package
+(pneumoscreen.db, pneumoscreen.model, pneumoscreen.worker.intake, ...; modules at worker/'s top
+level: pneumoscreen.worker). Runs of
+the same package collapse into one step. A *change* is a step to another package; a *return* is
+a change into a package the path has been in before (intake -> model -> ingest -> intake: three
+changes, one return).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(os.environ.get("REPO") or Path(__file__).resolve().parents[1])
+
+
+def package(mod: str) -> str:
+    parts = mod.split(".")
+    if parts[:2] == ["pneumoscreen", "worker"] and len(parts) >= 4:
+        return ".".join(parts[:3])
+    return ".".join(parts[:2])
+
+
+NEWLOCALS = inspect.CO_NEWLOCALS
+seen: set[str] = set()
+order: list[tuple[str, str]] = []
+
+
+def prof(frame: Any, event: str, arg: Any) -> None:
+    if event != "call":
+        return
+    mod = frame.f_globals.get("__name__", "")
+    if not mod.startswith("pneumoscreen.") or not frame.f_code.co_flags & NEWLOCALS:
+        return  # module and class bodies run at import: not the path
+    back = frame.f_back
+    if back is None or not str(back.f_globals.get("__name__", "")).startswith("pneumoscreen."):
+        return
+    if not back.f_code.co_flags & NEWLOCALS:
+        return  # called while a module or class body runs (an import)
+    name = f"{mod}.{frame.f_code.co_qualname}"
+    if name not in seen:
+        seen.add(name)
+        order.append((name, package(mod)))
+
+
+def run(fn: Callable[[], None]) -> None:
+    sys.setprofile(prof)
+    threading.setprofile(prof)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+        threading.setprofile(None)
+
+
+def counts() -> dict[str, Any]:
+    steps: list[str] = []
+    for _, pkg in order:
+        if not steps or steps[-1] != pkg:
+            steps.append(pkg)
+    changes = len(steps) - 1
+    returns = sum(1 for i, p in enumerate(steps) if p in steps[:i])
+    return {"functions": len(order), "changes": changes, "returns": returns, "steps": steps}
+
+
+def settings_for(tmp: str, **extra: Any) -> Any:
+    from pneumoscreen.worker.settings import Settings
+    return Settings(database_url=f"sqlite:///{tmp}/t.sqlite3", data_dir=Path(tmp, "data"),
+                    broker_url=None, decode_processes=0, **extra)
+
+
+def submit_scenario(tmp: str) -> None:
+    """`screen submit` of a folder holding one PNG and one DICOM, no broker: to prediction rows."""
+    from pneumoscreen.worker.intake.submit import submit_folder
+    folder = Path(tmp, "in")
+    folder.mkdir()
+    for name in ("chest_export.png", "cr_chest_mono2_12bit_windowed.dcm"):
+        shutil.copy(REPO / "samples" / name, folder / name)
+    settings = settings_for(tmp)
+    run(lambda: submit_folder(folder, settings=settings))
+
+
+def store_scenario(tmp: str) -> None:
+    """A received instance (from the spool write on) to its SR in a file:// destination."""
+    from pneumoscreen.worker.receive.registrar import Registrar
+    from pneumoscreen.worker.receive.spool import Spool
+    out = Path(tmp, "out")
+    out.mkdir()
+    settings = settings_for(tmp, export_to=[f"file://{out}"])
+    spool = Spool(settings.data_dir / "spool")
+    data = (REPO / "samples" / "cr_chest_mono2_12bit_windowed.dcm").read_bytes()
+
+    def go() -> None:
+        registrar = Registrar(settings, spool, stable_seconds=0)
+        file = spool.write(data)
+        registrar.notify(file, time.time() - 100)
+        registrar.tick(time.time() + 100)
+
+    run(go)
+    assert list(out.rglob("*.dcm")), "no SR written"
+
+
+if __name__ == "__main__":
+    scenario = {"submit": submit_scenario, "store": store_scenario}[sys.argv[1]]
+    with tempfile.TemporaryDirectory() as tmp:
+        scenario(tmp)
+    print(json.dumps(counts()))
+    if len(sys.argv) > 2:
+        for name, pkg in order:
+            print(f"  {pkg:32} {name}")
