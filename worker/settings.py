@@ -120,10 +120,13 @@ def check_database_url(url: str) -> None:
         raise ValueError(f"{shown} not supported; use sqlite:////path/file.sqlite3 or "
                          "postgresql+psycopg://user@host/db")
 
-# CR, DX for presentation, DX for processing: the default of listen_sop_classes.
-DEFAULT_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1",
-                       "1.2.840.10008.5.1.4.1.1.1.1.1")
 
+# The storage SOP classes `screen listen` accepts by default: CR, DX for presentation, DX for
+# processing (pydicom's constants, written out: settings load for every command and pydicom
+# only when needed; receive.scp.CR_DX_STORAGE is built from pydicom's and a test keeps them
+# equal).
+CR_DX_STORAGE = ("1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1",
+                 "1.2.840.10008.5.1.4.1.1.1.1.1")
 
 class Settings(BaseSettings):
     """Effective configuration. Every field maps to ``SCREEN_<FIELD>`` in the environment."""
@@ -280,9 +283,7 @@ class Settings(BaseSettings):
         30.0, ge=0, le=86400, description="A received study is registered and enqueued once no "
         "new instance arrived for this long (Orthanc's stable-study rule).")
     listen_sop_classes: Annotated[list[str], NoDecode] = Field(
-        # receive.scp.CR_DX_STORAGE (pydicom's constants), written out: settings load for every
-        # command, pydicom only when needed. tests/worker/test_settings.py keeps them equal.
-        list(DEFAULT_SOP_CLASSES),
+        list(CR_DX_STORAGE),
         description="Storage SOP classes `screen listen` accepts (default CR, DX for "
         "presentation, DX for processing); others are refused.")
     listen_tls_cert: Path | None = Field(None, description="PEM certificate: listen over TLS.")
@@ -303,10 +304,9 @@ class Settings(BaseSettings):
     @field_validator("listen_sop_classes")
     @classmethod
     def _uids(cls, value: list[str]) -> list[str]:
-        # pydantic-settings validates defaults too: the default needs no check, and importing
-        # the ingester (pydicom, NumPy) for it cost every command, `screen status` included.
-        if tuple(value) == DEFAULT_SOP_CLASSES:
-            return value
+        if value == list(CR_DX_STORAGE):
+            return value  # pydicom's own (a test keeps them equal): no import of the ingester
+        # Imported here: settings load for every command, the ingester only when this is set.
         from pneumoscreen.worker.ingest.vr import is_uid
 
         for uid in value:
