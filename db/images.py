@@ -62,8 +62,13 @@ def left_over(*, session: Session, lease_s: float, now: dt.datetime | None = Non
 
     Queued images, processing ones whose lease has expired, and images a re-screen has not
     reached yet (``rescreen_batch_id``; they go back to that re-screen batch, so its model reads
-    them and a failed re-read cannot undo their earlier verdict).
+    them and a failed re-read cannot undo their earlier verdict). Images held by a process of
+    this host that is gone are freed first (queued again: not after the lease) and counted as
+    stuck.
     """
+    from pneumoscreen.db.claims import free_orphans
+
+    freed = free_orphans(session=session)
     stale = (now or utcnow()) - dt.timedelta(seconds=lease_s)
     expired = (Image.status == ImageStatus.processing) & or_(Image.claimed_at.is_(None),
                                                               Image.claimed_at < stale)
@@ -77,7 +82,7 @@ def left_over(*, session: Session, lease_s: float, now: dt.datetime | None = Non
         key = (rescreen_batch_id, True) if rescreen_batch_id is not None else (batch_id, False)
         groups[key].append(image_id)
     n_stale = sum(1 for *_, status in rows if status == ImageStatus.processing)
-    return dict(groups), n_stale
+    return dict(groups), n_stale + freed
 
 
 def changed_since(image_ids: Sequence[int], since: dt.datetime, *, session: Session) -> set[int]:

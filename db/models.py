@@ -130,6 +130,9 @@ class Image(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # While processing: which task holds the image, and since when (the lease starts there).
     claim_token: Mapped[str | None] = mapped_column(String(64))
+    # host:pid:start-ticks of the process holding the claim: one on this host that is gone (or
+    # was interrupted) frees its images at once, not after the lease (db/claims.py).
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
     claimed_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(
@@ -382,6 +385,9 @@ class AuditEvent(Base):
     host: Mapped[str] = mapped_column(String(255))
     action: Mapped[str] = mapped_column(String(64), index=True)
     params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # HMAC of the previous event's chain_hash and this event's content (db/audit.py): a changed,
+    # replaced or removed event breaks the chain from there on. NULL: written before the chain.
+    chain_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class UserRole(str, enum.Enum):

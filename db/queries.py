@@ -9,7 +9,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, or_, select
+from sqlalchemy import and_, case, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
@@ -32,9 +32,22 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def _latest_prediction_ids() -> Any:
-    """Per image, the id of its newest prediction (re-screening keeps the older ones)."""
-    return select(func.max(Prediction.id).label("id")).group_by(Prediction.image_id).subquery()
+DEFAULT_MODEL_KEY = "default_model_sha256"  # in Session.info: set by the settings' session
+
+
+def _latest_prediction_ids(session: Session | None = None) -> Any:
+    """Per image, the prediction the lists show: the newest by the default model (the file
+    whose sha256 ``session.info[DEFAULT_MODEL_KEY]`` names), else, for an image that model has
+    not read, its newest of any model. A re-screen with another model keeps the older
+    predictions and does not change what the lists show."""
+    sha = session.info.get(DEFAULT_MODEL_KEY) if session is not None else None
+    newest = func.max(Prediction.id)
+    if sha:
+        default_id = (select(ModelVersion.id).where(ModelVersion.file_sha256 == sha)
+                      .scalar_subquery())
+        newest = func.coalesce(
+            func.max(case((Prediction.model_version_id == default_id, Prediction.id))), newest)
+    return select(newest.label("id")).group_by(Prediction.image_id).subquery()
 
 
 # A flag counts only inside the validated scope: a study outside it has no verdict (rows written
@@ -43,57 +56,113 @@ FLAGGED_IN_SCOPE = and_(Prediction.flagged.is_(True), Prediction.in_scope.isnot(
 
 FLAGGED_FIELDS = ("prediction_id", "study_id", "path", "patient", "accession", "modality", "view",
                   "probability", "p_viral", "threshold", "flagged", "in_scope", "scope_reason",
-                  "atypicality", "model", "trained", "screened_at")
+                  "atypicality", "model", "trained", "screened_at", "sop_instance_uid")
+
+
+class UnknownModel(ValueError):
+    """A model name matching no model version (the message lists the names that do)."""
+
+
+def model_version_named(text: str, *, session: Session, sha256: str | None = None
+                        ) -> ModelVersion:
+    """The model version ``text`` names, in any way the tool prints one: its id (`screen
+    models`), its label (`pneumoscreen-cnn:2.0.0`, as the tables print it), its bare version, or
+    (``sha256``, read from a file's sidecar by the caller) a model file or ``bundled:NAME``.
+    UnknownModel otherwise, or when a bare version is ambiguous."""
+    rows = session.scalars(select(ModelVersion).order_by(ModelVersion.id)).all()
+    wanted = text.strip()
+    found = [mv for mv in rows if sha256 and mv.file_sha256 == sha256]
+    found = found or [mv for mv in rows if wanted == str(mv.id)]
+    found = found or [mv for mv in rows if wanted in (mv.label, f"{mv.name}:{mv.version}")]
+    found = found or [mv for mv in rows if wanted == mv.version]
+    if len(found) == 1:
+        return found[0]
+    choices = ", ".join(f"{mv.id} ({mv.label})" for mv in rows) or "none screened yet"
+    if found:
+        raise UnknownModel(f"--model {text!r} names {len(found)} model versions; give one of "
+                           f"their ids or labels: {choices}")
+    raise UnknownModel(f"--model {text!r} is no model version that screened here; choose an "
+                       f"id or label: {choices} (or a model file, or bundled:NAME)")
+
+
+def _shown(session: Session, model_version: int | None) -> Any:
+    """The predictions a list shows: the default model's (see _latest_prediction_ids), or
+    ``model_version``'s newest of each image it read."""
+    if model_version is None:
+        return select(_latest_prediction_ids(session).c.id)
+    return (select(func.max(Prediction.id)).where(Prediction.model_version_id == model_version)
+            .group_by(Prediction.image_id))
+
+
+def _sections(outside_scope: bool) -> dict[str, Any]:
+    """The reading list's sections and what each holds: flagged images (in scope, when the
+    images outside the validated scope get a section of their own), and those."""
+    if not outside_scope:
+        return {"flagged": FLAGGED_IN_SCOPE}
+    return {"flagged": FLAGGED_IN_SCOPE, "outside": Prediction.in_scope.is_(False)}
 
 
 def flagged(*, session: Session, since: dt.datetime | None = None, limit: int | None = 100,
-            model_version: str | None = None, outside_scope: bool = False,
+            model_version: int | None = None, outside_scope: bool = False,
             read_status: str = "all") -> list[dict[str, Any]]:
-    """Flagged images, highest probability first, one row per image (its newest prediction).
+    """Flagged images, highest probability first, one row per image (the prediction the lists
+    show: the default model's, or ``model_version``'s).
 
     ``outside_scope``: then every image outside the model's validated scope too, flagged or
-    not (it needs a human read either way), after the flagged ones. ``read_status``: ``all``,
-    or only images with (``read``) or without (``unread``) a reader's read; filtered in the
+    not (it needs a human read either way), after the flagged ones. ``limit`` applies to each
+    section on its own: a cut in the flags never drops the images that need a human read
+    (:func:`flagged_totals` says how many each section holds). ``read_status``: ``all``, or
+    only images with (``read``) or without (``unread``) a reader's read; filtered in the
     query, before ``limit``, so a filtered list is never silently short.
     """
     if read_status not in ("all", "read", "unread"):
         raise ValueError("read_status: all, read or unread")
-    latest = _latest_prediction_ids()
-    outside = Prediction.in_scope.is_(False)
-    wanted = or_(FLAGGED_IN_SCOPE, outside) if outside_scope else FLAGGED_IN_SCOPE
-    order = [Prediction.probability.desc(), Prediction.id]
-    if outside_scope:
-        order.insert(0, case((outside, 1), else_=0))  # flagged in-scope images first
-    query = (
-        select(Prediction, Image, ModelVersion)
-        .join(Image, Prediction.image_id == Image.id)
-        .join(ModelVersion, Prediction.model_version_id == ModelVersion.id)
-        .where(wanted)
-        .order_by(*order)
-        # Large JSON the list never shows: parsed per row, the model's sidecar alone tripled
-        # the time of a 500-row list (screen bench web).
-        .options(defer(ModelVersion.sidecar), defer(ModelVersion.input_spec),
-                 defer(Image.meta))
-    )
-    if model_version:
-        query = query.where(ModelVersion.version == model_version)
-    else:
-        query = query.where(Prediction.id.in_(select(latest.c.id)))
-    if since is not None:
-        query = query.where(Prediction.created_at >= since)
-    if read_status != "all":
-        has_read = select(Read.id).where(Read.image_id == Image.id).exists()
-        query = query.where(has_read if read_status == "read" else ~has_read)
-    if limit:
-        query = query.limit(limit)
+    shown = _shown(session, model_version)
+    rows = []
+    for condition in _sections(outside_scope).values():
+        query = (
+            select(Prediction, Image, ModelVersion)
+            .join(Image, Prediction.image_id == Image.id)
+            .join(ModelVersion, Prediction.model_version_id == ModelVersion.id)
+            .where(condition, Prediction.id.in_(shown))
+            .order_by(Prediction.probability.desc(), Prediction.id)
+            # Large JSON the list never shows: parsed per row, the model's sidecar alone
+            # tripled the time of a 500-row list (screen bench web).
+            .options(defer(ModelVersion.sidecar), defer(ModelVersion.input_spec),
+                     defer(Image.meta))
+        )
+        if since is not None:
+            query = query.where(Prediction.created_at >= since)
+        if read_status != "all":
+            has_read = select(Read.id).where(Read.image_id == Image.id).exists()
+            query = query.where(has_read if read_status == "read" else ~has_read)
+        if limit:
+            query = query.limit(limit)
+        rows += session.execute(query).all()
     return [dict(zip(FLAGGED_FIELDS, (
         pred.id, image.id, image.source_path,
         image.patient_key[:12] if image.patient_key else None,
         image.accession_number[:12] if image.accession_number else None,  # a keyed hash
         image.modality, image.view_position, round(pred.probability, 4), _round(pred.p_viral),
         round(pred.threshold, 4), pred.flagged, pred.in_scope, pred.scope_reason,
-        _round(pred.atypicality), mv.label, mv.trained, _iso(pred.created_at)), strict=True))
-        for pred, image, mv in session.execute(query).all()]
+        _round(pred.atypicality), mv.label, mv.trained, _iso(pred.created_at),
+        image.sop_instance_uid), strict=True))
+        for pred, image, mv in rows]
+
+
+def flagged_totals(*, session: Session, since: dt.datetime | None = None,
+                   model_version: int | None = None,
+                   outside_scope: bool = False) -> dict[str, int]:
+    """How many rows each section of :func:`flagged` holds without a limit."""
+    shown = _shown(session, model_version)
+    totals = {}
+    for name, condition in _sections(outside_scope).items():
+        query = (select(func.count()).select_from(Prediction)
+                 .where(condition, Prediction.id.in_(shown)))
+        if since is not None:
+            query = query.where(Prediction.created_at >= since)
+        totals[name] = int(session.scalar(query) or 0)
+    return totals
 
 
 def count_by_status(*, session: Session,
@@ -112,10 +181,11 @@ def status_counts(*, session: Session, batch_id: int | None = None) -> dict[str,
     counts = count_by_status(session=session,
                              batch_ids=None if batch_id is None else [batch_id])
     counts["total"] = sum(counts.values())
+    shown = select(_latest_prediction_ids(session).c.id)
     for key, condition in (("flagged", FLAGGED_IN_SCOPE),
                            ("outside_scope", Prediction.in_scope.is_(False))):
         query = (select(func.count()).select_from(Prediction).join(Image)
-                 .where(condition, Prediction.id.in_(select(_latest_prediction_ids().c.id))))
+                 .where(condition, Prediction.id.in_(shown)))
         if batch_id is not None:
             query = query.where(Image.batch_id == batch_id)
         counts[key] = session.scalar(query) or 0  # each image's newest verdict
@@ -135,7 +205,7 @@ def batch_summary(batch_id: int, *, session: Session) -> dict[str, Any] | None:
 def images(*, session: Session, batch_id: int | None = None, status: str | None = None,
             limit: int | None = None) -> list[dict[str, Any]]:
     """One row per image with its newest prediction, if any."""
-    latest = _latest_prediction_ids()
+    latest = _latest_prediction_ids(session)
     query = (
         select(Image, Prediction)
         .outerjoin(Prediction, (Prediction.image_id == Image.id)
@@ -164,6 +234,7 @@ def images(*, session: Session, batch_id: int | None = None, status: str | None 
             "modality": image.modality,
             "batch": image.batch_id,
             "updated_at": _iso(image.updated_at),
+            "sop_instance_uid": image.sop_instance_uid,
         }
         for image, pred in session.execute(query).all()
     ]

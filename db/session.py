@@ -17,6 +17,22 @@ from pneumoscreen.db.migrate import ensure_schema
 
 _lock = threading.Lock()
 _makers: dict[str, sessionmaker[Session]] = {}
+_may_create = True
+
+
+class DatabaseMissing(RuntimeError):
+    """A command that only reads met no database: it never creates one (one line, the fix)."""
+
+
+def set_read_only(read_only: bool) -> None:
+    """Whether this process only reads: a missing SQLite file (or its folder) is then an error,
+    never created (a mistyped path must not give an empty database that says "0 studies")."""
+    global _may_create
+    _may_create = not read_only
+
+
+def may_create() -> bool:
+    return _may_create
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -46,7 +62,12 @@ def create_migrated_engine(url: str) -> Engine:
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            private_file(Path(parsed.database))
+            path = Path(parsed.database)
+            if not _may_create and not path.exists():
+                raise DatabaseMissing(
+                    f"no database at {path}: this command only reads and never creates one; "
+                    "check SCREEN_DATABASE_URL (or SCREEN_DATA_DIR), or `screen submit` first")
+            private_file(path)
         kwargs["connect_args"] = {"timeout": 30}
     else:
         kwargs["pool_pre_ping"] = True
@@ -74,6 +95,12 @@ def session_scope(url: str) -> Iterator[Session]:
     """One transaction on the database at ``url``: commit on success, roll back on error."""
     with _maker(url).begin() as session:
         yield session
+
+
+def known_urls() -> list[str]:
+    """The database URLs this process has opened."""
+    with _lock:
+        return list(_makers)
 
 
 def reset_engines() -> None:

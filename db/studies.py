@@ -24,8 +24,8 @@ from pneumoscreen.db.models import (
 from pneumoscreen.db.queries import FLAGGED_IN_SCOPE, _iso, _latest_prediction_ids
 
 
-def _latest() -> Any:
-    return select(_latest_prediction_ids().c.id)
+def _latest(session: Session) -> Any:
+    return select(_latest_prediction_ids(session).c.id)
 
 
 def complete_study_uids(uids: Sequence[str], *, session: Session) -> list[str]:
@@ -76,7 +76,7 @@ def screened_images(study_uid: str, *, session: Session) -> list[dict[str, Any]]
         .join(ModelVersion, Prediction.model_version_id == ModelVersion.id)
         .outerjoin(Heatmap, Heatmap.prediction_id == Prediction.id)
         .where(Image.study_instance_uid == study_uid, Image.status == ImageStatus.done,
-               Prediction.id.in_(_latest()))
+               Prediction.id.in_(_latest(session)))
         .order_by(Prediction.id.desc())).all()
     if not rows:
         return []
@@ -119,7 +119,7 @@ def by_study(*, session: Session, since: dt.datetime | None = None, limit: int |
                func.max(ModelVersion.version), func.max(Prediction.created_at))
         .join(Prediction, Prediction.image_id == Image.id)
         .join(ModelVersion, Prediction.model_version_id == ModelVersion.id)
-        .where(Prediction.id.in_(_latest()), Image.status == ImageStatus.done)
+        .where(Prediction.id.in_(_latest(session)), Image.status == ImageStatus.done)
         .group_by(key))
     if since is not None:
         query = query.having(func.max(Prediction.created_at) >= since)

@@ -156,7 +156,7 @@ def image_page(image_id: int, *, session: Session) -> dict[str, Any] | None:
     exports: list[dict[str, Any]] = []
     uid = image.study_instance_uid
     if uid:
-        latest = select(_latest_prediction_ids().c.id)
+        latest = select(_latest_prediction_ids(session).c.id)
         for other, p in session.execute(
                 select(Image, Prediction)
                 .outerjoin(Prediction,

@@ -10,27 +10,16 @@ import json
 import re
 import threading
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pneumoscreen.db.models import model_label
+from pneumoscreen.model.names import BUNDLED, BUNDLED_PREFIX, DEFAULT_BUNDLED, bundled_dir
 from pneumoscreen.model.preprocess import preprocess
 
-# The models shipped inside the package, by name; ``bundled:NAME`` selects one wherever a model
-# file is asked for (``SCREEN_MODEL_PATH=bundled:cnn-s``).
-BUNDLED = {"v2": "pneumoscreen-v2.keras", "v3": "pneumoscreen-v3.keras",
-           "cnn-s": "pneumoscreen-cnn.keras"}
-DEFAULT_BUNDLED = "v2"
 BUNDLED_NAME = BUNDLED[DEFAULT_BUNDLED]
-BUNDLED_PREFIX = "bundled:"
-
-
-def bundled_dir() -> Path:
-    """The folder of the models shipped inside the package (always an allowed model folder)."""
-    return Path(str(resources.files("pneumoscreen.model") / "bundled"))
 
 
 def inside(path: Path, folders: list[Path] | tuple[Path, ...]) -> bool:

@@ -31,8 +31,9 @@ def _plt() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> str:
-    fig.tight_layout()
+def _save(fig: Any, path: Path, *, tight: bool = True) -> str:
+    if tight:  # a grid placed by hand (the examples and their colour bar) keeps its layout
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     _plt().close(fig)
     return path.name
@@ -138,8 +139,8 @@ def plot_history(history: dict[str, list[float]], path: Path) -> str:
 def plot_examples(ev: Evaluation, path: Path, per_group: int = 6,
                   explain: Callable[[np.ndarray], np.ndarray] | None = None) -> str:
     """The most confident true/false positives/negatives at the tuned threshold, captioned with
-    their position in the evaluated set (not their file names), with ``explain``'s Grad-CAM maps
-    over them when given."""
+    their file name in the evaluated folder (the user's own data: the report is private), with
+    ``explain``'s Grad-CAM maps over them and a colour scale when given."""
     plt = _plt()
     pred = flagged(ev.scores, ev.metrics["threshold"])
     groups = [("true positive", (ev.y == 1) & (pred == 1), -1),
@@ -163,11 +164,38 @@ def plot_examples(ev: Evaluation, path: Path, per_group: int = 6,
                     ax.imshow(maps[col], cmap="jet", alpha=0.35, vmin=0, vmax=1,
                               extent=(-0.5, size - 0.5, size - 0.5, -0.5),
                               interpolation="bilinear")
-                ax.set_title(caption(f"image {i + 1} p={ev.scores[i]:.3f}"), fontsize=7)
+                ax.set_title(caption(f"{_example_name(ev, i)} p={ev.scores[i]:.3f}", 20),
+                             fontsize=6)
         axes[row, 0].text(-0.1, 0.5, f"{name}\n({int(mask.sum())})", ha="right", va="center",
                           transform=axes[row, 0].transAxes, fontsize=9)
-    fig.subplots_adjust(left=0.12)
-    return _save(fig, path)
+    fig.subplots_adjust(left=0.12, right=0.9 if explain is not None else 0.98, top=0.96,
+                        bottom=0.02, hspace=0.45, wspace=0.08)
+    if explain is not None:
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        bar = fig.add_axes((0.92, 0.25, 0.015, 0.5))
+        fig.colorbar(ScalarMappable(Normalize(0, 1), cmap="jet"), cax=bar,
+                     label="Grad-CAM weight (0: none, 1: most)")
+    return _save(fig, path, tight=False)
+
+
+def _example_name(ev: Evaluation, i: int) -> str:
+    """The example's file name as the evaluated folder has it (its position if unknown)."""
+    samples = ev.samples or []
+    if i < len(samples) and getattr(samples[i], "path", None) is not None:
+        return Path(samples[i].path).name
+    return f"image {i + 1}"
+
+
+def calibration_ranges(bins: list[dict[str, Any]]) -> list[str]:
+    """``low to high`` for each calibration bin, with just enough decimals (3 to 8) that no
+    two different edges print alike (saturated scores give bins like 0.99991 to 0.99998)."""
+    edges = sorted({b[k] for b in bins for k in ("low", "high")})
+    digits = 3
+    while digits < 8 and len({f"{e:.{digits}f}" for e in edges}) < len(edges):
+        digits += 1
+    return [f"{b['low']:.{digits}f} to {b['high']:.{digits}f}" for b in bins]
 
 
 def caption(text: str, width: int = 16) -> str:
@@ -213,15 +241,18 @@ def _interval(ci: list[float] | None) -> str:
 def write_report(ev: Evaluation, out_dir: Path, *, model_label: str,
                  history: dict[str, list[float]] | None = None, command: str = "",
                  explain: Callable[[np.ndarray], np.ndarray] | None = None,
-                 started_at: str = "", seconds: float | None = None) -> Path:
+                 started_at: str = "", seconds: float | None = None,
+                 clock_start: float | None = None) -> Path:
     """Write the PNGs and ``report.html`` into ``out_dir``; returns the HTML path.
 
-    ``started_at`` and ``seconds`` (the evaluation's wall time) go in the header with the
-    package version and git commit, so a report says what produced it."""
+    ``started_at`` and the command's wall time go in the header with the package version and
+    git commit, so a report says what produced it: ``seconds``, or with ``clock_start`` (a
+    ``time.perf_counter()`` reading taken when the command began) the time from then until the
+    page is written, so plots and Grad-CAM maps count too."""
     from pneumoscreen.model.provenance import git_commit, package_version
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     m = ev.metrics
     both = len(set(ev.y.tolist())) == 2
     figures: list[tuple[str, str]] = []
@@ -264,9 +295,14 @@ def write_report(ev: Evaluation, out_dir: Path, *, model_label: str,
     operating = [{"target": f"{p['target_recall']:.2f}", "threshold": _num(p["threshold"]),
                   "recall": _num(p["recall"]), "specificity": _num(p["specificity"]),
                   "fp": p["fp"], "fn": p["fn"]} for p in m.get("operating_points") or []]
-    calibration = [{"range": f"{b['low']:.3f} to {b['high']:.3f}", "n": b["n"],
-                    "mean": _num(b["mean_predicted"]), "observed": _num(b["fraction_positive"])}
-                   for b in m.get("calibration_bins") or []]
+    bins = m.get("calibration_bins") or []
+    calibration = [{"range": text, "n": b["n"], "mean": _num(b["mean_predicted"]),
+                    "observed": _num(b["fraction_positive"])}
+                   for b, text in zip(bins, calibration_ranges(bins), strict=True)]
+    if clock_start is not None:
+        import time
+
+        seconds = time.perf_counter() - clock_start
     run = m.get("run") or {}  # the evaluating command's own record, when it made one
     provenance = {"version": run.get("version") or package_version(),
                   "commit": run.get("commit") or git_commit(),
@@ -292,4 +328,16 @@ def write_report(ev: Evaluation, out_dir: Path, *, model_label: str,
         figures=[{"title": t, "file": f} for t, f in figures])
     path = out_dir / "report.html"
     path.write_text(page)
+    _make_private(out_dir)
     return path
+
+
+def _make_private(out_dir: Path) -> None:
+    """The report folder 0700 and its files 0600: ``examples.png`` shows the evaluated images,
+    which may be patients' films."""
+    import os
+
+    for item in [out_dir, *out_dir.iterdir()]:
+        st = item.lstat()
+        if st.st_uid == os.getuid() and not item.is_symlink():
+            item.chmod(0o700 if item.is_dir() else 0o600)

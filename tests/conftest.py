@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,17 @@ from live import fresh_pg_database
 from orthanc import Orthanc, orthanc_server
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Tests never touch the user's own folders (~/.local/share/pneumoscreen holds a real database and
+# patient key): HOME and the XDG folders point into a throw-away folder for the whole session,
+# inherited by every `screen` subprocess. Each test still gets its own SCREEN_DATA_DIR.
+REAL_HOME = Path.home()
+SANDBOX_HOME = Path(tempfile.mkdtemp(prefix="pneumoscreen-test-home-"))
+atexit.register(shutil.rmtree, SANDBOX_HOME, ignore_errors=True)
+for _var, _sub in (("HOME", "."), ("XDG_DATA_HOME", ".local/share"),
+                   ("XDG_CONFIG_HOME", ".config"), ("XDG_CACHE_HOME", ".cache"),
+                   ("XDG_STATE_HOME", ".local/state")):
+    os.environ[_var] = str(SANDBOX_HOME / _sub)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SCREEN_SHARED_DIR", REPO.parent / "shared"))

@@ -61,7 +61,7 @@ def redis_or_skip(url: str) -> None:
 
 
 # With a broker the submitter and the workers must share an explicit pseudonym key.
-TEST_PATIENT_KEY = "test-only-patient-key-" + "0" * 42
+TEST_PATIENT_KEY = "test-only-patient-key-5f0c2a9e81b7d4366e2fa1c09b8d7e54"
 
 
 def screen_env(*, data_dir: Path, database_url: str, broker_url: str,

@@ -87,6 +87,40 @@ def default_config_file() -> Path:
     return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)) / "config.toml"
 
 
+# Settings holding lists (or pairs): each accepts a JSON list or comma-separated values.
+LIST_FIELDS = ("model_dirs", "accept_modalities", "accept_body_parts", "reject_view_positions",
+               "reject_presentation_intents", "non_image_modalities", "inbox_dirs",
+               "calling_ae_titles", "listen_sop_classes", "export_to", "window_percentiles",
+               "scope_age_years")
+DATABASE_SCHEMES = ("sqlite", "postgresql")
+
+
+def list_or_commas(value: Any) -> Any:
+    """A JSON list (``[...]``), or a string of comma-separated values; other types as they are."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        import json
+
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"not a JSON list ({exc}); write a JSON list or comma-separated "
+                             "values") from None
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def check_database_url(url: str) -> None:
+    """ValueError naming the fix unless ``url`` is a SQLite or PostgreSQL URL (read from its
+    scheme, so the settings import no database driver)."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    backend = scheme.split("+", 1)[0].lower()
+    if backend not in DATABASE_SCHEMES:
+        shown = f"{scheme!r} databases are" if scheme else "this URL is"
+        raise ValueError(f"{shown} not supported; use sqlite:////path/file.sqlite3 or "
+                         "postgresql+psycopg://user@host/db")
+
 
 # The storage SOP classes `screen listen` accepts by default: CR, DX for presentation, DX for
 # processing (pydicom's constants, written out: settings load for every command and pydicom
@@ -109,7 +143,7 @@ class Settings(BaseSettings):
     )
     result_backend: str | None = Field(None, description="Celery result backend; optional.")
     model_path: Path | None = Field(None, description="A .keras file; default: the bundled model.")
-    model_dirs: list[Path] = Field(
+    model_dirs: Annotated[list[Path], NoDecode] = Field(
         [], description="Folders a registered model version may be loaded from, besides the "
         "bundled folder and the configured model's folder.")
     task_size: int = Field(128, ge=1, le=65536, description="Images per queued task.")
@@ -117,6 +151,9 @@ class Settings(BaseSettings):
         None, description="Key for pseudonymising patient ids (at least 32 bytes); default: "
         "made once in data_dir (without a broker only)."
     )
+    audit_key_file: Path | None = Field(
+        None, description="A file holding the audit chain's key (at least 32 bytes, mode 600); "
+        "default: derived from the patient key.")
     signing_key_file: Path | None = Field(
         None, description="Message signing (Celery's auth serializer): this process's private "
         "key (PEM). With signing_cert_file and signing_cert_store, every task message is signed "
@@ -133,9 +170,9 @@ class Settings(BaseSettings):
 
     # Ingestion policy (what gets screened); data, not code branches. The defaults are
     # ingestion's own (AcceptancePolicy, DecodeOptions): one source of truth.
-    accept_modalities: list[str] = list(_POLICY.modalities)
-    accept_body_parts: list[str] = list(_POLICY.body_parts)
-    reject_view_positions: list[str] = list(_POLICY.reject_views)
+    accept_modalities: Annotated[list[str], NoDecode] = list(_POLICY.modalities)
+    accept_body_parts: Annotated[list[str], NoDecode] = list(_POLICY.body_parts)
+    reject_view_positions: Annotated[list[str], NoDecode] = list(_POLICY.reject_views)
     max_pixels: int = Field(
         _DECODE.max_pixels, ge=1, description="Rows*Columns limit (decompression bombs)."
     )
@@ -158,9 +195,9 @@ class Settings(BaseSettings):
         description="Memory one decode may produce (rows x columns x samples x bytes, checked "
         "from the headers before decoding; reduced decoding counts its reduced size), MiB.",
     )
-    reject_presentation_intents: list[str] = list(_POLICY.reject_intents)
-    non_image_modalities: list[str] = list(_POLICY.non_image_modalities)
-    window_percentiles: tuple[float, float] = Field(
+    reject_presentation_intents: Annotated[list[str], NoDecode] = list(_POLICY.reject_intents)
+    non_image_modalities: Annotated[list[str], NoDecode] = list(_POLICY.non_image_modalities)
+    window_percentiles: Annotated[tuple[float, float], NoDecode] = Field(
         _DECODE.percentiles, description="Robust window when the file has no VOI LUT or window."
     )
 
@@ -208,7 +245,7 @@ class Settings(BaseSettings):
     # Explanations and the intended-use guard.
     heatmaps: Literal["flagged", "all", "none"] = Field(
         "flagged", description="Grad-CAM maps for: flagged images, all screened ones, none.")
-    scope_age_years: tuple[float, float] = Field(
+    scope_age_years: Annotated[tuple[float, float], NoDecode] = Field(
         (0.0, 10.0), description="The validated age range (years): the training films are "
         "pediatric. Older or younger patients are marked outside scope.")
 
@@ -247,7 +284,7 @@ class Settings(BaseSettings):
     export_tls_key: Path | None = Field(None, description="PEM private key of export_tls_cert.")
 
     # Nightly runs.
-    inbox_dirs: list[Path] = []
+    inbox_dirs: Annotated[list[Path], NoDecode] = []
     nightly_cron: str = Field("0 2 * * *", description="Celery beat schedule for nightly runs.")
     nightly_timezone: str = Field("UTC", description="Time zone of nightly_cron (IANA name).")
 
@@ -256,13 +293,13 @@ class Settings(BaseSettings):
                              "(0.0.0.0 for every interface, e.g. in a container).")
     listen_port: int = Field(11112, ge=1, le=65535, description="DICOM port of `screen listen`.")
     listen_ae_title: str = Field("PNEUMOSCREEN", description="Our AE title (the called AE).")
-    calling_ae_titles: list[str] = Field(
+    calling_ae_titles: Annotated[list[str], NoDecode] = Field(
         [], description="Calling AE titles allowed to send to `screen listen`; empty refuses "
         "everyone.")
     study_stable_seconds: float = Field(
         30.0, ge=0, le=86400, description="A received study is registered and enqueued once no "
         "new instance arrived for this long (Orthanc's stable-study rule).")
-    listen_sop_classes: list[str] = Field(
+    listen_sop_classes: Annotated[list[str], NoDecode] = Field(
         list(CR_DX_STORAGE),
         description="Storage SOP classes `screen listen` accepts (default CR, DX for "
         "presentation, DX for processing); others are refused.")
@@ -363,23 +400,22 @@ class Settings(BaseSettings):
             raise ValueError("reduced_min_side must be 0 (the model's input size) or at least 64")
         return value
 
-    @field_validator("export_to", mode="before")
+    @field_validator(*LIST_FIELDS, mode="before")
     @classmethod
     def _list_or_commas(cls, value: Any) -> Any:
-        """A JSON list, or one or more destinations separated by commas (checked when used)."""
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                import json
+        """A JSON list, or one or more values separated by commas (a plain value is a list of
+        one): ``SCREEN_CALLING_AE_TITLES=ORTHANC`` and ``SCREEN_INBOX_DIRS=/a,/b`` both work."""
+        return list_or_commas(value)
 
-                try:
-                    return json.loads(text)
-                except ValueError as exc:
-                    raise ValueError(f"not a JSON list: {exc}") from None
-            return [part.strip() for part in text.split(",") if part.strip()]
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _supported_database(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_database_url(value)
         return value
 
     @field_validator("database_url", "broker_url", "result_backend", "patient_key_file",
+                     "audit_key_file",
                      "signing_key_file", "signing_cert_file", "signing_cert_store",
                      "web_secret_key_file", "web_trusted_user_header", mode="before")
     @classmethod
@@ -402,15 +438,22 @@ class Settings(BaseSettings):
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        private_dir(self.data_dir)
+        from pneumoscreen.db.session import may_create
+
+        if may_create():  # a read-only command creates nothing, not even the data directory
+            private_dir(self.data_dir)
         return f"sqlite:///{self.data_dir / 'pneumoscreen.sqlite3'}"
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One transaction on the configured database."""
+        from pneumoscreen.db.queries import DEFAULT_MODEL_KEY
         from pneumoscreen.db.session import session_scope
+        from pneumoscreen.model.names import sidecar_sha256
 
         with session_scope(self.effective_database_url) as session:
+            # The lists show the default model's predictions (db.queries): name it.
+            session.info[DEFAULT_MODEL_KEY] = sidecar_sha256(self.model_path)
             yield session
 
     def ingest_config(self, *, reduced: bool | None = None, input_size: int | None = None,
@@ -479,6 +522,7 @@ class Settings(BaseSettings):
         elif self.patient_key_file is not None:
             source = f"the key file {self.patient_key_file}"
             try:
+                check_key_file_mode(self.patient_key_file)
                 key = self.patient_key_file.read_bytes().strip()
             except OSError as exc:
                 raise PatientKeyError(f"cannot read {source}: {exc.strerror}") from exc
@@ -490,6 +534,12 @@ class Settings(BaseSettings):
         else:
             path = self.data_dir / "patient.key"
             source = f"the key file {path}"
+            from pneumoscreen.db.session import may_create
+
+            if not path.exists() and not may_create():
+                raise PatientKeyError(f"no patient key at {path}, and this command only reads: "
+                                      "set SCREEN_PATIENT_KEY_FILE to the key the database was "
+                                      "written with")
             if not path.exists():
                 private_dir(self.data_dir)
                 try:
@@ -504,7 +554,40 @@ class Settings(BaseSettings):
             raise PatientKeyError(
                 f"the patient key from {source} is {len(key)} bytes; it needs at least "
                 f"{MIN_KEY_BYTES} (e.g. `openssl rand -hex 32`)")
+        weakness = key_weakness(key)
+        if weakness:
+            raise PatientKeyError(
+                f"the patient key from {source} is too easy to guess ({weakness}); make a "
+                "random one, e.g. `openssl rand -hex 32`")
         return key
+
+    def effective_audit_key(self) -> bytes | None:
+        """SCREEN_AUDIT_KEY_FILE's key (checked like the patient key), or None: derived."""
+        if self.audit_key_file is None:
+            return None
+        source = f"the audit key file {self.audit_key_file}"
+        try:
+            check_key_file_mode(self.audit_key_file)
+            key = self.audit_key_file.read_bytes().strip()
+        except OSError as exc:
+            raise PatientKeyError(f"cannot read {source}: {exc.strerror}") from exc
+        weakness = (f"{len(key)} bytes, under {MIN_KEY_BYTES}" if len(key) < MIN_KEY_BYTES
+                    else key_weakness(key))
+        if weakness:
+            raise PatientKeyError(f"{source} holds a weak key ({weakness}); make a random one, "
+                                  "e.g. `openssl rand -hex 32`")
+        return key
+
+    @property
+    def patient_key_source(self) -> str:
+        """Where the pseudonym key comes from, for `screen config` (never the key itself)."""
+        if self.patient_key is not None:
+            return "*** (SCREEN_PATIENT_KEY)"
+        if self.patient_key_file is not None:
+            return f"*** (the key file {self.patient_key_file})"
+        if self.broker_url is not None:
+            return "(none: a broker needs SCREEN_PATIENT_KEY_FILE or SCREEN_PATIENT_KEY)"
+        return f"*** (generated, in {self.data_dir / 'patient.key'})"
 
 
 class PatientKeyError(ValueError):
@@ -512,6 +595,46 @@ class PatientKeyError(ValueError):
 
 
 MIN_KEY_BYTES = 32
+# Estimated entropy a key must carry: the estimate of `openssl rand -hex 16` (128 random bits in
+# 32 characters) is 110-125, of `openssl rand -hex 32` over 220; a word repeated far less.
+MIN_KEY_BITS = 96
+
+
+def key_weakness(key: bytes) -> str | None:
+    """Why ``key`` is an obvious pattern (a short repeated unit, a run of consecutive characters,
+    too few distinct characters, too little estimated entropy), or None.
+
+    The estimate is the key's length times the Shannon entropy of its character frequencies:
+    a crude upper bound that a random key passes easily and a pattern does not.
+    """
+    import math
+    from collections import Counter
+
+    n = len(key)
+    for unit in range(1, n // 2 + 1):
+        if n % unit == 0 and key[:unit] * (n // unit) == key:
+            return f"the same {unit} character{'s' if unit > 1 else ''} repeated"
+    steps = [key[i + 1] - key[i] for i in range(n - 1)]
+    if sum(abs(step) <= 1 for step in steps) >= 0.75 * len(steps):
+        return "mostly runs of consecutive or equal characters"
+    counts = Counter(key)
+    if len(counts) < 8:
+        return f"only {len(counts)} distinct characters"
+    bits = -sum(c * math.log2(c / n) for c in counts.values())
+    if bits < MIN_KEY_BITS:
+        return f"about {bits:.0f} bits of entropy, under {MIN_KEY_BITS}"
+    return None
+
+
+def check_key_file_mode(path: Path) -> None:
+    """PatientKeyError when a key file is readable by its group or others (as ssh refuses a
+    private key); OSError when it cannot be read at all."""
+    mode = path.stat().st_mode
+    # A Docker secret under /run/secrets is private to its container whatever its mode.
+    if mode & 0o077 and not path.resolve().is_relative_to("/run/secrets"):
+        raise PatientKeyError(
+            f"the key file {path} is readable by others (mode {mode & 0o777:o}): "
+            f"run `chmod 600 {path}`")
 
 
 def private_dir(path: Path) -> Path:

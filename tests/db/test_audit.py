@@ -10,12 +10,15 @@ import sqlalchemy as sa
 from pneumoscreen.db import AuditEvent, session_scope
 from pneumoscreen.db.audit import audit_events, record_event
 
+KEY = b"audit-test-key-7d1e0b9c4a2f86e35b10c9d8"
+
 
 def test_events_are_kept_and_listed(db_url: str) -> None:
     with session_scope(db_url) as session:
-        record_event(session, action="submit", os_user="ana", host="h1", params={"batch": 1})
+        record_event(session, action="submit", os_user="ana", host="h1", params={"batch": 1},
+                     chain_key=KEY)
         record_event(session, action="model.register", os_user="ana", host="h1",
-                     params={"model_version": 2})
+                     params={"model_version": 2}, chain_key=KEY)
     with session_scope(db_url) as session:
         every = audit_events(session=session)
         assert [e["action"] for e in every] == ["submit", "model.register"]
@@ -32,7 +35,8 @@ def test_events_are_kept_and_listed(db_url: str) -> None:
 ])
 def test_update_and_delete_are_refused(db_url: str, statement: str) -> None:
     with session_scope(db_url) as session:
-        record_event(session, action="submit", os_user="ana", host="h1", params={})
+        record_event(session, action="submit", os_user="ana", host="h1", params={},
+                     chain_key=KEY)
     with pytest.raises(sa.exc.DatabaseError, match="append-only"), \
             session_scope(db_url) as session:
         session.execute(sa.text(statement))

@@ -174,7 +174,7 @@ def test_rescreen_through_the_workers_keeps_earlier_predictions(
     assert {v for pid, _, v in after if pid not in before} == {"0.0.2-rescreen-test"}
     # Running it again adds nothing: every study has this version's verdict already.
     again = run_screen(live_env, "rescreen", "--model", "0.0.2-rescreen-test")
-    assert again.returncode == 0 and "Queued 0 studies" in again.stdout, again.stderr
+    assert again.returncode == 0 and "Queued 0 images" in again.stdout, again.stderr
 
 
 def test_beat_nightly_task_submits_only_new_inbox_files(

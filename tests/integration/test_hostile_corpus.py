@@ -12,7 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ingest_factories import chest_like, make_ds, patch_element, write
-from live import REDIS_URL, WorkerProcess, redis_or_skip, run_screen, screen_env, wait_until
+from live import (
+    REDIS_URL,
+    TEST_PATIENT_KEY,
+    WorkerProcess,
+    redis_or_skip,
+    run_screen,
+    screen_env,
+    wait_until,
+)
 from PIL import Image
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -110,7 +118,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     files = make_corpus(folder, tmp_path / "elsewhere")
     data = tmp_path / "data"
     env = screen_env(data_dir=data, database_url=f"sqlite:///{data / 'screen.sqlite3'}",
-                     broker_url=REDIS_URL, SCREEN_PATIENT_KEY="0123456789abcdef" * 4)
+                     broker_url=REDIS_URL, SCREEN_PATIENT_KEY=TEST_PATIENT_KEY)
     outputs: dict[str, str] = {}  # stdout and stderr, for the PHI and control-character checks
     stdout: dict[str, str] = {}
     codes: dict[str, int] = {}

@@ -17,6 +17,7 @@ from listener import ListenerProcess, fresh_instances, spool_files, store
 from live import (
     REDIS_URL,
     SAMPLES,
+    TEST_PATIENT_KEY,
     WorkerProcess,
     free_port,
     redis_or_skip,
@@ -35,7 +36,7 @@ SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 def _env(data: Path, db_url: str, broker: str | None, *, allowed: list[str] | None,
          stable: float = 2, **extra: str) -> dict[str, str]:
     env = screen_env(data_dir=data, database_url=db_url, broker_url=broker or "",
-                     SCREEN_STUDY_STABLE_SECONDS=str(stable), SCREEN_PATIENT_KEY="k" * 40,
+                     SCREEN_STUDY_STABLE_SECONDS=str(stable), SCREEN_PATIENT_KEY=TEST_PATIENT_KEY,
                      SCREEN_LISTEN_TIMEOUT="20", **extra)
     if allowed is not None:
         env["SCREEN_CALLING_AE_TITLES"] = json.dumps(allowed)

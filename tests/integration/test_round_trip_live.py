@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from listener import ListenerProcess
 from live import (
     REDIS_URL,
+    TEST_PATIENT_KEY,
     WorkerProcess,
     free_port,
     redis_or_skip,
@@ -76,7 +77,7 @@ def test_round_trip_through_orthanc(tmp_path: Path, pg_url: str, orthanc: Orthan
                      SCREEN_CALLING_AE_TITLES=json.dumps([orthanc.aet]),
                      SCREEN_LISTEN_SOP_CLASSES=json.dumps(SOP_CLASSES),
                      SCREEN_STUDY_STABLE_SECONDS="2", SCREEN_LISTEN_TIMEOUT="20",
-                     SCREEN_PATIENT_KEY="k" * 40,
+                     SCREEN_PATIENT_KEY=TEST_PATIENT_KEY,
                      SCREEN_EXPORT_TO=f"dicom://{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}")
     for path in chest:
         orthanc.upload(path)

@@ -103,21 +103,65 @@ def test_captions_break_between_words() -> None:
     assert long.split("\n")[0] == "a-very-long-single-token"  # not cut inside the word
 
 
+def test_calibration_ranges_never_print_alike() -> None:
+    bins = [{"low": 0.2, "high": 0.99991}, {"low": 0.99991, "high": 0.99996},
+            {"low": 0.99996, "high": 0.999991}, {"low": 0.999991, "high": 1.0}]
+    assert report.calibration_ranges(bins) == [
+        "0.20000 to 0.99991", "0.99991 to 0.99996", "0.99996 to 0.99999", "0.99999 to 1.00000"]
+    assert report.calibration_ranges([{"low": 0.1, "high": 0.25}]) == ["0.100 to 0.250"]
+
+
+def test_examples_are_named_and_have_a_colour_scale(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from pneumoscreen.model.dataset import Sample
+
+    y, scores = _separated(4)
+    ev = _evaluation(y, scores)
+    ev.samples = [Sample(Path(f"/data/val/case-{i:02d}.png"), f"case-{i:02d}.png", int(v))
+                  for i, v in enumerate(y)]
+    assert report._example_name(ev, 3) == "case-03.png"
+    with_maps = report.plot_examples(ev, tmp_path / "a.png",
+                                     explain=lambda x: np.ones(x.shape[:3]) * 0.5)
+    without = report.plot_examples(ev, tmp_path / "b.png")
+
+    def saturated_right_strip(name: str) -> int:
+        rgb = np.asarray(Image.open(tmp_path / name).convert("RGB")).astype(int)
+        strip = rgb[:, int(rgb.shape[1] * 0.9):]
+        return int(((strip.max(axis=2) - strip.min(axis=2)) > 120).sum())
+
+    assert saturated_right_strip(with_maps) > 500  # the jet colour bar
+    assert saturated_right_strip(without) == 0
+
+
 @pytest.mark.slow
 def test_evaluate_the_16_validation_images(shared_dir: Path, tmp_path: Path) -> None:
-    from typer.testing import CliRunner
+    """Through `screen`: the report's "took" is the whole command's wall time."""
+    import os
+    import subprocess
+    import time
 
-    from pneumoscreen.worker.cli import app
+    from live import screen_cmd
 
-    result = CliRunner().invoke(app, [
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCREEN_")}
+    env.update(SCREEN_DATA_DIR=str(tmp_path / "d"), SCREEN_CONFIG=str(tmp_path / "none.toml"))
+    started = time.monotonic()
+    result = subprocess.run(screen_cmd(
         "evaluate", str(shared_dir / "data" / "chest_xray" / "val"), "--out",
-        str(tmp_path / "r"), "--no-save", "--no-heatmaps", "--format", "json"])
-    assert result.exit_code == 0, result.output
+        str(tmp_path / "r"), "--no-save", "--format", "json"), env=env, capture_output=True,
+        text=True, timeout=900, check=False)
+    wall = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["n"] == 16 and out["small_sample"]
     assert len(out["operating_points"]) == 4
-    assert out["run"]["seconds"] > 0 and out["run"]["version"]
+    assert out["run"]["version"]
+    # The command's own figure counts from its process start to the report written: all of
+    # the wall time but the interpreter's exit.
+    assert 0.85 * wall <= out["run"]["seconds"] <= wall, (out["run"]["seconds"], wall)
     html = (tmp_path / "r" / "report.html").read_text()
+    took = float(re.search(r"took ([0-9.]+) s", html).group(1))
+    assert 0.85 * wall <= took <= out["run"]["seconds"]
     assert "Small sample:" in html and "Operating points" in html
     auc_ci = re.search(r"<td>AUC</td><td>[0-9.]+</td><td>([0-9.]+) to", html)
     assert auc_ci and float(auc_ci.group(1)) < 0.9

@@ -15,8 +15,8 @@ from pneumoscreen.worker.intake.submit import submit_folder
 from pneumoscreen.worker.keys import key_fingerprint
 from pneumoscreen.worker.settings import PatientKeyError, Settings
 
-KEY_A = "a" * 64
-KEY_B = "b" * 64
+KEY_A = "key-a-3b9e0f7c21d84a6e95c0b1f2d7a84e63"
+KEY_B = "key-b-c81f4e2a9d07b35f6e1a0c9d8b7f2e41"
 
 
 def test_a_short_key_is_refused() -> None:
@@ -32,8 +32,49 @@ def test_an_empty_key_file_is_refused(tmp_path: Path) -> None:
         Settings().effective_patient_key()
     empty = tmp_path / "secret"
     empty.write_text("\n")
+    empty.chmod(0o600)
     with pytest.raises(PatientKeyError, match="is 0 bytes"):
         Settings(patient_key_file=empty).effective_patient_key()
+
+
+@pytest.mark.parametrize(("key", "why"), [
+    ("a" * 32, "the same 1 character repeated"),
+    ("0123456789abcdef" * 4, "the same 16 characters repeated"),
+    ("abcdefghijklmnopqrstuvwxyz0123456789", "mostly runs of consecutive"),
+    ("ciiceigiaiageiccgiiggcccigaaciaeaegigggi", "only 5 distinct characters"),
+])
+def test_an_obvious_key_is_refused(key: str, why: str) -> None:
+    with pytest.raises(PatientKeyError, match=f"too easy to guess \\({why}"):
+        Settings(patient_key=key).effective_patient_key()
+
+
+def test_random_keys_pass() -> None:
+    import secrets
+
+    for _ in range(200):  # `openssl rand -hex 16` and `-hex 32`, urlsafe: never refused
+        for key in (secrets.token_hex(16), secrets.token_hex(32), secrets.token_urlsafe(32)):
+            assert Settings(patient_key=key).effective_patient_key() == key.encode()
+
+
+def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    key_file = tmp_path / "patient.key"
+    key_file.write_text(KEY_A)
+    key_file.chmod(0o644)
+    with pytest.raises(PatientKeyError, match=r"readable by others \(mode 644\): run `chmod 600"):
+        Settings(patient_key_file=key_file).effective_patient_key()
+    key_file.chmod(0o600)
+    assert Settings(patient_key_file=key_file).effective_patient_key() == KEY_A.encode()
+
+
+def test_weak_key_in_one_line(tmp_path: Path) -> None:
+    env = screen_env(data_dir=tmp_path / "d", database_url=f"sqlite:///{tmp_path / 'x.db'}",
+                     broker_url="redis://127.0.0.1:1/0", SCREEN_PATIENT_KEY="a" * 32)
+    make_pngs(tmp_path / "in", 1, size=32)
+    out = run_screen(env, "submit", str(tmp_path / "in"))
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "error: the patient key from SCREEN_PATIENT_KEY is too easy to guess (the same 1 "
+        "character repeated); make a random one, e.g. `openssl rand -hex 32`"], out.stderr
 
 
 def test_a_missing_key_file_is_refused(tmp_path: Path) -> None:
@@ -46,6 +87,7 @@ def test_a_broker_needs_an_explicit_key(tmp_path: Path) -> None:
         Settings(broker_url="redis://127.0.0.1:1/0").effective_patient_key()
     key_file = tmp_path / "key"
     key_file.write_text(KEY_A + "\n")
+    key_file.chmod(0o600)
     assert Settings(broker_url="redis://127.0.0.1:1/0",
                     patient_key_file=key_file).effective_patient_key() == KEY_A.encode()
 

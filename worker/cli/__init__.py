@@ -41,8 +41,14 @@ bench_app = typer.Typer(help="Benchmarks that print their figures.", no_args_is_
 app.add_typer(bench_app, name="bench")
 
 
+# Commands that only read the database: they never create one (nor the data directory).
+READ_ONLY_COMMANDS = frozenset({"status", "images", "studies", "flagged", "runs", "reports",
+                                "audit", "exports", "heatmap"})
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     debug: bool = typer.Option(
         False, "--debug", envvar=quiet.DEBUG_ENV, show_envvar=False,
         help="Show tracebacks and TensorFlow's own log lines (also SCREEN_DEBUG=1).",
@@ -50,6 +56,16 @@ def _root(
 ) -> None:
     """pneumoscreen: batch screening of chest X-rays for likely pneumonia."""
     quiet.configure(debug or quiet.debug_enabled())
+    if ctx.invoked_subcommand in READ_ONLY_COMMANDS:
+        # Imported here only: other commands (--help, config, predict) need no SQLAlchemy.
+        from pneumoscreen.db.session import set_read_only
+
+        set_read_only(True)
+        ctx.call_on_close(lambda: set_read_only(False))  # for this command only
+    import time
+
+    # Under `screen` the command's clock starts with its process (imports included).
+    quiet.COMMAND_CLOCK[0] = time.perf_counter() - (quiet.process_age() if _in_main else 0.0)
 
 
 for _module in (screening_cmds, system_cmds, ingest_cmds, model_cmds, registry_cmds, explain_cmds,
@@ -67,10 +83,18 @@ def _debug_requested(argv: list[str]) -> bool:
     return quiet.debug_enabled()
 
 
+_in_main = False
+
+
 def main() -> None:
     """Run ``screen``; an error no command handled ends in one or two lines and a non-zero exit."""
+    global _in_main
+    _in_main = True
     debug = _debug_requested(sys.argv[1:])
     quiet.configure(debug)
+    from pneumoscreen.worker import interrupt
+
+    interrupt.install()
     try:
         app()
     except Exception as exc:  # the last resort: every command gets the same short answer
@@ -83,4 +107,39 @@ def main() -> None:
         error_line(message)
         sys.exit(code)
     except KeyboardInterrupt:
+        _interrupted()
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130:  # Typer turns Ctrl-C inside a command into Exit(130)
+            _interrupted()
+        raise
+
+
+def _interrupted() -> None:
+    """Ctrl-C: put back the images this process was screening (the next `screen submit` or
+    `screen resume` screens them) and say so in one line."""
+    from pneumoscreen.worker.cli.output import err_console, plain
+
+    def say(text: str) -> None:
+        err_console.print(plain(text), highlight=False, soft_wrap=True)
+
+    released = waiting = 0
+    failed = False
+    db_session = sys.modules.get("pneumoscreen.db.session")
+    for url in db_session.known_urls() if db_session else []:
+        try:
+            from pneumoscreen.db.claims import release_own
+
+            held, queued = release_own(url)
+            released, waiting = released + held, waiting + queued
+        except Exception:  # the database may be what is gone: the next run frees them
+            failed = True
+    if waiting:
+        back = f" ({released} put back from this run)" if released else ""
+        say(f"interrupted: {waiting} images wait to be screened{back}; `screen resume` (or "
+            "the next `screen submit`) screens them")
+    elif failed:
+        say("interrupted: the images this run held could not be put back now; the next "
+            "`screen resume` or `screen submit` on this machine frees them")
+    else:
+        say("interrupted")

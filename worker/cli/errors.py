@@ -53,14 +53,22 @@ def explain(exc: BaseException) -> tuple[str, int]:
         errors: list[dict[str, Any]] = exc.errors()  # type: ignore[attr-defined]
         first = errors[0] if errors else {"loc": (), "msg": str(exc)}
         field = "_".join(str(p) for p in first.get("loc", ())).upper()
-        return (f"invalid setting SCREEN_{field}: {first.get('msg')} "
+        message = str(first.get("msg")).removeprefix("Value error, ")
+        return (f"invalid setting SCREEN_{field}: {message} "
                 "(environment or the SCREEN_CONFIG file; `screen config` shows them)", EXIT_ERROR)
+    if "pydantic_settings.exceptions.SettingsError" in names:
+        return (f"invalid setting: {_first_line(exc)} (environment or the SCREEN_CONFIG file; "
+                "lists take a JSON list or comma-separated values)", EXIT_ERROR)
+    if isinstance(exc, ModuleNotFoundError):
+        return (f"a module this setting needs is not installed: {exc.name or _first_line(exc)}\n"
+                "check the URLs in the settings (`screen config` shows them): the database is "
+                "sqlite:/// or postgresql+psycopg://, the broker redis://", EXIT_ERROR)
     if "pneumoscreen.model.bundle.ModelFileError" in names:
         return (f"the model cannot be used: {_first_line(exc)}\nfix {_setting('MODEL_PATH')} "
                 "(a .keras file with its .json sidecar beside it), or unset it for the "
                 "bundled model", EXIT_ERROR)
     if names & {"pneumoscreen.worker.settings.PatientKeyError",
-                "pneumoscreen.db.keys.KeyMismatch"}:
+                "pneumoscreen.db.keys.KeyMismatch", "pneumoscreen.db.session.DatabaseMissing"}:
         return _first_line(exc, 400), EXIT_ERROR  # the message names the fix
     if "pneumoscreen.worker.queue.publish.BrokerUnavailable" in names:
         return _first_line(exc, 400), EXIT_UNAVAILABLE

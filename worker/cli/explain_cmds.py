@@ -26,6 +26,7 @@ def heatmap(
     resolution (the map stored when it was screened; computed now if none was stored)."""
     import numpy as np
 
+    from pneumoscreen.db import Image
     from pneumoscreen.db.queries import heatmap_of
     from pneumoscreen.model.bundle import ModelFileError
     from pneumoscreen.model.gradcam import from_bytes, save_overlay
@@ -35,24 +36,27 @@ def heatmap(
 
     settings = get_settings()
     with settings.session() as session:
-        found = heatmap_of(image, session=session)
+        exists = session.get(Image, image) is not None
+        found = heatmap_of(image, session=session) if exists else None
+    if not exists:
+        fail(f"no such image: {image} (`screen images` lists them)")
     if found is None:
-        fail(f"study {image} has no prediction (not screened yet, rejected or failed)")
+        fail(f"image {image} has no prediction (not screened yet, rejected or failed)")
     try:
         model = get_model(settings)
     except ModelFileError as exc:
         fail(str(exc))
     try:
-        image = model.preprocess(load_grey(Path(found["path"]), settings.ingest_config()).grey)
+        pixels = model.preprocess(load_grey(Path(found["path"]), settings.ingest_config()).grey)
     except (IngestError, OSError) as exc:
-        fail(f"study {image}'s file cannot be read again: {exc}")
+        fail(f"image {image}'s file cannot be read again: {exc}")
     stored = found["map"] is not None and found["model_sha256"] == model.spec.sha256
     cam = (from_bytes(found["map"][2], found["map"][0], found["map"][1]) if stored
-           else model.heatmaps(np.asarray(image)[None])[0])
+           else model.heatmaps(np.asarray(pixels)[None])[0])
     target = out or Path(f"heatmap-{image}.png")
-    save_overlay(target, image, cam, size=size)
+    save_overlay(target, pixels, cam, size=size)
     source = "stored" if stored else f"computed now with {model.spec.label}"
-    console.print(plain(f"{target}: study {image}, probability {found['probability']:.4f} "
+    console.print(plain(f"{target}: image {image}, probability {found['probability']:.4f} "
                         f"(threshold {found['threshold']:.4f}), map {source}"))
 
 

@@ -169,11 +169,11 @@ def _cell(column: str, value: Any) -> Any:
 
 def export(
     since: Annotated[str | None, typer.Option(
-        help="Only studies screened since an ISO time or 30m / 12h / 7d ago \\[default: all].")
+        help="Only studies screened since an ISO time or 30m / 12h / 7d ago [default: all].")
     ] = None,
     to: Annotated[list[str] | None, typer.Option(
         "--to", help="A destination (dicom://AET@host:port, http(s)://…/dicom-web, "
-        "file:///folder); repeatable \\[default: SCREEN_EXPORT_TO].")] = None,
+        "file:///folder); repeatable [default: SCREEN_EXPORT_TO].")] = None,
     study: Annotated[str | None, typer.Option(
         "--study", help="Only this Study Instance UID.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
@@ -214,12 +214,23 @@ def export(
         print_json(rows)
     else:
         columns = ["study_uid", "destination", "status", "error", "sr_sop_instance_uid"]
-        title = (f"Exported {counted(len(uids), 'study', 'studies')} to "
-                 f"{counted(len(destinations), 'destination')}")
+        title = export_title(outcomes, len(destinations))
         console.print(make_table(title, [SHORT.get(c, c) for c in columns],
                                  [[_cell(c, r[c]) for c in columns] for r in rows]))
     if any(o.status in ("failed", "pending", "busy") for o in outcomes):
         raise typer.Exit(1)
+
+
+def export_title(outcomes: list[Any], n_destinations: int) -> str:
+    """What happened, counted from the outcomes: never "Exported" for what failed."""
+    sent = sum(o.status == "sent" for o in outcomes)
+    failed = sum(o.status == "failed" for o in outcomes)
+    nothing = len(outcomes) - sent - failed
+    studies = counted(len({o.study_uid for o in outcomes}), "study", "studies")
+    parts = [f"{sent} sent", f"{failed} failed"] + ([f"{nothing} with nothing to send"]
+                                                    if nothing else [])
+    where = counted(n_destinations, "destination")
+    return f"Export of {studies} to {where}: {', '.join(parts)}"
 
 
 def _audit(settings: Any, outcomes: list[Any], destinations: list[str], **args: Any) -> None:

@@ -197,10 +197,12 @@ def evaluate_cmd(
     from pneumoscreen.model.evaluate import evaluate, headline, resolve_dataset, store
     from pneumoscreen.model.provenance import git_commit, package_version
     from pneumoscreen.model.report import write_report
+    from pneumoscreen.worker.cli.quiet import COMMAND_CLOCK
     from pneumoscreen.worker.settings import get_settings
 
-    started = dt.datetime.now(dt.timezone.utc)
-    t0 = time.perf_counter()
+    # The whole command is timed, from its start (imports included) to the report written.
+    t0 = COMMAND_CLOCK[0]
+    started = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=time.perf_counter() - t0)
     loaded = _load(model or get_settings().model_path)
     try:
         dataset = resolve_dataset(data_dir, split, loaded)
@@ -217,7 +219,8 @@ def evaluate_cmd(
     report = write_report(ev, out, model_label=loaded.spec.label,
                           history=loaded.spec.extra.get("history"), command=command,
                           explain=loaded.heatmaps if heatmaps else None,
-                          started_at=started_at, seconds=seconds)
+                          started_at=started_at, clock_start=t0)
+    ev.metrics["run"]["seconds"] = round(time.perf_counter() - t0, 2)
     url = get_settings().effective_database_url
     report_id = store(ev, loaded, report.resolve(), url=url) if save else None
     m = ev.metrics
@@ -329,7 +332,9 @@ def predict_cmd(
     console.print(plain(f"model {loaded.spec.label}, threshold {threshold:.4f} "
                         "(flagged when probability ≥ threshold)"), highlight=False)
     console.print(make_table(None, ["file", "probability", "viral?", "flagged", "scope", "note"], [
-        (r["file"], _fmt(r["probability"], 4), _fmt(r["p_viral"], 3),
+        # The subtype is a suggestion about a pneumonia: for flagged films only, as in the lists.
+        (r["file"], _fmt(r["probability"], 4),
+         _fmt(r["p_viral"], 2) if r["flagged"] and r["p_viral"] is not None else "",
          {True: Text("FLAGGED", style="bold red"), False: "no", None: "—"}[r["flagged"]],
          {True: "in scope", False: Text("OUTSIDE", style="bold yellow"), None: ""}[r["in_scope"]],
          f"{r['status']}: {r['reason']}" if "reason" in r else (r["scope_reason"] or ""))

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -133,8 +133,8 @@ def rescreen(
     """Screen finished images again with another model version; earlier predictions stay.
 
     Each image gets at most one prediction per model version, so running it twice adds nothing.
-    `screen flagged` shows each image's newest verdict; `--model VERSION` there shows one
-    version's.
+    The lists (`screen flagged`, `images`, `status`) keep showing the default model's
+    predictions (`screen models` marks it); `screen flagged --model LABEL` shows this one's.
     """
     from pneumoscreen.model.bundle import ModelFileError
     from pneumoscreen.worker.intake.rescreen import rescreen as rescreen_studies
@@ -153,8 +153,27 @@ def rescreen(
         fail(str(exc), code=3)
     verb = "Screened" if settings.eager else "Queued"
     console.print(plain(f"Batch {result.batch_id}: {verb} "
-                        f"{counted(len(result.queued_ids), 'study', 'studies')} "
+                        f"{counted(len(result.queued_ids), 'image')} "
                         f"with {model} in {counted(result.n_tasks, 'task')}."), highlight=False)
+    console.print(plain(_which_predictions_show(settings, result.batch_id)), highlight=False)
+
+
+def _which_predictions_show(settings: Any, batch_id: int) -> str:
+    """One line: do the lists show this re-screen's predictions (only if its model is the
+    default), and how to see them otherwise."""
+    from pneumoscreen.db import Batch, ModelVersion
+    from pneumoscreen.model.names import sidecar_sha256
+
+    default_sha = sidecar_sha256(settings.model_path)
+    with settings.session() as session:
+        mv = session.get(ModelVersion, session.get(Batch, batch_id).model_version_id)
+        default = session.query(ModelVersion).filter_by(file_sha256=default_sha).first()
+        label, is_default = mv.label, mv.file_sha256 == default_sha
+        default_label = default.label if default else "the default model"
+    if is_default:
+        return f"{label} is the default model: the lists show these predictions."
+    return (f"The lists keep showing the default model's predictions ({default_label}); "
+            f"this model's: `screen flagged --model {label}`.")
 
 
 def bench_throughput(

@@ -80,15 +80,26 @@ def counted(n: int, one: str, many: str | None = None) -> str:
     return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: str) -> str:
+    """A text cell made safe for a spreadsheet: a leading formula character gets a ``'`` before
+    it (OWASP's advice), then control characters are replaced."""
+    return clean("'" + value if value.startswith(FORMULA_STARTS) else value)
+
+
 def write_csv(rows: Iterable[dict[str, Any]], fields: Sequence[str]) -> None:
-    """CSV on stdout, text values with their control characters replaced (a file name's
-    ``ESC[2J`` must not reach the terminal from a CSV either); extra keys are ignored."""
+    """CSV on stdout, text values neutralised (:func:`csv_cell`: no formula, and a file name's
+    ``ESC[2J`` must not reach the terminal from a CSV either); extra keys are ignored. Numbers
+    stay numbers."""
     import csv
 
     writer = csv.DictWriter(sys.stdout, fieldnames=list(fields), extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: clean(v) if isinstance(v, str) else v for k, v in row.items()})
+        writer.writerow({k: csv_cell(v) if isinstance(v, str) else v for k, v in row.items()})
 
 
 def print_json(data: Any) -> None:

@@ -24,6 +24,21 @@ from typing import Any
 from pneumoscreen.worker.logs import quiet_tensorflow
 
 DEBUG_ENV = "SCREEN_DEBUG"
+# time.perf_counter() when the running command began (its process's start under `screen`), for
+# commands that report their own wall time; set by the CLI's root callback.
+COMMAND_CLOCK = [0.0]
+
+
+def process_age() -> float:
+    """Seconds since this process started (Linux /proc; 0 where unknown)."""
+    try:
+        from pathlib import Path
+
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 # What TensorFlow, XLA and absl print on a CPU-only import; nothing else is dropped.
 NOISE = re.compile(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,15 +38,22 @@ IMAGE_COLUMNS = ["study_id", "status", "reason", "probability", "p_viral", "flag
 SHORT = {"study_id": "image", "probability": "prob.", "threshold": "thr.",
          "screened_at": "screened", "path": "file", "modality": "mod.",
          "p_viral": "viral?", "scope_reason": "why"}
-OUTSIDE_COLUMNS = ["study_id", "patient", "modality", "probability", "flagged", "scope_reason",
-                   "path"]
+OUTSIDE_COLUMNS = ["study_id", "patient", "modality", "probability", "flagged", "model",
+                   "scope_reason", "path"]
 SUBTYPE_NOTE = ("viral?: the model's suggestion that a pneumonia is viral rather than bacterial, "
                 "for the reader; not a diagnosis")
+
+
+# Probabilities and thresholds print with 4 decimals in every table (1.0000, never 1.0).
+PROBABILITY_COLUMNS = frozenset({"probability", "threshold"})
 
 
 def _cell(column: str, value: Any) -> Any:
     if value is None:
         return ""
+    if column in PROBABILITY_COLUMNS and isinstance(value, (int, float)) \
+            and not isinstance(value, bool):
+        return f"{value:.4f}"
     if column == "path":
         return Path(value).name
     if column == "patient":
@@ -57,6 +65,19 @@ def _cell(column: str, value: Any) -> Any:
     if column == "flagged":
         return "yes" if value else "no"
     return value
+
+
+# A file the listener spooled is named by its content hash: meaningless to a reader.
+_SPOOL_NAME = re.compile(r"[0-9a-f]{64}\.dcm")
+
+
+def _path_cell(row: dict[str, Any]) -> Any:
+    """The file's name; for an image received over DICOM (a spool file named by its hash), its
+    SOP Instance UID instead."""
+    name = _cell("path", row.get("path"))
+    if _SPOOL_NAME.fullmatch(str(name)) and row.get("sop_instance_uid"):
+        return f"received, SOP {row['sop_instance_uid']}"
+    return name
 
 
 def _subtype_cell(row: dict[str, Any]) -> Any:
@@ -71,8 +92,8 @@ def rows_table(title: str, columns: list[str], rows: list[dict[str, Any]]) -> An
     # The subtype column only when some model gave one (wave-1 models have no subtype output).
     columns = [c for c in columns if c != "p_viral" or any(r.get(c) is not None for r in rows)]
     table = make_table(title, [SHORT.get(c, c) for c in columns],
-                       [[_subtype_cell(r) if c == "p_viral" else _cell(c, r[c]) for c in columns]
-                        for r in rows])
+                       [[_subtype_cell(r) if c == "p_viral" else _path_cell(r) if c == "path"
+                         else _cell(c, r[c]) for c in columns] for r in rows])
     if "p_viral" in columns:
         table.caption = plain(SUBTYPE_NOTE)
     return table
@@ -97,6 +118,8 @@ def _study_cell(column: str, value: Any) -> Any:
         return "…" + value[-12:]
     if column in ("patient", "accession"):
         return value[:8]
+    if column in PROBABILITY_COLUMNS and isinstance(value, float):
+        return f"{value:.4f}"
     return value
 
 
@@ -105,7 +128,7 @@ def by_study_table(rows: list[dict[str, Any]], title: str) -> Any:
                        [[_study_cell(c, r[c]) for c in BY_STUDY_COLUMNS] for r in rows])
     thresholds = sorted({r["threshold"] for r in rows})
     table.caption = plain(BY_STUDY_NOTE + (
-        f"; threshold {', '.join(str(t) for t in thresholds)}" if thresholds else ""))
+        f"; threshold {', '.join(f'{t:.4f}' for t in thresholds)}" if thresholds else ""))
     return table
 
 
@@ -142,12 +165,13 @@ def _parse_since(value: str | None) -> dt.datetime | None:
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
-        fail(f"--since {value!r}: give an ISO date/time (2026-11-23T08:00) or 30m / 12h / 7d")
+        fail(f"--since {value!r}: give an ISO date/time (2026-11-23T08:00) or 30m / 12h / 7d",
+             code=2)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
 def reading_list(rows: list[dict[str, Any]], *, fresh: set[int] | None = None,
-                 title: str = "Flagged studies") -> Any:
+                 title: str = "Flagged images") -> Any:
     """The flagged table, then the studies outside the validated scope in their own table."""
     from rich.console import Group
 
@@ -161,17 +185,14 @@ def reading_list(rows: list[dict[str, Any]], *, fresh: set[int] | None = None,
 
 
 def flagged_table(rows: list[dict[str, Any]], *, fresh: set[int] | None = None,
-                  title: str = "Flagged studies") -> Any:
-    """The reading list; the model goes in the caption when every row shares one."""
-    models = {r["model"] for r in rows}
-    columns = [c for c in FLAGGED_COLUMNS if c != "model" or len(models) > 1]
-    table = rows_table(title, columns, rows)
+                  title: str = "Flagged images") -> Any:
+    """The reading list, the model named in every row (the lists show the default model's
+    predictions; `--model` another's)."""
+    table = rows_table(title, FLAGGED_COLUMNS, rows)
     for i, row in enumerate(rows):
         if fresh and row["prediction_id"] in fresh:
             table.rows[i].style = "bold yellow"
     notes = [plain(table.caption)] if table.caption else []
-    if len(models) == 1:
-        notes.insert(0, plain(f"model {models.pop()}"))  # a label from the database: plain
     if any(not r["trained"] for r in rows):
         notes.append(plain("UNTRAINED placeholder model (*): its flags are meaningless, "
                            "for trying the pipeline only", "red"))
@@ -316,14 +337,18 @@ def flagged(
     watch: Annotated[bool, typer.Option("--watch", help="Refresh in place until Ctrl-C.")] = False,
     since: Annotated[str | None, typer.Option(
         help="Only cases screened since an ISO time or 30m / 12h / 7d ago.")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many rows.")] = 100,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many flagged rows, and as many "
+                                       "outside the validated scope; a cut list says what "
+                                       "it left out.")] = 100,
     fmt: Annotated[FormatCsv, typer.Option("--format", help="Output format.")] = FormatCsv.table,
     interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 2.0,
     mark_for: Annotated[str, typer.Option(
         "--mark-for", help="With --watch: how long a newly flagged case stays marked, as 90s, "
         "10m or 1h (Enter acknowledges every marked case at once).")] = "10m",
     model_version: Annotated[str | None, typer.Option(
-        "--model", help="Only this model version's flags [default: each image's newest].")] = None,
+        "--model", help="This model version's flags: its id or label as `screen models` "
+        "prints them, its version, a model file or bundled:NAME [default: the default "
+        "model's, or an image's newest when that model has not read it].")] = None,
     outside_scope: Annotated[bool | None, typer.Option(
         "--outside-scope/--flagged-only",
         help="Also list the images outside the model's validated scope, flagged or not "
@@ -335,8 +360,10 @@ def flagged(
 ) -> None:
     """Flagged images, highest probability first: the radiologist's reading list. The table
     lists the images outside the model's validated scope in a section of their own: they need
-    a human read whatever their probability."""
+    a human read whatever their probability. Each image shows the default model's prediction
+    (`screen models` marks it), with the model named in every row."""
     from pneumoscreen.db.queries import flagged as flagged_rows
+    from pneumoscreen.db.queries import flagged_totals
     from pneumoscreen.worker.settings import get_settings
 
     since_at = _parse_since(since)
@@ -350,14 +377,18 @@ def flagged(
                  "--model")
         _flagged_by_study(settings, since_at, limit, fmt, outside)
         return
+    version_id = _model_option(settings, model_version) if model_version else None
 
-    def fetch() -> list[dict[str, Any]]:
+    def fetch() -> tuple[list[dict[str, Any]], dict[str, int]]:
         with settings.session() as session:
-            return flagged_rows(session=session, since=since_at, limit=limit,
-                                model_version=model_version, outside_scope=outside)
+            rows = flagged_rows(session=session, since=since_at, limit=limit,
+                                model_version=version_id, outside_scope=outside)
+            totals = flagged_totals(session=session, since=since_at, model_version=version_id,
+                                    outside_scope=outside)
+        return rows, totals
 
     if not watch:
-        rows = fetch()
+        rows, totals = fetch()
         if fmt == FormatCsv.json:
             print_json(rows)
         elif fmt == FormatCsv.csv:
@@ -366,21 +397,51 @@ def flagged(
             write_csv(rows, FLAGGED_FIELDS)
         else:
             console.print(reading_list(rows))
+        cut = _cut_note(rows, totals, limit)
+        if cut:  # on stderr for csv and json: their stdout stays the document
+            (console if fmt == FormatCsv.table else err_console).print(plain(cut))
         return
     marks = Marks(mark_seconds)
     try:
         with Live(console=console, auto_refresh=False, screen=False) as live:
             while True:
-                rows = fetch()
+                rows, totals = fetch()
                 fresh = marks.update({r["prediction_id"] for r in rows}, _now())
                 stamp = dt.datetime.now().strftime("%H:%M:%S")
-                title = (f"Flagged ({len(rows)}, {len(fresh)} new) at {stamp}; new cases stay "
-                         f"marked {mark_for} (Enter: acknowledge); Ctrl-C stops")
+                # The count is the flagged section's (the rows of the first table), in full.
+                title = (f"Flagged ({totals['flagged']}, {len(fresh)} new) at {stamp}; new "
+                         f"cases stay marked {mark_for} (Enter: acknowledge); Ctrl-C stops")
                 live.update(reading_list(rows, fresh=fresh, title=title), refresh=True)
                 if _wait(interval):
                     marks.acknowledge()
     except KeyboardInterrupt:
         pass
+
+
+def _model_option(settings: Any, text: str) -> int:
+    """The model version ``--model`` names, by any name the tool prints for one; bad usage
+    (exit 2) listing the choices otherwise."""
+    from pneumoscreen.db.queries import UnknownModel, model_version_named
+    from pneumoscreen.model.names import BUNDLED_PREFIX, sidecar_sha256
+
+    looks_like_file = text.startswith(BUNDLED_PREFIX) or text.endswith(".keras")
+    sha = sidecar_sha256(text) if looks_like_file else None
+    with settings.session() as session:
+        try:
+            return model_version_named(text, session=session, sha256=sha).id
+        except UnknownModel as exc:
+            fail(str(exc), code=2)
+
+
+def _cut_note(rows: list[dict[str, Any]], totals: dict[str, int], limit: int) -> str | None:
+    """What ``--limit`` left out of each section, or None when nothing was cut."""
+    inside = sum(1 for r in rows if r.get("in_scope") is not False or "outside" not in totals)
+    shown = {"flagged": inside, "outside": len(rows) - inside}
+    names = {"flagged": "flagged images", "outside": "images that need a human read"}
+    cuts = [f"{totals[k] - shown[k]} more {names[k]}" for k in totals if totals[k] > shown[k]]
+    if not cuts:
+        return None
+    return f"--limit {limit}: {' and '.join(cuts)} not shown (raise --limit to see them)"
 
 
 class Marks:
@@ -431,9 +492,9 @@ def _parse_duration(value: str, option: str) -> float:
     try:
         seconds = float(number) * units[unit]
     except ValueError:
-        fail(f"{option} {value!r}: give a duration like 90s, 10m or 1h")
+        fail(f"{option} {value!r}: give a duration like 90s, 10m or 1h", code=2)
     if seconds < 0:
-        fail(f"{option} {value!r}: give a duration like 90s, 10m or 1h")
+        fail(f"{option} {value!r}: give a duration like 90s, 10m or 1h", code=2)
     return seconds
 
 
@@ -477,7 +538,8 @@ def images(
     from pneumoscreen.worker.settings import get_settings
 
     if status_ and status_ not in {s.value for s in ImageStatus}:
-        fail(f"--status {status_!r}: choose one of {', '.join(s.value for s in ImageStatus)}")
+        fail(f"--status {status_!r}: choose one of {', '.join(s.value for s in ImageStatus)}",
+             code=2)  # bad usage, like any other invalid option value
     with get_settings().session() as session:
         rows = image_rows(session=session, batch_id=batch, status=status_, limit=limit)
     if fmt == Format.json:

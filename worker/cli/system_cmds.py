@@ -40,7 +40,7 @@ def effective_settings() -> dict[str, Any]:
     data["result_backend"] = mask_url(settings.result_backend) or None
     data["export_to"] = [_destination_shown(d, settings.export_trusted_network)
                          for d in settings.export_to]
-    data["patient_key"] = "***" if settings.patient_key else f"(generated, in {settings.data_dir})"
+    data["patient_key"] = settings.patient_key_source
     try:
         data["model_path"] = str(model_file(settings.model_path))
     except ModelFileError as exc:
@@ -111,6 +111,22 @@ def db_current() -> None:
         engine.dispose()
 
 
+def _broker_or_exit(celery: Any, settings: Any) -> None:
+    """One connection attempt before starting (Celery itself would retry up to 100 times, for
+    minutes): an unreachable broker is one line and exit 3, as for every command."""
+    from pneumoscreen.worker.cli.errors import EXIT_UNAVAILABLE
+    from pneumoscreen.worker.settings import mask_url
+
+    try:
+        with celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.5,
+                                   interval_max=0.5, timeout=5)
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+        fail(f"cannot reach the broker at {mask_url(settings.broker_url)}: {reason}; start it "
+             "or fix SCREEN_BROKER_URL", code=EXIT_UNAVAILABLE)
+
+
 def worker(
     concurrency: Annotated[int, typer.Option(
         min=1, help="Worker processes: one per GPU; on CPU one (TensorFlow uses every core).",
@@ -133,6 +149,7 @@ def worker(
         fail("no broker configured: set SCREEN_BROKER_URL (e.g. redis://127.0.0.1:6379/0); "
              "without one, `screen submit` screens in-process and needs no worker")
     celery = configure(settings)
+    _broker_or_exit(celery, settings)
     console.print(plain(f"worker on {mask_url(settings.broker_url)}, database "
                         f"{mask_url(settings.effective_database_url)}"), highlight=False)
     argv = ["worker", f"--concurrency={concurrency}", f"--queues={queues}",
@@ -172,4 +189,5 @@ def beat(
              "from cron")
     private_dir(settings.data_dir)  # beat keeps its schedule file there
     celery = configure(settings)
+    _broker_or_exit(celery, settings)
     celery.start(["beat", f"--loglevel={loglevel}"])

@@ -154,7 +154,9 @@ def write_folder(datasets: Sequence[Dataset], dest: FolderDestination) -> None:
         buf = io.BytesIO()
         ds.save_as(buf, enforce_file_format=True)
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            # Results name studies and show patients' films: private to the exporting user.
+            dest.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            folder.mkdir(exist_ok=True, mode=0o700)
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=".export-", suffix=".part")
             try:
                 with os.fdopen(fd, "wb") as fh:

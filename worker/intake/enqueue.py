@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pneumoscreen.db.lists import split
 from pneumoscreen.db.runs import add_tasks
 from pneumoscreen.model.progress import Progress, Silent
+from pneumoscreen.worker import interrupt
 from pneumoscreen.worker.queue.publish import publish_screens
 from pneumoscreen.worker.settings import Settings
 
@@ -35,11 +36,17 @@ def enqueue(result: Enqueued, *, settings: Settings, task_size: int | None = Non
     """
     progress = progress or Silent()
     step = "screen" if settings.eager else "queue"
-    groups = split(result.queued_ids, task_size or settings.task_size)
+    # Screening here, a task is a step of the progress bar (and of an interrupted run): no
+    # larger than a chunk, unless --task-size says otherwise.
+    size = task_size or (min(settings.task_size, settings.chunk_size) if settings.eager
+                         else settings.task_size)
+    groups = split(result.queued_ids, size)
     progress.start(step, len(result.queued_ids))
     for task_id, size in publish_screens(groups, settings=settings, batch_id=result.batch_id,
                                          rescreen=rescreen, model_version=model_version,
                                          n_waiting=len(result.queued_ids)):
+        if settings.eager:
+            interrupt.check()  # a Ctrl-C whose exception was lost stops here, between tasks
         result.task_ids.append(task_id)
         result.n_tasks += 1
         progress.advance(step, size)

@@ -57,7 +57,8 @@ def run_nightly(inboxes: Sequence[Path] | None, *, settings: Settings,
     from pneumoscreen.worker.intake.submit import submit_folder
     from pneumoscreen.worker.queue.publish import BrokerUnavailable
 
-    dirs = [Path(d) for d in (inboxes if inboxes else settings.inbox_dirs)]
+    # Absolute, as recorded: a run's folders must mean the same thing read from anywhere later.
+    dirs = [Path(d).absolute() for d in (inboxes if inboxes else settings.inbox_dirs)]
     if not dirs:
         raise ValueError("no inbox folder: pass --inbox DIR or set SCREEN_INBOX_DIRS")
     url = settings.effective_database_url

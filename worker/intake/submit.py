@@ -238,6 +238,16 @@ def _register_one(cand: Candidate, batch_id: int, *, session: Session, part: Reg
         session.add(_file(image.id, cand, batch_id, FileRole.primary))
         part.new.add(image.id)
         return
+    if cand.format == same_uid.format == "dicom" and same_dataset(cand.path,
+                                                                  Path(same_uid.source_path)):
+        # The same instance in another wrapping (a file submitted from a folder, received later
+        # over DICOM with its own file meta): already registered, not a twin. Its file is kept
+        # as a spare copy so a receipt still finds its image.
+        part.duplicates += 1
+        session.add(_file(same_uid.id, cand, batch_id, FileRole.twin,
+                          f"the same instance as study {same_uid.id}, another file wrapping"))
+        session.flush()
+        return
     part.twins += 1
     outside = (screened_outside_scope_for_image(same_uid.id, session=session)
                if same_uid.status == ImageStatus.done and cand.status == ImageStatus.queued
@@ -262,6 +272,34 @@ def _register_one(cand: Candidate, batch_id: int, *, session: Session, part: Reg
         session.add(_file(same_uid.id, cand, batch_id, FileRole.twin,
                           _twin_reason(same_uid, cand)))
     session.flush()
+
+
+def _dataset_digest(path: Path) -> str | None:
+    """sha256 of a DICOM file's dataset, its file meta (preamble, group 0002) left out; None
+    when the file has no standard meta header or cannot be read. The meta's length is its first
+    element, (0002,0000) UL, always explicit VR little endian at byte 132."""
+    import hashlib
+    import struct
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(144)
+            if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != (
+                    b"\x02\x00\x00\x00UL"):
+                return None
+            fh.seek(144 + struct.unpack("<I", head[140:144])[0])
+            digest = hashlib.sha256()
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+            return digest.hexdigest()
+    except OSError:
+        return None
+
+
+def same_dataset(a: Path, b: Path) -> bool:
+    """Two DICOM files carrying byte for byte the same dataset (the meta may differ)."""
+    first = _dataset_digest(a)
+    return first is not None and first == _dataset_digest(b)
 
 
 def check_model(settings: Settings) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pneumoscreen.worker.receive.registrar import Registrar, ScreeningThread
 from pneumoscreen.worker.receive.scp import ListenConfig, Receiver, tls_context
 from pneumoscreen.worker.receive.spool import Spool
-from pneumoscreen.worker.settings import Settings
+from pneumoscreen.worker.settings import Settings, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,8 @@ def serve(settings: Settings, config: ListenConfig, stop: threading.Event,
     so a database that is down delays registration, never a receipt. With no broker, screening
     runs in its own thread (registration never waits for it); ``screen listen`` runs the export
     outbox beside it."""
-    spool = Spool(settings.data_dir / "spool", max_bytes=int(settings.spool_max_gb * 1e9),
+    spool = Spool(private_dir(settings.data_dir) / "spool",
+                  max_bytes=int(settings.spool_max_gb * 1e9),
                   min_free_bytes=int(settings.spool_min_free_gb * 1e9))
     screening = ScreeningThread(settings).start() if settings.eager else None
     registrar = Registrar(settings, spool, stable_seconds=settings.study_stable_seconds,

@@ -126,7 +126,13 @@ class Spool:
         final = folder / f"{sha}.dcm"
         if final.is_file():
             return SpoolFile(final, sha, final.stat().st_mtime)
-        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_dir():
+            # Received films are patient data: the spool and its folders are 0700 (the data
+            # directory too, in PostgreSQL mode where no SQLite file made it).
+            from pneumoscreen.worker.settings import private_dir
+
+            private_dir(self.root)
+            folder.mkdir(exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX)
         try:
             with os.fdopen(fd, "wb") as fh:

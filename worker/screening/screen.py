@@ -38,6 +38,7 @@ from pneumoscreen.db.models import utcnow
 from pneumoscreen.db.queries import model_version_for
 from pneumoscreen.db.upsert import insert_ignore
 from pneumoscreen.model.bundle import LoadedModel, Scores
+from pneumoscreen.worker import interrupt
 from pneumoscreen.worker.ingest import IngestConfig
 from pneumoscreen.worker.keys import checked_key
 from pneumoscreen.worker.screening import scope, twins
@@ -170,6 +171,7 @@ def screen_images(
                 record(prepared, ready, scores, mv_id=mv_id, threshold=threshold,
                        batch_id=batch_id, session=session, outcome=outcome, rescreen=rescreen,
                        verdicts=verdicts, maps=maps)
+            interrupt.check()  # a Ctrl-C whose exception was lost stops here, between chunks
     except BaseException:
         # A retry of this task reclaims under the same token anyway; a private claim must not
         # leave its images waiting a whole lease.
@@ -244,7 +246,7 @@ def record(prepared: list[Prepared], ready: list[Prepared], scores: Scores, *,
             if key in columns and value is not None:
                 setattr(image, key, value)
         image.finished_at = now
-        image.claim_token = image.claimed_at = None
+        image.claim_token = image.claimed_at = image.claimed_by = None
         if p.copy is not None:
             twins.promote(image, p.copy, why=p.primary_reason, session=session)
         if rescreen:

@@ -34,9 +34,15 @@ def reading_list(*, session: Session, since: dt.datetime | None = None,
     validated scope), each with its newest read, ``new`` when screened after ``opened`` (a
     prediction id), filtered by read status in the query (before the row limit)."""
     from pneumoscreen.db import web as q
-    from pneumoscreen.db.queries import flagged
+    from pneumoscreen.db.queries import UnknownModel, flagged, model_version_named
 
-    rows = flagged(session=session, since=since, limit=limit, model_version=model or None,
+    version_id = None
+    if model:
+        try:
+            version_id = model_version_named(model, session=session).id
+        except UnknownModel:
+            version_id = -1  # a model that never screened here: an empty list, not every row
+    rows = flagged(session=session, since=since, limit=limit, model_version=version_id,
                    outside_scope=True, read_status=status)
     read = q.latest_reads([image_id_of(r) for r in rows], session=session)
     kept = [dict(row, image_id=image_id_of(row), name=Path(row["path"]).name,

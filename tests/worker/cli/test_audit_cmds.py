@@ -44,7 +44,7 @@ def test_submit_rescreen_resume_and_registration_are_audited(
     table = runner.invoke(app, ["audit", "--since", "1h"])
     assert table.exit_code == 0 and "model.register" in table.stdout
     bad = runner.invoke(app, ["audit", "--since", "yesterday-ish"])
-    assert bad.exit_code == 1 and "--since" in bad.output
+    assert bad.exit_code == 2 and "--since" in bad.output
 
 
 def test_a_worker_starting_with_another_default_model_audits_it() -> None:

@@ -46,8 +46,8 @@ def test_unreachable_database(tmp_path: Path, command: list[str]) -> None:
 
 
 @pytest.mark.parametrize(("url", "needle"), [
-    ("nonsense://x", "the database URL is not usable"),
-    ("sqlite:////proc/no-such-folder/x.sqlite3", "cannot use /proc/no-such-folder"),
+    ("nonsense://x", "invalid setting SCREEN_DATABASE_URL: 'nonsense' databases are not"),
+    ("sqlite:////proc/no-such-folder/x.sqlite3", "no database at /proc/no-such-folder"),
 ])
 def test_misconfigured_database(tmp_path: Path, url: str, needle: str) -> None:
     out = run_screen(_env(tmp_path, SCREEN_DATABASE_URL=url), "status", timeout=120)

@@ -68,9 +68,10 @@ def test_heatmaps_are_stored_and_drawn(screened: dict, tmp_path: Path) -> None:
         assert im.size == (256, 256) and im.mode == "RGB"
 
 
-def test_heatmap_of_an_unscreened_study_is_a_clear_error() -> None:
+def test_heatmap_of_an_unknown_or_unscreened_image_is_a_clear_error(tmp_path: Path) -> None:
+    assert runner.invoke(app, ["resume"]).exit_code == 0  # a database, with no image
     res = runner.invoke(app, ["heatmap", "999"])
-    assert res.exit_code == 1 and "has no prediction" in " ".join(res.output.split())
+    assert res.exit_code == 1 and "no such image: 999" in " ".join(res.output.split())
 
 
 def test_predict_json_fields_and_heatmap_folder(tmp_path: Path) -> None:

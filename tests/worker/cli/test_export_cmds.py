@@ -32,7 +32,8 @@ def test_export_by_hand_then_list(tmp_path: Path) -> None:
     assert {(r["study_uid"], r["status"], r["attempts"]) for r in listed} == {
         (made.study_uid, "sent", 1), (other.study_uid, "sent", 1)}
     one = runner.invoke(app, ["export", "--to", f"file://{out}", "--study", made.study_uid])
-    assert one.exit_code == 0 and "Exported 1 study to 1 destination" in one.stdout
+    assert one.exit_code == 0 and ("Export of 1 study to 1 destination: 1 sent, 0 failed"
+                                   in " ".join(one.stdout.split()))
     listed = json.loads(runner.invoke(app, ["exports", "--format", "json", "--study",
                                             made.study_uid]).stdout)
     assert [r["attempts"] for r in listed] == [2]  # a resend updates the row
@@ -94,6 +95,21 @@ def test_a_pacs_that_is_down_leaves_the_export_to_the_outbox(tmp_path: Path) -> 
     assert listed["attempts"] == 1 and listed["next_attempt_at"] > listed["updated_at"]
     table = runner.invoke(app, ["exports"]).stdout
     assert "next try" in table and "tries" in table
+
+
+def test_a_title_never_says_exported_for_what_failed(tmp_path: Path) -> None:
+    """Issue 21, item 7: through `screen`, every export failed, and the title says so."""
+    import os
+
+    from live import free_port, run_screen
+
+    for n in range(3):
+        screened_study(tmp_path / f"in{n}", _url(), heatmap=False)
+    out = run_screen({**os.environ, "COLUMNS": "200"}, "export", "--to",
+                     f"dicom://NOBODY@127.0.0.1:{free_port()}", timeout=300)
+    assert out.returncode == 1, out.stderr
+    assert "Export of 3 studies to 1 destination: 0 sent, 3 failed" in out.stdout, out.stdout
+    assert "Exported" not in out.stdout
 
 
 def test_flagged_by_study(tmp_path: Path) -> None:

@@ -79,7 +79,7 @@ def test_watch_keeps_new_flags_marked_until_acknowledged_or_expired(
 
 def test_mark_for_must_be_a_duration() -> None:
     result = CliRunner().invoke(app, ["flagged", "--watch", "--mark-for", "soon"])
-    assert result.exit_code == 1 and "--mark-for 'soon'" in result.output
+    assert result.exit_code == 2 and "--mark-for 'soon'" in result.output
 
 
 def test_screen_studies_still_lists_the_images() -> None:

@@ -44,7 +44,10 @@ def test_rescreen_adds_a_version_and_keeps_the_first(tmp_path: Path,
     model = other_model(tmp_path)
     out = runner.invoke(app, ["rescreen", "--model", str(model)])
     assert out.exit_code == 0, out.output
-    assert "Screened 4 studies" in out.stdout  # done ones only: the broken file stays failed
+    assert "Screened 4 images" in out.stdout  # done ones only: the broken file stays failed
+    # The lists keep the default model's predictions, and the command says so (issue 21).
+    assert ("The lists keep showing the default model's predictions (pneumoscreen-cnn:2.0.0); "
+            "this model's: `screen flagged --model ") in " ".join(out.stdout.split())
     after = _predictions()
     assert after[:4] == before  # untouched
     assert sorted(s for _, s, v in after if v == "0.0.2-test") == sorted(s for _, s, _ in before)
@@ -57,7 +60,7 @@ def test_rescreen_adds_a_version_and_keeps_the_first(tmp_path: Path,
 
     # By version now that it is known; nothing left to do for it.
     again = runner.invoke(app, ["rescreen", "--model", "0.0.2-test"])
-    assert again.exit_code == 0 and "Screened 0 studies" in again.stdout
+    assert again.exit_code == 0 and "Screened 0 images" in again.stdout
     assert _predictions() == after
     newest = runner.invoke(app, ["flagged", "--format", "json", "--model", "0.0.2-test"])
     assert newest.exit_code == 0

@@ -146,9 +146,9 @@ class TestCli:
         missing = runner.invoke(app, ["submit", str(tmp_path / "nope")])
         assert missing.exit_code == 1 and "does not exist" in missing.output
         bad = runner.invoke(app, ["studies", "--status", "weird"])
-        assert bad.exit_code == 1 and "choose one of" in bad.output
+        assert bad.exit_code == 2 and "choose one of" in bad.output  # bad usage
         since = runner.invoke(app, ["flagged", "--since", "yesterday"])
-        assert since.exit_code == 1 and "--since" in since.output
+        assert since.exit_code == 2 and "--since" in since.output
         assert runner.invoke(app, ["status", "999"]).exit_code == 1
 
     def test_untrained_model_is_announced(self, samples: Path) -> None:

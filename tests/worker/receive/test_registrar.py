@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from listener import fresh_instances
-from live import REDIS_URL, SAMPLES, free_port, redis_or_skip
+from live import REDIS_URL, SAMPLES, TEST_PATIENT_KEY, free_port, redis_or_skip
 
 from pneumoscreen.db import Batch, Image, ImageStatus, ReceivedInstance
 from pneumoscreen.worker.receive.registrar import Registrar
@@ -20,7 +20,8 @@ STABLE = 3.0
 
 
 def _settings(data: Path, db_url: str, broker: str | None) -> Settings:
-    return Settings(data_dir=data, database_url=db_url, broker_url=broker, patient_key="k" * 40)
+    return Settings(data_dir=data, database_url=db_url, broker_url=broker,
+                    patient_key=TEST_PATIENT_KEY)
 
 
 def _spooled(tmp_path: Path, spool: Spool, n: int, per_study: int) -> list:

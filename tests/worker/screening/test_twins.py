@@ -248,3 +248,36 @@ def test_an_age_out_of_scope_is_not_replaced(tmp_path: Path, settings) -> None:
         pred = s.scalars(sa.select(Prediction)).one()
         assert pred.in_scope is False and pred.flagged is False
         assert "age 054Y" in pred.scope_reason
+
+
+def test_the_same_instance_rewrapped_is_no_twin(tmp_path: Path) -> None:
+    """Issue 21, item 12: a file submitted from a folder, then the same instance again in
+    another file wrapping (as the listener writes what it receives: other file meta, the same
+    dataset), is already registered, not a twin. Through `screen`."""
+    import os
+    import struct
+
+    from live import run_screen
+    from pydicom import dcmread
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
+
+    good = SAMPLE.read_bytes()
+    body = good[144 + struct.unpack("<I", good[140:144])[0]:]
+    meta = dcmread(SAMPLE, stop_before_pixels=True).file_meta
+    meta.ImplementationVersionName = "OTHER_SENDER"
+    buf = DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = True, False
+    write_file_meta_info(buf, meta, enforce_standard=True)
+    rewrapped = b"\0" * 128 + b"DICM" + buf.getvalue() + body
+    assert rewrapped != good
+    _write(tmp_path / "a", "first.dcm", good)
+    _write(tmp_path / "b", "received.dcm", rewrapped)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCREEN_")}
+    env.update(SCREEN_DATA_DIR=str(tmp_path / "data"), SCREEN_CONFIG=str(tmp_path / "x.toml"),
+               SCREEN_HEATMAPS="none")
+    assert run_screen(env, "submit", str(tmp_path / "a"), timeout=600).returncode == 0
+    out = run_screen(env, "submit", str(tmp_path / "b"), timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "0 new studies" in out.stdout and "1 already registered" in out.stdout, out.stdout
+    assert "twin" not in out.stdout
