@@ -26,7 +26,7 @@ def _compose() -> list[str]:
 
 
 SECRETS = ("REDIS_PASSWORD", "POSTGRES_PASSWORD", "FLOWER_PASSWORD", "PATIENT_KEY_FILE",
-           "WEB_SECRET_KEY_FILE")
+           "WEB_SECRET_KEY_FILE", "AUDIT_KEY_FILE")
 
 
 def _config(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -41,9 +41,11 @@ def secrets(tmp_path: Path) -> dict[str, str]:
     key.write_text("0" * 64)
     web_key = tmp_path / "web.key"
     web_key.write_text("1" * 64)
+    audit_key = tmp_path / "audit.key"
+    audit_key.write_text("2" * 64)
     return {"REDIS_PASSWORD": "r3dis-pw", "POSTGRES_PASSWORD": "pg-pw",
             "FLOWER_PASSWORD": "fl-pw", "PATIENT_KEY_FILE": str(key),
-            "WEB_SECRET_KEY_FILE": str(web_key)}
+            "WEB_SECRET_KEY_FILE": str(web_key), "AUDIT_KEY_FILE": str(audit_key)}
 
 
 def test_compose_file_is_valid_and_has_every_service(secrets: dict[str, str]) -> None:
@@ -77,6 +79,10 @@ def test_compose_secrets_reach_only_the_services_that_need_them(
     # session cookies.
     assert holders("patient_key") == {"worker", "listener"}
     assert holders("web_key") == {"web"}
+    # Every writer of audit events seals them with one chain key.
+    assert holders("audit_key") == {"worker", "listener", "web"}
+    assert {env[n]["SCREEN_AUDIT_KEY_FILE"] for n in ("worker", "listener", "web")} == {
+        "/run/secrets/audit_key"}
     assert env["web"]["SCREEN_WEB_SECRET_KEY_FILE"] == "/run/secrets/web_key"
     assert "SCREEN_BROKER_URL" not in env["web"]
     assert env["worker"]["SCREEN_PATIENT_KEY_FILE"] == "/run/secrets/patient_key"
