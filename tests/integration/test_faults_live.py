@@ -77,16 +77,23 @@ def _logs(pair: list[WorkerProcess]) -> str:
 def test_two_workers_with_duplicate_tasks_screen_each_study_once(
         live_env: dict[str, str], tmp_path: Path, workers: list[WorkerProcess]) -> None:
     make_pngs(tmp_path / "in", 30, seed=1)
-    submitted = run_screen(live_env, "submit", str(tmp_path / "in"), "--task-size", "5")
-    assert submitted.returncode == 0, submitted.stderr
-    # While the workers load the model, resume queues the still-queued studies again in tasks
-    # cut differently: both workers meet the same ids in different tasks at the same time.
-    resumed = run_screen(live_env, "resume", "--task-size", "3")
-    assert resumed.returncode == 0, resumed.stderr
+    engine = _engine(live_env)
+    # The predictions table held: a worker's claim waits inside its transaction, so every study
+    # is still queued when resume queues them again in tasks cut differently. (Screening random
+    # images, now outside the scope and so without heatmaps, is too quick to race otherwise.)
+    blocker = engine.connect()
+    try:
+        blocker.execute(sa.text("LOCK TABLE predictions IN ACCESS EXCLUSIVE MODE"))
+        submitted = run_screen(live_env, "submit", str(tmp_path / "in"), "--task-size", "5")
+        assert submitted.returncode == 0, submitted.stderr
+        resumed = run_screen(live_env, "resume", "--task-size", "3")
+        assert resumed.returncode == 0, resumed.stderr
+    finally:
+        blocker.rollback()  # both workers now meet the same ids in different tasks at once
+        blocker.close()
     requeued = re.search(r"Re-enqueued (\d+) studies", resumed.stdout)
     assert requeued and int(requeued.group(1)) >= 10, resumed.stdout
 
-    engine = _engine(live_env)
     wait_until(lambda: _all_final(engine), 240, "30 studies final", lambda: _logs(workers))
     with engine.connect() as conn:
         attempts = conn.execute(sa.text("SELECT status, attempts FROM studies")).all()
@@ -155,7 +162,7 @@ def test_rescreen_through_the_workers_keeps_earlier_predictions(
     model = bundled_model_copy(models, "0.0.2-rescreen-test", "pneumoscreen-cnn-v2.keras")
     out = run_screen(live_env, "rescreen", "--model", str(model), "--task-size", "8")
     assert out.returncode == 0, out.stderr
-    assert f"Queued {n_done} studies" in out.stdout
+    assert f"Queued {n_done} images" in out.stdout
 
     def rescreened() -> bool:
         with engine.connect() as conn:
