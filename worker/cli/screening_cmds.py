@@ -38,8 +38,9 @@ IMAGE_COLUMNS = ["study_id", "status", "reason", "probability", "p_viral", "flag
 SHORT = {"study_id": "image", "probability": "prob.", "threshold": "thr.",
          "screened_at": "screened", "path": "file", "modality": "mod.",
          "p_viral": "viral?", "scope_reason": "why"}
-OUTSIDE_COLUMNS = ["study_id", "patient", "modality", "probability", "flagged", "model",
-                   "scope_reason", "path"]
+# No "flagged" column: an image outside the validated scope has no verdict (issue 19).
+OUTSIDE_COLUMNS = ["study_id", "patient", "modality", "probability", "model", "scope_reason",
+                   "path"]
 SUBTYPE_NOTE = ("viral?: the model's suggestion that a pneumonia is viral rather than bacterial, "
                 "for the reader; not a diagnosis")
 
