@@ -32,6 +32,16 @@ def test_the_spool_is_private(tmp_path: Path) -> None:
     assert _mode(written.path.parent) == 0o700
 
 
+def test_a_streamed_receipt_is_private_too(tmp_path: Path) -> None:
+    """The listener's route: a data set streamed to disk as it arrives (issue 20)."""
+    import io
+
+    spool = Spool(tmp_path / "data" / "spool")
+    written = spool.write_stream(b"header", io.BytesIO(b"data set"), limit=1 << 20)
+    assert _mode(tmp_path / "data" / "spool") == 0o700
+    assert _mode(spool.incoming) == 0o700 and _mode(written.path.parent) == 0o700
+
+
 def test_export_folders_are_private(tmp_path: Path) -> None:
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 

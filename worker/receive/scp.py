@@ -150,7 +150,8 @@ class Receiver:
             ssl_context=self.config.ssl_context, server_class=GuardedServer, guard=self.guard)
         self._ae._servers.append(server)
         self._server = server
-        _receive_into(self.spool.incoming)  # once the port is ours: nothing made before
+        # Once the port is ours (nothing made before); 0700, as the whole spool.
+        _receive_into(self.spool.private_folder(self.spool.incoming))
         self.guard.start()
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                          name="listen-accept", daemon=True).start()
@@ -334,8 +335,6 @@ def _receive_into(folder: Path) -> None:
     import tempfile
 
     from pynetdicom import dimse_messages
-
-    folder.mkdir(parents=True, exist_ok=True)
 
     def named(*args: Any, **kwargs: Any) -> Any:
         # Never "*.dcm" in the spool: a partial file must not pass for a received instance.

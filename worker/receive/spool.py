@@ -88,8 +88,7 @@ class Spool:
         """Store ``header`` + the rest of ``source`` (a data set), named by the sha256 of the
         data set alone; at most ``limit`` data-set bytes (ValueError beyond). Streamed in
         chunks: memory stays flat whatever the size."""
-        incoming = self.incoming
-        incoming.mkdir(parents=True, exist_ok=True)
+        incoming = self.private_folder(self.incoming)
         fd, tmp = tempfile.mkstemp(dir=incoming, prefix=TEMP_PREFIX)
         digest, size = hashlib.sha256(), 0
         try:
@@ -104,19 +103,33 @@ class Spool:
                 fh.flush()
                 os.fsync(fh.fileno())
             sha = digest.hexdigest()
-            folder = self.root / sha[:2]
-            final = folder / f"{sha}.dcm"
+            final = self.root / sha[:2] / f"{sha}.dcm"
             if final.is_file():  # the same data set again, from whichever sender
                 os.unlink(tmp)
                 return SpoolFile(final, sha, final.stat().st_mtime)
-            folder.mkdir(parents=True, exist_ok=True)
+            self.private_folder(final.parent)
             os.replace(tmp, final)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        _fsync_dir(folder)
-        self._add_used(len(header) + size)
+        return self._committed(final, sha, len(header) + size)
+
+    def private_folder(self, folder: Path) -> Path:
+        """``folder`` (under the spool), made 0700 with the spool itself: received films are
+        patient data (the data directory too, in PostgreSQL mode where no SQLite file made
+        it)."""
+        if not folder.is_dir():
+            from pneumoscreen.worker.settings import private_dir
+
+            private_dir(self.root)
+            folder.mkdir(exist_ok=True, mode=0o700)
+        return folder
+
+    def _committed(self, final: Path, sha: str, size: int) -> SpoolFile:
+        """A file just renamed into place: its folder synced, the spool's size updated."""
+        _fsync_dir(final.parent)
+        self._add_used(size)
         return SpoolFile(final, sha, final.stat().st_mtime)
 
     def write(self, data: bytes) -> SpoolFile:
@@ -126,13 +139,7 @@ class Spool:
         final = folder / f"{sha}.dcm"
         if final.is_file():
             return SpoolFile(final, sha, final.stat().st_mtime)
-        if not folder.is_dir():
-            # Received films are patient data: the spool and its folders are 0700 (the data
-            # directory too, in PostgreSQL mode where no SQLite file made it).
-            from pneumoscreen.worker.settings import private_dir
-
-            private_dir(self.root)
-            folder.mkdir(exist_ok=True, mode=0o700)
+        self.private_folder(folder)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -144,9 +151,7 @@ class Spool:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        _fsync_dir(folder)
-        self._add_used(len(data))
-        return SpoolFile(final, sha, final.stat().st_mtime)
+        return self._committed(final, sha, len(data))
 
     def remove(self, file: SpoolFile) -> int:
         """Delete a spooled file (retention); the bytes freed."""
