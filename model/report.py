@@ -164,8 +164,9 @@ def plot_examples(ev: Evaluation, path: Path, per_group: int = 6,
                     ax.imshow(maps[col], cmap="jet", alpha=0.35, vmin=0, vmax=1,
                               extent=(-0.5, size - 0.5, size - 0.5, -0.5),
                               interpolation="bilinear")
+                # A file name is text, never mathtext ("$...$" in a name would be parsed).
                 ax.set_title(caption(f"{_example_name(ev, i)} p={ev.scores[i]:.3f}", 20),
-                             fontsize=6)
+                             fontsize=6, parse_math=False)
         axes[row, 0].text(-0.1, 0.5, f"{name}\n({int(mask.sum())})", ha="right", va="center",
                           transform=axes[row, 0].transAxes, fontsize=9)
     fig.subplots_adjust(left=0.12, right=0.9 if explain is not None else 0.98, top=0.96,
