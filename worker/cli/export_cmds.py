@@ -222,13 +222,20 @@ def export(
 
 
 def export_title(outcomes: list[Any], n_destinations: int) -> str:
-    """What happened, counted from the outcomes: never "Exported" for what failed."""
-    sent = sum(o.status == "sent" for o in outcomes)
-    failed = sum(o.status == "failed" for o in outcomes)
-    nothing = len(outcomes) - sent - failed
+    """What happened, counted from the outcomes: never "Exported" for what failed, and a try
+    that failed but will be retried by the outbox is said to be so."""
+    counts = {status: sum(o.status == status for o in outcomes)
+              for status in ("sent", "failed", "pending", "held", "busy")}
+    nothing = len(outcomes) - sum(counts.values())
     studies = counted(len({o.study_uid for o in outcomes}), "study", "studies")
-    parts = [f"{sent} sent", f"{failed} failed"] + ([f"{nothing} with nothing to send"]
-                                                    if nothing else [])
+    parts = [f"{counts['sent']} sent", f"{counts['failed']} failed"]
+    for status, words in (("pending", "to retry (the outbox tries again)"),
+                          ("held", "held (conflicting copies: screen conflicts)"),
+                          ("busy", "being sent by another process")):
+        if counts[status]:
+            parts.append(f"{counts[status]} {words}")
+    if nothing:
+        parts.append(f"{nothing} with nothing to send")
     where = counted(n_destinations, "destination")
     return f"Export of {studies} to {where}: {', '.join(parts)}"
 

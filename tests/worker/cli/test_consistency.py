@@ -102,17 +102,19 @@ def test_probabilities_print_alike_in_every_table(tmp_path: Path) -> None:
     assert "threshold 0.5000" in out.stdout, out.stdout
 
 
-def test_predict_shows_the_subtype_for_flagged_films_only(tmp_path: Path) -> None:
+def test_predict_shows_the_subtype_for_flagged_films_only(tmp_path: Path,
+                                                        shared_dir: Path) -> None:
+    """A normal child's film (in scope, not flagged): the JSON keeps the model's subtype
+    output, the table shows none. (A drawn sample would be out of scope: no subtype at all.)"""
     import json
 
-    from live import SAMPLES
-
     env = {**_env(tmp_path), "COLUMNS": "200"}
-    film = str(SAMPLES / "chest_export.png")
+    film = str(shared_dir / "data/chest_xray/train/NORMAL/IM-0115-0001.jpeg")
     out = run_screen(env, "predict", film, "--format", "json", timeout=600)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)["results"][0]
-    assert result["flagged"] is False and result["p_viral"] is not None  # JSON keeps it
+    assert result["in_scope"] is True and result["flagged"] is False
+    assert result["p_viral"] is not None  # JSON keeps it
     table = run_screen(env, "predict", film, timeout=600).stdout
     assert f"{result['p_viral']:.2f}" not in table and f"{result['p_viral']:.3f}" not in table
 
