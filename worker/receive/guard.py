@@ -31,6 +31,10 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 log = logging.getLogger(__name__)
 AWAITING_REQUEST = "Sta2"  # pynetdicom's state: connection open, awaiting A-ASSOCIATE-RQ
+# pynetdicom's states once a whole A-ASSOCIATE-RQ has arrived (PS3.8 9.2): answering it (Sta3),
+# associated (Sta6) and releasing (Sta7 to Sta12). Sta13 (awaiting the close, e.g. after a
+# malformed or short PDU) is not among them: such a connection is still cut at the deadline.
+PAST_REQUEST = frozenset({"Sta3", "Sta6", "Sta7", "Sta8", "Sta9", "Sta10", "Sta11", "Sta12"})
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,11 @@ class Guard:
         machine = getattr(getattr(assoc, "dul", None), "state_machine", None)
         return getattr(machine, "current_state", None) == AWAITING_REQUEST
 
+    def past_request(self, assoc: Any) -> bool:
+        """Its whole A-ASSOCIATE-RQ has arrived: the request deadline no longer applies."""
+        machine = getattr(getattr(assoc, "dul", None), "state_machine", None)
+        return getattr(machine, "current_state", None) in PAST_REQUEST
+
     def _prune(self) -> None:
         for key, conn in list(self._conns.items()):
             if conn.sock.fileno() == -1:
@@ -131,7 +140,7 @@ class Guard:
                 self._prune()
                 for conn in self._conns.values():
                     if not conn.past_request:
-                        if conn.assoc is not None and not self.awaiting_request(conn.assoc):
+                        if conn.assoc is not None and self.past_request(conn.assoc):
                             conn.past_request = True
                         elif now - conn.opened > self.limits.request_deadline:
                             late.append((conn, "no complete association request after "

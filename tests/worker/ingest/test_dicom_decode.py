@@ -433,7 +433,8 @@ class TestMetadata:
         first = probe(path, settings).metadata["patient_key"]
         assert (isolated_settings / "patient.key").is_file()
         assert probe(path, cfg()).metadata["patient_key"] == first
-        assert probe(path, cfg(patient_key="7d1e0c9b4a6f2e8d5c3b1a0f9e8d7c6b5a4f3e2d")).metadata["patient_key"] != first
+        other = cfg(patient_key="7d1e0c9b4a6f2e8d5c3b1a0f9e8d7c6b5a4f3e2d")
+        assert probe(path, other).metadata["patient_key"] != first
 
     def test_name_is_used_when_there_is_no_id(self, tmp_path: Path, settings: Ingest) -> None:
         ds = make_ds(chest_like())

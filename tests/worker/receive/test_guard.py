@@ -78,6 +78,17 @@ def _trickle(socks: list[socket.socket], stop: threading.Event) -> None:
                 sock.sendall(b"\0")
 
 
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """The listener has closed this connection (an end of file or a reset on read)."""
+    sock.settimeout(0.05)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except (TimeoutError, BlockingIOError):
+        return False
+    except OSError:  # reset by the peer
+        return True
+
+
 def test_eight_trickling_sockets_leave_a_plain_caller_untouched(plain: Receiver) -> None:
     socks = []
     for _ in range(8):
@@ -92,13 +103,15 @@ def test_eight_trickling_sockets_leave_a_plain_caller_untouched(plain: Receiver)
         took = _echo(plain.port)
         print(f"echo beside 8 trickling sockets after {took:.2f} s")
         assert took < 15
-        # The cap kept half of them out at once; the request deadline cuts the rest.
+        # The cap kept half of them out at once; the rest are closed by the listener within
+        # the request deadline (by the guard's cut, or by pynetdicom's own read of the short
+        # PDU, whichever comes first on this machine).
         cap = plain.config.max_per_address
         deadline = time.monotonic() + plain.config.request_deadline + 20  # a loaded machine
-        while (plain.guard.n_refused < 8 - cap or plain.guard.n_cut < cap) and (
-                time.monotonic() < deadline):
-            time.sleep(0.2)
-        assert (plain.guard.n_refused, plain.guard.n_cut) == (8 - cap, cap)
+        while sum(map(_closed_by_peer, socks)) < 8 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert plain.guard.n_refused == 8 - cap
+        assert sum(map(_closed_by_peer, socks)) == 8
     finally:
         stop.set()
         for sock in socks:
