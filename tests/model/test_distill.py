@@ -9,27 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
-from PIL import Image
+from labelled_folders import labelled_tree
 from typer.testing import CliRunner
 
 SIZE = 32
 
-
-def _tree(root: Path, n: int = 8) -> Path:
-    """train/{NORMAL,PNEUMONIA} with bacterial and viral pneumonias, one patient per file."""
-    rng = np.random.default_rng(0)
-    for cls in ("NORMAL", "PNEUMONIA"):
-        (root / "train" / cls).mkdir(parents=True)
-    for i in range(n):
-        base = rng.normal(0.35, 0.08, (48, 48))
-        Image.fromarray((np.clip(base, 0, 1) * 255).astype(np.uint8)).save(
-            root / "train" / "NORMAL" / f"IM-{i:04d}-0001.png")
-        sick = rng.normal(0.35, 0.08, (48, 48))
-        kind = "virus" if i % 2 else "bacteria"
-        sick[10:30, 8:28 if kind == "virus" else 40] += 0.4
-        Image.fromarray((np.clip(sick, 0, 1) * 255).astype(np.uint8)).save(
-            root / "train" / "PNEUMONIA" / f"person{i}_{kind}_{i}.png")
-    return root
 
 
 def _app() -> typer.Typer:
@@ -48,7 +32,7 @@ def test_train_distils_the_bundled_ensemble(tmp_path: Path) -> None:
     from pneumoscreen.model.progress import Silent
     from pneumoscreen.model.train import TrainConfig, teacher_targets
 
-    data = _tree(tmp_path / "data")
+    data = labelled_tree(tmp_path / "data")
     out = tmp_path / "run"
     result = CliRunner().invoke(_app(), [
         "train", str(data), "--arch", "cnn-xs", "--input-size", str(SIZE), "--epochs", "1",
@@ -78,7 +62,7 @@ def test_train_distils_the_bundled_ensemble(tmp_path: Path) -> None:
 
 def test_a_teacher_without_a_subtype_head_fails_in_one_line(tmp_path: Path) -> None:
     """``cnn-s`` has no viral output: distilling it fails clearly, before any training."""
-    data = _tree(tmp_path / "data")
+    data = labelled_tree(tmp_path / "data")
     result = CliRunner().invoke(_app(), [
         "train", str(data), "--arch", "cnn-xs", "--input-size", str(SIZE), "--epochs", "1",
         "--distill-from", "bundled:cnn-s", "--no-register", "--out", str(tmp_path / "run")])

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
+from labelled_folders import labelled_tree
 
 from pneumoscreen.model import calibration as C
 from pneumoscreen.model.dataset import load_arrays, make_dataset, scan_labelled, subtype_labels
@@ -18,22 +18,6 @@ from pneumoscreen.model.train import STATE_NAME, TrainConfig, resume_config, tra
 
 SIZE = 32
 
-
-def _tree(root: Path, n: int = 8) -> Path:
-    """train/{NORMAL,PNEUMONIA} with bacterial and viral pneumonias, one patient per file."""
-    rng = np.random.default_rng(0)
-    for cls in ("NORMAL", "PNEUMONIA"):
-        (root / "train" / cls).mkdir(parents=True)
-    for i in range(n):
-        base = rng.normal(0.35, 0.08, (48, 48))
-        Image.fromarray((np.clip(base, 0, 1) * 255).astype(np.uint8)).save(
-            root / "train" / "NORMAL" / f"IM-{i:04d}-0001.png")
-        sick = rng.normal(0.35, 0.08, (48, 48))
-        kind = "virus" if i % 2 else "bacteria"
-        sick[10:30, 8:28 if kind == "virus" else 40] += 0.4
-        Image.fromarray((np.clip(sick, 0, 1) * 255).astype(np.uint8)).save(
-            root / "train" / "PNEUMONIA" / f"person{i}_{kind}_{i}.png")
-    return root
 
 
 def _pretrained_file(tmp_path: Path) -> Path:
@@ -63,7 +47,7 @@ class _StopAfter(Silent):
 
 
 def test_pretrained_backbone_trains_in_two_phases_and_resumes(tmp_path: Path) -> None:
-    data = _tree(tmp_path / "data")
+    data = labelled_tree(tmp_path / "data")
     cfg = TrainConfig(data_dir=data, out_dir=tmp_path / "run", arch="mobilenetv2",
                       init=str(_pretrained_file(tmp_path)), input_size=SIZE, epochs=2,
                       head_epochs=1, batch_size=4, n_boot=50, augment="strong", patience=5)
@@ -91,7 +75,7 @@ def test_pretrained_backbone_trains_in_two_phases_and_resumes(tmp_path: Path) ->
 def test_each_family_trains_from_scratch(tmp_path: Path, arch: str) -> None:
     from pneumoscreen.model.bundle import load_model
 
-    data = _tree(tmp_path / "data")
+    data = labelled_tree(tmp_path / "data")
     result = train(TrainConfig(data_dir=data, out_dir=tmp_path / arch, arch=arch, init="none",
                                input_size=SIZE, epochs=1, batch_size=4, n_boot=20))
     loaded = load_model(result.model_path)
@@ -107,7 +91,7 @@ def test_the_subtype_loss_ignores_normal_images(tmp_path: Path) -> None:
     from pneumoscreen.model.architectures import build
     from pneumoscreen.model.train import Phase, _compile
 
-    data = _tree(tmp_path / "data")
+    data = labelled_tree(tmp_path / "data")
     samples = scan_labelled(data / "train")
     arrays = load_arrays(samples, SIZE)
     viral = subtype_labels(arrays.samples)
@@ -178,7 +162,7 @@ def test_make_ensemble_end_to_end(tmp_path: Path) -> None:
     from pneumoscreen.model.bundle import load_model
     from pneumoscreen.model.ensemble import EnsembleError, make_ensemble
 
-    data = _tree(tmp_path / "data")
+    data = labelled_tree(tmp_path / "data")
     runs = [train(TrainConfig(data_dir=data, out_dir=tmp_path / f"m{s}", arch="cnn-xs",
                               input_size=SIZE, epochs=1, batch_size=4, n_boot=20, seed=s))
             for s in (1, 2)]
@@ -197,7 +181,7 @@ def test_make_ensemble_end_to_end(tmp_path: Path) -> None:
 
 def test_finish_ends_a_stopped_run_at_its_best_epoch(tmp_path: Path) -> None:
     """``--resume --finish``: no further epoch; the best one so far is calibrated and saved."""
-    data = _tree(tmp_path / "data")
+    data = labelled_tree(tmp_path / "data")
     cfg = TrainConfig(data_dir=data, out_dir=tmp_path / "run", arch="cnn-xs", input_size=SIZE,
                       epochs=4, batch_size=4, n_boot=20, patience=5)
     with pytest.raises(ValueError, match="no epoch has finished"):
