@@ -90,10 +90,11 @@ def add_read(image_id: int, user_id: int, verdict: str, *, session: Session,
 
 
 def _newest_prediction(image_id: int, session: Session) -> Prediction | None:
-    return session.scalars(select(Prediction).where(Prediction.image_id == image_id)
-                           .order_by(Prediction.id.desc()).limit(1)).first()
-
-
+    """The prediction the lists show for this image (the default model's; see
+    ``queries._latest_prediction_ids``), so the page and the list never disagree."""
+    shown = select(_latest_prediction_ids(session).c.id)
+    return session.scalars(select(Prediction).where(Prediction.image_id == image_id,
+                                                    Prediction.id.in_(shown))).first()
 
 
 def reads(*, session: Session, since: dt.datetime | None = None,
