@@ -113,6 +113,13 @@ def login(browser: Any, site: Site, name: str = "rita") -> Any:
     return page
 
 
+def submit(page: Any, selector: str) -> None:
+    """Click a plain form's button and wait for the page the POST answers with, so the next
+    step reads (or leaves) that page, not the one the click left behind."""
+    with page.expect_navigation():
+        page.click(selector)
+
+
 def list_ids(page: Any) -> list[int]:
     return [int(v) for v in page.eval_on_selector_all(
         "#lists tr[data-image-id]", "rows => rows.map(r => r.dataset.imageId)")]
@@ -125,7 +132,7 @@ def test_unauthenticated_is_redirected_then_login_and_logout(browser: Any, site:
     page.screenshot(path=site.shots / "login.png")
     page.fill("input[name=username]", "rita")
     page.fill("input[name=password]", "wrong password")
-    page.click("button[type=submit]")
+    submit(page, "button[type=submit]")
     assert "Wrong name or password" in page.inner_text("main")
     page.fill("input[name=username]", "rita")
     page.fill("input[name=password]", PASSWORD)
@@ -201,11 +208,12 @@ def test_agree_disagree_persist_and_show_in_screen_reads(browser: Any, site: Sit
     page.goto(site.base + f"/image/{site.ids['mid']}")
     page.select_option("#label", "pneumonia")
     page.select_option("#subtype", "bacterial")
-    page.click("#agree")
+    submit(page, "#agree")
     assert "Your read was saved" in page.inner_text("main")
     page.goto(site.base + f"/image/{site.ids['low']}")
     page.select_option("#label", "normal")
-    page.click("#disagree")
+    submit(page, "#disagree")
+    assert "Your read was saved" in page.inner_text("main")
     page.reload()
     assert "disagree" in page.inner_text("#reads")
     reads = json.loads(screen_cli(site.env, "reads", "--format", "json"))
@@ -300,7 +308,7 @@ def test_metrics_change_after_a_read(browser: Any, site: Site) -> None:
     agreed = metric(first, "pneumoscreen_web_reads_submitted_total", verdict="agree")
     by_admins = metric(first, "pneumoscreen_reads", verdict="agree", role="admin")
     page.goto(site.base + f"/image/{site.ids['top']}")
-    page.click("#agree")
+    submit(page, "#agree")
     text = scrape()  # a read invalidates the collector's cache
     assert metric(text, "pneumoscreen_web_reads_submitted_total", verdict="agree") == agreed + 1
     assert metric(text, "pneumoscreen_reads", verdict="agree", role="admin") == by_admins + 1
@@ -328,10 +336,10 @@ def test_sign_in_is_rate_limited(browser: Any, site: Site) -> None:
         page.goto(site.base + "/login")
         page.fill("input[name=username]", "mallory")
         page.fill("input[name=password]", "guess")
-        page.click("button[type=submit]")
+        submit(page, "button[type=submit]")
     page.goto(site.base + "/login")
     page.fill("input[name=username]", "mallory")
     page.fill("input[name=password]", PASSWORD)  # right, but too late
-    page.click("button[type=submit]")
+    submit(page, "button[type=submit]")
     assert "Too many failed sign-ins" in page.inner_text("main")
     page.context.close()
