@@ -13,7 +13,7 @@ from pneumoscreen.worker.cli import app, screening_cmds
 from pneumoscreen.worker.settings import get_settings
 
 
-def _flag(n: int, start: int) -> None:
+def _flag(n: int, start: int, *, in_scope: bool | None = None) -> None:
     with session_scope(get_settings().effective_database_url) as session:
         mv = get_or_create_model_version(session=session, name="m", version="1", file_sha256="s",
                                          input_spec={}, threshold=0.5, target_recall=None,
@@ -27,7 +27,8 @@ def _flag(n: int, start: int) -> None:
             session.add(study)
             session.flush()
             session.add(Prediction(image_id=study.id, model_version_id=mv.id, probability=0.9,
-                                   threshold=0.5, flagged=True))
+                                   threshold=0.5, flagged=True, in_scope=in_scope,
+                                   scope_reason=None if in_scope is not False else "age"))
 
 
 def test_watch_keeps_new_flags_marked_until_acknowledged_or_expired(
@@ -75,6 +76,33 @@ def test_watch_keeps_new_flags_marked_until_acknowledged_or_expired(
     newer = set(seen[4][1]) - set(second)
     assert len(newer) == 1 and fresh[4] == newer
     assert fresh[5] == set()  # 10 minutes later it is ordinary again
+
+
+def test_watch_header_counts_the_rows_of_the_flagged_table(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The header's count is the flagged table's, not flagged plus the human-read section
+    (it once said 19 over 18 rows), and it counts every flag, not only what --limit shows."""
+    _flag(3, 0, in_scope=True)
+    _flag(1, 10, in_scope=False)  # a human read: its own table, not in the count
+    shown: list[tuple[str, int]] = []
+    original = screening_cmds.flagged_table
+
+    def spy(rows: list[dict[str, Any]], **kw: Any) -> Any:
+        shown.append((kw["title"], len(rows)))
+        return original(rows, **kw)
+
+    def stop(_: float) -> bool:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(screening_cmds, "flagged_table", spy)
+    monkeypatch.setattr(screening_cmds, "_wait", stop)
+    for extra, rows in (([], 3), (["--limit", "2"], 2)):
+        shown.clear()
+        result = CliRunner().invoke(app, ["flagged", "--watch", *extra])
+        assert result.exit_code == 0, result.output
+        [(title, n)] = shown
+        assert n == rows and title.startswith("Flagged (3, 0 new) at "), title
+        assert "Needs a human read" in result.output
 
 
 def test_mark_for_must_be_a_duration() -> None:
