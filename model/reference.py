@@ -59,7 +59,7 @@ def sidecar_record(y_val: np.ndarray, s_val: np.ndarray, y_test: np.ndarray | No
             OPERATING_KEY: operating_points(y_val, s_val, y_test, s_test)}
 
 
-def annotate(model_path: Path, data_dir: Path, *, batch_size: int = 64) -> dict[str, Any]:
+def annotate(model_path: Path, data_dir: Path, *, chunk_size: int = 64) -> dict[str, Any]:
     """Score the validation and internal-test splits of the model's own patient split and add
     :func:`sidecar_record` to its sidecar. Returns what was added."""
     from pneumoscreen.model.bundle import load_model, sidecar_path
@@ -80,8 +80,8 @@ def annotate(model_path: Path, data_dir: Path, *, batch_size: int = 64) -> dict[
     scores = {}
     for name, part in (("validation", split.validation), ("internal-test", split.internal_test)):
         arrays = load_arrays(part, loaded.spec.input_size)
-        s = [np.asarray(loaded.predict(arrays.x[i:i + batch_size]).pneumonia).reshape(-1)
-             for i in range(0, len(arrays.x), batch_size)]
+        s = [np.asarray(loaded.predict(arrays.x[i:i + chunk_size]).pneumonia).reshape(-1)
+             for i in range(0, len(arrays.x), chunk_size)]
         scores[name] = (arrays.y, np.concatenate(s))
     record = sidecar_record(*scores["validation"], *scores["internal-test"])
     side = sidecar_path(model_path)

@@ -39,9 +39,9 @@ from pneumoscreen.model.dataset import (
 )
 
 
-def _viral(model: Any, x: np.ndarray, batch: int = 64) -> np.ndarray:
-    return np.concatenate([np.asarray(model.predict(x[i:i + batch]).viral).reshape(-1)
-                           for i in range(0, len(x), batch)])
+def _viral(model: Any, x: np.ndarray, chunk: int = 64) -> np.ndarray:
+    return np.concatenate([np.asarray(model.predict(x[i:i + chunk]).viral).reshape(-1)
+                           for i in range(0, len(x), chunk)])
 
 
 def _shrunk(x: np.ndarray, px: int) -> np.ndarray:

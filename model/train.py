@@ -318,7 +318,7 @@ def _compile(model: Any, cfg: TrainConfig, phase: Phase, steps: int) -> None:
 
 
 def teacher_targets(cfg: TrainConfig, part: Arrays, progress: Progress,
-                    batch_size: int = 64) -> dict[str, np.ndarray]:
+                    chunk_size: int = 64) -> dict[str, np.ndarray]:
     """Distillation targets for the training split: the label mixed with the teacher's
     probabilities, ``(1 - w) * label + w * teacher`` for both heads.
 
@@ -346,11 +346,11 @@ def teacher_targets(cfg: TrainConfig, part: Arrays, progress: Progress,
             x = load_arrays(part.samples, size, cache_dir=cache).x
         progress.start("teacher targets", len(x))
         ps, vs = [], []
-        for i in range(0, len(x), batch_size):
-            scores = teacher.predict(x[i:i + batch_size])
+        for i in range(0, len(x), chunk_size):
+            scores = teacher.predict(x[i:i + chunk_size])
             ps.append(np.asarray(scores.pneumonia, np.float32).reshape(-1))
             vs.append(np.asarray(scores.viral, np.float32).reshape(-1))
-            progress.advance("teacher targets", len(x[i:i + batch_size]))
+            progress.advance("teacher targets", len(x[i:i + chunk_size]))
         p_t, v_t = np.concatenate(ps), np.concatenate(vs)
         np.savez(path, pneumonia=p_t, viral=v_t)
     w = cfg.distill_weight

@@ -1,9 +1,9 @@
-"""The machine's bound for the batch task: decoding alone, and the two stages overlapped.
+"""The machine's bound for the screening task: decoding alone, and the two stages overlapped.
 
 On a few shared cores the decoding processes and the model take turns on the same CPUs, so the
-best the batch task can do is a perfect overlap of the two: ``1 / (1 / model + 1 / decode)``
+best the screening task can do is a perfect overlap of the two: ``1 / (1 / model + 1 / decode)``
 images per second (each image costs its model time plus its decode time, with nothing idle).
-:func:`decode_only_per_s` measures the decode side exactly as the batch task decodes (the same
+:func:`decode_only_per_s` measures the decode side exactly as the screening task decodes (the same
 process pool, the same prefetching threads, the same chunks), only without the model.
 """
 
@@ -18,7 +18,7 @@ from pneumoscreen.worker.settings import Settings
 
 
 def decode_only_per_s(paths: list[Path], settings: Settings, size: int) -> float:
-    """Files per second through the batch task's decoding (every decoding process, or the
+    """Files per second through the screening task's decoding (every decoding process, or the
     decoding threads when ``decode_processes`` is 0), with no model call."""
     from pneumoscreen.model.preprocess import preprocess
     from pneumoscreen.worker.ingest import IngestError, load_grey
@@ -34,11 +34,11 @@ def decode_only_per_s(paths: list[Path], settings: Settings, size: int) -> float
             return pool.run(path, config, size)
         try:
             return preprocess(load_grey(path, config).grey, size)
-        except IngestError as exc:  # a bad file still costs its time, as in the batch task
+        except IngestError as exc:  # a bad file still costs its time, as in the screening task
             return exc
 
     threads = pool.processes if pool else settings.decode_threads
-    # Warm the children (imports) outside the clock, as the batch task's warm-up does.
+    # Warm the children (imports) outside the clock, as the screening task's warm-up does.
     for _ in prefetched(paths[:threads], work, chunk_size=settings.chunk_size, threads=threads):
         pass
     start = time.perf_counter()

@@ -1,6 +1,6 @@
 """``screen bench models A B …``: the model call alone, several models in one run.
 
-Each model gets the same random ready tensors in chunks of ``chunk`` (the batch task's call),
+Each model gets the same random ready tensors in chunks of ``chunk`` (the screening task's call),
 after a warm-up call that traces its graph. The models take turns round by round (A B A B …), so
 a shared machine's changing load falls on all of them alike; each figure is the total studies
 over the total time of that model's rounds, the same ``model_only_per_s`` as

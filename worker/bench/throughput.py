@@ -103,7 +103,7 @@ class ThroughputResult:
     rss_mb: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     per_codec: dict[str, CodecFigures] | None = None  # corpus mode only
-    #: (d) the batch task's decoding alone (all decode processes, no model), studies/s
+    #: (d) the screening task's decoding alone (all decode processes, no model), studies/s
     decode_only_per_s: float | None = None
 
     @property
@@ -310,7 +310,7 @@ def run_throughput(n: int, *, settings: Settings, task_size: int = 256, naive_n:
             raise RuntimeError(f"the screening task finished {finished} (screened {screened}) of "
                                f"{n} studies")
 
-        say("(d) decoding alone: the batch task's decode processes, no model")
+        say("(d) decoding alone: the screening task's decode processes, no model")
         decode_paths = paths if corpus is not None else [paths[i % len(paths)] for i in range(n)]
         decode_only = decode_only_per_s(decode_paths, plain_settings, size)
 

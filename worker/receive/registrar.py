@@ -254,7 +254,7 @@ class Registrar:
 
 class ScreeningThread:
     """No broker: the studies the registrar hands over are screened here, in one thread, one
-    batch after the other, while the registrar goes on registering (a long chunk of screening
+    batch after the other, while the registrar goes on registering (a long stretch of screening
     never delays the next stable study's registration). Studies already handed over are not
     taken twice; they are marked enqueued once screened."""
 
