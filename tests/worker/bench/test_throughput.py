@@ -1,4 +1,4 @@
-"""``screen bench throughput`` measures what it says: every study through the batch task, the
+"""``screen bench throughput`` measures what it says: every study through the screening task, the
 naive loop one ``predict`` per image, memory sampled."""
 
 from __future__ import annotations

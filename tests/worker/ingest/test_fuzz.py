@@ -110,7 +110,7 @@ def test_unmutated_seeds_are_done(seeds: list[bytes], tmp_path: Path) -> None:
 def test_worker_survives_a_batch_of_mutants(
     seeds: list[bytes], tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Through submit and the in-process batch task, on SQLite and PostgreSQL: mutants fail or
+    """Through submit and the in-process screening task, on SQLite and PostgreSQL: mutants fail or
     reject alone. PostgreSQL enforces column widths (SQLite does not): a Transfer Syntax UID
     longer than its String(64) used to abort the whole registration there."""
     from pneumoscreen.db import Image, ImageStatus, session_scope
