@@ -33,6 +33,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     bench_app.command("throughput")(bench_throughput)
     bench_app.command("register")(bench_register)
     bench_app.command("corpus")(bench_corpus)
+    bench_app.command("commands")(bench_commands)
 
 
 def resume(
@@ -316,3 +317,31 @@ def bench_corpus(
     rows = [[codec, n, ""] for codec, n in result.files.items()]
     rows += [[codec, 0, why] for codec, why in result.skipped.items()]
     console.print(make_table(f"Corpus in {out}", ["codec", "files", "note"], rows))
+
+
+def bench_commands(
+    runs: Annotated[int, typer.Option("--runs", min=1, max=101,
+                                      help="Runs of each command (the median is shown).")] = 9,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+) -> None:
+    """Seconds from process start to exit of each read-only command (target < 0.3 s on a quiet
+    machine), and the imports `screen status` spends them on.
+
+    Every run is its own `screen` process on a small temporary SQLite database; the median of
+    --runs runs is shown, wall and CPU. Load on the machine shows in the figures: the load
+    average is printed with them.
+    """
+    from pneumoscreen.worker.bench.commands import run
+
+    timings, imports = run(runs, say=lambda msg: err_console.print(msg, highlight=False))
+    if fmt == Format.json:
+        print_json({"commands": [t.__dict__ for t in timings],
+                    "heaviest_imports_us": dict(imports)})
+        return
+    console.print(make_table(
+        f"Read-only commands, median of {runs} runs", ["command", "wall s", "CPU s"],
+        [[f"screen {t.command}", f"{t.wall_median_s:.3f}", f"{t.cpu_median_s:.3f}"]
+         for t in timings]))
+    console.print(make_table("Heaviest imports of `screen status` (python -X importtime)",
+                             ["module", "cumulative ms"],
+                             [[name, f"{us / 1000:.1f}"] for name, us in imports]))
