@@ -7,7 +7,7 @@ import json
 
 from typer.testing import CliRunner
 
-from pneumoscreen.worker.bench.commands import COMMANDS, screen_argv
+from pneumoscreen.worker.bench.commands import COMMANDS
 from pneumoscreen.worker.cli import app
 
 
