@@ -7,12 +7,14 @@ embedded defaults and the unit tests work.
 Running at scale: one ``screen worker`` per machine with ``--concurrency`` = the number of GPUs
 and ``SCREEN_GPU_PER_PROCESS=1`` (pool process i sees GPU i only), or ``--concurrency 1`` on a
 CPU-only machine (TensorFlow already uses every core). ``visibility_timeout`` must exceed the
-longest task: Redis hands an unacknowledged task to another worker after that long (measured:
-a killed task came back 1.6-2.2x the visibility timeout after the kill, not at once).
+longest task: Redis hands an unacknowledged task to another worker after that long, at kombu's
+next sweep for such tasks, which :func:`transport_options` scales to the timeout (before, a sweep
+every 100 s brought a killed task back 1.6-2.2x an 8-60 s timeout after the kill).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from celery import Celery
@@ -20,8 +22,26 @@ from celery.schedules import crontab
 
 from pneumoscreen.worker.settings import Settings, cron_fields, get_settings
 
+#: Bounds of the period between kombu's sweeps for unacknowledged tasks to hand over, seconds.
+SWEEP_MIN_S, SWEEP_MAX_S = 2.0, 100.0
+
 app = Celery("pneumoscreen", include=["pneumoscreen.worker.queue.tasks",
                                      "pneumoscreen.worker.queue.startup"])
+
+
+def transport_options(visibility_timeout: int) -> dict[str, Any]:
+    """Redis transport options: the visibility timeout, and kombu's sweep for tasks whose
+    worker died scaled to it (a quarter of it, 2-100 s).
+
+    kombu sweeps every ``unacked_restore_interval`` x ``unacked_restore_throttle`` seconds
+    (10 x 10 by default): with a visibility timeout of minutes, a killed worker's task would
+    wait up to 100 s more than the timeout promises; with the default hour it changes nothing.
+    """
+    period = min(SWEEP_MAX_S, max(SWEEP_MIN_S, visibility_timeout / 4))
+    throttle = math.ceil(period / 10)  # kombu's own interval, 10 s, as the longest step
+    return {"visibility_timeout": visibility_timeout,
+            "unacked_restore_interval": period / throttle,
+            "unacked_restore_throttle": throttle}
 
 
 def configure(settings: Settings | None = None) -> Celery:
@@ -57,7 +77,7 @@ def configure(settings: Settings | None = None) -> Celery:
         task_time_limit=settings.task_time_limit,
         task_soft_time_limit=max(settings.task_time_limit - 30, 10),
         # Redis redelivers an unacknowledged task after this many seconds: longer than any task.
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options=transport_options(settings.visibility_timeout),
         result_expires=24 * 3600,
         task_ignore_result=settings.result_backend is None,
         broker_connection_retry_on_startup=True,
@@ -108,3 +128,4 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
 
 
 configure()
+

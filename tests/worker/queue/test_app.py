@@ -21,6 +21,18 @@ def test_queue_mode_guarantees() -> None:
     assert not conf.task_always_eager
 
 
+@pytest.mark.parametrize(("timeout", "period"), [(8, 2), (60, 15), (600, 100), (3600, 100)])
+def test_the_sweep_for_dead_workers_tasks_scales_with_the_visibility_timeout(
+        timeout: int, period: float) -> None:
+    """kombu hands a dead worker's task over at its next sweep (every interval x throttle s):
+    a quarter of the timeout, 2-100 s, so a short timeout is not followed by 100 s more."""
+    options = configure(Settings(broker_url="redis://127.0.0.1:6379/0",
+                                 visibility_timeout=timeout)).conf.broker_transport_options
+    assert options["visibility_timeout"] == timeout
+    swept = options["unacked_restore_interval"] * options["unacked_restore_throttle"]
+    assert swept == pytest.approx(period, rel=0.1)
+
+
 def test_no_broker_means_eager() -> None:
     conf = configure(Settings()).conf
     assert conf.task_always_eager and conf.task_eager_propagates
