@@ -221,9 +221,8 @@ class Settings(BaseSettings):
         3600, ge=5,
         description="Seconds before Redis redelivers an unacknowledged task; also the lease "
         "after which an image left processing by a dead worker is screened again. Keep it "
-        "longer than any task takes (and than task_time_limit). Measured: redelivery of a killed "
-        "task came 1.6-2.2x this long after the kill (Redis checks for expired deliveries "
-        "only now and then).",
+        "longer than any task takes (and than task_time_limit). A killed task comes back at "
+        "the first sweep after this long; sweeps run every quarter of it (2-100 s).",
     )
     task_time_limit: int = Field(
         1800, ge=10, description="Hard time limit of one screening task (s).")
