@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,13 @@ from pneumoscreen.worker.screening import scope
 
 
 def internal_test(model: LoadedModel, data_dir: Path, limit: int | None = None) -> Any:
-    """The model's internal-test arrays (its own saved patient split)."""
+    """The model's internal-test arrays (its own saved patient split); with ``limit``, about
+    that many spread evenly over the split (both classes, in their proportion)."""
     manifest = json.loads(manifest_for(model).read_text())
     part = split_from_manifest(manifest, training_root(data_dir)).parts()["internal-test"]
-    arrays = load_arrays(part if limit is None else part[:limit], model.spec.input_size)
-    return arrays
+    if limit is not None and len(part) > limit:
+        part = part[::math.ceil(len(part) / limit)]
+    return load_arrays(part, model.spec.input_size)
 
 
 def _predict_all(model: LoadedModel, x: np.ndarray, size: int = 64) -> Any:
@@ -87,9 +90,11 @@ def rank_correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
-def heatmap_sanity(model: LoadedModel, data_dir: Path, *, n: int = 64) -> dict[str, Any]:
-    """The randomisation check and the border / corner mass of true vs false positives."""
-    arrays = internal_test(model, data_dir)
+def heatmap_sanity(model: LoadedModel, data_dir: Path, *, n: int = 64,
+                   limit: int | None = None) -> dict[str, Any]:
+    """The randomisation check and the border / corner mass of true vs false positives (on
+    about ``limit`` internal-test images spread over the split; default all)."""
+    arrays = internal_test(model, data_dir, limit)
     prob, _ = _predict_all(model, arrays.x)
     flagged = prob >= model.spec.threshold
     maps = _maps(model, arrays.x[flagged])
@@ -103,7 +108,8 @@ def heatmap_sanity(model: LoadedModel, data_dir: Path, *, n: int = 64) -> dict[s
     pick = arrays.x[:n]
     rho = rank_correlations(_maps(model, pick), _maps(randomised_copy(model), pick))
     # A uniform map puts 36% of its mass in the outer 10% border and 8% in the two corners.
-    return {"model": model.spec.label, "internal_test_flagged": int(flagged.sum()),
+    return {"model": model.spec.label, "internal_test_images": len(arrays.x),
+            "internal_test_flagged": int(flagged.sum()),
             "randomisation": {"n": len(pick), "spearman_mean": _mean(rho),
                               "spearman_median": float(np.median(rho)),
                               "reinitialised": "the last 25% of convolution and dense layers"},
