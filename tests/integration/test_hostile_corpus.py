@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -127,28 +129,29 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         res = run_screen(env, *args, timeout=300)
         outputs[key], stdout[key], codes[key] = res.stdout + res.stderr, res.stdout, res.returncode
 
+    def settled() -> bool:  # a plain query: a `screen status` per poll would slow the worker
+        with sqlite3.connect(data / "screen.sqlite3") as conn:
+            return not conn.execute("SELECT count(*) FROM studies WHERE status IN "
+                                    "('queued', 'processing')").fetchone()[0]
+
     record("submit", "submit", str(folder))
     worker = WorkerProcess(env, tmp_path / "worker.log", "hostile", "--loglevel", "DEBUG")
     try:
         worker.wait_ready()
-
-        def settled() -> bool:
-            counts = json.loads(run_screen(env, "status", "--format", "json").stdout)["counts"]
-            return counts["queued"] == counts["processing"] == 0
-
         wait_until(settled, 300, "every study in a final state", on_timeout=worker.log)
     finally:
         worker.stop()
-    for command in (["studies"], ["flagged"], ["flagged", "--by", "study"], ["status"]):
-        for fmt in ("table", "csv", "json"):
-            key = f"{' '.join(command)} {fmt}"
-            record(key, *command, "--format", fmt)
-            if fmt != "table" and codes[key] == 2 and "--format" in outputs[key]:
-                del outputs[key], codes[key]  # this command has no such format
-    for name, path in files.items():
-        if name != "shadow":  # its target is outside the folder: not ours to open
-            for fmt in ("table", "json"):
-                record(f"inspect {name} {fmt}", "inspect", str(path), "--format", fmt)
+    calls = [(f"{' '.join(command)} {fmt}", [*command, "--format", fmt])
+             for command in (["studies"], ["flagged"], ["flagged", "--by", "study"], ["status"])
+             for fmt in ("table", "csv", "json")]
+    calls += [(f"inspect {name} {fmt}", ["inspect", str(path), "--format", fmt])
+              for name, path in files.items() if name != "shadow"  # outside: not ours to open
+              for fmt in ("table", "json")]
+    with ThreadPoolExecutor(max_workers=2) as pool:  # the read-only commands, side by side
+        list(pool.map(lambda call: record(call[0], *call[1]), calls))
+    for key in [k for k in codes if not k.startswith(("submit", "inspect"))]:
+        if not key.endswith("table") and codes[key] == 2 and "--format" in outputs[key]:
+            del outputs[key], codes[key]  # this command has no such format
     return Run(files, data, worker.log(), outputs, stdout, codes)
 
 
