@@ -1,12 +1,21 @@
-"""How far a film lies from the training films, in the network's own penultimate features.
+"""How far a film lies from the training films, in the network's own features.
 
-The score is the squared Mahalanobis distance of an image's pooled features to the training
-split's, in the feature space's first ``k`` principal components with a Ledoit-Wolf covariance,
-divided by ``k`` (about 1 for a typical training film). It is built into the saved model as a
-third output, ``atypicality``, from standard layers only (a projection ``Dense``, a square, a
-sum), so one ``.keras`` file still carries everything and loads with ``safe_mode``. For an
-ensemble it is the mean of its members' scores. The threshold is the validation split's 99th
-percentile, stored in the sidecar.
+For each measured layer (the penultimate features, and for MobileNetV2 also a middle block,
+:data:`MIDDLE_LAYERS`) the score is the squared Mahalanobis distance of the image's pooled
+activations to the training split's, in the first ``k`` principal components with a Ledoit-Wolf
+covariance, divided by ``k`` and by that layer's validation 99th percentile (so 1 is the edge of
+the validation films, on every layer). A network's score is the largest of its layers'; an
+ensemble's is the mean of its members'. It is built into the saved model as a third output,
+``atypicality``, from standard layers only (pooling, a projection ``Dense``, a square, a sum, a
+maximum), so one ``.keras`` file still carries everything and loads with ``safe_mode``. The
+threshold is the validation split's 99th percentile of the output, stored in the sidecar.
+
+Why a middle block: the penultimate features keep what separates pneumonia from normal in
+children, and little else; an adult's larger chest, bones and proportions still show a block
+earlier. On the five adult chest films of ``../shared/dicom/chest`` with their ages removed the
+features alone reach 2 of 5 above the threshold, with ``block_8_add`` (14 x 14 at 224 px) 4 of 5,
+at 0.4 % of the internal test (``python -m pneumoscreen.model.atypicality`` re-fits a saved model;
+``screen bench scope`` measures it).
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ from pneumoscreen.model.architectures import FEATURES_LAYER
 
 DEFAULT_COMPONENTS = 64
 DEFAULT_QUANTILE = 0.99
+#: Middle layers the guard measures besides the features, where a network has them.
+MIDDLE_LAYERS = ("block_8_add",)  # MobileNetV2 (measured); other families: features only
 
 
 @dataclass(frozen=True)
@@ -67,20 +78,58 @@ def features_layer(net: Any) -> str:
     raise ValueError(f"{net.name} has no features layer ({FEATURES_LAYER} or fc)")
 
 
-def feature_net(net: Any) -> Any:
-    """Input -> pooled features of a single (not ensemble) network."""
+def guard_layers(net: Any) -> tuple[str, ...]:
+    """The layers the guard measures in ``net``: the features, then any middle layer."""
+    names = {layer.name for layer in net.layers}
+    return (features_layer(net), *[n for n in MIDDLE_LAYERS if n in names])
+
+
+@dataclass(frozen=True)
+class Guard:
+    """One network's guard: per layer a projection and its validation quantile."""
+
+    layers: tuple[str, ...]
+    projections: tuple[Projection, ...]
+    scales: tuple[float, ...]
+
+
+def pooled(tensor: Any, name: str) -> Any:
+    """A layer's activations as one vector per image (the mean over space for feature maps)."""
+    from keras import layers
+
+    return layers.GlobalAveragePooling2D(name=name)(tensor) if len(tensor.shape) == 4 else tensor
+
+
+def guard_net(net: Any, names: tuple[str, ...]) -> Any:
+    """Input -> the pooled activations of each of ``names``."""
     import keras
 
-    return keras.Model(net.input, net.get_layer(features_layer(net)).output)
+    return keras.Model(net.input, [pooled(net.get_layer(n).output, f"guard_pool_{j}")
+                                   for j, n in enumerate(names)])
 
 
-def features_of(net: Any, x: np.ndarray, chunk_size: int = 128) -> np.ndarray:
-    return np.concatenate([np.asarray(net(x[i:i + chunk_size], training=False), np.float32)
-                           for i in range(0, len(x), chunk_size)])
+def layer_features(net: Any, x: np.ndarray, chunk_size: int = 128) -> list[np.ndarray]:
+    outs = [net(x[i:i + chunk_size], training=False) for i in range(0, len(x), chunk_size)]
+    return [np.concatenate([np.asarray(o[j], np.float32) for o in outs])
+            for j in range(len(outs[0]))]
 
 
-def score_branch(features: Any, proj: Projection, index: int = 0) -> Any:
-    """The score as layers on a features tensor: a fixed projection, a square, a mean."""
+def fit_guard(net: Any, train_x: np.ndarray, validation_x: np.ndarray,
+              quantile: float = DEFAULT_QUANTILE) -> Guard:
+    """Fit each guard layer's projection on the training split and its scale (the validation
+    ``quantile`` of its score) on the validation split."""
+    names = guard_layers(net)
+    fnet = guard_net(net, names)
+    projections = tuple(fit_projection(f) for f in layer_features(fnet, train_x))
+    scales = tuple(max(float(np.quantile(p.score(f), quantile)), 1e-6) for p, f in
+                   zip(projections, layer_features(fnet, validation_x), strict=True))
+    return Guard(names, projections, scales)
+
+
+def score_branch(features: Any, proj: Projection, index: int | str = 0,
+                 scale: float = 1.0) -> Any:
+    """The score as layers on a features tensor: a fixed projection, a square, a mean (over
+    the ``k`` components, divided by ``scale``)."""
     from keras import layers
 
     dense = layers.Dense(proj.k, name=f"atypicality_projection_{index}", trainable=False)
@@ -89,8 +138,20 @@ def score_branch(features: Any, proj: Projection, index: int = 0) -> Any:
     squared = layers.Multiply(name=f"atypicality_square_{index}")([v, v])
     total = layers.Dense(1, use_bias=False, trainable=False, name=f"atypicality_sum_{index}")
     score = total(squared)
-    total.set_weights([np.full((proj.k, 1), 1.0 / proj.k, np.float32)])
+    total.set_weights([np.full((proj.k, 1), 1.0 / (proj.k * scale), np.float32)])
     return score
+
+
+def guard_branch(tensors: list[Any], guard: Guard, index: int = 0) -> Any:
+    """A network's guard score as layers on its guard layers' activations: each layer's score
+    on its own scale, the largest of them."""
+    from keras import layers
+
+    scores = [score_branch(pooled(t, f"atypicality_pool_{index}_{j}"), p, f"{index}_{j}", s)
+              for j, (t, p, s) in enumerate(zip(tensors, guard.projections, guard.scales,
+                                                strict=True))]
+    return layers.Maximum(name=f"atypicality_max_{index}")(scores) if len(scores) > 1 else (
+        scores[0])
 
 
 def output_layer(scores: list[Any]) -> Any:
@@ -100,11 +161,11 @@ def output_layer(scores: list[Any]) -> Any:
     return layers.Activation("linear", dtype="float32", name="atypicality")(mean)
 
 
-def with_atypicality(keras_model: Any, proj: Projection) -> Any:
+def with_atypicality(keras_model: Any, guard: Guard) -> Any:
     """A single network with a third output, ``atypicality``."""
     import keras
 
-    score = score_branch(keras_model.get_layer(features_layer(keras_model)).output, proj)
+    score = guard_branch([keras_model.get_layer(n).output for n in guard.layers], guard)
     out = keras_model.output
     outputs = ({k: v for k, v in dict(out).items() if k != "atypicality"}
                if isinstance(out, dict) else {"pneumonia": out})  # wave 1: one output
@@ -125,9 +186,17 @@ def threshold_on(model: Any, validation_x: np.ndarray, quantile: float = DEFAULT
             "validation_above": float((val > threshold).mean())}
 
 
-def attach(model_path: Path, data_dir: Path, out_dir: Path) -> Path:
+def guard_record(guards: list[Guard]) -> dict[str, Any]:
+    """What the sidecar says of the guard's layers."""
+    return {"components": guards[0].projections[0].k, "layers": list(guards[0].layers),
+            "combination": "each layer's score over its validation 99th percentile; the largest "
+                           "per network; the mean over ensemble members"}
+
+
+def attach(model_path: Path, data_dir: Path, out_dir: Path, version: str | None = None) -> Path:
     """Give a saved single model the ``atypicality`` output (fitted on its own training split,
-    thresholded on its validation split) and save it, with its sidecar, into ``out_dir``."""
+    thresholded on its validation split; an earlier one is replaced) and save it, with its
+    sidecar, into ``out_dir`` (as ``version`` if given)."""
     import json
     import shutil
 
@@ -149,13 +218,15 @@ def attach(model_path: Path, data_dir: Path, out_dir: Path) -> Path:
     train = load_arrays(parts["train"], spec.input_size).x
     validation = load_arrays(parts["validation"], spec.input_size).x
     model = keras.saving.load_model(model_path, compile=False)
-    proj = fit_projection(features_of(feature_net(model), train))
-    final = with_atypicality(model, proj)
+    guard = fit_guard(model, train, validation)
+    final = with_atypicality(model, guard)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     target = out / Path(model_path).name
     final.save(target)
-    spec.extra["atypicality"] = {**threshold_on(final, validation), "components": proj.k}
+    spec.extra["atypicality"] = {**threshold_on(final, validation), **guard_record([guard])}
+    if version:
+        spec.version = version
     spec.extra.setdefault("outputs", {})["atypicality"] = "see the model card"
     write_sidecar(target, spec)
     shutil.copyfile(manifest, out / MANIFEST_NAME)
@@ -165,4 +236,14 @@ def attach(model_path: Path, data_dir: Path, out_dir: Path) -> Path:
 if __name__ == "__main__":
     import sys
 
-    print(attach(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])))
+    # python -m pneumoscreen.model.atypicality MODEL DATA OUT [VERSION]: an ensemble is
+    # re-fitted as VERSION (its members kept), a single network gets the output attached.
+    from pneumoscreen.model.bundle import read_spec
+
+    model_path, data, out = (Path(a) for a in sys.argv[1:4])
+    if (read_spec(model_path).extra.get("architecture") or {}).get("name") == "ensemble":
+        from pneumoscreen.model.ensemble import reguard
+
+        print(reguard(model_path, data, out, sys.argv[4]))
+    else:
+        print(attach(model_path, data, out, sys.argv[4] if len(sys.argv) > 4 else None))

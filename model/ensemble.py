@@ -54,15 +54,18 @@ class EnsembleResult:
     tuned: Tuned
 
 
-def member_outputs(model: Any, index: int) -> Any:
-    """A member as a nested model: its input -> {scaled pneumonia logit, viral probability}."""
+def member_outputs(model: Any, index: int, guard_layers: tuple[str, ...] = ()) -> Any:
+    """A member as a nested model: its input -> {scaled pneumonia logit, viral probability,
+    features, and ``guard_j``: the activations of each layer its guard measures}."""
     import keras
 
     scaled = model.get_layer("temperature").output if _has_layer(model, "temperature") else (
         model.get_layer("pneumonia_logit").output)
-    return keras.Model(model.input, {"logit": scaled, "viral": model.get_layer("viral").output,
-                                     "features": model.get_layer(FEATURES_LAYER).output},
-                       name=f"member_{index}")
+    outputs = {"logit": scaled, "viral": model.get_layer("viral").output,
+               "features": model.get_layer(FEATURES_LAYER).output}
+    outputs.update({f"guard_{j}": model.get_layer(name).output
+                    for j, name in enumerate(guard_layers)})
+    return keras.Model(model.input, outputs, name=f"member_{index}")
 
 
 def _has_layer(model: Any, name: str) -> bool:
@@ -70,15 +73,16 @@ def _has_layer(model: Any, name: str) -> bool:
 
 
 def build_ensemble(members: list[Any], input_size: int,
-                   projections: list[A.Projection] | None = None) -> Any:
+                   guards: list[A.Guard] | None = None) -> Any:
     """The uncalibrated ensemble: ``pneumonia_logit`` (the mean member logit), ``pneumonia``
-    (its sigmoid), ``viral`` (the mean viral probability) and, given each member's feature
-    projection, ``atypicality`` (the mean of the members' scores); one input, one call."""
+    (its sigmoid), ``viral`` (the mean viral probability) and, given each member's guard,
+    ``atypicality`` (the mean of the members' scores); one input, one call."""
     import keras
     from keras import layers
 
     inputs = keras.Input((input_size, input_size, 1), name="image")
-    outs = [member_outputs(m, i)(inputs) for i, m in enumerate(members)]
+    outs = [member_outputs(m, i, guards[i].layers if guards else ())(inputs)
+            for i, m in enumerate(members)]
     if len(outs) == 1:
         logit = layers.Identity(name="pneumonia_logit")(outs[0]["logit"])
         viral = layers.Identity(name="viral")(outs[0]["viral"])
@@ -87,10 +91,10 @@ def build_ensemble(members: list[Any], input_size: int,
         viral = layers.Average(name="viral")([o["viral"] for o in outs])
     prob = layers.Activation("sigmoid", dtype="float32", name="pneumonia")(logit)
     outputs = {"pneumonia": prob, "viral": viral}
-    if projections is not None:
+    if guards is not None:
         outputs["atypicality"] = A.output_layer([
-            A.score_branch(o["features"], p, i)
-            for i, (o, p) in enumerate(zip(outs, projections, strict=True))])
+            A.guard_branch([o[f"guard_{j}"] for j in range(len(g.layers))], g, i)
+            for i, (o, g) in enumerate(zip(outs, guards, strict=True))])
     return keras.Model(inputs, outputs, name="pneumoscreen_ensemble")
 
 
@@ -140,12 +144,11 @@ def make_ensemble(paths: list[Path], out_dir: Path, data_dir: Path, *, target_re
                                    progress=lambda n, stage=stage: progress.advance(stage, n))
     members = [keras.saving.load_model(p, compile=False) for p in paths]
     progress.note("fitting the atypicality score on the training split")
-    projections = [A.fit_projection(A.features_of(A.feature_net(m), arrays["train"].x))
-                   for m in members]
-    raw = build_ensemble(members, size, projections)
+    guards = [A.fit_guard(m, arrays["train"].x, arrays["validation"].x) for m in members]
+    raw = build_ensemble(members, size, guards)
     tuned = tune(raw, arrays, progress, target_recall=target_recall, n_boot=n_boot, seed=seed)
     final = calibrated_model(raw, tuned.temperature)
-    scope = {**A.threshold_on(final, arrays["validation"].x), "components": projections[0].k}
+    scope = {**A.threshold_on(final, arrays["validation"].x), **A.guard_record(guards)}
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -184,3 +187,46 @@ def make_ensemble(paths: list[Path], out_dir: Path, data_dir: Path, *, target_re
 
 
 __all__ = ["EnsembleError", "build_ensemble", "make_ensemble"]
+
+
+def reguard(model_path: Path, data_dir: Path, out_dir: Path, version: str) -> Path:
+    """Re-fit the guard of a saved ensemble (:mod:`pneumoscreen.model.atypicality`'s current
+    layers) on its own split and save it as ``version`` into ``out_dir``: the same members and
+    temperature, so ``pneumonia`` and ``viral`` are unchanged (checked on the validation
+    split), a new ``atypicality``."""
+    import keras
+    import numpy as np
+
+    from pneumoscreen.model.dataset import training_root
+
+    model_path = Path(model_path)
+    spec = read_spec(model_path)
+    manifest_path = model_path.parent / MANIFEST_NAME
+    parts = split_from_manifest(json.loads(manifest_path.read_text()),
+                                training_root(data_dir)).parts()
+    train_x = load_arrays(parts["train"], spec.input_size).x
+    val_x = load_arrays(parts["validation"], spec.input_size).x
+    old = keras.saving.load_model(model_path, compile=False)
+    members = [layer for layer in old.layers if layer.name.startswith("member_")]
+    if not members:
+        raise EnsembleError(f"{model_path} is not an ensemble (no member_ layers)")
+    guards = [A.fit_guard(m, train_x, val_x) for m in members]
+    temperature = 1.0 / float(old.get_layer("temperature").scale)
+    final = calibrated_model(build_ensemble(members, spec.input_size, guards), temperature)
+    for name in ("pneumonia", "viral"):
+        before = np.concatenate([np.asarray(old(val_x[i:i + 128])[name]) for i in
+                                 range(0, len(val_x), 128)])
+        after = np.concatenate([np.asarray(final(val_x[i:i + 128])[name]) for i in
+                                range(0, len(val_x), 128)])
+        if not np.allclose(before, after, atol=1e-5):
+            raise EnsembleError(f"re-fitting the guard changed the {name} output")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / model_path.name
+    final.save(target)
+    shutil.copyfile(manifest_path, out / MANIFEST_NAME)
+    spec.version = version
+    spec.extra["atypicality"] = {**A.threshold_on(final, val_x), **A.guard_record(guards)}
+    spec.extra["architecture"]["params"] = int(final.count_params())
+    write_sidecar(target, spec)
+    return target

@@ -533,9 +533,9 @@ def save(cfg: TrainConfig, model: Any, tuned: Tuned, *, root: Path, split: Split
     out = Path(cfg.out_dir)
     arch = get_architecture(cfg.arch)
     calibrated = C.calibrated_model(model, tuned.temperature)
-    proj = A.fit_projection(A.features_of(A.feature_net(calibrated), arrays["train"].x))
-    final = A.with_atypicality(calibrated, proj)
-    scope = {**A.threshold_on(final, arrays["validation"].x), "components": proj.k}
+    guard = A.fit_guard(calibrated, arrays["train"].x, arrays["validation"].x)
+    final = A.with_atypicality(calibrated, guard)
+    scope = {**A.threshold_on(final, arrays["validation"].x), **A.guard_record([guard])}
     model_path = out / "model.keras"
     final.save(model_path)
     version = cfg.version or dt.datetime.now(dt.timezone.utc).strftime("2.0.0+%Y%m%d%H%M")

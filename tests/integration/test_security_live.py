@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from bundled_default import DEFAULT_VERSION
 from live import (
     REDIS_URL,
     SAMPLES,
@@ -87,4 +88,4 @@ def test_hostile_task_messages_are_refused(tmp_path: Path) -> None:
     assert studies() == before
     assert run_screen(env, "flagged", "--format", "json").stdout == flagged_before
     predictions = json.loads(run_screen(env, "models", "--format", "json").stdout)["models"]
-    assert {m["version"] for m in predictions} - {"5.5.5"} == {"2.0.0"}
+    assert {m["version"] for m in predictions} - {"5.5.5"} == {DEFAULT_VERSION}

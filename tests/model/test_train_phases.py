@@ -67,6 +67,8 @@ def test_pretrained_backbone_trains_in_two_phases_and_resumes(tmp_path: Path) ->
     assert result.spec.extra["architecture"]["name"] == "mobilenetv2"
     assert result.spec.extra["calibration"]["method"] == "temperature"
     assert result.internal_test["subtype"]["n"] >= 1
+    # The guard measures MobileNetV2's middle block as well as the features.
+    assert result.spec.extra["atypicality"]["layers"] == ["features", "block_8_add"]
     # The finished run keeps only what serving needs.
     assert not (tmp_path / "run" / "backup").exists()
 

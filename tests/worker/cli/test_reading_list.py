@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
+from bundled_default import DEFAULT_LABEL, DEFAULT_VERSION
 from live import run_screen
 
 from pneumoscreen import db
@@ -63,10 +64,9 @@ def _flagged(env: dict[str, str], *args: str) -> list[dict]:
 def test_the_default_models_predictions_show(seeded: dict[str, str]) -> None:
     rows = _flagged(seeded, "--outside-scope")
     assert [(r["study_id"], r["model"]) for r in rows] == [
-        (2, "pneumoscreen-cnn:2.0.0"), (4, "pneumoscreen-cnn:2.0.0"),
-        (3, "pneumoscreen-cnn:2.0.0")]  # 3: outside scope, after the flags
+        (2, DEFAULT_LABEL), (4, DEFAULT_LABEL), (3, DEFAULT_LABEL)]  # 3: outside, last
     table = run_screen(seeded, "flagged", timeout=120).stdout
-    assert table.count("2.0.0") == 3 and "1.1.0" not in table  # the model in every row
+    assert table.count(DEFAULT_VERSION) == 3 and "1.1.0" not in table  # the model in every row
     status = json.loads(run_screen(seeded, "status", "--format", "json", timeout=120).stdout)
     assert status["counts"]["flagged"] == 2 and status["counts"]["outside_scope"] == 1
 
@@ -84,7 +84,7 @@ def test_any_other_name_lists_the_choices(seeded: dict[str, str], name: str) -> 
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip().splitlines() == [
         f"error: --model {name!r} is no model version that screened here; choose an id or "
-        "label: 1 (pneumoscreen-cnn:2.0.0), 2 (pneumoscreen-cnn:1.1.0) (or a model file, or "
+        f"label: 1 ({DEFAULT_LABEL}), 2 (pneumoscreen-cnn:1.1.0) (or a model file, or "
         "bundled:NAME)"]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from bundled_default import DEFAULT_LABEL
 from live import bundled_model_copy, make_pngs
 from typer.testing import CliRunner
 
@@ -46,7 +47,7 @@ def test_rescreen_adds_a_version_and_keeps_the_first(tmp_path: Path,
     assert out.exit_code == 0, out.output
     assert "Screened 4 images" in out.stdout  # done ones only: the broken file stays failed
     # The lists keep the default model's predictions, and the command says so (issue 21).
-    assert ("The lists keep showing the default model's predictions (pneumoscreen-cnn:2.0.0); "
+    assert (f"The lists keep showing the default model's predictions ({DEFAULT_LABEL}); "
             "this model's: `screen flagged --model ") in " ".join(out.stdout.split())
     after = _predictions()
     assert after[:4] == before  # untouched
