@@ -110,6 +110,7 @@ def guard_net(net: Any, names: tuple[str, ...]) -> Any:
 
 def layer_features(net: Any, x: np.ndarray, chunk_size: int = 128) -> list[np.ndarray]:
     outs = [net(x[i:i + chunk_size], training=False) for i in range(0, len(x), chunk_size)]
+    outs = [o if isinstance(o, list | tuple) else [o] for o in outs]  # one layer: one tensor
     return [np.concatenate([np.asarray(o[j], np.float32) for o in outs])
             for j in range(len(outs[0]))]
 
