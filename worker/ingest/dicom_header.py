@@ -26,6 +26,7 @@ from pydicom.uid import (
     JPEGExtended12Bit,
     JPEGLosslessSV1,
     JPEGLSLossless,
+    RLELossless,
 )
 
 from pneumoscreen.worker.ingest import vr
@@ -145,7 +146,8 @@ def read_dataset(
         deflated = check_deflated_size(fh, max_bytes)
         bounded = not deflated and size > max_header_bytes
         if bounded and pixels:  # the header must fit the bound before the whole file is parsed
-            _bounded_header(fh, max_header_bytes)
+            header, pixel_offset = _bounded_header(fh, max_header_bytes)
+            check_pixel_bytes(header, size - pixel_offset)
         source = BoundedReader(fh, max_header_bytes if bounded and not pixels else None)
         ds = _parse(source, pixels=pixels, notes=notes)
         if source.exceeded:
@@ -161,16 +163,57 @@ def read_dataset(
     return ds
 
 
-def _bounded_header(fh: BinaryIO, limit: int) -> None:
-    """Parse the header alone under ``limit``; FailedImage if it does not end within it."""
+def _bounded_header(fh: BinaryIO, limit: int) -> tuple[Dataset | None, int]:
+    """Parse the header alone under ``limit``; FailedImage if it does not end within it.
+    Returns the header (None if it did not parse) and where the Pixel Data begins."""
     source = BoundedReader(fh, limit)
+    header = None
     # An error here is left to the full parse that follows, which names what is wrong.
     with warnings.catch_warnings(), contextlib.suppress(Exception):
         warnings.simplefilter("ignore")
-        pydicom.dcmread(source, force=True, stop_before_pixels=True)
+        header = pydicom.dcmread(source, force=True, stop_before_pixels=True)
     if source.exceeded:
         raise _header_too_large(limit)
+    offset = fh.tell()
     fh.seek(0)
+    return header, offset
+
+
+#: Room for item tags, offset tables and padding in encapsulated Pixel Data, bytes.
+ENCAPSULATION_SLACK = 1 << 20
+
+
+def plausible_pixel_bytes(header: Dataset) -> int | None:
+    """The most bytes encapsulated Pixel Data of this header can take: RLE's worst case
+    (PackBits adds one byte per 128, DICOM PS3.5 G.3; a 64-byte header per frame), for the
+    other codecs twice the native size; None for native data or an incomplete header."""
+    try:
+        ts = UID(str(header.file_meta.TransferSyntaxUID))
+        if not ts.is_encapsulated:
+            return None
+        frames = max(int(header.get("NumberOfFrames") or 1), 1)
+        rows, cols = int(header.Rows), int(header.Columns)
+        samples = max(int(header.get("SamplesPerPixel") or 1), 1)
+        depth = (int(header.BitsAllocated) + 7) // 8
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if ts == RLELossless:
+        per_frame = 64 + samples * depth * (rows * cols + -(-rows * cols // 128) + 1)
+    else:
+        per_frame = 2 * rows * cols * samples * depth
+    return frames * per_frame + ENCAPSULATION_SLACK
+
+
+def check_pixel_bytes(header: Dataset | None, pixel_bytes: int) -> None:
+    """Refuse before reading them Pixel Data bytes no codec could need for the header's image
+    (e.g. fragments repeated over and over): memory then follows the image, not the file."""
+    most = plausible_pixel_bytes(header) if header is not None else None
+    if header is None or most is None or pixel_bytes <= most:
+        return
+    codec = UID(str(header.file_meta.TransferSyntaxUID)).name
+    raise FailedImage(f"implausible pixel data: {pixel_bytes} bytes of {codec} data for "
+                      f"{int(header.Rows)} x {int(header.Columns)} pixels (at most {most}); "
+                      "not read")
 
 
 def _header_too_large(limit: int) -> FailedImage:
