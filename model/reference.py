@@ -8,7 +8,8 @@
 Training and ``screen models ensemble`` write both. For models shipped before they existed,
 ``python -m pneumoscreen.model.reference MODEL DATA_DIR`` computes them from the model and the
 bundled patient split and adds them to the sidecar (the model file, and so its sha256, is
-unchanged).
+unchanged). ``… MODEL DATA_DIR 0.98`` first moves the threshold to the validation recall-0.98
+point (:func:`retarget`).
 """
 
 from __future__ import annotations
@@ -59,10 +60,11 @@ def sidecar_record(y_val: np.ndarray, s_val: np.ndarray, y_test: np.ndarray | No
             OPERATING_KEY: operating_points(y_val, s_val, y_test, s_test)}
 
 
-def annotate(model_path: Path, data_dir: Path, *, chunk_size: int = 64) -> dict[str, Any]:
-    """Score the validation and internal-test splits of the model's own patient split and add
-    :func:`sidecar_record` to its sidecar. Returns what was added."""
-    from pneumoscreen.model.bundle import load_model, sidecar_path
+def split_scores(model_path: Path, data_dir: Path, *, chunk_size: int = 64
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Labels and calibrated pneumonia probabilities of the validation and internal-test
+    splits of the model's own patient split (its manifest beside it)."""
+    from pneumoscreen.model.bundle import load_model
     from pneumoscreen.model.dataset import (
         MANIFEST_NAME,
         load_arrays,
@@ -83,14 +85,58 @@ def annotate(model_path: Path, data_dir: Path, *, chunk_size: int = 64) -> dict[
         s = [np.asarray(loaded.predict(arrays.x[i:i + chunk_size]).pneumonia).reshape(-1)
              for i in range(0, len(arrays.x), chunk_size)]
         scores[name] = (arrays.y, np.concatenate(s))
+    return scores
+
+
+def annotate(model_path: Path, data_dir: Path) -> dict[str, Any]:
+    """Score the validation and internal-test splits of the model's own patient split and add
+    :func:`sidecar_record` to its sidecar. Returns what was added."""
+    from pneumoscreen.model.bundle import sidecar_path
+
+    scores = split_scores(model_path, data_dir)
     record = sidecar_record(*scores["validation"], *scores["internal-test"])
-    side = sidecar_path(model_path)
+    side = sidecar_path(Path(model_path))
     data = json.loads(side.read_text())
     data.update(record)
     side.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return record
 
 
+def retarget(model_path: Path, data_dir: Path, target_recall: float, *, n_boot: int = 2000,
+             seed: int = 42) -> dict[str, Any]:
+    """Move a saved model's threshold to the highest that reaches ``target_recall`` on its
+    validation split; the sidecar's threshold, target recall, threshold selection and metrics
+    follow (the internal test with bootstrap CIs). The subtype figures, which no threshold
+    changes, are kept. Returns the new validation and internal-test headlines."""
+    from pneumoscreen.model.bundle import read_spec, write_sidecar
+    from pneumoscreen.model.train import headline
+
+    model_path = Path(model_path)
+    scores = split_scores(model_path, data_dir)
+    (y_val, s_val), (y_test, s_test) = scores["validation"], scores["internal-test"]
+    threshold = M.select_threshold(y_val, s_val, target_recall)
+    spec = read_spec(model_path)
+    old = spec.extra.get("metrics") or {}
+    figures = {"validation": M.summarize(y_val, s_val, threshold, n_boot=0),
+               "internal-test": M.summarize(y_test, s_test, threshold, n_boot=n_boot,
+                                            seed=seed)}
+    for part, summary in figures.items():
+        if "subtype" in (old.get(part) or {}):
+            summary["subtype"] = old[part]["subtype"]
+    spec.threshold, spec.target_recall = threshold, target_recall
+    selection = dict(spec.extra.get("threshold_selection") or {})
+    selection.update(target_recall=target_recall, validation=headline(figures["validation"]))
+    spec.extra["threshold_selection"] = selection
+    spec.extra["metrics"] = {k: headline(v) for k, v in figures.items()}
+    write_sidecar(model_path, spec)
+    return spec.extra["metrics"]
+
+
 if __name__ == "__main__":
+    # python -m pneumoscreen.model.reference MODEL DATA_DIR [TARGET_RECALL]: with a target,
+    # the threshold moves to it first; then the reference record is written.
+    if len(sys.argv) > 3:
+        print(json.dumps(retarget(Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])),
+                         indent=1, default=float))
     added = annotate(Path(sys.argv[1]), Path(sys.argv[2]))
     print(json.dumps(added, indent=1))

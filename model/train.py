@@ -502,7 +502,8 @@ def tune(model: Any, arrays: dict[str, Arrays], progress: Progress, *, target_re
 # Step 5: save the calibrated model with its sidecar.
 
 
-def _headline(m: dict[str, Any]) -> dict[str, Any]:
+def headline(m: dict[str, Any]) -> dict[str, Any]:
+    """The figures a sidecar keeps of a summary."""
     keys = ("n", "auc", "threshold", "recall", "specificity", "precision", "accuracy", "f1",
             "tp", "fp", "tn", "fn", "ci95", "subtype")
     return {k: m[k] for k in keys if k in m}
@@ -514,9 +515,9 @@ def tuned_record(tuned: Tuned, target_recall: float) -> dict[str, Any]:
         "threshold_selection": {"split": "validation", "target_recall": target_recall,
                                 "rule": "highest threshold with validation recall >= target, "
                                         "on calibrated scores",
-                                "validation": _headline(tuned.validation)},
-        "metrics": {"internal-test": _headline(tuned.internal_test),
-                    "validation": _headline(tuned.validation)},
+                                "validation": headline(tuned.validation)},
+        "metrics": {"internal-test": headline(tuned.internal_test),
+                    "validation": headline(tuned.validation)},
         **tuned.reference,
     }
 
