@@ -1,5 +1,5 @@
 """A real worker (broker mode, no beat) sends results to a real Orthanc that is down at first and
-up SCREEN_TEST_PACS_DOWN_SECONDS later (default 10): the outbox retries with backoff and
+up SCREEN_TEST_PACS_DOWN_SECONDS later (default 6): the outbox retries with backoff and
 delivers once the PACS is back, with no command."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from orthanc import Orthanc
 from pydicom.uid import generate_uid
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
-DOWN_SECONDS = float(os.environ.get("SCREEN_TEST_PACS_DOWN_SECONDS", "10"))
+DOWN_SECONDS = float(os.environ.get("SCREEN_TEST_PACS_DOWN_SECONDS", "6"))
 
 
 def _exports(env: dict[str, str]) -> list[dict]:

@@ -6,32 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import typer
-from PIL import Image
+from labelled_folders import labelled_tree
 from typer.testing import CliRunner
 
 from pneumoscreen.model.dataset import MANIFEST_NAME, patient_id
 
 N_PER_CLASS = 10
 SIZE = 32
-
-
-def _kaggle_tree(root: Path) -> Path:
-    """train/{NORMAL,PNEUMONIA}: dark-ish normals, brighter pneumonias with a blob, 64x64 PNGs."""
-    rng = np.random.default_rng(0)
-    for cls in ("NORMAL", "PNEUMONIA"):
-        (root / "train" / cls).mkdir(parents=True)
-    for i in range(N_PER_CLASS):
-        base = rng.normal(0.35, 0.08, (64, 64))
-        Image.fromarray((np.clip(base, 0, 1) * 255).astype(np.uint8)).save(
-            root / "train" / "NORMAL" / f"IM-{i:04d}-0001.png")
-        sick = rng.normal(0.35, 0.08, (64, 64))
-        sick[16:48, 10:40] += 0.4
-        Image.fromarray((np.clip(sick, 0, 1) * 255).astype(np.uint8)).save(
-            root / "train" / "PNEUMONIA" / f"person{i}_bacteria_{i}.png")
-    return root
 
 
 def _app() -> typer.Typer:
@@ -50,7 +33,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from pneumoscreen.worker.settings import get_settings
 
     tmp = tmp_path_factory.mktemp("train")
-    data = _kaggle_tree(tmp / "data")
+    data = labelled_tree(tmp / "data", N_PER_CLASS, size=64, viral=False)
     mp = pytest.MonkeyPatch()
     mp.setenv("SCREEN_DATA_DIR", str(tmp / "state"))
     get_settings.cache_clear()
@@ -198,7 +181,7 @@ def test_bundled_model_is_trained_and_small() -> None:
 
     path = bundled_model_path()
     spec = read_spec(path)
-    assert spec.trained and spec.target_recall == 0.95
+    assert spec.trained and spec.target_recall == 0.98  # issue 23: the reading list's promise
     assert 0.0 < spec.threshold < 1.0
     assert path.stat().st_size <= 20 * 1024 * 1024
     assert (path.parent / MANIFEST_NAME).is_file()

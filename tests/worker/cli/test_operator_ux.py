@@ -110,7 +110,8 @@ def test_resume_without_a_broker_says_it_screened(tmp_path: Path) -> None:
     with session_scope(url) as session:
         session.add(Image(sha256="0" * 64, source_path=str(SAMPLES / "chest_export.png"),
                           format="png", status=ImageStatus.queued))
-    out = run_screen(_env(tmp_path, SCREEN_DATABASE_URL=url), "resume", timeout=300)
+    out = run_screen(_env(tmp_path, SCREEN_DATABASE_URL=url, SCREEN_MODEL_PATH="bundled:cnn-s"),
+                     "resume", timeout=300)  # the small model: any model makes the point
     assert out.returncode == 0, out.stderr
     assert "Screened 1 study" in out.stdout and "Re-enqueued" not in out.stdout
     assert "task" not in out.stdout

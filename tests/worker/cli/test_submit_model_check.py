@@ -52,7 +52,9 @@ def test_wrong_model_is_one_line_and_registers_nothing(tmp_path: Path, folder: P
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], lines
         assert "Traceback" not in out.stdout + out.stderr
-    env = screen_env(data_dir=tmp_path / "data", database_url=db, broker_url="")
+    # Corrected to a good model (the small bundled one: any good model makes the point).
+    env = screen_env(data_dir=tmp_path / "data", database_url=db, broker_url="",
+                     SCREEN_MODEL_PATH="bundled:cnn-s")
     status = json.loads(run_screen(env, "status", "--format", "json").stdout)
     assert status["counts"]["total"] == 0
     good = run_screen(env, "submit", str(folder))  # the corrected submit screens them all
