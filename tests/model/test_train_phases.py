@@ -4,6 +4,7 @@ resume after a stop, the subtype loss on pneumonia images only, calibration and 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -174,11 +175,17 @@ def test_make_ensemble_end_to_end(tmp_path: Path) -> None:
     assert len(loaded.spec.extra["architecture"]["members"]) == 2
     assert 0 < loaded.spec.threshold < 1 and result.tuned.validation["recall"] >= 0.95
     assert (tmp_path / "ens" / "split_manifest.json").is_file()
-    other = train(TrainConfig(data_dir=data, out_dir=tmp_path / "other", arch="cnn-xs",
-                              input_size=SIZE, epochs=1, batch_size=4, n_boot=20,
-                              split_seed=7))
+    # A member from another patient split (its manifest files one film elsewhere) is refused.
+    other = shutil.copytree(runs[1].model_path.parent, tmp_path / "other")
+    manifest = json.loads((other / "split_manifest.json").read_text())
+    moved = next(iter(manifest["files"]))
+    manifest["files"][moved]["split"] = next(
+        part for part in ("train", "validation", "internal-test")
+        if part != manifest["files"][moved]["split"])
+    (other / "split_manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(EnsembleError, match="another patient split"):
-        make_ensemble([runs[0].model_path, other.model_path], tmp_path / "bad", data)
+        make_ensemble([runs[0].model_path, other / runs[1].model_path.name], tmp_path / "bad",
+                      data)
 
 
 def test_finish_ends_a_stopped_run_at_its_best_epoch(tmp_path: Path) -> None:
