@@ -160,6 +160,27 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{on_timeout()}")
 
 
+def rows_of(database_url: str, sql: str) -> list[tuple]:
+    """The rows of one SQL query: the cheap way to poll while a worker runs (a `screen` process
+    per poll costs a core for most of a second)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(sql))]
+    except sa.exc.OperationalError:  # SQLite: not created yet
+        return []
+    finally:
+        engine.dispose()
+
+
+def all_final(database_url: str) -> bool:
+    """Every registered image is done, rejected or failed (and there is at least one)."""
+    rows = rows_of(database_url, "SELECT status FROM studies")
+    return bool(rows) and all(r[0] in ("done", "rejected", "failed") for r in rows)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (for a broker that is down)."""
     import socket

@@ -13,7 +13,15 @@ from pathlib import Path
 import pydicom
 import pytest
 from ingest_factories import chest_like, make_ds, write
-from live import REDIS_URL, WorkerProcess, redis_or_skip, run_screen, screen_env, wait_until
+from live import (
+    REDIS_URL,
+    WorkerProcess,
+    redis_or_skip,
+    rows_of,
+    run_screen,
+    screen_env,
+    wait_until,
+)
 from orthanc import Orthanc
 from pydicom.uid import generate_uid
 
@@ -47,8 +55,8 @@ def test_pacs_down_at_export_then_back(tmp_path: Path, pg_url: str, orthanc: Ort
         assert run_screen(env, "submit", str(inbox)).returncode == 0
 
         def failed_once() -> bool:
-            rows = _exports(env)
-            return bool(rows) and rows[0]["status"] == "pending" and rows[0]["attempts"] >= 1
+            rows = rows_of(pg_url, "SELECT status, attempts FROM exports")
+            return bool(rows) and rows[0][0] == "pending" and rows[0][1] >= 1
 
         wait_until(failed_once, 180, "a first export attempt while the PACS is down",
                    on_timeout=worker.log)
@@ -58,7 +66,7 @@ def test_pacs_down_at_export_then_back(tmp_path: Path, pg_url: str, orthanc: Ort
         time.sleep(max(0.0, DOWN_SECONDS - (time.monotonic() - failed_at)))
         orthanc.start()
         up_at = time.monotonic()
-        wait_until(lambda: _exports(env)[0]["status"] == "sent", 120,
+        wait_until(lambda: rows_of(pg_url, "SELECT status FROM exports") == [("sent",)], 120,
                    "the export sent once the PACS is back", on_timeout=worker.log)
         print(f"broker mode: PACS down {up_at - failed_at:.0f} s after the first failed "
               f"attempt; delivered {time.monotonic() - up_at:.1f} s after it came back, "

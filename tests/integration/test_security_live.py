@@ -13,6 +13,7 @@ from live import (
     REDIS_URL,
     SAMPLES,
     WorkerProcess,
+    all_final,
     bundled_model_copy,
     redis_or_skip,
     run_screen,
@@ -44,8 +45,8 @@ def test_hostile_task_messages_are_refused(tmp_path: Path) -> None:
         def studies() -> list[dict]:
             return json.loads(run_screen(env, "studies", "--format", "json").stdout)
 
-        wait_until(lambda: all(s["status"] in ("done", "rejected", "failed")
-                               for s in studies()), 180, "the samples screened", worker.log)
+        wait_until(lambda: all_final(env["SCREEN_DATABASE_URL"]), 180, "the samples screened",
+                   worker.log)
         before = studies()
         flagged_before = run_screen(env, "flagged", "--format", "json").stdout
         ids = [s["study_id"] for s in before]
