@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from live import (
     REDIS_URL,
     TEST_PATIENT_KEY,
     WorkerProcess,
+    all_final,
     redis_or_skip,
     run_screen,
     screen_env,
@@ -129,16 +129,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         res = run_screen(env, *args, timeout=300)
         outputs[key], stdout[key], codes[key] = res.stdout + res.stderr, res.stdout, res.returncode
 
-    def settled() -> bool:  # a plain query: a `screen status` per poll would slow the worker
-        with sqlite3.connect(data / "screen.sqlite3") as conn:
-            return not conn.execute("SELECT count(*) FROM studies WHERE status IN "
-                                    "('queued', 'processing')").fetchone()[0]
-
     record("submit", "submit", str(folder))
     worker = WorkerProcess(env, tmp_path / "worker.log", "hostile", "--loglevel", "DEBUG")
     try:
         worker.wait_ready()
-        wait_until(settled, 300, "every study in a final state", on_timeout=worker.log)
+        wait_until(lambda: all_final(env["SCREEN_DATABASE_URL"]), 300,
+                   "every study in a final state", on_timeout=worker.log)
     finally:
         worker.stop()
     calls = [(f"{' '.join(command)} {fmt}", [*command, "--format", fmt])
