@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from pneumoscreen.model import atypicality as A
-from pneumoscreen.model.architectures import FEATURES_LAYER
 from pneumoscreen.model.bundle import (
     ModelSpec,
     read_spec,
@@ -56,13 +55,12 @@ class EnsembleResult:
 
 def member_outputs(model: Any, index: int, guard_layers: tuple[str, ...] = ()) -> Any:
     """A member as a nested model: its input -> {scaled pneumonia logit, viral probability,
-    features, and ``guard_j``: the activations of each layer its guard measures}."""
+    and ``guard_j``: the activations of each layer its guard measures}."""
     import keras
 
     scaled = model.get_layer("temperature").output if _has_layer(model, "temperature") else (
         model.get_layer("pneumonia_logit").output)
-    outputs = {"logit": scaled, "viral": model.get_layer("viral").output,
-               "features": model.get_layer(FEATURES_LAYER).output}
+    outputs = {"logit": scaled, "viral": model.get_layer("viral").output}
     outputs.update({f"guard_{j}": model.get_layer(name).output
                     for j, name in enumerate(guard_layers)})
     return keras.Model(model.input, outputs, name=f"member_{index}")
@@ -213,12 +211,12 @@ def reguard(model_path: Path, data_dir: Path, out_dir: Path, version: str) -> Pa
     guards = [A.fit_guard(m, train_x, val_x) for m in members]
     temperature = 1.0 / float(old.get_layer("temperature").scale)
     final = calibrated_model(build_ensemble(members, spec.input_size, guards), temperature)
+    def outputs(model: Any, name: str) -> np.ndarray:
+        return np.concatenate([np.asarray(model(val_x[i:i + 128])[name])
+                               for i in range(0, len(val_x), 128)])
+
     for name in ("pneumonia", "viral"):
-        before = np.concatenate([np.asarray(old(val_x[i:i + 128])[name]) for i in
-                                 range(0, len(val_x), 128)])
-        after = np.concatenate([np.asarray(final(val_x[i:i + 128])[name]) for i in
-                                range(0, len(val_x), 128)])
-        if not np.allclose(before, after, atol=1e-5):
+        if not np.allclose(outputs(old, name), outputs(final, name), atol=1e-5):
             raise EnsembleError(f"re-fitting the guard changed the {name} output")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
