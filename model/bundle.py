@@ -50,10 +50,17 @@ def sidecar_path(model_path: Path) -> Path:
 
 
 def _sha256(path: Path) -> str:
-    # Imported here, not at the top: commands that only read a sidecar stay without pydicom.
-    from pneumoscreen.worker.ingest.files import file_sha256
+    """The sha256 of a model file: a regular file only (a FIFO named as the model is never
+    waited on; OSError otherwise)."""
+    import errno
+    import hashlib
+    import os
+    import stat
 
-    return file_sha256(path)
+    with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise OSError(errno.EINVAL, f"{path} is not a regular file")
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 class ModelFileError(RuntimeError):
@@ -177,6 +184,21 @@ def verified_spec(model_path: Path, *, verify: bool = True) -> ModelSpec:
         )
     spec.sha256 = sha
     return spec
+
+
+def check_model_file(ref: str | Path | None) -> Path:
+    """Refuse a model that cannot load before anything is registered: the file exists, is a
+    Keras archive, its sidecar is valid and records the file's sha256 (ModelFileError)."""
+    import zipfile
+
+    path = model_file(ref)
+    try:
+        verified_spec(path)
+        if not zipfile.is_zipfile(path):
+            raise ModelFileError(f"model file {path} is not a Keras archive")
+    except OSError as exc:
+        raise ModelFileError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
+    return path
 
 
 @dataclass

@@ -7,7 +7,9 @@ the registrar, screening and the export to a ``file://`` destination (the SR wri
 
 Method: every pneumoscreen function called directly by pneumoscreen code (module and class
 bodies, what they call while an import runs, and calls made back by libraries, e.g. SQLAlchemy
-column defaults, left out) is listed in the order of its first call. Each gets its package
+column defaults, left out) is listed in the order of its first call, each other thread's calls
+together where that thread's first call fell (a path is one thread of control). Each gets its
+package
 (pneumoscreen.db, pneumoscreen.model, pneumoscreen.worker.intake, ...; modules at worker/'s top
 level: pneumoscreen.worker). Runs of
 the same package collapse into one step. A *change* is a step to another package; a *return* is
@@ -42,6 +44,9 @@ def package(mod: str) -> str:
 NEWLOCALS = inspect.CO_NEWLOCALS
 seen: set[str] = set()
 order: list[tuple[str, str]] = []
+threads: list[int] = []  # the thread of each entry of ``order``
+#: The first calls made while a function left out of the second count ran (its own work).
+inside_aside: set[str] = set()
 
 
 def prof(frame: Any, event: str, arg: Any) -> None:
@@ -59,6 +64,23 @@ def prof(frame: Any, event: str, arg: Any) -> None:
     if name not in seen:
         seen.add(name)
         order.append((name, package(mod)))
+        threads.append(threading.get_ident())
+        if _under_aside(back):
+            inside_aside.add(name)
+
+
+def _aside(mod: str) -> bool:
+    return mod.startswith(ASIDE) or package(mod) == "pneumoscreen.worker"
+
+
+def _under_aside(frame: Any) -> bool:
+    """Whether a function left out of the second count is on the stack (the caller or above)."""
+    while frame is not None:
+        mod = str(frame.f_globals.get("__name__", ""))
+        if mod.startswith("pneumoscreen.") and frame.f_code.co_flags & NEWLOCALS and _aside(mod):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def run(fn: Callable[[], None]) -> None:
@@ -72,8 +94,24 @@ def run(fn: Callable[[], None]) -> None:
 
 
 #: Left out of the second count: the statements' room, the worker's top-level helpers (settings,
-#: keys, audit, logs) and the progress protocol every long loop reports to.
+#: keys, audit, logs) and the progress protocol every long loop reports to, with what they call
+#: (the settings' session names the default model, its ingest_config builds the policy).
 ASIDE = ("pneumoscreen.db.", "pneumoscreen.model.progress.")
+
+
+def by_thread() -> list[tuple[str, str]]:
+    """``order`` with each other thread's calls together, where that thread's first call fell:
+    a path is what one thread of control passes, not how two threads' first calls interleave."""
+    main = threading.main_thread().ident
+    placed: set[int] = set()
+    out: list[tuple[str, str]] = []
+    for entry, tid in zip(order, threads, strict=True):
+        if tid == main:
+            out.append(entry)
+        elif tid not in placed:
+            placed.add(tid)
+            out.extend(e for e, t in zip(order, threads, strict=True) if t == tid)
+    return out
 
 
 def _steps(entries: list[tuple[str, str]]) -> list[str]:
@@ -90,9 +128,11 @@ def _count(steps: list[str]) -> dict[str, int]:
 
 
 def counts() -> dict[str, Any]:
-    steps = _steps(order)
-    aside = _steps([(n, p) for n, p in order
-                    if not n.startswith(ASIDE) and p != "pneumoscreen.worker"])
+    path = by_thread()
+    steps = _steps(path)
+    left_out = inside_aside | {n for n, p in path
+                               if n.startswith(ASIDE) or p == "pneumoscreen.worker"}
+    aside = _steps([(n, p) for n, p in path if n not in left_out])
     return {"functions": len(order), **_count(steps),
             "db_top_level_progress_aside": _count(aside), "steps": steps}
 
@@ -140,5 +180,5 @@ if __name__ == "__main__":
         scenario(tmp)
     print(json.dumps(counts()))
     if len(sys.argv) > 2:
-        for name, pkg in order:
+        for name, pkg in by_thread():
             print(f"  {pkg:32} {name}")

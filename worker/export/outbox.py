@@ -110,6 +110,17 @@ def plan_exports(study_uids: Sequence[str], destinations: Sequence[Destination],
     return ids
 
 
+def deliver_to(study_uid: str, label: str, settings: Settings) -> list[ExportOutcome] | None:
+    """What the export task does: the study's current result planned for the configured
+    destination ``label`` and delivered (no outcome when nothing is screened); None when no
+    configured destination has that label (a message cannot name a destination)."""
+    dest = configured_destination(label, settings)
+    if dest is None:
+        return None
+    return [deliver(i, settings, destination=dest)
+            for i in plan_exports([study_uid], [dest], settings)]
+
+
 def deliver(export_id: int, settings: Settings, *, destination: Destination | None = None,
             force: bool = False) -> ExportOutcome:
     """Claim one row and deliver it; never raises an :class:`ExportError`.

@@ -302,22 +302,6 @@ def same_dataset(a: Path, b: Path) -> bool:
     return first is not None and first == _dataset_digest(b)
 
 
-def check_model(settings: Settings) -> None:
-    """Refuse a model that cannot load before anything is registered: the file exists, is a
-    Keras archive, its sidecar is valid and records the file's sha256 (ModelFileError)."""
-    import zipfile
-
-    from pneumoscreen.model.bundle import ModelFileError, model_file, verified_spec
-
-    path = model_file(settings.model_path)
-    try:
-        verified_spec(path)
-        if not zipfile.is_zipfile(path):
-            raise ModelFileError(f"model file {path} is not a Keras archive")
-    except OSError as exc:
-        raise ModelFileError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
-
-
 def _commits(walk: Iterable[Path], config: IngestConfig, progress: Progress,
             counts: dict[str, int], threads: int) -> Iterator[list[Candidate]]:
     """The walk's files examined (hashed and probed) by ``threads`` threads, in walk order, in
@@ -354,7 +338,9 @@ def submit_folder(folder: Path, *, settings: Settings, recursive: bool = True,
     folder = Path(folder)
     if not folder.exists() and not folder.is_symlink():
         raise FileNotFoundError(f"{folder} does not exist")
-    check_model(settings)
+    from pneumoscreen.model.bundle import check_model_file
+
+    check_model_file(settings.model_path)
     result = register_folder(folder, settings=settings, recursive=recursive, progress=progress,
                              kind=kind)
     enqueue(result, settings=settings, task_size=task_size, progress=progress)

@@ -13,7 +13,7 @@ from celery.exceptions import Reject
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from pneumoscreen.model.bundle import ModelFileError
-from pneumoscreen.worker.export.enqueue import configured_destination, enqueue_exports
+from pneumoscreen.worker.export.enqueue import enqueue_exports
 from pneumoscreen.worker.intake.nightly import run_nightly
 from pneumoscreen.worker.intake.sweep import sweep
 from pneumoscreen.worker.queue.app import app
@@ -101,16 +101,14 @@ def export_task(self: Any, study_uid: str, destination: str) -> dict[str, Any]:
     """Deliver one study's current result to one configured destination (named by its label)
     through the outbox: a transient failure leaves the row due again after a backoff, and the
     outbox (beat's ``pneumoscreen.export_outbox``) delivers it then."""
-    from pneumoscreen.worker.export.outbox import deliver, plan_exports
+    from pneumoscreen.worker.export.outbox import deliver_to
 
     settings = task_settings()
-    dest = configured_destination(destination, settings)
-    if dest is None:  # not (or no longer) configured: a message cannot name a destination
+    outcomes = deliver_to(study_uid, destination, settings)
+    if outcomes is None:  # not (or no longer) configured: a message cannot name a destination
         log.error("export of study %s: %s is not a configured destination", study_uid,
                   destination)
         return {"study_uid": study_uid, "destination": destination, "status": "refused"}
-    outcomes = [deliver(i, settings, destination=dest)
-                for i in plan_exports([study_uid], [dest], settings)]
     _outbox_again(outcomes, settings, eager=self.request.is_eager)
     return asdict(outcomes[0]) if outcomes else {"study_uid": study_uid,
                                                  "destination": destination,

@@ -80,11 +80,11 @@ def register_arrivals(arrivals: list[Arrival], *, settings: Settings) -> Enqueue
     fresh = [a for a in arrivals if a.file.sha256 not in known]
     if not fresh:
         return Enqueued(batch_id=None)
+    senders = sorted({a.calling_aet for a in fresh if a.calling_aet})
     checked_key(settings)  # one pseudonym key per database
     config = settings.ingest_config()
     examined = [(a, examine(a.file.path, config)) for a in fresh]  # outside the transaction
     candidates = [c for _, c in examined if c is not None]
-    senders = sorted({a.calling_aet for a in fresh if a.calling_aet})
 
     def received(session: Session, result: SubmitResult) -> None:
         queued, now = set(result.queued_ids), utcnow()
