@@ -368,7 +368,7 @@ def reports_cmd(
 def bench_models_cmd(
     models: list[str] = typer.Argument(..., help="Model files or bundled:NAME (e.g. "
                                        "bundled:v2 bundled:v3)."),
-    studies: int = typer.Option(1000, min=1, help="Studies per model."),
+    studies: int = typer.Option(1000, min=1, help="Images per model."),
     chunk: int = typer.Option(64, min=1, max=1024, help="Studies per model call."),
     rounds: int = typer.Option(4, min=1, help="Alternating rounds (A B A B …)."),
     fmt: str = typer.Option("table", "--format", help="table or json."),

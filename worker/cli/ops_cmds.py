@@ -59,7 +59,7 @@ def resume(
     audit_to(settings.effective_database_url, "resume", studies=out.n_queued,
              stale=out.n_stale, tasks=out.n_tasks)
     if not out.n_queued:
-        console.print("Nothing to resume: no study is queued or stuck processing.")
+        console.print("Nothing to resume: no image is queued or stuck processing.")
         return
     studies = counted(out.n_queued, "study", "studies")
     if settings.eager:  # no broker: the tasks ran here, the images are screened now

@@ -103,7 +103,7 @@ def register_arrivals(arrivals: list[Arrival], *, settings: Settings) -> Enqueue
         settings=settings, kind="receive",
         source="DICOM from " + (", ".join(senders) or "unknown"), progress=Silent(),
         one_transaction=True, also=received)
-    log.info("batch %s: %d received instances registered, %d new studies, %d to screen, "
+    log.info("batch %s: %d received instances registered, %d new images, %d to screen, "
              "%d already known, %d twins", result.batch_id, len(fresh), result.n_new,
              len(result.queued_ids), result.n_duplicate, result.n_twins)
     return result
@@ -233,7 +233,7 @@ class Registrar:
         _mark_enqueued(result.queued_ids, settings=self.settings)
 
     def enqueue_left_over(self) -> int:
-        """Send again the received studies registered but never enqueued (broker down, or the
+        """Send again the received images registered but never enqueued (broker down, or the
         listener stopped in between); those no longer queued are just marked."""
         with self.settings.session() as session:
             rows = not_enqueued(session=session)
@@ -248,7 +248,7 @@ class Registrar:
             self.dispatch(Enqueued(batch_id=batch_id, queued_ids=sorted(ids)))
             sent += len(ids)
         if sent:
-            log.info("%d received studies enqueued again", sent)
+            log.info("%d received images enqueued again", sent)
         return sent
 
 
@@ -291,7 +291,7 @@ class ScreeningThread:
                 enqueue(result, settings=self.settings)
                 _mark_enqueued(result.queued_ids, settings=self.settings)
             except Exception:  # the next enqueue_left_over round hands them over again
-                log.exception("screening %d received studies failed; retrying later",
+                log.exception("screening %d received images failed; retrying later",
                               len(result.queued_ids))
             finally:
                 with self._lock:

@@ -32,7 +32,7 @@ def sweep_spool(spool: Spool, settings: Settings, *, now: dt.datetime | None = N
         freed += spool.remove(SpoolFile(path, path.stem, 0.0))
         deleted += 1
     if deleted:
-        log.info("spool retention: %d files deleted (%.1f MB), their studies final and "
+        log.info("spool retention: %d files deleted (%.1f MB), their images final and "
                  "delivered over %g days ago", deleted, freed / 1e6,
                  settings.spool_retention_days)
     return deleted
