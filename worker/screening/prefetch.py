@@ -4,8 +4,10 @@ With ``decode_processes`` (the default) each thread only drives one decoding pro
 :mod:`.decode_pool`, so the decoding itself runs outside the model's process and under a time limit.
 
 A bounded producer/consumer: the consumer (the model, then the database write) holds one chunk
-while at most ``prefetch`` further chunks decode, so a task of any size keeps about two chunks of
-tensors in memory and the CPU/GPU is never idle waiting for decoding after the first chunk.
+while at most ``prefetch`` further chunks decode, so a task of any size keeps at most
+``prefetch + 2`` chunks of tensors in memory (three by default, for a moment: the one the caller
+still holds, the one it waits for and the next) and the CPU/GPU is never idle waiting for
+decoding after the first chunk.
 """
 
 from __future__ import annotations
@@ -47,10 +49,11 @@ def prefetched(items: Sequence[T], work: Callable[[T], R], *, chunk_size: int, t
         start_next()
         while pending:
             futures = pending.popleft()
-            results = [f.result() for f in futures]
-            # Top up before handing over: these decode while the caller runs the model.
+            # Top up before waiting for this chunk, not after: the pool works on while this
+            # chunk's last files finish, so no decoding slot idles at a chunk boundary, and the
+            # next chunks decode while the caller runs the model.
             while len(pending) < prefetch and start_next():
                 pass
-            yield results
+            yield [f.result() for f in futures]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -26,6 +26,21 @@ class TestPrefetched:
         assert second_chunk_started.wait(10)
         assert next(chunks) == [2, 3]
 
+    def test_next_chunk_starts_while_this_ones_last_file_decodes(self) -> None:
+        # A slow last file must not leave the other decoding slot idle until it ends.
+        next_chunk_started = threading.Event()
+
+        def work(i: int) -> bool:
+            if i == 1:  # chunk 0's straggler: done only once chunk 1 is being decoded
+                return next_chunk_started.wait(10)
+            if i >= 2:
+                next_chunk_started.set()
+            return True
+
+        chunks = prefetched(range(4), work, chunk_size=2, threads=2)
+        assert next(chunks) == [True, True]
+        chunks.close()
+
     def test_never_more_than_two_chunks_in_flight(self) -> None:
         started: list[int] = []
         lock = threading.Lock()
