@@ -20,6 +20,7 @@ changes, one return).
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import os
 import shutil
@@ -42,11 +43,22 @@ def package(mod: str) -> str:
 
 
 NEWLOCALS = inspect.CO_NEWLOCALS
-seen: set[str] = set()
+seen: set[str] = set()  # functions with an entry on the path
+seen_aside: set[str] = set()  # functions with an entry made while an aside function ran
 order: list[tuple[str, str]] = []
-threads: list[int] = []  # the thread of each entry of ``order``
-#: The first calls made while a function left out of the second count ran (its own work).
-inside_aside: set[str] = set()
+threads: list[int] = []  # the thread of each entry of ``order`` (numbered, never reused)
+#: Entries made while a function left out of the second count ran (its own work): a function
+#: gets such an entry at its first call there and a path entry at its first call elsewhere.
+under_aside: list[bool] = []
+_thread = threading.local()
+_numbers = itertools.count()
+
+
+def thread_number() -> int:
+    """This thread's number: unlike ``threading.get_ident()``, never given to a later thread."""
+    if not hasattr(_thread, "number"):
+        _thread.number = next(_numbers)
+    return _thread.number
 
 
 def prof(frame: Any, event: str, arg: Any) -> None:
@@ -61,12 +73,15 @@ def prof(frame: Any, event: str, arg: Any) -> None:
     if not back.f_code.co_flags & NEWLOCALS:
         return  # called while a module or class body runs (an import)
     name = f"{mod}.{frame.f_code.co_qualname}"
-    if name not in seen:
-        seen.add(name)
-        order.append((name, package(mod)))
-        threads.append(threading.get_ident())
-        if _under_aside(back):
-            inside_aside.add(name)
+    if name in seen:
+        return
+    aside = _under_aside(back)
+    if aside and name in seen_aside:
+        return
+    (seen_aside if aside else seen).add(name)
+    order.append((name, package(mod)))
+    threads.append(thread_number())
+    under_aside.append(aside)
 
 
 def _aside(mod: str) -> bool:
@@ -81,6 +96,9 @@ def _under_aside(frame: Any) -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+MAIN_THREAD = thread_number()  # the thread that imports this module runs the scenario
 
 
 def run(fn: Callable[[], None]) -> None:
@@ -99,18 +117,19 @@ def run(fn: Callable[[], None]) -> None:
 ASIDE = ("pneumoscreen.db.", "pneumoscreen.model.progress.")
 
 
-def by_thread() -> list[tuple[str, str]]:
-    """``order`` with each other thread's calls together, where that thread's first call fell:
-    a path is what one thread of control passes, not how two threads' first calls interleave."""
-    main = threading.main_thread().ident
+def by_thread(entries: list[Any] | None = None) -> list[Any]:
+    """``entries`` (default: ``order``; one per entry of ``order``) with each other thread's
+    calls together, where that thread's first call fell: a path is what one thread of control
+    passes, not how two threads' first calls interleave."""
+    entries = order if entries is None else entries
     placed: set[int] = set()
-    out: list[tuple[str, str]] = []
-    for entry, tid in zip(order, threads, strict=True):
-        if tid == main:
+    out: list[Any] = []
+    for entry, number in zip(entries, threads, strict=True):
+        if number == MAIN_THREAD:
             out.append(entry)
-        elif tid not in placed:
-            placed.add(tid)
-            out.extend(e for e, t in zip(order, threads, strict=True) if t == tid)
+        elif number not in placed:
+            placed.add(number)
+            out.extend(e for e, t in zip(entries, threads, strict=True) if t == number)
     return out
 
 
@@ -128,13 +147,20 @@ def _count(steps: list[str]) -> dict[str, int]:
 
 
 def counts() -> dict[str, Any]:
-    path = by_thread()
-    steps = _steps(path)
-    left_out = inside_aside | {n for n, p in path
-                               if n.startswith(ASIDE) or p == "pneumoscreen.worker"}
-    aside = _steps([(n, p) for n, p in path if n not in left_out])
-    return {"functions": len(order), **_count(steps),
-            "db_top_level_progress_aside": _count(aside), "steps": steps}
+    # Every step: each function once, at its first call. Aside: the entries made outside the
+    # aside functions' own work, without the aside functions themselves.
+    first: set[str] = set()
+    marked: list[tuple[str, str, bool, bool]] = []
+    for (name, pkg), aside in zip(order, under_aside, strict=True):
+        everywhere = name not in first
+        first.add(name)
+        on_path = not aside and not (name.startswith(ASIDE) or pkg == "pneumoscreen.worker")
+        marked.append((name, pkg, everywhere, on_path))
+    path = by_thread(marked)
+    steps = _steps([(n, p) for n, p, everywhere, _ in path if everywhere])
+    aside_steps = _steps([(n, p) for n, p, _, on_path in path if on_path])
+    return {"functions": len(first), **_count(steps),
+            "db_top_level_progress_aside": _count(aside_steps), "steps": steps}
 
 
 def settings_for(tmp: str, **extra: Any) -> Any:

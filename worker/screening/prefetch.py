@@ -46,8 +46,7 @@ def prefetched(items: Sequence[T], work: Callable[[T], R], *, chunk_size: int, t
         return True
 
     try:
-        start_next()
-        while pending:
+        while pending or start_next():
             futures = pending.popleft()
             # Top up before waiting for this chunk, not after: the pool works on while this
             # chunk's last files finish, so no decoding slot idles at a chunk boundary, and the

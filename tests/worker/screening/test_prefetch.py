@@ -61,6 +61,10 @@ class TestPrefetched:
         next(chunks)
         chunks.close()
 
+    def test_no_prefetch_still_yields_every_chunk(self) -> None:
+        out = list(prefetched(range(5), lambda i: i, chunk_size=2, threads=2, prefetch=0))
+        assert out == [[0, 1], [2, 3], [4]]
+
     def test_closing_early_cancels_the_rest(self) -> None:
         started: list[int] = []
         chunks = prefetched(range(100), started.append, chunk_size=5, threads=2)
