@@ -9,12 +9,14 @@ Method: every pneumoscreen function called directly by pneumoscreen code (module
 bodies, what they call while an import runs, and calls made back by libraries, e.g. SQLAlchemy
 column defaults, left out) is listed in the order of its first call, each other thread's calls
 together where that thread's first call fell (a path is one thread of control). Each gets its
-package
-(pneumoscreen.db, pneumoscreen.model, pneumoscreen.worker.intake, ...; modules at worker/'s top
-level: pneumoscreen.worker). Runs of
-the same package collapse into one step. A *change* is a step to another package; a *return* is
-a change into a package the path has been in before (intake -> model -> ingest -> intake: three
-changes, one return).
+package (pneumoscreen.db, pneumoscreen.model, pneumoscreen.worker.intake, ...; modules at
+worker/'s top level: pneumoscreen.worker). Runs of the same package collapse into one step. A
+*change* is a step to another package; a *return* is a change into a package the path has been
+in before (intake -> model -> ingest -> intake: three changes, one return).
+
+The second count (``db_top_level_progress_aside``) leaves out ``db``, worker/'s top level and
+``model.progress``, and what runs while one of them is on the stack (their own work); a function
+first called there counts at its first call elsewhere.
 """
 
 from __future__ import annotations
