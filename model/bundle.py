@@ -50,25 +50,10 @@ def sidecar_path(model_path: Path) -> Path:
 
 
 def _sha256(path: Path) -> str:
-    """The sha256 of a model file: a regular file only (a FIFO or device named as the model is
-    refused before it is opened, never waited on; OSError otherwise)."""
-    import errno
-    import hashlib
-    import os
-    import stat
+    # Imported here, not at the top: commands that only read a sidecar stay without pydicom.
+    from pneumoscreen.worker.ingest.files import file_sha256
 
-    def refuse_special(mode: int) -> None:
-        if not stat.S_ISREG(mode):
-            raise OSError(errno.EINVAL, f"{path} is not a regular file")
-
-    refuse_special(os.stat(path).st_mode)
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
-    with os.fdopen(os.open(path, flags), "rb") as fh:
-        refuse_special(os.fstat(fh.fileno()).st_mode)  # swapped in after the stat
-        digest = hashlib.sha256()
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-        return digest.hexdigest()
+    return file_sha256(path)
 
 
 class ModelFileError(RuntimeError):
