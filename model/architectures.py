@@ -21,6 +21,15 @@ from typing import Any
 
 FEATURES_LAYER = "features"
 OUTPUTS = ("pneumonia", "viral")
+#: the layer that cuts the lung-field box out of the input (``--lung-crop``)
+CROP_LAYER = "lung_crop"
+#: a box (y0, x0, y1, x1) in fractions of the square input
+Box = tuple[float, float, float, float]
+#: ``--lung-crop``'s box: both lung fields with their apices and costophrenic angles on a
+#: frontal paediatric film squashed to a square, but not the film's corners and edges, where the
+#: "R" and "A-P" markers sit (drawn on 24 random training films before it was chosen; wider
+#: than ``augment.LUNG_BOX``, which clipped some apices)
+LUNG_CROP: Box = (0.15, 0.08, 0.93, 0.92)
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,34 @@ def _cnn(arch: Architecture, size: int, init: str) -> Any:
     return _heads(x, s["dropout"], f"pneumoscreen_{arch.name.replace('-', '_')}", inputs)
 
 
+def crop_pixels(size: int, box: Box) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``Cropping2D``'s ((top, bottom), (left, right)) for a ``box`` of fractions on a square
+    input of ``size`` pixels."""
+    y0, x0, y1, x1 = box
+    if not (0.0 <= y0 < y1 <= 1.0 and 0.0 <= x0 < x1 <= 1.0):
+        raise ValueError(f"crop box {box!r} must be (y0, x0, y1, x1) fractions with y0 < y1, "
+                         "x0 < x1")
+    top, left = round(y0 * size), round(x0 * size)
+    bottom, right = size - round(y1 * size), size - round(x1 * size)
+    if size - top - bottom < 32 or size - left - right < 32:
+        raise ValueError(f"crop box {box!r} leaves less than 32 px of a {size} px input")
+    return (top, bottom), (left, right)
+
+
+def _input(size: int, crop: Box | None) -> tuple[Any, Any]:
+    """The model's full-frame input and what the network sees: the input itself, or (``crop``)
+    the fixed lung-field box cut out of it. Cutting inside the model keeps one preprocessing
+    function for every model, and the network never sees the film's corners and edges, where
+    the training hospital's markers sit."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((size, size, 1), name="image")
+    if crop is None:
+        return inputs, inputs
+    return inputs, layers.Cropping2D(crop_pixels(size, crop), name=CROP_LAYER)(inputs)
+
+
 def _rgb(inputs: Any, scale: float, offset: float) -> Any:
     from keras import layers
 
@@ -128,14 +165,14 @@ def _rgb(inputs: Any, scale: float, offset: float) -> Any:
     return layers.Rescaling(scale, offset=offset, name="backbone_scaling")(x)
 
 
-def _keras_app(arch: Architecture, size: int, init: str) -> Any:
+def _keras_app(arch: Architecture, size: int, init: str, crop: Box | None) -> Any:
     import keras
     from keras import layers
 
     weights = _weights_arg(arch, init)
-    inputs = keras.Input((size, size, 1), name="image")
+    inputs, seen = _input(size, crop)
     # MobileNet (v1, v2): RGB in [-1, 1], i.e. x/127.5 - 1 on 0..255; ours is in [0, 1].
-    x = _rgb(inputs, 2.0, -1.0)
+    x = _rgb(seen, 2.0, -1.0)
     app = {"mobilenetv2": keras.applications.MobileNetV2,
            "mobilenet": keras.applications.MobileNet}[arch.name]
     try:
@@ -147,7 +184,7 @@ def _keras_app(arch: Architecture, size: int, init: str) -> Any:
     return _heads(feats, arch.settings["dropout"], f"pneumoscreen_{arch.name}", inputs)
 
 
-def _efficientnet_lite0(arch: Architecture, size: int, init: str) -> Any:
+def _efficientnet_lite0(arch: Architecture, size: int, init: str, crop: Box | None) -> Any:
     """EfficientNet-Lite0 from its Keras file (``--init PATH``; ``none`` re-initialises it)."""
     import keras
     from keras import layers
@@ -160,33 +197,36 @@ def _efficientnet_lite0(arch: Architecture, size: int, init: str) -> Any:
         donor = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # keras raises many types for a bad archive
         raise InitError(f"cannot load {path}: {exc}") from exc
-    inputs = keras.Input((size, size, 1), name="image")
+    inputs, seen = _input(size, crop)
     # EfficientNet-Lite: RGB (x - 127) / 128 on 0..255.
-    x = _rgb(inputs, 255.0 / 128.0, -127.0 / 128.0)
+    x = _rgb(seen, 255.0 / 128.0, -127.0 / 128.0)
     y = donor(x)
     feats = layers.GlobalAveragePooling2D(name=FEATURES_LAYER)(y)
     return _heads(feats, arch.settings["dropout"], "pneumoscreen_efficientnet_lite0", inputs)
 
 
-def build(name: str, input_size: int, init: str = "none") -> Any:
-    """The Keras model for ``--arch name --input-size N --init init`` (not compiled)."""
+def build(name: str, input_size: int, init: str = "none", crop: Box | None = None) -> Any:
+    """The Keras model for ``--arch name --input-size N --init init`` (not compiled); ``crop``
+    (``--lung-crop``): the network sees only that box of its input (a backbone only)."""
     arch = get_architecture(name)
     if input_size < 32:
         raise ValueError(f"input size {input_size} is below the 32 px every network needs")
     if arch.family == "cnn":
+        if crop is not None:
+            raise ValueError(f"{name} is trained from scratch at its own size: no --lung-crop")
         return _cnn(arch, input_size, init)
     if arch.name == "efficientnet-lite0":
-        return _efficientnet_lite0(arch, input_size, init)
-    return _keras_app(arch, input_size, init)
+        return _efficientnet_lite0(arch, input_size, init, crop)
+    return _keras_app(arch, input_size, init, crop)
 
 
 def backbone_layers(model: Any) -> list[Any]:
     """The layers that belong to the pretrained backbone (everything before the pooled features,
     excluding the input replication and scaling)."""
-    skip = {"image", "grey_to_rgb", "backbone_scaling", FEATURES_LAYER, "head_dropout",
+    skip = {"image", CROP_LAYER, "grey_to_rgb", "backbone_scaling", FEATURES_LAYER, "head_dropout",
             *OUTPUTS, *(f"{o}_logit" for o in OUTPUTS)}
     return [layer for layer in model.layers if layer.name not in skip]
 
 
-__all__ = ["ARCHITECTURES", "FEATURES_LAYER", "OUTPUTS", "Architecture", "InitError",
-           "backbone_layers", "build", "get_architecture"]
+__all__ = ["ARCHITECTURES", "CROP_LAYER", "FEATURES_LAYER", "LUNG_CROP", "OUTPUTS", "Architecture",
+           "InitError", "backbone_layers", "build", "crop_pixels", "get_architecture"]

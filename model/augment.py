@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -61,7 +61,12 @@ ANTISHORTCUT = AugmentConfig(rotation_deg=7.0, shift=0.0, zoom=0.0, brightness=0
                              gamma=0.35, blur_probability=0.25, noise_std=0.03,
                              corner_probability=0.5, corner_size=(0.10, 0.25),
                              blob_probability=0.5, keep_box=LUNG_BOX)
-PRESETS = {"standard": STANDARD, "strong": STRONG, "antishortcut": ANTISHORTCUT, "none": None}
+#: ``--augment framing``: ``antishortcut`` plus films framed differently (the child higher or
+#: lower, nearer or farther: shifts of up to 8 % and zoom in or out by up to 15 %), for a
+#: network that sees a fixed box of the film (``--lung-crop``)
+FRAMING = replace(ANTISHORTCUT, shift=0.08, zoom=0.15)
+PRESETS = {"standard": STANDARD, "strong": STRONG, "antishortcut": ANTISHORTCUT,
+           "framing": FRAMING, "none": None}
 
 
 def _random_resized_crop(x: Any, cfg: AugmentConfig, gen: Any) -> Any:

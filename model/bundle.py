@@ -159,6 +159,21 @@ def validate_spec(spec: ModelSpec, where: Path | str) -> None:
         value = getattr(spec, name)
         if not isinstance(value, str) or not 0 < len(value) <= 64:
             raise bad(f"{name} must be a string of 1 to 64 characters")
+    arch = spec.extra.get("architecture")
+    arch = arch if isinstance(arch, dict) else {}
+    members = arch.get("members")
+    for record in [arch, *(members if isinstance(members, list) else [])]:
+        if isinstance(record, dict) and "crop" in record and not _is_box(record["crop"]):
+            raise bad(f"architecture crop must be [y0, x0, y1, x1] fractions with y0 < y1 and "
+                      f"x0 < x1, not {record['crop']!r}")
+
+
+def _is_box(value: Any) -> bool:
+    if not isinstance(value, list) or len(value) != 4 or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        return False
+    y0, x0, y1, x1 = value
+    return 0 <= y0 < y1 <= 1 and 0 <= x0 < x1 <= 1
 
 
 def verified_spec(model_path: Path, *, verify: bool = True) -> ModelSpec:

@@ -165,6 +165,8 @@ def make_ensemble(paths: list[Path], out_dir: Path, data_dir: Path, *, target_re
                              "architecture": (s.extra.get("architecture") or {}).get("name"),
                              "params": (s.extra.get("architecture") or {}).get("params"),
                              "last_conv": (s.extra.get("architecture") or {}).get("last_conv"),
+                             **({"crop": (s.extra.get("architecture") or {})["crop"]}
+                                if "crop" in (s.extra.get("architecture") or {}) else {}),
                              "internal-test": (s.extra.get("metrics") or {}).get("internal-test")}
                             for s in specs],
                 "combination": "mean of the members' calibrated logits, then a temperature",

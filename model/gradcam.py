@@ -5,6 +5,10 @@ the last convolutional block's activation and ``a_c`` the spatial mean of the gr
 pneumonia output with respect to ``A_c``. Maps are scaled to [0, 1] per image (a flat map stays
 0). For an ensemble the map is the mean of its members' maps, each computed on the member's own
 output. The result is small (the block's grid, e.g. 7 x 7 at 224 px) and stored as float16.
+
+A network that sees only a box of its input (``--lung-crop``) has its map placed where that box
+lies in the full frame, on a grid of :data:`FRAME_GRID` cells a side, zero outside the box: every
+map covers the whole film, whatever the network saw.
 """
 
 from __future__ import annotations
@@ -14,12 +18,24 @@ from typing import Any
 
 import numpy as np
 
+#: cells a side of a full-frame map of a cropping network (fine enough that placing the box
+#: is off by at most 1 % of the side)
+FRAME_GRID = 50
+
 
 @dataclass(frozen=True)
 class CamTarget:
     """One network whose map is computed: its input, the conv block and the scalar to explain."""
 
     model: Any  # keras.Model: input -> [activations, score]
+    #: the box (y0, x0, y1, x1, fractions) of the input the network sees; None: all of it
+    crop: tuple[float, float, float, float] | None = None
+
+
+def _crop_of(record: dict[str, Any] | None) -> tuple[float, float, float, float] | None:
+    box = (record or {}).get("crop")
+    return None if box is None else (float(box[0]), float(box[1]), float(box[2]),
+                                     float(box[3]))
 
 
 def _layer_names(model: Any) -> set[str]:
@@ -57,13 +73,40 @@ def targets(keras_model: Any, spec_extra: dict[str, Any]) -> list[CamTarget]:
     members = [layer for layer in keras_model.layers if layer.name.startswith("member_")]
     hints = [m.get("last_conv") for m in arch.get("members") or []]
     nets = members or [keras_model]
+    records = list(arch.get("members") or []) if members else [arch]
     if not members:
         hints = [arch.get("last_conv")]
     out = []
     for i, net in enumerate(nets):
         hint = hints[i] if i < len(hints) else None
         conv = net.get_layer(last_conv_name(net, hint)).output
-        out.append(CamTarget(keras.Model(net.input, [conv, _score_tensor(net)])))
+        crop = _crop_of(records[i]) if i < len(records) else None
+        out.append(CamTarget(keras.Model(net.input, [conv, _score_tensor(net)]), crop))
+    return out
+
+
+def seen_region(spec_extra: dict[str, Any], shape: tuple[int, int]) -> np.ndarray:
+    """Boolean ``shape`` mask of the map cells some network of the model sees: all of them,
+    unless every network crops its input (then the union of their boxes). Outside it a map is
+    zero by construction, so comparisons of maps (the randomisation check) leave it out."""
+    arch = spec_extra.get("architecture") or {}
+    records = list(arch.get("members") or []) or [arch]
+    h, w = shape
+    if any(_crop_of(r) is None for r in records):
+        return np.ones(shape, bool)
+    mask = np.zeros(shape, bool)
+    for record in records:
+        y0, x0, y1, x1 = _crop_of(record)  # type: ignore[misc]
+        mask[round(y0 * h):round(y1 * h), round(x0 * w):round(x1 * w)] = True
+    return mask
+
+
+def in_frame(maps: np.ndarray, crop: tuple[float, float, float, float],
+             grid: int = FRAME_GRID) -> np.ndarray:
+    """``(n, grid, grid)``: maps of the ``crop`` box placed where it lies in the full frame."""
+    y0, x0, y1, x1 = (round(v * grid) for v in crop)
+    out = np.zeros((len(maps), grid, grid), np.float32)
+    out[:, y0:y1, x0:x1] = resize_maps(maps, y1 - y0, x1 - x0)
     return out
 
 
@@ -85,8 +128,10 @@ def compute(cam_targets: list[CamTarget], inputs: np.ndarray) -> np.ndarray:
             total = tf.reduce_sum(score)
         grads = tape.gradient(total, conv)
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-        cam = tf.nn.relu(tf.reduce_sum(conv * weights, axis=-1)).numpy()
-        maps.append(_normalise(cam.astype(np.float32)))
+        cam = tf.nn.relu(tf.reduce_sum(conv * weights, axis=-1)).numpy().astype(np.float32)
+        if target.crop is not None:
+            cam = in_frame(cam, target.crop)
+        maps.append(_normalise(cam))
     shapes = {m.shape for m in maps}
     if len(shapes) > 1:  # members with different grids: bring them to the finest one
         h, w = max(s[1] for s in shapes), max(s[2] for s in shapes)

@@ -29,7 +29,12 @@ from pneumoscreen.model import atypicality as A
 from pneumoscreen.model import calibration as C
 from pneumoscreen.model import metrics as M
 from pneumoscreen.model import reference as R
-from pneumoscreen.model.architectures import Architecture, backbone_layers, get_architecture
+from pneumoscreen.model.architectures import (
+    LUNG_CROP,
+    Architecture,
+    backbone_layers,
+    get_architecture,
+)
 from pneumoscreen.model.augment import PRESETS, AugmentConfig
 from pneumoscreen.model.bundle import ModelSpec, write_sidecar
 from pneumoscreen.model.dataset import (
@@ -93,6 +98,8 @@ class TrainConfig:
     distill_from: str | None = None
     #: the teacher's share of each target: (1 - w) * label + w * teacher probability
     distill_weight: float = 0.5
+    #: the network sees only the lung-field box of its input (``architectures.LUNG_CROP``)
+    lung_crop: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -111,6 +118,10 @@ class TrainConfig:
                 kw[key] = Path(kw[key])
         kw["fractions"] = tuple(kw.get("fractions", (0.70, 0.15, 0.15)))
         return cls(**kw)
+
+    @property
+    def crop(self) -> tuple[float, float, float, float] | None:
+        return LUNG_CROP if self.lung_crop else None
 
     @property
     def augment_config(self) -> AugmentConfig | None:
@@ -550,6 +561,7 @@ def save(cfg: TrainConfig, model: Any, tuned: Tuned, *, root: Path, split: Split
                              **{k: list(v) if isinstance(v, tuple) else v
                                 for k, v in arch.settings.items()},
                              "last_conv": arch.last_conv,
+                             **({"crop": list(cfg.crop)} if cfg.crop else {}),
                              "params": int(final.count_params())},
             "outputs": OUTPUT_MEANINGS,
             "calibration": tuned.calibration,
@@ -588,7 +600,8 @@ def train(cfg: TrainConfig, progress: Progress | None = None,
     from pneumoscreen.model.runtime import RuntimeConfig, configure
 
     progress = progress or Silent()
-    get_architecture(cfg.arch)
+    if cfg.lung_crop and get_architecture(cfg.arch).family == "cnn":
+        raise ValueError(f"--lung-crop is for an ImageNet backbone, not {cfg.arch}")
     _ = cfg.augment_config
     device = configure(runtime or RuntimeConfig())
     keras.utils.set_random_seed(cfg.seed)
@@ -599,7 +612,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None,
     progress.note("splitting by patient")
     root, split = make_split(cfg)
     arrays = make_arrays(cfg, split, progress)
-    model = build(cfg.arch, cfg.input_size, cfg.init)
+    model = build(cfg.arch, cfg.input_size, cfg.init, crop=cfg.crop)
     history, facts = fit(cfg, model, arrays, progress, device, finish=finish)
     if not facts:
         raise ValueError("--finish: no epoch has finished yet, there is no model to keep")

@@ -89,3 +89,37 @@ def test_efficientnet_lite0_from_the_shared_file(shared_dir: Path) -> None:
                                                 "weights/efficientnet_lite0_imagenet_notop.keras"))
     out = model(np.zeros((1, 64, 64, 1), np.float32), training=False)
     assert np.asarray(out["pneumonia"]).shape == (1, 1)
+
+
+def test_lung_crop_cuts_the_box_inside_the_model() -> None:
+    """``--lung-crop``: the model takes the full frame, the network sees only the box, and what
+    lies outside the box cannot change the output."""
+    import keras
+
+    from pneumoscreen.model.architectures import CROP_LAYER, LUNG_CROP, crop_pixels
+
+    size = 64
+    model = build("mobilenetv2", size, "none", crop=LUNG_CROP)
+    assert model.input.shape[1:] == (size, size, 1)
+    (top, bottom), (left, right) = crop_pixels(size, LUNG_CROP)
+    seen = keras.Model(model.input, model.get_layer(CROP_LAYER).output)
+    assert seen.output.shape[1:] == (size - top - bottom, size - left - right, 1)
+    x = np.random.default_rng(0).random((2, size, size, 1), dtype=np.float32)
+    marked = x.copy()
+    marked[:, :top, :] = 1.0  # a bright "marker" above the box ...
+    marked[:, :, :left] = 0.0  # ... and a dark edge left of it
+    a, b = model(x, training=False), model(marked, training=False)
+    np.testing.assert_allclose(np.asarray(a["pneumonia"]), np.asarray(b["pneumonia"]), atol=1e-6)
+    assert CROP_LAYER not in {layer.name for layer in backbone_layers(model)}
+
+
+def test_crop_box_is_checked() -> None:
+    from pneumoscreen.model.architectures import crop_pixels
+
+    assert crop_pixels(100, (0.15, 0.08, 0.93, 0.92)) == ((15, 7), (8, 8))
+    with pytest.raises(ValueError, match="fractions"):
+        crop_pixels(100, (0.5, 0.1, 0.4, 0.9))
+    with pytest.raises(ValueError, match="less than 32 px"):
+        crop_pixels(64, (0.0, 0.0, 0.3, 1.0))
+    with pytest.raises(ValueError, match="no --lung-crop"):
+        build("cnn-s", 64, "none", crop=(0.1, 0.1, 0.9, 0.9))

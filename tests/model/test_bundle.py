@@ -78,6 +78,10 @@ def test_score_histogram_is_none_when_absent_or_malformed() -> None:
     ({"input_size": 4}, "input_size must be an integer in"),
     ({"channels": 7}, "channels must be 1 or 3"),
     ({"version": "x" * 200}, "version must be a string"),
+    ({"architecture": {"name": "mobilenetv2", "crop": [0.9, 0.0, 0.1, 1.0]}},
+     "architecture crop must be"),
+    ({"architecture": {"name": "ensemble", "members": [{"crop": "everything"}]}},
+     "architecture crop must be"),
 ])
 def test_a_bad_sidecar_is_refused(tmp_path: Path, change: dict, message: str) -> None:
     with pytest.raises(ModelFileError, match=message):

@@ -68,3 +68,31 @@ def test_overlay_is_labelled_rgb_at_display_size() -> None:
     img = gradcam.overlay(_x(1)[0], np.eye(4, dtype=np.float32), size=128)
     assert img.shape == (128, 128, 3) and img.dtype == np.uint8
     assert img[-10:, :60].mean() > 20  # the white label on its black band
+
+
+def test_a_cropping_networks_map_covers_the_full_frame() -> None:
+    """A network that sees only a box: its map lies in that box of a full-frame grid, zero
+    outside, so the film's top corners get no mass when the box leaves them out."""
+    from pneumoscreen.model.architectures import LUNG_CROP
+
+    size = 96
+    model = calibrated_model(build("mobilenetv2", size, "none", crop=LUNG_CROP), 1.0)
+    extra = {"architecture": {"last_conv": "out_relu", "crop": list(LUNG_CROP)}}
+    targets = gradcam.targets(model, extra)
+    assert targets[0].crop == LUNG_CROP
+    x = np.random.default_rng(0).random((3, size, size, 1), dtype=np.float32)
+    maps = gradcam.compute(targets, x)
+    g = gradcam.FRAME_GRID
+    assert maps.shape == (3, g, g)
+    y0, x0, y1, x1 = (round(v * g) for v in LUNG_CROP)
+    outside = maps.copy()
+    outside[:, y0:y1, x0:x1] = 0
+    assert outside.max() == 0 and maps[:, y0:y1, x0:x1].max() > 0
+    assert gradcam.border_mass(maps)["top_corners"].max() < 0.05
+
+
+def test_in_frame_places_the_box() -> None:
+    one = np.ones((1, 2, 2), np.float32)
+    framed = gradcam.in_frame(one, (0.5, 0.0, 1.0, 0.5), grid=10)
+    assert framed.shape == (1, 10, 10)
+    assert framed[0, 5:, :5].min() == 1 and framed.sum() == 25

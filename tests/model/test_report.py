@@ -159,8 +159,9 @@ def test_evaluate_the_16_validation_images(shared_dir: Path, tmp_path: Path) -> 
     assert len(out["operating_points"]) == 4
     assert out["run"]["version"]
     # The command's own figure counts from its process start to the report written: all of
-    # the wall time but the interpreter's exit.
-    assert 0.85 * wall <= out["run"]["seconds"] <= wall, (out["run"]["seconds"], wall)
+    # the wall time but the interpreter's exit (which took 2 s on a loaded machine).
+    assert wall - max(0.15 * wall, 3.0) <= out["run"]["seconds"] <= wall, (
+        out["run"]["seconds"], wall)
     html = (tmp_path / "r" / "report.html").read_text()
     took = float(re.search(r"took ([0-9.]+) s", html).group(1))
     assert 0.85 * wall <= took <= out["run"]["seconds"]

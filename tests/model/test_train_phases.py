@@ -48,10 +48,17 @@ class _StopAfter(Silent):
 
 
 def test_pretrained_backbone_trains_in_two_phases_and_resumes(tmp_path: Path) -> None:
+    """Also ``--lung-crop``: the crop survives the resume, lands in the sidecar, and the saved
+    model's heatmaps cover the full frame."""
+    from pneumoscreen.model.architectures import LUNG_CROP
+    from pneumoscreen.model.bundle import load_model
+    from pneumoscreen.model.gradcam import FRAME_GRID
+
     data = labelled_tree(tmp_path / "data")
     cfg = TrainConfig(data_dir=data, out_dir=tmp_path / "run", arch="mobilenetv2",
-                      init=str(_pretrained_file(tmp_path)), input_size=SIZE, epochs=2,
-                      head_epochs=1, batch_size=4, n_boot=50, augment="strong", patience=5)
+                      init=str(_pretrained_file(tmp_path)), input_size=48, epochs=2,
+                      head_epochs=1, batch_size=4, n_boot=50, augment="strong", patience=5,
+                      lung_crop=True)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, _StopAfter(2))  # the head phase's epoch, then the first fine-tuning epoch
     state = json.loads((tmp_path / "run" / STATE_NAME).read_text())
@@ -59,7 +66,7 @@ def test_pretrained_backbone_trains_in_two_phases_and_resumes(tmp_path: Path) ->
     assert not (tmp_path / "run" / "model.keras").exists()
 
     again = resume_config(tmp_path / "run")
-    assert again.arch == "mobilenetv2" and again.epochs == 2
+    assert again.arch == "mobilenetv2" and again.epochs == 2 and again.lung_crop
     result = train(again)
     phases = result.spec.extra["training"]["phases"]
     assert list(phases) == ["head", "finetune"]
@@ -72,6 +79,10 @@ def test_pretrained_backbone_trains_in_two_phases_and_resumes(tmp_path: Path) ->
     assert result.spec.extra["atypicality"]["layers"] == ["features", "block_8_add"]
     # The finished run keeps only what serving needs.
     assert not (tmp_path / "run" / "backup").exists()
+    assert result.spec.extra["architecture"]["crop"] == list(LUNG_CROP)
+    loaded = load_model(result.model_path)
+    x = np.random.default_rng(0).random((2, 48, 48, 1), dtype=np.float32)
+    assert loaded.heatmaps(x).shape == (2, FRAME_GRID, FRAME_GRID)
 
 
 @pytest.mark.parametrize("arch", ["cnn-xs", "mobilenet"])

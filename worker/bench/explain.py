@@ -4,7 +4,9 @@
 * Heatmap sanity (Adebayo et al., 2018): the maps of the trained model against those of the same
   model with its last blocks re-initialised, by Spearman rank correlation per image (a map that
   survives randomisation explains nothing); and the shortcut indicator: the share of map mass in
-  the outer 10% border and in the two top corners (text markers), true vs false positives.
+  the outer 10% border and in the two top corners (text markers), true vs false positives; and
+  what the markers do to the decisions: the same films with their top corners and text-like
+  blobs inpainted (as the anti-shortcut augmentation does), scored again.
 * The guard: on the internal test split and on what no pediatric model should accept (adult
   chest DICOMs with their age blanked, non-chest DICOMs decoded anyway, made images: a blank
   film, a rotated, an inverted chest, a cropped corner), the share marked out of scope.
@@ -77,12 +79,16 @@ def randomised_copy(model: LoadedModel, fraction: float = 0.25, seed: int = 0) -
     return LoadedModel(model.path, model.spec, copy, model.device)
 
 
-def rank_correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Spearman's rho between paired maps (a constant map correlates 0)."""
+def rank_correlations(a: np.ndarray, b: np.ndarray,
+                      region: np.ndarray | None = None) -> np.ndarray:
+    """Spearman's rho between paired maps over the cells of ``region`` (default all; a constant
+    map correlates 0)."""
     from scipy.stats import spearmanr
 
     out = []
     for x, y in zip(a, b, strict=True):
+        if region is not None:
+            x, y = x[region], y[region]
         if np.ptp(x) == 0 or np.ptp(y) == 0:
             out.append(0.0)
             continue
@@ -106,14 +112,58 @@ def heatmap_sanity(model: LoadedModel, data_dir: Path, *, n: int = 64,
                         "border_mass_mean": _mean(mass["border"][mask]),
                         "top_corner_mass_mean": _mean(mass["top_corners"][mask])}
     pick = arrays.x[:n]
-    rho = rank_correlations(_maps(model, pick), _maps(randomised_copy(model), pick))
+    trained = _maps(model, pick)
+    # A cropping network's maps are zero outside its box in both models: those shared zeros
+    # would count as agreement.
+    region = gradcam.seen_region(model.spec.extra, trained.shape[1:])
+    rho = rank_correlations(trained, _maps(randomised_copy(model), pick), region)
     # A uniform map puts 36% of its mass in the outer 10% border and 8% in the two corners.
     return {"model": model.spec.label, "internal_test_images": len(arrays.x),
             "internal_test_flagged": int(flagged.sum()),
+            "markers_erased": markers_erased(model, arrays.x, arrays.y, prob),
             "randomisation": {"n": len(pick), "spearman_mean": _mean(rho),
                               "spearman_median": float(np.median(rho)),
                               "reinitialised": "the last 25% of convolution and dense layers"},
             "shortcut": groups, "uniform_map": {"border": 0.36, "top_corners": 0.08}}
+
+
+def erase_markers(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The films with every corner (top ones 20 % of the side, bottom ones 10 %) and every
+    bright text-like blob outside the lung box inpainted, the centre untouched: the
+    anti-shortcut augmentation's erasing, always on, at a fixed size."""
+    import tensorflow as tf
+
+    from pneumoscreen.model.augment import AugmentConfig, erase_shortcuts
+
+    cfg = AugmentConfig(corner_probability=1.0, corner_size=(0.20, 0.20), blob_probability=1.0)
+    gen = tf.random.Generator.from_seed(seed)
+    return np.concatenate([erase_shortcuts(tf.convert_to_tensor(x[i:i + 64]), cfg, gen).numpy()
+                           for i in range(0, len(x), 64)]) if len(x) else x
+
+
+def markers_erased(model: LoadedModel, x: np.ndarray, y: np.ndarray,
+                   prob: np.ndarray) -> dict[str, Any]:
+    """AUC, recall and specificity at the model's threshold before and after
+    :func:`erase_markers`, and how many decisions the erasing turned: a model that reads the
+    lungs barely moves."""
+    from sklearn.metrics import roc_auc_score
+
+    erased, _ = _predict_all(model, erase_markers(x))
+    t = model.spec.threshold
+
+    def figures(p: np.ndarray) -> dict[str, float | None]:
+        both = len(set(y.tolist())) == 2
+        pos, neg = y == 1, y == 0
+        return {"auc": float(roc_auc_score(y, p)) if both else None,
+                "recall": float((p[pos] >= t).mean()) if pos.any() else None,
+                "specificity": float((p[neg] < t).mean()) if neg.any() else None}
+
+    turned = (prob >= t) != (erased >= t)
+    return {"as_is": figures(prob), "erased": figures(erased),
+            "decisions_turned": int(turned.sum()),
+            "normal_newly_flagged": int(((erased >= t) & (prob < t) & (y == 0)).sum()),
+            "pneumonia_newly_missed": int(((erased < t) & (prob >= t) & (y == 1)).sum()),
+            "mean_abs_change": float(np.mean(np.abs(erased - prob))) if len(prob) else None}
 
 
 def _mean(values: np.ndarray) -> float | None:

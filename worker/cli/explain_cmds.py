@@ -1,4 +1,5 @@
-"""``screen heatmap IMAGE``, ``screen bench heatmaps`` and ``screen bench scope``."""
+"""``screen heatmap IMAGE``, ``screen bench heatmaps``, ``screen bench scope`` and ``screen bench
+shift``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     app.command("heatmap")(heatmap)
     bench_app.command("heatmaps")(bench_heatmaps)
     bench_app.command("scope")(bench_scope)
+    bench_app.command("shift")(bench_shift)
 
 
 def heatmap(
@@ -68,7 +70,8 @@ def bench_heatmaps(
 ) -> None:
     """Heatmap sanity on the model's internal-test split: the model-randomisation check
     (Spearman rank correlation of maps, trained vs last layers re-initialised) and the share of
-    map mass in the border and top corners, true vs false positives."""
+    map mass in the border and top corners, true vs false positives; and the same films scored
+    again with their corners and text-like markers erased."""
     from pneumoscreen.worker.bench.explain import heatmap_sanity
     from pneumoscreen.worker.screening.screen import get_model
     from pneumoscreen.worker.settings import get_settings
@@ -89,6 +92,15 @@ def bench_heatmaps(
     rows.append(("a uniform map", "", "0.360", "0.080"))
     console.print(make_table("Map mass on the internal test split (flagged images)",
                              ["group", "n", "outer 10% border", "top corners"], rows))
+    m = data["markers_erased"]
+    rows = [(name, _f(m[key]["auc"]), _f(m[key]["recall"]), _f(m[key]["specificity"]))
+            for name, key in (("as stored", "as_is"), ("corners and markers erased", "erased"))]
+    console.print(make_table("The same internal test films with their markers erased",
+                             ["films", "AUC", "recall", "specificity"], rows))
+    console.print(f"decisions turned by the erasing: {m['decisions_turned']} "
+                  f"({m['normal_newly_flagged']} normal films newly flagged, "
+                  f"{m['pneumonia_newly_missed']} pneumonias newly missed); mean |change| in "
+                  f"probability {_f(m['mean_abs_change'])}")
 
 
 def _f(value: Any) -> str:
@@ -124,3 +136,29 @@ def bench_scope(
         [(k, g["n"], g["marked_out_of_scope"], f"{g['rate']:.1%}", f"{g['rate_by_score']:.1%}",
           f"{g['rate_by_inversion']:.1%}", g["score_median"], g["contrast_median"])
          for k, g in data["groups"].items()]))
+
+
+def bench_shift(
+    data_dir: Annotated[Path, typer.Argument(help="The training images (Kaggle layout).",
+                                             exists=True, file_okay=False)],
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+) -> None:
+    """The model on its internal-test split as stored and with one acquisition change at a
+    time (exposure, framing, sharpness): AUC, recall and specificity at its threshold."""
+    from pneumoscreen.worker.bench.shift import shift_check
+    from pneumoscreen.worker.screening.screen import get_model
+    from pneumoscreen.worker.settings import get_settings
+
+    try:
+        data = shift_check(get_model(get_settings()), data_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    if fmt is Format.json:
+        print_json(data)
+        return
+    console.print(make_table(
+        f"{data['model']} on its internal test ({data['n']} films, {data['normal']} normal), "
+        f"threshold {data['threshold']:.4f}",
+        ["films", "AUC", "recall", "specificity", "false positives"],
+        [(name, _f(r["auc"]), _f(r["recall"]), _f(r["specificity"]), r["false_positives"])
+         for name, r in data["shifts"].items()]))

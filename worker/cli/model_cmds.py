@@ -77,13 +77,18 @@ def train_cmd(
     augment: str = typer.Option("standard", help="Augmentation: standard, strong (random "
                                 "resized crop, gamma, blur, noise), antishortcut (strong, plus "
                                 "inpainted corners and text-like markers and crops that keep "
-                                "the lungs) or none."),
+                                "the lungs), framing (antishortcut, plus shifts and zoom in and "
+                                "out: for --lung-crop) or none."),
     distill_from: str | None = typer.Option(None, "--distill-from", help="Distil a teacher "
                                             "model (a path or bundled:NAME, e.g. bundled:v2): "
                                             "both heads learn from its probabilities mixed "
                                             "with the labels."),
     distill_weight: float = typer.Option(0.5, min=0.0, max=1.0, help="The teacher's share of "
                                          "each training target (with --distill-from)."),
+    lung_crop: bool = typer.Option(False, "--lung-crop", help="The network sees only the "
+                                   "lung-field box of its input (rows 15-93 %, columns 8-92 %), "
+                                   "never the film's corners and edges where markers sit; an "
+                                   "ImageNet backbone only."),
     subtype_weight: float = typer.Option(0.5, min=0.0, help="Weight of the viral/bacterial "
                                          "loss (pneumonia images only) beside the pneumonia "
                                          "loss."),
@@ -130,7 +135,7 @@ def train_cmd(
                           learning_rate=learning_rate,
                           finetune_learning_rate=finetune_learning_rate, augment=augment,
                           subtype_weight=subtype_weight, distill_from=distill_from,
-                          distill_weight=distill_weight,
+                          distill_weight=distill_weight, lung_crop=lung_crop,
                           patience=patience, target_recall=target_recall, seed=seed,
                           split_seed=split_seed, cache_dir=cache_dir, max_files=max_files,
                           version=version, database_url=url)

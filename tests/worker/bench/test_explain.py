@@ -23,6 +23,37 @@ def test_rank_correlations() -> None:
     assert rank_correlations(a, np.zeros_like(a))[0] == 0.0
 
 
+def test_shared_zeros_outside_a_crop_are_not_agreement() -> None:
+    """Two unrelated maps of a cropping network, zero outside its box: over the whole frame the
+    shared zeros make them look alike; over the box they do not."""
+    from pneumoscreen.model.gradcam import seen_region
+
+    rng = np.random.default_rng(0)
+    extra = {"architecture": {"crop": [0.5, 0.5, 1.0, 1.0]}}
+    region = seen_region(extra, (20, 20))
+    assert region.sum() == 100 and region[10:, 10:].all()
+    a, b = np.zeros((2, 20, 20), np.float32), np.zeros((2, 20, 20), np.float32)
+    a[:, 10:, 10:] = rng.random((2, 10, 10)) + 0.01
+    b[:, 10:, 10:] = rng.random((2, 10, 10)) + 0.01
+    assert rank_correlations(a, b).mean() > 0.5
+    assert abs(rank_correlations(a, b, region).mean()) < 0.3
+    # A model with a network that sees the whole frame: every cell counts.
+    both = {"architecture": {"members": [{"crop": [0.5, 0.5, 1.0, 1.0]}, {}]}}
+    assert seen_region(both, (20, 20)).all()
+
+
+def test_erasing_markers_changes_the_corners_not_the_centre() -> None:
+    from pneumoscreen.worker.bench.explain import erase_markers
+
+    x = np.random.default_rng(0).random((3, 40, 40, 1), dtype=np.float32)
+    x[:, :4, :4] = 1.0  # a bright "marker" in the top-left corner
+    out = erase_markers(x)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    np.testing.assert_array_equal(out[:, 10:30, 10:30], x[:, 10:30, 10:30])
+    assert not np.allclose(out[:, :8, :8], x[:, :8, :8])
+    np.testing.assert_array_equal(erase_markers(x), out)  # the same films every run
+
+
 def test_made_images_keep_the_input_contract() -> None:
     x = np.random.default_rng(0).random((3, 32, 32, 1), dtype=np.float32)
     for name, made in made_images(x).items():
@@ -37,6 +68,11 @@ def test_maps_do_not_survive_randomisation(shared_dir: Path) -> None:
     assert out["randomisation"]["spearman_mean"] < 0.6
     assert out["shortcut"]["true_positives"]["n"] > 0
     assert out["internal_test_images"] <= 120 and out["randomisation"]["n"] == 16
+    erased = out["markers_erased"]
+    assert erased["as_is"]["auc"] > 0.9 and erased["erased"]["auc"] is not None
+    assert 0 <= erased["decisions_turned"] <= out["internal_test_images"]
+    assert erased["normal_newly_flagged"] + erased["pneumonia_newly_missed"] \
+        <= erased["decisions_turned"]
 
 
 @pytest.mark.shared
