@@ -120,7 +120,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     files = make_corpus(folder, tmp_path / "elsewhere")
     data = tmp_path / "data"
     env = screen_env(data_dir=data, database_url=f"sqlite:///{data / 'screen.sqlite3'}",
-                     broker_url=REDIS_URL, SCREEN_PATIENT_KEY=TEST_PATIENT_KEY)
+                     broker_url=REDIS_URL, SCREEN_PATIENT_KEY=TEST_PATIENT_KEY,
+                     SCREEN_MODEL_PATH="bundled:cnn-s")  # what is stored and printed is tested
     outputs: dict[str, str] = {}  # stdout and stderr, for the PHI and control-character checks
     stdout: dict[str, str] = {}
     codes: dict[str, int] = {}

@@ -58,6 +58,8 @@ def test_a_signing_worker_refuses_unsigned_messages(tmp_path: Path) -> None:
     shutil.copytree(SAMPLES, samples, ignore=shutil.ignore_patterns("*.py"))
     env = screen_env(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 's.db'}",
                      broker_url=REDIS_URL, SCREEN_TF_INTRA_THREADS="1", SCREEN_HEATMAPS="none",
+                     # the small model: signing is tested, not the model, and it loads in a second
+                     SCREEN_MODEL_PATH="bundled:cnn-s",
                      SCREEN_SIGNING_KEY_FILE=str(key), SCREEN_SIGNING_CERT_FILE=str(cert),
                      SCREEN_SIGNING_CERT_STORE=str(cert.parent))
     worker = WorkerProcess(env, tmp_path / "worker.log")

@@ -25,7 +25,10 @@ def test_submit_returns_at_once_and_the_worker_finishes(tmp_path: Path, pg_url: 
     redis_or_skip(REDIS_URL)
     samples = tmp_path / "samples"
     shutil.copytree(SAMPLES, samples, ignore=shutil.ignore_patterns("*.py"))
-    env = screen_env(data_dir=tmp_path / "data", database_url=pg_url, broker_url=REDIS_URL)
+    # The small model: the queue and the worker are tested, not the model (the default model
+    # runs in real workers in the round-trip, listener, SIGKILL and warm-up tests).
+    env = screen_env(data_dir=tmp_path / "data", database_url=pg_url, broker_url=REDIS_URL,
+                     SCREEN_MODEL_PATH="bundled:cnn-s")
 
     started = time.monotonic()
     submitted = run_screen(env, "submit", str(samples), "--task-size", "2")

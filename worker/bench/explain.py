@@ -195,13 +195,14 @@ def _dicom_inputs(folder: Path, size: int, policy: AcceptancePolicy) -> np.ndarr
 
 
 def scope_check(model: LoadedModel, data_dir: Path, dicom_dir: Path | None, *,
-                n_made: int = 50, age_range: tuple[float, float] = (0.0, 10.0)
-                ) -> dict[str, Any]:
-    """The share of each group the guard marks out of scope (image score only: no ages)."""
+                n_made: int = 50, age_range: tuple[float, float] = (0.0, 10.0),
+                limit: int | None = None) -> dict[str, Any]:
+    """The share of each group the guard marks out of scope (image score only: no ages); the
+    internal test is about ``limit`` films spread over it (default all)."""
     threshold = model.atypicality_threshold
     if threshold is None:
         raise ValueError(f"{model.spec.label} has no atypicality output: nothing to measure")
-    arrays = internal_test(model, data_dir)
+    arrays = internal_test(model, data_dir, limit)
     groups: dict[str, np.ndarray] = {"internal test split (in distribution)": arrays.x}
     groups.update({f"made: {k}": v for k, v in made_images(arrays.x[:n_made]).items()})
     if dicom_dir is not None:
