@@ -77,9 +77,15 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
     cfg = alembic_config(engine)
     with engine.begin() as conn:
+        # Processes starting together on a fresh database (workers, a submit beside a listener)
+        # must not race to create the tables: the second waits for the first's lock, then finds
+        # the scripts applied and does nothing.
         if conn.dialect.name == "postgresql":
-            # Workers starting together on a fresh database must not race to create the tables.
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        elif conn.dialect.name == "sqlite":
+            # pysqlite opens no transaction for DDL by itself; this one holds the file's write
+            # lock until the upgrade commits (others wait up to the busy timeout, 30 s).
+            conn.exec_driver_sql("BEGIN EXCLUSIVE")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 

@@ -42,12 +42,20 @@ def _bad_models(tmp_path: Path) -> dict[str, Path]:
 
 @pytest.mark.slow
 def test_wrong_model_is_one_line_and_registers_nothing(tmp_path: Path, folder: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     db = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
-    for expected, model in _bad_models(tmp_path).items():
+    bad = _bad_models(tmp_path)
+
+    def submit_with(model: Path) -> object:
         # A wide console: the one line must not be wrapped by Rich's 80-column default.
         env = screen_env(data_dir=tmp_path / "data", database_url=db, broker_url="",
                          SCREEN_MODEL_PATH=str(model), COLUMNS="400")
-        out = run_screen(env, "submit", str(folder))
+        return run_screen(env, "submit", str(folder))
+
+    with ThreadPoolExecutor(max_workers=len(bad)) as pool:  # side by side: each is refused
+        outs = dict(zip(bad, pool.map(submit_with, bad.values()), strict=True))
+    for expected, out in outs.items():
         assert out.returncode == 1, out.stderr
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], lines
