@@ -130,13 +130,22 @@ def _cnn(arch: Architecture, size: int, init: str) -> Any:
     return _heads(x, s["dropout"], f"pneumoscreen_{arch.name.replace('-', '_')}", inputs)
 
 
+def is_box(value: Any) -> bool:
+    """``value`` is four numbers (y0, x0, y1, x1), fractions with y0 < y1 and x0 < x1."""
+    if not isinstance(value, list | tuple) or len(value) != 4 or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        return False
+    y0, x0, y1, x1 = value
+    return 0 <= y0 < y1 <= 1 and 0 <= x0 < x1 <= 1
+
+
 def crop_pixels(size: int, box: Box) -> tuple[tuple[int, int], tuple[int, int]]:
     """``Cropping2D``'s ((top, bottom), (left, right)) for a ``box`` of fractions on a square
     input of ``size`` pixels."""
-    y0, x0, y1, x1 = box
-    if not (0.0 <= y0 < y1 <= 1.0 and 0.0 <= x0 < x1 <= 1.0):
+    if not is_box(box):
         raise ValueError(f"crop box {box!r} must be (y0, x0, y1, x1) fractions with y0 < y1, "
                          "x0 < x1")
+    y0, x0, y1, x1 = box
     top, left = round(y0 * size), round(x0 * size)
     bottom, right = size - round(y1 * size), size - round(x1 * size)
     if size - top - bottom < 32 or size - left - right < 32:
@@ -229,4 +238,4 @@ def backbone_layers(model: Any) -> list[Any]:
 
 
 __all__ = ["ARCHITECTURES", "CROP_LAYER", "FEATURES_LAYER", "LUNG_CROP", "OUTPUTS", "Architecture",
-           "InitError", "backbone_layers", "build", "crop_pixels", "get_architecture"]
+           "InitError", "backbone_layers", "build", "crop_pixels", "get_architecture", "is_box"]

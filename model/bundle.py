@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from pneumoscreen.db.models import model_label
+from pneumoscreen.model.architectures import is_box
 from pneumoscreen.model.names import BUNDLED, BUNDLED_PREFIX, DEFAULT_BUNDLED, bundled_dir
 from pneumoscreen.model.preprocess import preprocess
 
@@ -163,17 +164,11 @@ def validate_spec(spec: ModelSpec, where: Path | str) -> None:
     arch = arch if isinstance(arch, dict) else {}
     members = arch.get("members")
     for record in [arch, *(members if isinstance(members, list) else [])]:
-        if isinstance(record, dict) and "crop" in record and not _is_box(record["crop"]):
+        if isinstance(record, dict) and "crop" in record and not (
+                isinstance(record["crop"], list) and is_box(record["crop"])):
             raise bad(f"architecture crop must be [y0, x0, y1, x1] fractions with y0 < y1 and "
                       f"x0 < x1, not {record['crop']!r}")
 
-
-def _is_box(value: Any) -> bool:
-    if not isinstance(value, list) or len(value) != 4 or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in value):
-        return False
-    y0, x0, y1, x1 = value
-    return 0 <= y0 < y1 <= 1 and 0 <= x0 < x1 <= 1
 
 
 def verified_spec(model_path: Path, *, verify: bool = True) -> ModelSpec:

@@ -3,6 +3,7 @@ shift``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -62,6 +63,22 @@ def heatmap(
                         f"(threshold {found['threshold']:.4f}), map {source}"))
 
 
+def _measured(measure: Callable[[Any], dict[str, Any]], fmt: Format) -> dict[str, Any] | None:
+    """``measure(the configured model)``; a bad model or data folder is one line. With
+    ``--format json`` the figures are printed here and None is returned."""
+    from pneumoscreen.worker.screening.screen import get_model
+    from pneumoscreen.worker.settings import get_settings
+
+    try:
+        data = measure(get_model(get_settings()))
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    if fmt is Format.json:
+        print_json(data)
+        return None
+    return data
+
+
 def bench_heatmaps(
     data_dir: Annotated[Path, typer.Argument(help="The training images (Kaggle layout).",
                                              exists=True, file_okay=False)],
@@ -73,15 +90,9 @@ def bench_heatmaps(
     map mass in the border and top corners, true vs false positives; and the same films scored
     again with their corners and text-like markers erased."""
     from pneumoscreen.worker.bench.explain import heatmap_sanity
-    from pneumoscreen.worker.screening.screen import get_model
-    from pneumoscreen.worker.settings import get_settings
 
-    try:
-        data = heatmap_sanity(get_model(get_settings()), data_dir, n=n)
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
-    if fmt is Format.json:
-        print_json(data)
+    data = _measured(lambda model: heatmap_sanity(model, data_dir, n=n), fmt)
+    if data is None:
         return
     r = data["randomisation"]
     console.print(plain(f"{data['model']}: randomisation check on {r['n']} internal-test images "
@@ -117,17 +128,11 @@ def bench_scope(
     """How often the intended-use guard marks a film outside scope: the internal test split,
     made images no chest model should accept, and the given DICOMs."""
     from pneumoscreen.worker.bench.explain import scope_check
-    from pneumoscreen.worker.screening.screen import get_model
     from pneumoscreen.worker.settings import get_settings
 
-    settings = get_settings()
-    try:
-        data = scope_check(get_model(settings), data_dir, dicom,
-                           age_range=settings.scope_age_years)
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
-    if fmt is Format.json:
-        print_json(data)
+    ages = get_settings().scope_age_years
+    data = _measured(lambda model: scope_check(model, data_dir, dicom, age_range=ages), fmt)
+    if data is None:
         return
     console.print(make_table(
         f"Intended-use guard, {data['model']} (atypicality threshold {data['threshold']:.3f})",
@@ -146,15 +151,9 @@ def bench_shift(
     """The model on its internal-test split as stored and with one acquisition change at a
     time (exposure, framing, sharpness): AUC, recall and specificity at its threshold."""
     from pneumoscreen.worker.bench.shift import shift_check
-    from pneumoscreen.worker.screening.screen import get_model
-    from pneumoscreen.worker.settings import get_settings
 
-    try:
-        data = shift_check(get_model(get_settings()), data_dir)
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
-    if fmt is Format.json:
-        print_json(data)
+    data = _measured(lambda model: shift_check(model, data_dir), fmt)
+    if data is None:
         return
     console.print(make_table(
         f"{data['model']} on its internal test ({data['n']} films, {data['normal']} normal), "

@@ -56,3 +56,15 @@ def test_shift_check_on_the_bundled_model(shared_dir: Path) -> None:
     assert set(out["shifts"]) == set(SHIFTS) and out["n"] <= 80
     stored = out["shifts"]["as stored"]
     assert stored["auc"] > 0.9 and 0 <= stored["false_positives"] <= out["normal"]
+
+
+def test_bench_shift_says_what_is_wrong_with_a_folder_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from pneumoscreen.worker.cli import app
+
+    monkeypatch.setenv("SCREEN_MODEL_PATH", "bundled:cnn-s")
+    out = CliRunner().invoke(app, ["bench", "shift", str(tmp_path)])
+    assert out.exit_code == 1
+    assert "neither train/NORMAL|PNEUMONIA" in out.output and "Traceback" not in out.output
