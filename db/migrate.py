@@ -84,7 +84,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         elif conn.dialect.name == "sqlite":
             # pysqlite opens no transaction for DDL by itself; this one holds the file's write
-            # lock until the upgrade commits (others wait up to the busy timeout, 30 s).
+            # lock until the upgrade commits (the others wait up to their busy timeout).
             conn.exec_driver_sql("BEGIN EXCLUSIVE")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from pneumoscreen.db.models import model_label
-from pneumoscreen.model.architectures import is_box
+from pneumoscreen.model.architectures import crop_pixels, is_box
 from pneumoscreen.model.names import BUNDLED, BUNDLED_PREFIX, DEFAULT_BUNDLED, bundled_dir
 from pneumoscreen.model.preprocess import preprocess
 
@@ -164,10 +164,22 @@ def validate_spec(spec: ModelSpec, where: Path | str) -> None:
     arch = arch if isinstance(arch, dict) else {}
     members = arch.get("members")
     for record in [arch, *(members if isinstance(members, list) else [])]:
-        if isinstance(record, dict) and "crop" in record and not (
-                isinstance(record["crop"], list) and is_box(record["crop"])):
+        if isinstance(record, dict) and "crop" in record and not _fits(record["crop"],
+                                                                       spec.input_size):
             raise bad(f"architecture crop must be [y0, x0, y1, x1] fractions with y0 < y1 and "
-                      f"x0 < x1, not {record['crop']!r}")
+                      f"x0 < x1 leaving at least 32 px, not {record['crop']!r}")
+
+
+def _fits(crop: Any, size: int) -> bool:
+    """``crop`` is a box a network of input ``size`` can be cut to (documentation of what the
+    model's crop layer does: Grad-CAM reads the layer itself)."""
+    if not (isinstance(crop, list) and is_box(crop)):
+        return False
+    try:
+        crop_pixels(size, tuple(crop))
+    except ValueError:
+        return False
+    return True
 
 
 

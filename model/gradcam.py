@@ -8,19 +8,24 @@ output. The result is small (the block's grid, e.g. 7 x 7 at 224 px) and stored 
 
 A network that sees only a box of its input (``--lung-crop``) has its map placed where that box
 lies in the full frame, on a grid of :data:`FRAME_GRID` cells a side, zero outside the box: every
-map covers the whole film, whatever the network saw.
+map covers the whole film, whatever the network saw. The box is read from the network's own
+crop layer, in pixels (never from the sidecar), and each cell of its grid is put over the
+pixels it covers: a 174-px box through a stride-32 network gives 6 cells covering 192 px, the
+last one partly over the zero padding past the box.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-#: cells a side of a full-frame map of a cropping network (fine enough that placing the box
-#: is off by at most 1 % of the side)
+#: cells a side of a full-frame map of a cropping network (a cell is 2 % of the side)
 FRAME_GRID = 50
+#: (input size, top, bottom, left, right) in pixels: what a cropping network cuts off its input
+PixelCrop = tuple[int, int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -28,14 +33,18 @@ class CamTarget:
     """One network whose map is computed: its input, the conv block and the scalar to explain."""
 
     model: Any  # keras.Model: input -> [activations, score]
-    #: the box (y0, x0, y1, x1, fractions) of the input the network sees; None: all of it
-    crop: tuple[float, float, float, float] | None = None
+    #: what the network cuts off its input (its crop layer's); None: it sees all of it
+    crop: PixelCrop | None = None
 
 
-def _crop_of(record: dict[str, Any] | None) -> tuple[float, float, float, float] | None:
-    box = (record or {}).get("crop")
-    return None if box is None else (float(box[0]), float(box[1]), float(box[2]),
-                                     float(box[3]))
+def crop_of(net: Any) -> PixelCrop | None:
+    """The pixels ``net``'s crop layer cuts off its square input, or None (no crop layer)."""
+    from pneumoscreen.model.architectures import CROP_LAYER
+
+    if CROP_LAYER not in _layer_names(net):
+        return None
+    (top, bottom), (left, right) = net.get_layer(CROP_LAYER).cropping
+    return int(net.input.shape[1]), int(top), int(bottom), int(left), int(right)
 
 
 def _layer_names(model: Any) -> set[str]:
@@ -65,49 +74,62 @@ def last_conv_name(model: Any, hint: str | None = None) -> str:
     raise ValueError(f"{model.name} has no convolutional block to explain")
 
 
+def _networks(keras_model: Any) -> list[Any]:
+    """The model itself, or each member of an ensemble."""
+    members = [layer for layer in keras_model.layers if layer.name.startswith("member_")]
+    return members or [keras_model]
+
+
 def targets(keras_model: Any, spec_extra: dict[str, Any]) -> list[CamTarget]:
     """The networks to explain: the model itself, or each member of an ensemble."""
     import keras
 
     arch = spec_extra.get("architecture") or {}
-    members = [layer for layer in keras_model.layers if layer.name.startswith("member_")]
-    hints = [m.get("last_conv") for m in arch.get("members") or []]
-    nets = members or [keras_model]
-    records = list(arch.get("members") or []) if members else [arch]
-    if not members:
-        hints = [arch.get("last_conv")]
+    nets = _networks(keras_model)
+    hints = ([m.get("last_conv") for m in arch.get("members") or []] if nets[0] is not keras_model
+             else [arch.get("last_conv")])
     out = []
     for i, net in enumerate(nets):
         hint = hints[i] if i < len(hints) else None
         conv = net.get_layer(last_conv_name(net, hint)).output
-        crop = _crop_of(records[i]) if i < len(records) else None
-        out.append(CamTarget(keras.Model(net.input, [conv, _score_tensor(net)]), crop))
+        out.append(CamTarget(keras.Model(net.input, [conv, _score_tensor(net)]), crop_of(net)))
     return out
 
 
-def seen_region(spec_extra: dict[str, Any], shape: tuple[int, int]) -> np.ndarray:
-    """Boolean ``shape`` mask of the map cells some network of the model sees: all of them,
-    unless every network crops its input (then the union of their boxes). Outside it a map is
-    zero by construction, so comparisons of maps (the randomisation check) leave it out."""
-    arch = spec_extra.get("architecture") or {}
-    records = list(arch.get("members") or []) or [arch]
-    h, w = shape
-    if any(_crop_of(r) is None for r in records):
+def seen_region(keras_model: Any, shape: tuple[int, int]) -> np.ndarray:
+    """Boolean ``shape`` mask of the map cells (their centres) inside what some network of the
+    model sees: all of them, unless every network crops its input (then the union of their
+    boxes). Outside it a map is zero by construction, so comparisons of maps (the randomisation
+    check) leave it out."""
+    crops = [crop_of(net) for net in _networks(keras_model)]
+    if any(c is None for c in crops):
         return np.ones(shape, bool)
+    h, w = shape
     mask = np.zeros(shape, bool)
-    for record in records:
-        y0, x0, y1, x1 = _crop_of(record)  # type: ignore[misc]
-        mask[round(y0 * h):round(y1 * h), round(x0 * w):round(x1 * w)] = True
+    for size, top, bottom, left, right in crops:  # type: ignore[misc]
+        rows = (np.arange(h) + 0.5) * size / h
+        cols = (np.arange(w) + 0.5) * size / w
+        mask |= ((rows >= top) & (rows < size - bottom))[:, None] \
+            & ((cols >= left) & (cols < size - right))[None, :]
     return mask
 
 
-def in_frame(maps: np.ndarray, crop: tuple[float, float, float, float],
-             grid: int = FRAME_GRID) -> np.ndarray:
-    """``(n, grid, grid)``: maps of the ``crop`` box placed where it lies in the full frame."""
-    y0, x0, y1, x1 = (round(v * grid) for v in crop)
-    out = np.zeros((len(maps), grid, grid), np.float32)
-    out[:, y0:y1, x0:x1] = resize_maps(maps, y1 - y0, x1 - x0)
-    return out
+def in_frame(maps: np.ndarray, crop: PixelCrop, grid: int = FRAME_GRID) -> np.ndarray:
+    """``(n, grid, grid)``: a cropping network's ``(n, gh, gw)`` maps placed over the pixels each
+    cell covers in the full frame, zero outside the box.
+
+    The network's stride is the power of two that makes ``gh`` cells cover the box (``gh =
+    ceil(box / stride)`` for "same" padding); the cells cover ``gh * stride`` pixels from the
+    box's top, the part past the box (padding) is cut off."""
+    size, top, bottom, left, right = crop
+    box_h, box_w = size - top - bottom, size - left - right
+    gh, gw = maps.shape[1:]
+    sy = 2 ** math.ceil(math.log2(box_h / gh))
+    sx = 2 ** math.ceil(math.log2(box_w / gw))
+    covered = resize_maps(maps, gh * sy, gw * sx)[:, :box_h, :box_w]
+    frame = np.zeros((len(maps), size, size), np.float32)
+    frame[:, top:top + box_h, left:left + box_w] = covered
+    return resize_maps(frame, grid, grid, area=True)
 
 
 def _normalise(cams: np.ndarray) -> np.ndarray:
@@ -139,12 +161,14 @@ def compute(cam_targets: list[CamTarget], inputs: np.ndarray) -> np.ndarray:
     return _normalise(np.mean(maps, axis=0))
 
 
-def resize_maps(maps: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Bilinear resize of ``(n, h0, w0)`` maps to ``(n, h, w)``."""
+def resize_maps(maps: np.ndarray, h: int, w: int, *, area: bool = False) -> np.ndarray:
+    """Bilinear resize of ``(n, h0, w0)`` maps to ``(n, h, w)``; ``area``: each new cell the
+    mean of what it covers (for shrinking: nothing leaks into a cell from outside it)."""
     from PIL import Image
 
-    return np.stack([np.asarray(Image.fromarray(m.astype(np.float32)).resize(
-        (w, h), Image.Resampling.BILINEAR), np.float32) for m in maps])
+    how = Image.Resampling.BOX if area else Image.Resampling.BILINEAR
+    return np.stack([np.asarray(Image.fromarray(m.astype(np.float32)).resize((w, h), how),
+                                np.float32) for m in maps])
 
 
 def to_bytes(cam: np.ndarray) -> bytes:

@@ -600,7 +600,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None,
     from pneumoscreen.model.runtime import RuntimeConfig, configure
 
     progress = progress or Silent()
-    if cfg.lung_crop and get_architecture(cfg.arch).family == "cnn":
+    if get_architecture(cfg.arch).family == "cnn" and cfg.lung_crop:  # before any work
         raise ValueError(f"--lung-crop is for an ImageNet backbone, not {cfg.arch}")
     _ = cfg.augment_config
     device = configure(runtime or RuntimeConfig())

@@ -82,6 +82,8 @@ def test_score_histogram_is_none_when_absent_or_malformed() -> None:
      "architecture crop must be"),
     ({"architecture": {"name": "ensemble", "members": [{"crop": "everything"}]}},
      "architecture crop must be"),
+    ({"architecture": {"name": "mobilenetv2", "crop": [0.1, 0.1, 0.105, 0.105]}},
+     "architecture crop must be"),
 ])
 def test_a_bad_sidecar_is_refused(tmp_path: Path, change: dict, message: str) -> None:
     with pytest.raises(ModelFileError, match=message):

@@ -71,28 +71,41 @@ def test_overlay_is_labelled_rgb_at_display_size() -> None:
 
 
 def test_a_cropping_networks_map_covers_the_full_frame() -> None:
-    """A network that sees only a box: its map lies in that box of a full-frame grid, zero
-    outside, so the film's top corners get no mass when the box leaves them out."""
-    from pneumoscreen.model.architectures import LUNG_CROP
+    """A network that sees only a box: its map lies over that box's pixels (the crop layer's,
+    not a rounding of the sidecar's fractions) in a full-frame grid, zero outside, so the
+    film's top corners get no mass when the box leaves them out."""
+    from pneumoscreen.model.architectures import LUNG_CROP, crop_pixels
 
     size = 96
     model = calibrated_model(build("mobilenetv2", size, "none", crop=LUNG_CROP), 1.0)
-    extra = {"architecture": {"last_conv": "out_relu", "crop": list(LUNG_CROP)}}
-    targets = gradcam.targets(model, extra)
-    assert targets[0].crop == LUNG_CROP
+    targets = gradcam.targets(model, {"architecture": {"last_conv": "out_relu"}})
+    (top, bottom), (left, right) = crop_pixels(size, LUNG_CROP)
+    assert targets[0].crop == (size, top, bottom, left, right)
     x = np.random.default_rng(0).random((3, size, size, 1), dtype=np.float32)
     maps = gradcam.compute(targets, x)
     g = gradcam.FRAME_GRID
     assert maps.shape == (3, g, g)
-    y0, x0, y1, x1 = (round(v * g) for v in LUNG_CROP)
-    outside = maps.copy()
-    outside[:, y0:y1, x0:x1] = 0
-    assert outside.max() == 0 and maps[:, y0:y1, x0:x1].max() > 0
-    assert gradcam.border_mass(maps)["top_corners"].max() < 0.05
+    # Cells wholly outside the box's pixels are zero; the box itself is not.
+    cell = size / g
+    edges = np.arange(g + 1) * cell
+    out_rows = (edges[1:] <= top) | (edges[:-1] >= size - bottom)
+    out_cols = (edges[1:] <= left) | (edges[:-1] >= size - right)
+    assert maps[:, out_rows].max() == 0 and maps[:, :, out_cols].max() == 0
+    assert maps[:, ~out_rows][:, :, ~out_cols].max() > 0
+    # Only a sliver of the top corners is in the box: below a uniform full-frame map's 0.08.
+    assert gradcam.border_mass(maps)["top_corners"].max() < 0.08
 
 
-def test_in_frame_places_the_box() -> None:
-    one = np.ones((1, 2, 2), np.float32)
-    framed = gradcam.in_frame(one, (0.5, 0.0, 1.0, 0.5), grid=10)
-    assert framed.shape == (1, 10, 10)
-    assert framed[0, 5:, :5].min() == 1 and framed.sum() == 25
+def test_in_frame_puts_each_cell_over_the_pixels_it_covers() -> None:
+    """A 2 x 2 grid of a 48-px box inside a 64-px input, stride 32: the cells cover 64 px from
+    the box's corner, the second row and column only partly inside the box."""
+    maps = np.zeros((1, 2, 2), np.float32)
+    maps[0, 0, 0] = 1.0  # only the top-left cell is hot
+    framed = gradcam.in_frame(maps, (64, 8, 8, 8, 8), grid=64)  # box: pixels 8..56
+    assert framed.shape == (1, 64, 64)
+    assert framed[0, :8].max() == 0 and framed[0, 56:].max() == 0 and framed[0, :, :8].max() == 0
+    # The cells' centres are 16 and 48 px from the box's top (stride 32), so the map falls to
+    # half way between them at 32 px, row 40; stretched over the 48-px box (centres 12 and 36)
+    # it would fall to half at row 32.
+    column = framed[0, :, 12]  # inside the hot cell's columns, where only the rows change
+    assert column[40] == pytest.approx(0.5, abs=0.08) and column[32] > 0.65

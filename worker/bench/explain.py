@@ -115,7 +115,7 @@ def heatmap_sanity(model: LoadedModel, data_dir: Path, *, n: int = 64,
     trained = _maps(model, pick)
     # A cropping network's maps are zero outside its box in both models: those shared zeros
     # would count as agreement.
-    region = gradcam.seen_region(model.spec.extra, trained.shape[1:])
+    region = gradcam.seen_region(model.keras_model, trained.shape[1:])
     rho = rank_correlations(trained, _maps(randomised_copy(model), pick), region)
     # A uniform map puts 36% of its mass in the outer 10% border and 8% in the two corners.
     return {"model": model.spec.label, "internal_test_images": len(arrays.x),

@@ -26,20 +26,24 @@ def test_rank_correlations() -> None:
 def test_shared_zeros_outside_a_crop_are_not_agreement() -> None:
     """Two unrelated maps of a cropping network, zero outside its box: over the whole frame the
     shared zeros make them look alike; over the box they do not."""
+    from pneumoscreen.model.architectures import build
+    from pneumoscreen.model.calibration import calibrated_model
+    from pneumoscreen.model.ensemble import build_ensemble
     from pneumoscreen.model.gradcam import seen_region
 
-    rng = np.random.default_rng(0)
-    extra = {"architecture": {"crop": [0.5, 0.5, 1.0, 1.0]}}
-    region = seen_region(extra, (20, 20))
+    cropping = calibrated_model(build("mobilenetv2", 64, "none", crop=(0.5, 0.5, 1.0, 1.0)), 1.0)
+    region = seen_region(cropping, (20, 20))  # the box is the bottom-right 32 x 32 pixels
     assert region.sum() == 100 and region[10:, 10:].all()
+    rng = np.random.default_rng(0)
     a, b = np.zeros((2, 20, 20), np.float32), np.zeros((2, 20, 20), np.float32)
     a[:, 10:, 10:] = rng.random((2, 10, 10)) + 0.01
     b[:, 10:, 10:] = rng.random((2, 10, 10)) + 0.01
     assert rank_correlations(a, b).mean() > 0.5
     assert abs(rank_correlations(a, b, region).mean()) < 0.3
-    # A model with a network that sees the whole frame: every cell counts.
-    both = {"architecture": {"members": [{"crop": [0.5, 0.5, 1.0, 1.0]}, {}]}}
-    assert seen_region(both, (20, 20)).all()
+    # An ensemble with a member that sees the whole frame: every cell counts.
+    whole = calibrated_model(build("cnn-xs", 64), 1.0)
+    assert seen_region(build_ensemble([cropping, whole], 64), (20, 20)).all()
+    assert seen_region(build_ensemble([cropping, cropping], 64), (20, 20)).sum() == 100
 
 
 def test_erasing_markers_changes_the_corners_not_the_centre() -> None:
