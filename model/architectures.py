@@ -214,15 +214,22 @@ def _efficientnet_lite0(arch: Architecture, size: int, init: str, crop: Box | No
     return _heads(feats, arch.settings["dropout"], "pneumoscreen_efficientnet_lite0", inputs)
 
 
+def check_crop(name: str, crop: Box | None) -> Architecture:
+    """The architecture ``name``, if it can take ``crop`` (``--lung-crop`` is for an ImageNet
+    backbone; a network trained from scratch has its own size)."""
+    arch = get_architecture(name)
+    if crop is not None and arch.family == "cnn":
+        raise ValueError(f"{name} is trained from scratch at its own size: no --lung-crop")
+    return arch
+
+
 def build(name: str, input_size: int, init: str = "none", crop: Box | None = None) -> Any:
     """The Keras model for ``--arch name --input-size N --init init`` (not compiled); ``crop``
     (``--lung-crop``): the network sees only that box of its input (a backbone only)."""
-    arch = get_architecture(name)
+    arch = check_crop(name, crop)
     if input_size < 32:
         raise ValueError(f"input size {input_size} is below the 32 px every network needs")
     if arch.family == "cnn":
-        if crop is not None:
-            raise ValueError(f"{name} is trained from scratch at its own size: no --lung-crop")
         return _cnn(arch, input_size, init)
     if arch.name == "efficientnet-lite0":
         return _efficientnet_lite0(arch, input_size, init, crop)
@@ -238,4 +245,5 @@ def backbone_layers(model: Any) -> list[Any]:
 
 
 __all__ = ["ARCHITECTURES", "CROP_LAYER", "FEATURES_LAYER", "LUNG_CROP", "OUTPUTS", "Architecture",
-           "InitError", "backbone_layers", "build", "crop_pixels", "get_architecture", "is_box"]
+           "InitError", "backbone_layers", "build", "check_crop", "crop_pixels", "get_architecture",
+           "is_box"]

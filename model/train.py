@@ -33,6 +33,7 @@ from pneumoscreen.model.architectures import (
     LUNG_CROP,
     Architecture,
     backbone_layers,
+    check_crop,
     get_architecture,
 )
 from pneumoscreen.model.augment import PRESETS, AugmentConfig
@@ -600,8 +601,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None,
     from pneumoscreen.model.runtime import RuntimeConfig, configure
 
     progress = progress or Silent()
-    if get_architecture(cfg.arch).family == "cnn" and cfg.lung_crop:  # before any work
-        raise ValueError(f"--lung-crop is for an ImageNet backbone, not {cfg.arch}")
+    check_crop(cfg.arch, cfg.crop)  # before any work
     _ = cfg.augment_config
     device = configure(runtime or RuntimeConfig())
     keras.utils.set_random_seed(cfg.seed)

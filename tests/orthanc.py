@@ -113,24 +113,20 @@ class Orthanc:
             time.sleep(0.2)
         raise OrthancUnavailable(f"Orthanc not ready after {timeout}s:\n{self.log()[-2000:]}")
 
-    def stop(self) -> None:
-        """Stop the process (SIGTERM, then SIGKILL); the storage stays for a later start()."""
+    def stop(self, *, graceful: bool = True) -> None:
+        """Stop the process (SIGTERM, then SIGKILL); the storage stays for a later start().
+        ``graceful=False``: SIGKILL at once, for the end of a test, when the storage is thrown
+        away (a graceful stop takes Orthanc about 3 s)."""
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-    def kill(self) -> None:
-        """SIGKILL at once: for the end of a test, when the storage is thrown away (a graceful
-        stop takes Orthanc about 3 s)."""
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
+        if graceful:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+                return
+            except subprocess.TimeoutExpired:
+                pass
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
 
@@ -239,4 +235,4 @@ def orthanc_server(workdir: Path, *, aet: str = "ORTHANC",
     try:
         yield server
     finally:
-        server.kill()
+        server.stop(graceful=False)

@@ -215,3 +215,10 @@ def test_finish_ends_a_stopped_run_at_its_best_epoch(tmp_path: Path) -> None:
     assert full["epochs_run"] == 2 and full["best_epoch"] in (1, 2)
     assert full["seconds"] > 0
     assert result.model_path.is_file() and result.validation["n"] > 0
+
+
+def test_a_crop_on_a_network_from_scratch_fails_before_any_work(tmp_path: Path) -> None:
+    cfg = TrainConfig(data_dir=tmp_path, out_dir=tmp_path / "run", arch="cnn-s", lung_crop=True)
+    with pytest.raises(ValueError, match="no --lung-crop"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()  # no split, no arrays, no config written

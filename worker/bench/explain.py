@@ -146,24 +146,29 @@ def markers_erased(model: LoadedModel, x: np.ndarray, y: np.ndarray,
     """AUC, recall and specificity at the model's threshold before and after
     :func:`erase_markers`, and how many decisions the erasing turned: a model that reads the
     lungs barely moves."""
-    from sklearn.metrics import roc_auc_score
-
     erased, _ = _predict_all(model, erase_markers(x))
     t = model.spec.threshold
-
-    def figures(p: np.ndarray) -> dict[str, float | None]:
-        both = len(set(y.tolist())) == 2
-        pos, neg = y == 1, y == 0
-        return {"auc": float(roc_auc_score(y, p)) if both else None,
-                "recall": float((p[pos] >= t).mean()) if pos.any() else None,
-                "specificity": float((p[neg] < t).mean()) if neg.any() else None}
-
     turned = (prob >= t) != (erased >= t)
-    return {"as_is": figures(prob), "erased": figures(erased),
+    return {"as_is": figures_at(y, prob, t), "erased": figures_at(y, erased, t),
             "decisions_turned": int(turned.sum()),
             "normal_newly_flagged": int(((erased >= t) & (prob < t) & (y == 0)).sum()),
             "pneumonia_newly_missed": int(((erased < t) & (prob >= t) & (y == 1)).sum()),
             "mean_abs_change": float(np.mean(np.abs(erased - prob))) if len(prob) else None}
+
+
+def figures_at(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:
+    """AUC, and recall, specificity and false positives at ``threshold`` (serving's flag rule,
+    :func:`pneumoscreen.model.metrics.metrics_at`); None where a class is missing."""
+    from sklearn.metrics import roc_auc_score
+
+    from pneumoscreen.model.metrics import metrics_at
+
+    at = metrics_at(y, p, threshold)
+    both = len(set(np.asarray(y).tolist())) == 2
+    return {"auc": float(roc_auc_score(y, p)) if both else None,
+            "recall": at["recall"] if (at["tp"] + at["fn"]) else None,
+            "specificity": at["specificity"] if (at["tn"] + at["fp"]) else None,
+            "false_positives": at["fp"]}
 
 
 def _mean(values: np.ndarray) -> float | None:
@@ -172,11 +177,8 @@ def _mean(values: np.ndarray) -> float | None:
 
 def made_images(x: np.ndarray) -> dict[str, np.ndarray]:
     """Films no model of chest radiographs should accept, made from internal-test inputs."""
-    from PIL import Image
-
     size = x.shape[1]
-    corner = np.stack([np.asarray(Image.fromarray(img[: size // 3, : size // 3, 0]).resize(
-        (size, size), Image.Resampling.BILINEAR), np.float32)[..., None] for img in x])
+    corner = gradcam.resize_maps(x[:, : size // 3, : size // 3, 0], size, size)[..., None]
     return {"blank film": np.full_like(x[:1], 0.5).repeat(len(x), 0),
             "rotated 90 degrees": np.rot90(x, k=1, axes=(1, 2)).copy(),
             "inverted (negative)": 1.0 - x,

@@ -17,14 +17,13 @@ from typing import Any
 import numpy as np
 
 from pneumoscreen.model.bundle import LoadedModel
-from pneumoscreen.worker.bench.explain import _predict_all, internal_test
+from pneumoscreen.model.gradcam import resize_maps
+from pneumoscreen.worker.bench.explain import _predict_all, figures_at, internal_test
 
 
 def _resize(x: np.ndarray, h: int, w: int) -> np.ndarray:
-    from PIL import Image
-
-    return np.stack([np.asarray(Image.fromarray(img[..., 0]).resize(
-        (w, h), Image.Resampling.BILINEAR), np.float32)[..., None] for img in x])
+    """``(n, s, s, 1)`` films resized (bilinear) to ``(n, h, w, 1)``."""
+    return resize_maps(x[..., 0], h, w)[..., None]
 
 
 def zoom(x: np.ndarray, factor: float) -> np.ndarray:
@@ -72,17 +71,12 @@ SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 def shift_check(model: LoadedModel, data_dir: Path, limit: int | None = None) -> dict[str, Any]:
     """AUC, recall and specificity at the threshold on the internal test (about ``limit``
     films spread over it; default all) under each shift."""
-    from sklearn.metrics import roc_auc_score
-
     arrays = internal_test(model, data_dir, limit)
     y, t = arrays.y, model.spec.threshold
     rows = {}
     for name, change in SHIFTS.items():
         x = np.clip(change(arrays.x.copy()), 0.0, 1.0).astype(np.float32)
         p, _ = _predict_all(model, x)
-        rows[name] = {"auc": float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else None,
-                      "recall": float((p[y == 1] >= t).mean()) if (y == 1).any() else None,
-                      "specificity": float((p[y == 0] < t).mean()) if (y == 0).any() else None,
-                      "false_positives": int(((p >= t) & (y == 0)).sum())}
+        rows[name] = figures_at(y, p, t)
     return {"model": model.spec.label, "threshold": t, "n": len(y),
             "normal": int((y == 0).sum()), "shifts": rows}
