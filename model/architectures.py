@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pneumoscreen.model import registration
+
 FEATURES_LAYER = "features"
 OUTPUTS = ("pneumonia", "viral")
 #: the layer that cuts the lung-field box out of the input (``--lung-crop``)
@@ -153,18 +155,20 @@ def crop_pixels(size: int, box: Box) -> tuple[tuple[int, int], tuple[int, int]]:
     return (top, bottom), (left, right)
 
 
-def _input(size: int, crop: Box | None) -> tuple[Any, Any]:
+def _input(size: int, crop: Box | None, template: Any = None) -> tuple[Any, Any]:
     """The model's full-frame input and what the network sees: the input itself, or (``crop``)
-    the fixed lung-field box cut out of it. Cutting inside the model keeps one preprocessing
-    function for every model, and the network never sees the film's corners and edges, where
-    the training hospital's markers sit."""
+    the fixed lung-field box cut out of it; with ``template`` (``--register-chest``), out of the
+    film first moved and scaled so its chest lies where the mean training chest lies. Cutting inside
+    the model keeps one preprocessing function for every model, and the network never sees the
+    film's corners and edges, where the training hospital's markers sit."""
     import keras
     from keras import layers
 
     inputs = keras.Input((size, size, 1), name="image")
     if crop is None:
         return inputs, inputs
-    return inputs, layers.Cropping2D(crop_pixels(size, crop), name=CROP_LAYER)(inputs)
+    film = inputs if template is None else registration.layer(template)(inputs)
+    return inputs, layers.Cropping2D(crop_pixels(size, crop), name=CROP_LAYER)(film)
 
 
 def _rgb(inputs: Any, scale: float, offset: float) -> Any:
@@ -174,12 +178,13 @@ def _rgb(inputs: Any, scale: float, offset: float) -> Any:
     return layers.Rescaling(scale, offset=offset, name="backbone_scaling")(x)
 
 
-def _keras_app(arch: Architecture, size: int, init: str, crop: Box | None) -> Any:
+def _keras_app(arch: Architecture, size: int, init: str, crop: Box | None,
+               template: Any) -> Any:
     import keras
     from keras import layers
 
     weights = _weights_arg(arch, init)
-    inputs, seen = _input(size, crop)
+    inputs, seen = _input(size, crop, template)
     # MobileNet (v1, v2): RGB in [-1, 1], i.e. x/127.5 - 1 on 0..255; ours is in [0, 1].
     x = _rgb(seen, 2.0, -1.0)
     app = {"mobilenetv2": keras.applications.MobileNetV2,
@@ -193,7 +198,8 @@ def _keras_app(arch: Architecture, size: int, init: str, crop: Box | None) -> An
     return _heads(feats, arch.settings["dropout"], f"pneumoscreen_{arch.name}", inputs)
 
 
-def _efficientnet_lite0(arch: Architecture, size: int, init: str, crop: Box | None) -> Any:
+def _efficientnet_lite0(arch: Architecture, size: int, init: str, crop: Box | None,
+                        template: Any) -> Any:
     """EfficientNet-Lite0 from its Keras file (``--init PATH``; ``none`` re-initialises it)."""
     import keras
     from keras import layers
@@ -206,7 +212,7 @@ def _efficientnet_lite0(arch: Architecture, size: int, init: str, crop: Box | No
         donor = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # keras raises many types for a bad archive
         raise InitError(f"cannot load {path}: {exc}") from exc
-    inputs, seen = _input(size, crop)
+    inputs, seen = _input(size, crop, template)
     # EfficientNet-Lite: RGB (x - 127) / 128 on 0..255.
     x = _rgb(seen, 255.0 / 128.0, -127.0 / 128.0)
     y = donor(x)
@@ -214,36 +220,52 @@ def _efficientnet_lite0(arch: Architecture, size: int, init: str, crop: Box | No
     return _heads(feats, arch.settings["dropout"], "pneumoscreen_efficientnet_lite0", inputs)
 
 
-def check_crop(name: str, crop: Box | None) -> Architecture:
+def check_crop(name: str, crop: Box | None, register: bool = False) -> Architecture:
     """The architecture ``name``, if it can take ``crop`` (``--lung-crop`` is for an ImageNet
-    backbone; a network trained from scratch has its own size)."""
+    backbone; a network trained from scratch has its own size) and ``register``
+    (``--register-chest`` moves the box with the chest: it needs a box)."""
     arch = get_architecture(name)
     if crop is not None and arch.family == "cnn":
         raise ValueError(f"{name} is trained from scratch at its own size: no --lung-crop")
+    if register and crop is None:
+        raise ValueError("--register-chest moves the lung-field box with the chest: it needs "
+                         "--lung-crop")
     return arch
 
 
-def build(name: str, input_size: int, init: str = "none", crop: Box | None = None) -> Any:
+def build(name: str, input_size: int, init: str = "none", crop: Box | None = None,
+          template: Any = None) -> Any:
     """The Keras model for ``--arch name --input-size N --init init`` (not compiled); ``crop``
-    (``--lung-crop``): the network sees only that box of its input (a backbone only)."""
-    arch = check_crop(name, crop)
+    (``--lung-crop``): the network sees only that box of its input (a backbone only);
+    ``template`` (``--register-chest``, a :func:`registration.mean_chest`): the box follows the
+    chest."""
+    arch = check_crop(name, crop, template is not None)
     if input_size < 32:
         raise ValueError(f"input size {input_size} is below the 32 px every network needs")
     if arch.family == "cnn":
         return _cnn(arch, input_size, init)
     if arch.name == "efficientnet-lite0":
-        return _efficientnet_lite0(arch, input_size, init, crop)
-    return _keras_app(arch, input_size, init, crop)
+        return _efficientnet_lite0(arch, input_size, init, crop, template)
+    return _keras_app(arch, input_size, init, crop, template)
+
+
+def load_keras(path: Any, *, safe_mode: bool = True) -> Any:
+    """A model file read back (not compiled), with this module's own layers known to Keras.
+    ``safe_mode`` stays on: no lambda layers, no arbitrary code from the archive."""
+    import keras
+
+    registration.layer_class()
+    return keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
 
 
 def backbone_layers(model: Any) -> list[Any]:
     """The layers that belong to the pretrained backbone (everything before the pooled features,
     excluding the input replication and scaling)."""
-    skip = {"image", CROP_LAYER, "grey_to_rgb", "backbone_scaling", FEATURES_LAYER, "head_dropout",
-            *OUTPUTS, *(f"{o}_logit" for o in OUTPUTS)}
+    skip = {"image", registration.REGISTER_LAYER, CROP_LAYER, "grey_to_rgb", "backbone_scaling",
+            FEATURES_LAYER, "head_dropout", *OUTPUTS, *(f"{o}_logit" for o in OUTPUTS)}
     return [layer for layer in model.layers if layer.name not in skip]
 
 
 __all__ = ["ARCHITECTURES", "CROP_LAYER", "FEATURES_LAYER", "LUNG_CROP", "OUTPUTS", "Architecture",
            "InitError", "backbone_layers", "build", "check_crop", "crop_pixels", "get_architecture",
-           "is_box"]
+           "is_box", "load_keras"]

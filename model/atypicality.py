@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from pneumoscreen.model.architectures import FEATURES_LAYER
+from pneumoscreen.model.architectures import FEATURES_LAYER, load_keras
 
 DEFAULT_COMPONENTS = 64
 DEFAULT_QUANTILE = 0.99
@@ -201,8 +201,6 @@ def attach(model_path: Path, data_dir: Path, out_dir: Path, version: str | None 
     import json
     import shutil
 
-    import keras
-
     from pneumoscreen.model.bundle import read_spec, write_sidecar
     from pneumoscreen.model.dataset import (
         MANIFEST_NAME,
@@ -218,7 +216,7 @@ def attach(model_path: Path, data_dir: Path, out_dir: Path, version: str | None 
                                 training_root(data_dir)).parts()
     train = load_arrays(parts["train"], spec.input_size).x
     validation = load_arrays(parts["validation"], spec.input_size).x
-    model = keras.saving.load_model(model_path, compile=False)
+    model = load_keras(model_path)
     guard = fit_guard(model, train, validation)
     final = with_atypicality(model, guard)
     out = Path(out_dir)

@@ -165,6 +165,48 @@ def outside_lungs(x: Any) -> Any:
     return 1.0 - tf.cast(inside, tf.float32)
 
 
+def _band(n: Any, taps: list[float], normalise: bool) -> Any:
+    """``(n, n)`` matrix ``B`` with ``(B @ v)[i] = sum_k taps[k] * v[i + k - r]`` (zero past the
+    ends); ``normalise``: each row divided by the taps that fall inside, as a "SAME" average
+    pool counts only the pixels it covers."""
+    import tensorflow as tf
+
+    r = len(taps) // 2
+    d = tf.range(n)[None, :] - tf.range(n)[:, None]
+    inside = tf.cast(tf.abs(d) <= r, tf.float32)
+    band = tf.gather(tf.constant(taps, tf.float32), tf.clip_by_value(d + r, 0, 2 * r)) * inside
+    return band / tf.reduce_sum(band, axis=1, keepdims=True) if normalise else band
+
+
+def separable_filter(x: Any, taps: list[float], *, normalise: bool = False) -> Any:
+    """``(n, h, w, c)`` filtered by ``taps`` along rows then columns, as two matrix products.
+
+    Why not ``avg_pool2d`` or ``depthwise_conv2d``: on one channel, on some CPUs (seen: AMD
+    EPYC, TensorFlow 2.21), a 15 x 15 average pool of 32 films took 5 s, the matrix products
+    tens of milliseconds; the results are the same to float rounding."""
+    import tensorflow as tf
+
+    rows = _band(tf.shape(x)[1], taps, normalise)
+    cols = _band(tf.shape(x)[2], taps, normalise)
+    return tf.einsum("bhjc,kj->bhkc", tf.einsum("ij,bjwc->biwc", rows, x), cols)
+
+
+def max_filter(x: Any, size: int) -> Any:
+    """A ``size x size`` "SAME" max pool of ``(n, h, w, c)``, as shifted maxima along rows then
+    columns (for the same reason as :func:`separable_filter`)."""
+    import tensorflow as tf
+
+    r = size // 2
+    for axis in (1, 2):
+        pad = [[0, 0]] * 4
+        pad[axis] = [r, r]
+        padded = tf.pad(x, pad, constant_values=-1e9)
+        n = tf.shape(x)[axis]
+        x = tf.reduce_max(tf.stack([tf.gather(padded, tf.range(k, k + n), axis=axis)
+                                    for k in range(2 * r + 1)]), axis=0)
+    return x
+
+
 def blob_mask(x: Any) -> Any:
     """``(n, h, w, 1)``: 1 on small, bright, text-like blobs outside the lung box.
 
@@ -173,9 +215,9 @@ def blob_mask(x: Any) -> Any:
     test also finds rib and lung edges, which are evidence, not markers."""
     import tensorflow as tf
 
-    local = tf.nn.avg_pool2d(x, ksize=15, strides=1, padding="SAME")
+    local = separable_filter(x, [1.0] * 15, normalise=True)
     hot = tf.cast((x - local > 0.25) & (x > 0.4), tf.float32) * outside_lungs(x)
-    return tf.nn.max_pool2d(hot, ksize=7, strides=1, padding="SAME") * outside_lungs(x)
+    return max_filter(hot, 7) * outside_lungs(x)
 
 
 def erase_shortcuts(x: Any, cfg: AugmentConfig, gen: Any) -> Any:
@@ -198,12 +240,8 @@ def erase_shortcuts(x: Any, cfg: AugmentConfig, gen: Any) -> Any:
 
 
 def _gaussian_blur(x: Any) -> Any:
-    import tensorflow as tf
-
-    k = tf.constant([1.0, 4.0, 6.0, 4.0, 1.0])
-    k = tf.tensordot(k, k, axes=0)
-    k = tf.reshape(k / tf.reduce_sum(k), (5, 5, 1, 1))
-    return tf.nn.depthwise_conv2d(x, k, strides=[1, 1, 1, 1], padding="SAME")
+    """A 5 x 5 binomial blur, zeros past the edges."""
+    return separable_filter(x, [v / 16.0 for v in (1.0, 4.0, 6.0, 4.0, 1.0)])
 
 
 def make_augmenter(cfg: AugmentConfig, seed: int) -> Callable[[Any], Any]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from pneumoscreen.db.models import model_label
-from pneumoscreen.model.architectures import crop_pixels
+from pneumoscreen.model.architectures import crop_pixels, load_keras
 from pneumoscreen.model.names import BUNDLED, BUNDLED_PREFIX, DEFAULT_BUNDLED, bundled_dir
 from pneumoscreen.model.preprocess import preprocess
 
@@ -328,12 +328,8 @@ def load_model(path: Path | str | None = None, *, verify: bool = True,
     with _cache_lock:
         if key not in _cache:
             device = configure(runtime or RuntimeConfig())
-            import keras
-
             try:
-                # safe_mode stays on: no lambda layers, no arbitrary code from the archive.
-                keras_model = keras.saving.load_model(model_path, compile=False,
-                                                      safe_mode=True)
+                keras_model = load_keras(model_path)
             except Exception as exc:  # keras raises many types for a bad archive
                 raise ModelFileError(f"cannot load {model_path}: {exc}") from exc
             _cache[key] = LoadedModel(model_path, spec, keras_model, device)

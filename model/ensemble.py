@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pneumoscreen.model import atypicality as A
+from pneumoscreen.model.architectures import load_keras
 from pneumoscreen.model.bundle import (
     ModelSpec,
     read_spec,
@@ -118,7 +119,6 @@ def make_ensemble(paths: list[Path], out_dir: Path, data_dir: Path, *, target_re
                   ) -> EnsembleResult:
     """Average the models at ``paths`` into one, calibrate and tune it on the shared validation
     split, evaluate it on the shared internal test, and save it into ``out_dir``."""
-    import keras
 
     from pneumoscreen.model.dataset import training_root
 
@@ -140,7 +140,7 @@ def make_ensemble(paths: list[Path], out_dir: Path, data_dir: Path, *, target_re
         progress.start(stage, len(parts[name]))
         arrays[name] = load_arrays(parts[name], size, cache_dir=cache_dir,
                                    progress=lambda n, stage=stage: progress.advance(stage, n))
-    members = [keras.saving.load_model(p, compile=False) for p in paths]
+    members = [load_keras(p) for p in paths]
     progress.note("fitting the atypicality score on the training split")
     guards = [A.fit_guard(m, arrays["train"].x, arrays["validation"].x) for m in members]
     raw = build_ensemble(members, size, guards)
@@ -194,7 +194,6 @@ def reguard(model_path: Path, data_dir: Path, out_dir: Path, version: str) -> Pa
     layers) on its own split and save it as ``version`` into ``out_dir``: the same members and
     temperature, so ``pneumonia`` and ``viral`` are unchanged (checked on the validation
     split), a new ``atypicality``."""
-    import keras
     import numpy as np
 
     from pneumoscreen.model.dataset import training_root
@@ -206,7 +205,7 @@ def reguard(model_path: Path, data_dir: Path, out_dir: Path, version: str) -> Pa
                                 training_root(data_dir)).parts()
     train_x = load_arrays(parts["train"], spec.input_size).x
     val_x = load_arrays(parts["validation"], spec.input_size).x
-    old = keras.saving.load_model(model_path, compile=False)
+    old = load_keras(model_path)
     members = [layer for layer in old.layers if layer.name.startswith("member_")]
     if not members:
         raise EnsembleError(f"{model_path} is not an ensemble (no member_ layers)")

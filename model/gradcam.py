@@ -11,7 +11,9 @@ lies in the full frame, on a grid of :data:`FRAME_GRID` cells a side, zero outsi
 map covers the whole film, whatever the network saw. The box is read from the network's own
 crop layer, in pixels (never from the sidecar), and each cell of its grid is put over the
 pixels it covers: a 174-px box through a stride-32 network gives 6 cells covering 192 px, the
-last one partly over the zero padding past the box.
+last one partly over the zero padding past the box. A network that registers its input first
+(``--register-chest``: the box follows the chest) has that frame moved back onto the film as it was
+sent, with the shift and scale its registration layer finds for each film.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from pneumoscreen.model import registration
 
 #: cells a side of a full-frame map of a cropping network (a cell is 2 % of the side)
 FRAME_GRID = 50
@@ -35,6 +39,8 @@ class CamTarget:
     model: Any  # keras.Model: input -> [activations, score]
     #: what the network cuts off its input (its crop layer's); None: it sees all of it
     crop: PixelCrop | None = None
+    #: the network's registration layer (``--register-chest``), or None
+    register: Any = None
 
 
 def crop_of(net: Any) -> PixelCrop | None:
@@ -92,26 +98,45 @@ def targets(keras_model: Any, spec_extra: dict[str, Any]) -> list[CamTarget]:
     for i, net in enumerate(nets):
         hint = hints[i] if i < len(hints) else None
         conv = net.get_layer(last_conv_name(net, hint)).output
-        out.append(CamTarget(keras.Model(net.input, [conv, _score_tensor(net)]), crop_of(net)))
+        out.append(CamTarget(keras.Model(net.input, [conv, _score_tensor(net)]), crop_of(net),
+                             registration.register_layer(net)))
     return out
 
 
-def seen_region(keras_model: Any, shape: tuple[int, int]) -> np.ndarray:
+def on_film(maps: np.ndarray, register: Any, inputs: np.ndarray) -> np.ndarray:
+    """``(n, h, w)`` maps drawn on the registered films moved back onto ``inputs`` as sent."""
+    t = np.asarray(register.transforms(inputs))
+    moved = registration.affine(maps[..., None], t[:, 2], t[:, 0], t[:, 1], inverse=True)
+    return np.asarray(moved)[..., 0]
+
+
+def seen_region(keras_model: Any, shape: tuple[int, int],
+                inputs: np.ndarray | None = None) -> np.ndarray:
     """Boolean ``shape`` mask of the map cells (their centres) inside what some network of the
     model sees: all of them, unless every network crops its input (then the union of their
     boxes). Outside it a map is zero by construction, so comparisons of maps (the randomisation
-    check) leave it out."""
-    crops = [crop_of(net) for net in _networks(keras_model)]
+    check) leave it out. Where a network registers its input the box moves with each film:
+    then ``(n, h, w)``, one mask per film of ``inputs``."""
+    nets = _networks(keras_model)
+    crops = [crop_of(net) for net in nets]
     if any(c is None for c in crops):
         return np.ones(shape, bool)
     h, w = shape
-    mask = np.zeros(shape, bool)
-    for size, top, bottom, left, right in crops:  # type: ignore[misc]
+    masks = []
+    for net, (size, top, bottom, left, right) in zip(nets, crops, strict=True):  # type: ignore[misc]
         rows = (np.arange(h) + 0.5) * size / h
         cols = (np.arange(w) + 0.5) * size / w
-        mask |= ((rows >= top) & (rows < size - bottom))[:, None] \
+        mask = ((rows >= top) & (rows < size - bottom))[:, None] \
             & ((cols >= left) & (cols < size - right))[None, :]
-    return mask
+        register = registration.register_layer(net)
+        if register is not None:
+            if inputs is None:
+                raise ValueError("a registering network's box moves with the film: pass inputs")
+            tiled = np.repeat(mask[None].astype(np.float32), len(inputs), axis=0)
+            mask = on_film(tiled, register, inputs) >= 0.5
+        masks.append(mask)
+    out = np.logical_or.reduce(np.broadcast_arrays(*masks))
+    return np.array(out)
 
 
 def in_frame(maps: np.ndarray, crop: PixelCrop, grid: int = FRAME_GRID) -> np.ndarray:
@@ -153,6 +178,8 @@ def compute(cam_targets: list[CamTarget], inputs: np.ndarray) -> np.ndarray:
         cam = tf.nn.relu(tf.reduce_sum(conv * weights, axis=-1)).numpy().astype(np.float32)
         if target.crop is not None:
             cam = in_frame(cam, target.crop)
+        if target.register is not None:
+            cam = on_film(cam, target.register, inputs)
         maps.append(_normalise(cam))
     shapes = {m.shape for m in maps}
     if len(shapes) > 1:  # members with different grids: bring them to the finest one

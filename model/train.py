@@ -29,6 +29,7 @@ from pneumoscreen.model import atypicality as A
 from pneumoscreen.model import calibration as C
 from pneumoscreen.model import metrics as M
 from pneumoscreen.model import reference as R
+from pneumoscreen.model import registration
 from pneumoscreen.model.architectures import (
     LUNG_CROP,
     Architecture,
@@ -101,6 +102,8 @@ class TrainConfig:
     distill_weight: float = 0.5
     #: the network sees only the lung-field box of its input (``architectures.LUNG_CROP``)
     lung_crop: bool = False
+    #: the box follows the chest: films registered to the training split's mean chest first
+    register_chest: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -563,6 +566,8 @@ def save(cfg: TrainConfig, model: Any, tuned: Tuned, *, root: Path, split: Split
                                 for k, v in arch.settings.items()},
                              "last_conv": arch.last_conv,
                              **({"crop": list(cfg.crop)} if cfg.crop else {}),
+                             **({"register_chest": registration.describe()}
+                                if cfg.register_chest else {}),
                              "params": int(final.count_params())},
             "outputs": OUTPUT_MEANINGS,
             "calibration": tuned.calibration,
@@ -601,7 +606,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None,
     from pneumoscreen.model.runtime import RuntimeConfig, configure
 
     progress = progress or Silent()
-    check_crop(cfg.arch, cfg.crop)  # before any work
+    check_crop(cfg.arch, cfg.crop, cfg.register_chest)  # before any work
     _ = cfg.augment_config
     device = configure(runtime or RuntimeConfig())
     keras.utils.set_random_seed(cfg.seed)
@@ -612,7 +617,9 @@ def train(cfg: TrainConfig, progress: Progress | None = None,
     progress.note("splitting by patient")
     root, split = make_split(cfg)
     arrays = make_arrays(cfg, split, progress)
-    model = build(cfg.arch, cfg.input_size, cfg.init, crop=cfg.crop)
+    # The template is the training split's own mean film: validation and test never shape it.
+    template = registration.mean_chest(arrays["train"].x) if cfg.register_chest else None
+    model = build(cfg.arch, cfg.input_size, cfg.init, crop=cfg.crop, template=template)
     history, facts = fit(cfg, model, arrays, progress, device, finish=finish)
     if not facts:
         raise ValueError("--finish: no epoch has finished yet, there is no model to keep")

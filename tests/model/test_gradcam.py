@@ -96,6 +96,38 @@ def test_a_cropping_networks_map_covers_the_full_frame() -> None:
     assert gradcam.border_mass(maps)["top_corners"].max() < 0.08
 
 
+def test_a_registering_networks_map_moves_with_the_chest() -> None:
+    """``--register-chest``: the box follows the chest, and so do the map and the cells counted
+    as seen. The same film moved down: its map and region move down with it, and the map is
+    (all but the bilinear edge) zero outside the film's own region."""
+    from made_chest import chest, moved
+
+    from pneumoscreen.model import registration
+    from pneumoscreen.model.architectures import LUNG_CROP
+
+    size, g = 96, gradcam.FRAME_GRID
+    film = chest(size)
+    template = registration.mean_chest(film[None, ..., None])
+    model = calibrated_model(build("mobilenetv2", size, "none", crop=LUNG_CROP,
+                                   template=template), 1.0)
+    targets = gradcam.targets(model, {"architecture": {"last_conv": "out_relu"}})
+    assert targets[0].register is not None
+    x = np.stack([film, moved(film, 1.0, 0.125, 0.0)])[..., None]
+    maps = gradcam.compute(targets, x)
+    region = gradcam.seen_region(model, (g, g), x)
+    assert region.shape == (2, g, g)
+    first_row = [int(np.argmax(r.any(axis=1))) for r in region]
+    assert first_row[0] == pytest.approx(LUNG_CROP[0] * g, abs=1)  # as sent: where it always is
+    assert first_row[1] - first_row[0] == pytest.approx(0.125 * g, abs=1.5)
+    outside = [(m * ~r).sum() / m.sum() for m, r in zip(maps, region, strict=True)]
+    assert max(outside) < 0.05, outside
+    # Where the map of the film as sent lies, moved down with the film: the moved film's map.
+    centre = lambda m: (m * np.arange(g)[:, None]).sum() / m.sum()  # noqa: E731
+    assert centre(maps[1]) - centre(maps[0]) == pytest.approx(0.125 * g, abs=2)
+    with pytest.raises(ValueError, match="pass inputs"):
+        gradcam.seen_region(model, (g, g))
+
+
 def test_in_frame_puts_each_cell_over_the_pixels_it_covers() -> None:
     """A 2 x 2 grid of a 48-px box inside a 64-px input, stride 32: the cells cover 64 px from
     the box's corner, the second row and column only partly inside the box."""

@@ -48,8 +48,10 @@ class _StopAfter(Silent):
 
 
 def test_pretrained_backbone_trains_in_two_phases_and_resumes(tmp_path: Path) -> None:
-    """Also ``--lung-crop``: the crop survives the resume, lands in the sidecar, and the saved
+    """Also ``--lung-crop --register-chest``: the crop and the registration survive the resume
+    and land in the sidecar, the template is the training split's own mean film, and the saved
     model's heatmaps cover the full frame."""
+    from pneumoscreen.model import registration
     from pneumoscreen.model.architectures import LUNG_CROP
     from pneumoscreen.model.bundle import load_model
     from pneumoscreen.model.gradcam import FRAME_GRID
@@ -58,7 +60,7 @@ def test_pretrained_backbone_trains_in_two_phases_and_resumes(tmp_path: Path) ->
     cfg = TrainConfig(data_dir=data, out_dir=tmp_path / "run", arch="mobilenetv2",
                       init=str(_pretrained_file(tmp_path)), input_size=48, epochs=2,
                       head_epochs=1, batch_size=4, n_boot=50, augment="strong", patience=5,
-                      lung_crop=True)
+                      lung_crop=True, register_chest=True)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, _StopAfter(2))  # the head phase's epoch, then the first fine-tuning epoch
     state = json.loads((tmp_path / "run" / STATE_NAME).read_text())
@@ -67,6 +69,7 @@ def test_pretrained_backbone_trains_in_two_phases_and_resumes(tmp_path: Path) ->
 
     again = resume_config(tmp_path / "run")
     assert again.arch == "mobilenetv2" and again.epochs == 2 and again.lung_crop
+    assert again.register_chest
     result = train(again)
     phases = result.spec.extra["training"]["phases"]
     assert list(phases) == ["head", "finetune"]
@@ -80,7 +83,14 @@ def test_pretrained_backbone_trains_in_two_phases_and_resumes(tmp_path: Path) ->
     # The finished run keeps only what serving needs.
     assert not (tmp_path / "run" / "backup").exists()
     assert result.spec.extra["architecture"]["crop"] == list(LUNG_CROP)
+    assert result.spec.extra["architecture"]["register_chest"] == registration.describe()
     loaded = load_model(result.model_path)
+    parts = result.split.parts()
+    mine = registration.register_layer(loaded.keras_model).template
+    np.testing.assert_allclose(mine, registration.mean_chest(load_arrays(parts["train"], 48).x),
+                               atol=1e-6)
+    everything = [s for part in parts.values() for s in part]
+    assert np.abs(mine - registration.mean_chest(load_arrays(everything, 48).x)).max() > 1e-3
     x = np.random.default_rng(0).random((2, 48, 48, 1), dtype=np.float32)
     assert loaded.heatmaps(x).shape == (2, FRAME_GRID, FRAME_GRID)
 
@@ -217,8 +227,12 @@ def test_finish_ends_a_stopped_run_at_its_best_epoch(tmp_path: Path) -> None:
     assert result.model_path.is_file() and result.validation["n"] > 0
 
 
-def test_a_crop_on_a_network_from_scratch_fails_before_any_work(tmp_path: Path) -> None:
-    cfg = TrainConfig(data_dir=tmp_path, out_dir=tmp_path / "run", arch="cnn-s", lung_crop=True)
-    with pytest.raises(ValueError, match="no --lung-crop"):
+@pytest.mark.parametrize(("options", "message"), [
+    ({"arch": "cnn-s", "lung_crop": True}, "no --lung-crop"),
+    ({"arch": "mobilenetv2", "register_chest": True}, "needs --lung-crop")])
+def test_a_crop_or_registration_that_cannot_be_fails_before_any_work(
+        tmp_path: Path, options: dict[str, Any], message: str) -> None:
+    cfg = TrainConfig(data_dir=tmp_path, out_dir=tmp_path / "run", **options)
+    with pytest.raises(ValueError, match=message):
         train(cfg)
     assert not (tmp_path / "run").exists()  # no split, no arrays, no config written

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from pneumoscreen.model import gradcam
+from pneumoscreen.model.architectures import load_keras
 from pneumoscreen.model.bundle import LoadedModel
 from pneumoscreen.model.dataset import load_arrays, split_from_manifest, training_root
 from pneumoscreen.model.evaluate import manifest_for
@@ -63,7 +64,7 @@ def randomised_copy(model: LoadedModel, fraction: float = 0.25, seed: int = 0) -
     layers (in each ensemble member) drawn again at random, scaled like the originals."""
     import keras
 
-    copy = keras.saving.load_model(model.path, compile=False)
+    copy = load_keras(model.path)
     rng = np.random.default_rng(seed)
     members = [layer for layer in copy.layers if layer.name.startswith("member_")] or [copy]
     for net in members:
@@ -81,14 +82,15 @@ def randomised_copy(model: LoadedModel, fraction: float = 0.25, seed: int = 0) -
 
 def rank_correlations(a: np.ndarray, b: np.ndarray,
                       region: np.ndarray | None = None) -> np.ndarray:
-    """Spearman's rho between paired maps over the cells of ``region`` (default all; a constant
-    map correlates 0)."""
+    """Spearman's rho between paired maps over the cells of ``region`` (default all; one mask
+    for every pair, or one per pair; a constant map correlates 0)."""
     from scipy.stats import spearmanr
 
     out = []
-    for x, y in zip(a, b, strict=True):
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
         if region is not None:
-            x, y = x[region], y[region]
+            cells = region[i] if region.ndim == 3 else region  # one mask per map, or one for all
+            x, y = x[cells], y[cells]
         if np.ptp(x) == 0 or np.ptp(y) == 0:
             out.append(0.0)
             continue
@@ -115,7 +117,7 @@ def heatmap_sanity(model: LoadedModel, data_dir: Path, *, n: int = 64,
     trained = _maps(model, pick)
     # A cropping network's maps are zero outside its box in both models: those shared zeros
     # would count as agreement.
-    region = gradcam.seen_region(model.keras_model, trained.shape[1:])
+    region = gradcam.seen_region(model.keras_model, trained.shape[1:], pick)
     rho = rank_correlations(trained, _maps(randomised_copy(model), pick), region)
     # A uniform map puts 36% of its mass in the outer 10% border and 8% in the two corners.
     return {"model": model.spec.label, "internal_test_images": len(arrays.x),

@@ -89,6 +89,11 @@ def train_cmd(
                                    "lung-field box of its input (rows 15-93 %, columns 8-92 %), "
                                    "never the film's corners and edges where markers sit; an "
                                    "ImageNet backbone only."),
+    register_chest: bool = typer.Option(False, "--register-chest", help="With --lung-crop: "
+                                        "each film is first moved and scaled (up to 21 % and "
+                                        "0.86-1.14x) to match the training split's mean chest, "
+                                        "so the box follows the child however the film was "
+                                        "framed."),
     subtype_weight: float = typer.Option(0.5, min=0.0, help="Weight of the viral/bacterial "
                                          "loss (pneumonia images only) beside the pneumonia "
                                          "loss."),
@@ -136,7 +141,8 @@ def train_cmd(
                           finetune_learning_rate=finetune_learning_rate, augment=augment,
                           subtype_weight=subtype_weight, distill_from=distill_from,
                           distill_weight=distill_weight, lung_crop=lung_crop,
-                          patience=patience, target_recall=target_recall, seed=seed,
+                          register_chest=register_chest, patience=patience,
+                          target_recall=target_recall, seed=seed,
                           split_seed=split_seed, cache_dir=cache_dir, max_files=max_files,
                           version=version, database_url=url)
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
