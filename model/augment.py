@@ -171,6 +171,8 @@ def _band(n: Any, taps: list[float], normalise: bool) -> Any:
     pool counts only the pixels it covers."""
     import tensorflow as tf
 
+    if len(taps) % 2 == 0:
+        raise ValueError("a centred filter has an odd number of taps")
     r = len(taps) // 2
     d = tf.range(n)[None, :] - tf.range(n)[:, None]
     inside = tf.cast(tf.abs(d) <= r, tf.float32)
@@ -196,6 +198,8 @@ def max_filter(x: Any, size: int) -> Any:
     columns (for the same reason as :func:`separable_filter`)."""
     import tensorflow as tf
 
+    if size % 2 == 0:
+        raise ValueError("a centred maximum has an odd size")
     r = size // 2
     for axis in (1, 2):
         pad = [[0, 0]] * 4

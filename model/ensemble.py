@@ -165,8 +165,9 @@ def make_ensemble(paths: list[Path], out_dir: Path, data_dir: Path, *, target_re
                              "architecture": (s.extra.get("architecture") or {}).get("name"),
                              "params": (s.extra.get("architecture") or {}).get("params"),
                              "last_conv": (s.extra.get("architecture") or {}).get("last_conv"),
-                             **({"crop": (s.extra.get("architecture") or {})["crop"]}
-                                if "crop" in (s.extra.get("architecture") or {}) else {}),
+                             **{k: (s.extra.get("architecture") or {})[k]
+                                for k in ("crop", "register_chest")
+                                if k in (s.extra.get("architecture") or {})},
                              "internal-test": (s.extra.get("metrics") or {}).get("internal-test")}
                             for s in specs],
                 "combination": "mean of the members' calibrated logits, then a temperature",

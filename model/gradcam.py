@@ -114,8 +114,9 @@ def seen_region(keras_model: Any, shape: tuple[int, int],
                 inputs: np.ndarray | None = None) -> np.ndarray:
     """Boolean ``shape`` mask of the map cells (their centres) inside what some network of the
     model sees: all of them, unless every network crops its input (then the union of their
-    boxes). Outside it a map is zero by construction, so comparisons of maps (the randomisation
-    check) leave it out. Where a network registers its input the box moves with each film:
+    boxes). Outside it a map is zero by construction (a registering network's, moved back onto
+    the film, but for its bilinear edge), so comparisons of maps (the randomisation check)
+    leave it out. Where a network registers its input the box moves with each film:
     then ``(n, h, w)``, one mask per film of ``inputs``."""
     nets = _networks(keras_model)
     crops = [crop_of(net) for net in nets]

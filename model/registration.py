@@ -5,7 +5,8 @@ differently: the child higher or lower, nearer or farther. ``--register-chest`` 
 :class:`RegisterChest` layer before the box. It finds the shift (up to :data:`MAX_SHIFT` of the
 side) and scale (:data:`SIZES`) at which the film best matches the mean chest of the training
 split (normalised cross-correlation at :data:`GRID` cells a side), and moves and scales the
-film so its chest lies where the mean chest lies. The box then follows the child.
+film so its chest lies where the mean chest lies. The box then follows the child, within the
+search range (21 % of the side, 0.86-1.14 times the size).
 
 It is a simple lung-region estimate, not a segmentation: one template, one similarity, no
 learned parameters. The template is the training split's mean film, stored in the layer's
@@ -30,11 +31,11 @@ MAX_SHIFT = 12
 #: template sizes tried, in cells: the chest from 0.86 to 1.14 times the mean's size (even
 #: sizes keep the template centred on a cell; five keep the match cheap beside the network)
 SIZES = (48, 52, 56, 60, 64)
-#: zeros around the film so every shift of every size is a valid match position
 #: the similarity is multiplied by (share of the template on the film) ** this: a little
 #: preference for the whole chest on the film, so films as taken are not moved on a whim, yet
 #: a chest moved or cut off is still followed (set by recovering known shifts of 200 films)
 OVERLAP_POWER = 0.5
+#: zeros around the film so every shift of every size is a valid match position
 _PAD = MAX_SHIFT + (max(SIZES) - GRID) // 2
 
 
@@ -53,7 +54,7 @@ def affine(images: Any, scale: Any, dy: Any, dx: Any, *, inverse: bool = False) 
     side); ``inverse``: the other way round, for maps drawn on the registered film."""
     import tensorflow as tf
 
-    images = tf.convert_to_tensor(images, tf.float32)
+    images = tf.cast(images, tf.float32)  # float16 under mixed precision
     # The size as a tensor: inside training's tf.data graph it is not known when traced.
     hw = tf.shape(images)[1:3]
     h, w = tf.cast(hw[0], tf.float32), tf.cast(hw[1], tf.float32)
@@ -108,10 +109,12 @@ def estimate(x: Any, template: Any) -> Any:
 
     The similarity is the normalised cross-correlation over the part of the template that lies
     on the film (masked NCC, Padfield 2012): a chest moved down, or larger than the film, is
-    matched by what is on the film, not penalised for what was cut off."""
+    matched by what is on the film, times (share on the film) ** :data:`OVERLAP_POWER`, a mild
+    preference for the whole chest on the film. Where nothing matches (a blank film) the
+    first candidate wins, an extreme move of nothing; the guard turns such films away."""
     import tensorflow as tf
 
-    small = tf.image.resize(tf.convert_to_tensor(x, tf.float32), (GRID, GRID), method="area")
+    small = tf.image.resize(tf.cast(x, tf.float32), (GRID, GRID), method="area")
     p = tf.pad(small[..., 0], [[0, 0], [_PAD, _PAD], [_PAD, _PAD]])
     side = GRID + 2 * _PAD
     on_film = tf.pad(tf.ones((1, GRID, GRID)), [[0, 0], [_PAD, _PAD], [_PAD, _PAD]])
@@ -201,7 +204,10 @@ def checked_template(template: Any) -> np.ndarray:
 
 def layer(template: np.ndarray) -> Any:
     """A ``RegisterChest`` layer holding ``template`` (from :func:`mean_chest`)."""
-    return layer_class()(np.asarray(template, np.float32).tolist(), name=REGISTER_LAYER)
+    # float32 whatever the global policy: the match needs it, and mixed precision would cast
+    # the film to float16 on the way in.
+    return layer_class()(np.asarray(template, np.float32).tolist(), name=REGISTER_LAYER,
+                         dtype="float32")
 
 
 def describe() -> dict[str, Any]:

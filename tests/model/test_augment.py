@@ -134,3 +134,7 @@ def test_the_matrix_filters_are_the_pools_they_replace(shape: tuple[int, ...]) -
     np.testing.assert_allclose(_gaussian_blur(x),
                                tf.nn.depthwise_conv2d(x, k[..., None, None], [1, 1, 1, 1], "SAME"),
                                atol=1e-5)
+    with pytest.raises(ValueError, match="odd"):
+        separable_filter(x, [1.0] * 4)
+    with pytest.raises(ValueError, match="odd"):
+        max_filter(x, 6)

@@ -58,9 +58,9 @@ def test_affine_and_its_inverse_undo_each_other() -> None:
     assert np.array_equal(np.asarray(R.affine(img, [1.0], [0.0], [0.0])), img)
 
 
-def test_a_blank_film_is_left_as_it_is(template: np.ndarray) -> None:
-    """Nothing to match: the film is moved by at most the search range, never made non-blank
-    and never NaN (the guard, not the registration, turns a blank film away)."""
+def test_a_blank_film_stays_blank(template: np.ndarray) -> None:
+    """Nothing to match: whatever move wins, the film is never made non-blank and never NaN
+    (the guard, not the registration, turns a blank film away)."""
     blank = np.zeros((2, SIZE, SIZE, 1), np.float32)
     out = np.asarray(R.layer(template)(blank))
     assert np.isfinite(out).all() and not out.any()
@@ -131,6 +131,19 @@ def test_a_registering_model_is_never_compiled_with_xla(template: np.ndarray) ->
     assert model_supports_jit(build("mobilenetv2", 64, "none", crop=LUNG_CROP))
     assert not model_supports_jit(build("mobilenetv2", 64, "none", crop=LUNG_CROP,
                                         template=template))
+
+
+def test_the_layer_computes_in_float32_under_mixed_precision(template: np.ndarray) -> None:
+    """``--mixed-precision`` sets Keras' float16 policy: the match still runs in float32."""
+    import keras
+
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        out = R.layer(template)(_moved(_chest(), 1.0, 0.1, 0.0)[None, ..., None])
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+    assert out.dtype == "float32" and np.isfinite(np.asarray(out)).all()
 
 
 def test_a_sidecar_describes_the_registration() -> None:

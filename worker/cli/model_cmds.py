@@ -92,8 +92,7 @@ def train_cmd(
     register_chest: bool = typer.Option(False, "--register-chest", help="With --lung-crop: "
                                         "each film is first moved and scaled (up to 21 % and "
                                         "0.86-1.14x) to match the training split's mean chest, "
-                                        "so the box follows the child however the film was "
-                                        "framed."),
+                                        "so the box follows the child (within that range)."),
     subtype_weight: float = typer.Option(0.5, min=0.0, help="Weight of the viral/bacterial "
                                          "loss (pneumonia images only) beside the pneumonia "
                                          "loss."),
