@@ -37,6 +37,8 @@ SIZES = (48, 52, 56, 60, 64)
 OVERLAP_POWER = 0.5
 #: zeros around the film so every shift of every size is a valid match position
 _PAD = MAX_SHIFT + (max(SIZES) - GRID) // 2
+#: the padded film's side
+_SIDE = GRID + 2 * _PAD
 
 
 def mean_chest(x: np.ndarray) -> np.ndarray:
@@ -91,21 +93,61 @@ def _box_sums(c: Any, m: int) -> Any:
     return c[:, m:, m:] - c[:, :-m, m:] - c[:, m:, :-m] + c[:, :-m, :-m]
 
 
-def _correlate(fa: Any, b: Any, side: int) -> Any:
-    """Cross-correlation of an image (``fa``: its 2-D FFT) with ``(m, m)`` ``b`` at every
-    top-left position. Circular, but every position :func:`estimate` reads is one without
-    wrap-around."""
+def _correlate(fa: Any, conj_fb: Any, side: int, m: int) -> Any:
+    """Cross-correlation of an image (``fa``: its 2-D FFT) with an ``(m, m)`` image
+    (``conj_fb``: the conjugate FFT of it, zero-padded to ``side``) at every top-left position.
+    Circular, but every position :func:`estimate` reads is one without wrap-around."""
     import tensorflow as tf
 
-    m = b.shape[0]
-    fb = tf.signal.rfft2d(tf.pad(b, [[0, side - m], [0, side - m]]))
-    return tf.signal.irfft2d(fa * tf.math.conj(fb), fft_length=[side, side])[
+    return tf.signal.irfft2d(fa * conj_fb, fft_length=[side, side])[
         ..., :side - m + 1, :side - m + 1]
 
 
-def estimate(x: Any, template: Any) -> Any:
+def _conj_fft(b: Any, side: int) -> Any:
+    import tensorflow as tf
+
+    m = b.shape[0]
+    return tf.math.conj(tf.signal.rfft2d(tf.pad(b, [[0, side - m], [0, side - m]])))
+
+
+def _window(a: Any, m: int) -> Any:
+    """The match positions :func:`estimate` reads (shifts up to :data:`MAX_SHIFT` each way)."""
+    start = _PAD + (GRID - m) // 2 - MAX_SHIFT
+    return a[..., start:start + 2 * MAX_SHIFT + 1, start:start + 2 * MAX_SHIFT + 1]
+
+
+
+def template_terms(template: Any) -> tuple[dict[str, np.ndarray], ...]:
+    """What the match needs of the template alone, one entry per size of :data:`SIZES`: its
+    conjugate FFT, and at each match position the template cells on the film (``n``), their
+    sum (``s_t``), spread (``var_t``) and the overlap factor. None of it depends on the films,
+    so a layer computes it once, not in every model call."""
+    import tensorflow as tf
+
+    with tf.init_scope():  # eager even when first called while a graph is traced
+        on_film = tf.pad(tf.ones((1, GRID, GRID)), [[0, 0], [_PAD, _PAD], [_PAD, _PAD]])
+        fm, cm = tf.signal.rfft2d(on_film), _integral(on_film)
+        terms = []
+        for m in SIZES:
+            t = tf.image.resize(tf.reshape(tf.cast(template, tf.float32), (1, GRID, GRID, 1)),
+                                (m, m), method="bilinear", antialias=True)[0, ..., 0]
+            t = t - tf.reduce_mean(t)  # better conditioned; NCC does not change with an offset
+            n = tf.maximum(_box_sums(cm, m), 1.0)  # template cells on the film, per position
+            s_t = _correlate(fm, _conj_fft(t, _SIDE), _SIDE, m)
+            s_tt = _correlate(fm, _conj_fft(t * t, _SIDE), _SIDE, m)
+            var_t = tf.maximum(s_tt - s_t * s_t / n, 1e-6)
+            terms.append({"m": m, "conj_ft": _conj_fft(t, _SIDE).numpy(),
+                          **{k: _window(v, m).numpy() for k, v in (
+                              ("n", n), ("s_t", s_t), ("var_t", var_t),
+                              ("overlap", (n / float(m * m)) ** OVERLAP_POWER))}})
+    return tuple(terms)
+
+
+def estimate(x: Any, template: Any, terms: tuple[dict[str, np.ndarray], ...] | None = None
+             ) -> Any:
     """``(n, 3)``: the shift (rows, columns, fractions of the side) and scale at which each film
-    of ``(n, s, s, 1)`` best matches ``template``.
+    of ``(n, s, s, 1)`` best matches ``template`` (``terms``: its :func:`template_terms`, if
+    already computed).
 
     The similarity is the normalised cross-correlation over the part of the template that lies
     on the film (masked NCC, Padfield 2012): a chest moved down, or larger than the film, is
@@ -114,27 +156,20 @@ def estimate(x: Any, template: Any) -> Any:
     first candidate wins, an extreme move of nothing; the guard turns such films away."""
     import tensorflow as tf
 
+    if terms is None:
+        terms = template_terms(template)
     small = tf.image.resize(tf.cast(x, tf.float32), (GRID, GRID), method="area")
     p = tf.pad(small[..., 0], [[0, 0], [_PAD, _PAD], [_PAD, _PAD]])
-    side = GRID + 2 * _PAD
-    on_film = tf.pad(tf.ones((1, GRID, GRID)), [[0, 0], [_PAD, _PAD], [_PAD, _PAD]])
-    fp, fm = tf.signal.rfft2d(p), tf.signal.rfft2d(on_film)
-    c1, c2, cm = _integral(p), _integral(p * p), _integral(on_film)
-    window = 2 * MAX_SHIFT + 1
+    fp = tf.signal.rfft2d(p)
+    c1, c2 = _integral(p), _integral(p * p)
     scores = []
-    for m in SIZES:
-        t = tf.image.resize(tf.reshape(template, (1, GRID, GRID, 1)), (m, m),
-                            method="bilinear", antialias=True)[0, ..., 0]
-        t = t - tf.reduce_mean(t)  # better conditioned; NCC does not change with an offset
-        n = tf.maximum(_box_sums(cm, m), 1.0)  # template cells on the film, per position
-        s_t, s_tt = _correlate(fm, t, side), _correlate(fm, t * t, side)
-        s_f, s_ff = _box_sums(c1, m), _box_sums(c2, m)
-        num = _correlate(fp, t, side) - s_f * s_t / n
-        var_f = tf.maximum(s_ff - s_f * s_f / n, 1e-6)
-        var_t = tf.maximum(s_tt - s_t * s_t / n, 1e-6)
-        ncc = num / tf.sqrt(var_f * var_t) * (n / float(m * m)) ** OVERLAP_POWER
-        start = _PAD + (GRID - m) // 2 - MAX_SHIFT
-        scores.append(ncc[:, start:start + window, start:start + window])
+    for k in terms:
+        m = k["m"]
+        s_f, s_ff = _window(_box_sums(c1, m), m), _window(_box_sums(c2, m), m)
+        num = _window(_correlate(fp, k["conj_ft"], _SIDE, m), m) - s_f * k["s_t"] / k["n"]
+        var_f = tf.maximum(s_ff - s_f * s_f / k["n"], 1e-6)
+        scores.append(num / tf.sqrt(var_f * k["var_t"]) * k["overlap"])
+    window = 2 * MAX_SHIFT + 1
     flat = tf.reshape(tf.stack(scores, axis=1), [tf.shape(p)[0], -1])
     best = tf.argmax(flat, axis=1, output_type=tf.int32)
     per_size = window * window
@@ -167,13 +202,14 @@ def layer_class() -> Any:
         def __init__(self, template: Any, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.template = checked_template(template)
+            self.terms = template_terms(self.template)
             # XLA has no kernel for the image transform: Keras' "auto" compiles a train step
             # with XLA on a GPU unless a layer says no.
             self.supports_jit = False
 
         def transforms(self, x: Any) -> Any:
             """``(n, 3)`` (dy, dx, scale) for films ``x``."""
-            return estimate(x, self.template)
+            return estimate(x, self.template, self.terms)
 
         def call(self, x: Any) -> Any:
             t = self.transforms(x)
