@@ -17,12 +17,22 @@ def flagged(scores: np.ndarray, threshold: float) -> np.ndarray:
     return (np.asarray(scores) >= threshold).astype(np.int32)
 
 
-def select_threshold(y_true: np.ndarray, scores: np.ndarray, target_recall: float = 0.95) -> float:
-    """The highest threshold whose recall (sensitivity) on these labels reaches ``target_recall``.
+#: how :func:`select_threshold` chooses, as sidecars record it
+THRESHOLD_RULE = ("midway between the highest cut whose validation recall reaches the target and "
+                  "the next lower score")
 
-    ``roc_curve`` lists every distinct score as a candidate threshold with its true positive rate;
-    recall only falls as the threshold rises, so the answer is the largest candidate with
-    ``tpr >= target``. Call it with validation labels and scores only.
+
+def select_threshold(y_true: np.ndarray, scores: np.ndarray, target_recall: float = 0.95) -> float:
+    """A threshold with the highest cut whose recall (sensitivity) on these labels reaches
+    ``target_recall``: midway between the lowest score it must flag and the next lower score.
+
+    ``roc_curve`` lists every distinct score as a candidate cut with its true positive rate;
+    recall only falls as the cut rises, so the cut is the largest candidate with
+    ``tpr >= target``. The threshold is not that score itself but the midpoint below it: the
+    film at the cut is then flagged even when another machine, batch size or float32 graph
+    scores it a few ulps lower (seen: a shipped threshold 4e-7 above its film's score on another
+    CPU, one validation miss), and the counts are the same, since no score lies between.
+    Call it with validation labels and scores only.
     """
     y_true = np.asarray(y_true).astype(int)
     scores = np.asarray(scores, dtype=np.float64)
@@ -32,7 +42,9 @@ def select_threshold(y_true: np.ndarray, scores: np.ndarray, target_recall: floa
         raise ValueError("no positive cases: recall is undefined, cannot tune a threshold")
     _, tpr, thresholds = skm.roc_curve(y_true, scores, drop_intermediate=False)
     ok = (tpr >= target_recall - 1e-12) & np.isfinite(thresholds)
-    return float(np.max(thresholds[ok]))
+    cut = float(np.max(thresholds[ok]))
+    below = scores[scores < cut]
+    return (cut + (float(below.max()) if below.size else min(cut, 0.0))) / 2.0
 
 
 def _safe_div(a: float, b: float) -> float:
@@ -104,8 +116,8 @@ def wilson(k: int, n: int, level: float = 0.95) -> list[float]:
 
 def operating_points(y_true: np.ndarray, scores: np.ndarray,
                      recalls: tuple[float, ...] = OPERATING_RECALLS) -> list[dict[str, Any]]:
-    """For each target recall: the highest threshold reaching it here, and the recall and
-    specificity that threshold gives (what each choice of threshold would cost)."""
+    """For each target recall: the threshold :func:`select_threshold` chooses here, and the
+    recall and specificity it gives (what each choice of threshold would cost)."""
     y_true = np.asarray(y_true).astype(int)
     if y_true.sum() == 0 or (y_true == 0).sum() == 0:
         return []

@@ -2,14 +2,15 @@
 
 - ``score_histogram``: the histogram of the calibrated pneumonia probability on the validation
   split (fixed bins over [0, 1]). Drift monitoring compares the scores of new studies with it.
-- ``operating_points``: for each target recall (0.90, 0.95, 0.98, 0.99) the highest threshold
-  reaching it on validation, what it gives there, and the same threshold on the internal test.
+- ``operating_points``: for each target recall (0.90, 0.95, 0.98, 0.99) the threshold
+  :func:`~pneumoscreen.model.metrics.select_threshold` chooses on validation, what it gives
+  there, and the same threshold on the internal test.
 
 Training and ``screen models ensemble`` write both. For models shipped before they existed,
 ``python -m pneumoscreen.model.reference MODEL DATA_DIR`` computes them from the model and the
 bundled patient split and adds them to the sidecar (the model file, and so its sha256, is
 unchanged). ``… MODEL DATA_DIR 0.98`` first moves the threshold to the validation recall-0.98
-point (:func:`retarget`).
+point (:func:`retarget`); ``… MODEL DATA_DIR 0.98 2.1.1`` makes that a new model version.
 """
 
 from __future__ import annotations
@@ -103,11 +104,17 @@ def annotate(model_path: Path, data_dir: Path) -> dict[str, Any]:
 
 
 def retarget(model_path: Path, data_dir: Path, target_recall: float, *, n_boot: int = 2000,
-             seed: int = 42) -> dict[str, Any]:
-    """Move a saved model's threshold to the highest that reaches ``target_recall`` on its
-    validation split; the sidecar's threshold, target recall, threshold selection and metrics
-    follow (the internal test with bootstrap CIs). The subtype figures, which no threshold
-    changes, are kept. Returns the new validation and internal-test headlines."""
+             seed: int = 42, version: str | None = None) -> dict[str, Any]:
+    """Move a saved model's threshold to the one :func:`M.select_threshold` chooses for
+    ``target_recall`` on its validation split, scored as served; the sidecar's threshold,
+    target recall, threshold selection and metrics follow (the internal test with bootstrap
+    CIs). The subtype figures, which no threshold changes, are kept. Returns the new validation
+    and internal-test headlines.
+
+    ``version``: the model becomes a new model version, its file saved again (the same
+    weights, a new sha256). A database records a model's threshold with its sha256 and refuses
+    a registered file whose sidecar's threshold changed, so a moved threshold on a file that
+    was shipped needs a new version."""
     from pneumoscreen.model.bundle import read_spec, write_sidecar
     from pneumoscreen.model.train import headline
 
@@ -123,9 +130,18 @@ def retarget(model_path: Path, data_dir: Path, target_recall: float, *, n_boot: 
     for part, summary in figures.items():
         if "subtype" in (old.get(part) or {}):
             summary["subtype"] = old[part]["subtype"]
+    if version is not None and version != spec.version:
+        from pneumoscreen.model.architectures import load_keras
+
+        load_keras(model_path).save(model_path)
+        spec.extra["earlier_versions"] = [*spec.extra.get("earlier_versions", []), {
+            "version": spec.version, "threshold": spec.threshold,
+            "became": version, "why": f"threshold moved to the rule: {M.THRESHOLD_RULE}"}]
+        spec.version = version
     spec.threshold, spec.target_recall = threshold, target_recall
     selection = dict(spec.extra.get("threshold_selection") or {})
-    selection.update(target_recall=target_recall, validation=headline(figures["validation"]))
+    selection.update(target_recall=target_recall, validation=headline(figures["validation"]),
+                     rule=f"{M.THRESHOLD_RULE}, on calibrated scores")
     spec.extra["threshold_selection"] = selection
     spec.extra["metrics"] = {k: headline(v) for k, v in figures.items()}
     write_sidecar(model_path, spec)
@@ -133,10 +149,12 @@ def retarget(model_path: Path, data_dir: Path, target_recall: float, *, n_boot: 
 
 
 if __name__ == "__main__":
-    # python -m pneumoscreen.model.reference MODEL DATA_DIR [TARGET_RECALL]: with a target,
-    # the threshold moves to it first; then the reference record is written.
+    # python -m pneumoscreen.model.reference MODEL DATA_DIR [TARGET_RECALL [NEW_VERSION]]: with a
+    # target, the threshold moves to it first (as a new version, given one); then the reference
+    # record is written.
     if len(sys.argv) > 3:
-        print(json.dumps(retarget(Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])),
+        print(json.dumps(retarget(Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]),
+                                  version=sys.argv[4] if len(sys.argv) > 4 else None),
                          indent=1, default=float))
     added = annotate(Path(sys.argv[1]), Path(sys.argv[2]))
     print(json.dumps(added, indent=1))

@@ -528,8 +528,7 @@ def tuned_record(tuned: Tuned, target_recall: float) -> dict[str, Any]:
     """What the sidecar says about the threshold and the figures behind it."""
     return {
         "threshold_selection": {"split": "validation", "target_recall": target_recall,
-                                "rule": "highest threshold with validation recall >= target, "
-                                        "on calibrated scores",
+                                "rule": f"{M.THRESHOLD_RULE}, on calibrated scores",
                                 "validation": headline(tuned.validation)},
         "metrics": {"internal-test": headline(tuned.internal_test),
                     "validation": headline(tuned.validation)},

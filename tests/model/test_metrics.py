@@ -13,17 +13,21 @@ class TestSelectThreshold:
     def test_picks_the_highest_threshold_reaching_the_target(self) -> None:
         # 10 positives scored 0.1..1.0, 5 negatives below 0.35.
         pos = np.linspace(0.1, 1.0, 10)
-        neg = np.array([0.05, 0.12, 0.22, 0.3, 0.33])
+        neg = np.array([0.05, 0.12, 0.22, 0.27, 0.33])
         y = np.r_[np.ones(10), np.zeros(5)]
         s = np.r_[pos, neg]
-        # recall >= 0.8 needs 8 of 10 positives: scores 0.3..1.0, so the threshold is 0.3.
-        assert M.select_threshold(y, s, 0.8) == pytest.approx(0.3)
+        # recall >= 0.8 needs 8 of 10 positives: scores 0.3..1.0, so the cut is 0.3, and the
+        # threshold lies midway to the next lower score (the negative at 0.27).
+        assert M.select_threshold(y, s, 0.8) == pytest.approx(0.285)
         # recall >= 0.75 also needs 8 of 10 (7 give 0.7): same answer.
-        assert M.select_threshold(y, s, 0.75) == pytest.approx(0.3)
-        # recall 1.0 needs every positive: the lowest positive score.
-        assert M.select_threshold(y, s, 1.0) == pytest.approx(0.1)
-        # recall 0.1: the single top score suffices.
-        assert M.select_threshold(y, s, 0.1) == pytest.approx(1.0)
+        assert M.select_threshold(y, s, 0.75) == pytest.approx(0.285)
+        # recall 1.0 needs every positive: the lowest positive score, 0.1 (0.05 below it).
+        assert M.select_threshold(y, s, 1.0) == pytest.approx(0.075)
+        # recall 0.1: the single top score suffices (0.9 below it).
+        assert M.select_threshold(y, s, 0.1) == pytest.approx(0.95)
+        # nothing below the cut: midway to zero
+        assert M.select_threshold(np.array([1, 1]), np.array([0.4, 0.6]), 1.0) == \
+            pytest.approx(0.2)
 
     def test_the_chosen_threshold_meets_the_target_and_any_higher_one_does_not(self) -> None:
         rng = np.random.default_rng(3)
@@ -32,14 +36,30 @@ class TestSelectThreshold:
         for target in (0.8, 0.9, 0.95):
             t = M.select_threshold(y, s, target)
             assert skm.recall_score(y, s >= t) >= target
+            # the cut is the lowest score above the threshold; the next score up misses
             higher = np.unique(s[s > t])
-            if len(higher):
-                assert skm.recall_score(y, s >= higher[0]) < target
+            if len(higher) > 1:
+                assert skm.recall_score(y, s >= higher[1]) < target
 
     def test_ties_count_as_flagged(self) -> None:
         y = np.array([1, 1, 0, 0])
         s = np.array([0.7, 0.7, 0.7, 0.1])
-        assert M.select_threshold(y, s, 1.0) == pytest.approx(0.7)
+        assert M.select_threshold(y, s, 1.0) == pytest.approx(0.4)
+        assert M.metrics_at(y, s, M.select_threshold(y, s, 1.0))["fp"] == 1
+
+    def test_the_film_at_the_cut_stays_flagged_when_scored_a_little_lower(self) -> None:
+        # Serving's float32 graph, another CPU or another batch size moves a score by ulps; the
+        # film that decides the recall must not fall below the threshold for it.
+        rng = np.random.default_rng(5)
+        y = rng.integers(0, 2, 500)
+        s = rng.random(500).astype(np.float32).astype(np.float64)
+        for target in (0.9, 0.95, 0.98):
+            t = M.select_threshold(y, s, target)
+            jittered = s * (1 - 4 * np.finfo(np.float32).eps)
+            assert skm.recall_score(y, jittered >= t) >= target
+            # the same counts as at the cut itself: no score lies between
+            cut = s[(s >= t)].min()
+            assert M.metrics_at(y, s, t) == {**M.metrics_at(y, s, cut), "threshold": t}
 
     def test_needs_positives(self) -> None:
         with pytest.raises(ValueError, match="no positive cases"):

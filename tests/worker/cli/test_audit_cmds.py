@@ -6,7 +6,7 @@ import getpass
 import json
 from pathlib import Path
 
-from bundled_default import DEFAULT_LABEL
+from bundled_default import CNN_S_LABEL, DEFAULT_LABEL
 from live import bundled_model_copy, make_pngs
 from typer.testing import CliRunner
 
@@ -57,4 +57,4 @@ def test_a_worker_starting_with_another_default_model_audits_it() -> None:
     warm(Settings())
     events = json.loads(runner.invoke(app, ["audit", "--action", "model.default", "--format",
                                             "json"]).stdout)
-    assert [e["params"]["label"] for e in events] == ["pneumoscreen-cnn:1.1.0", DEFAULT_LABEL]
+    assert [e["params"]["label"] for e in events] == [CNN_S_LABEL, DEFAULT_LABEL]

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from bundled_default import DEFAULT_LABEL, DEFAULT_VERSION
+from bundled_default import CNN_S_LABEL, CNN_S_VERSION, DEFAULT_LABEL, DEFAULT_VERSION
 from live import run_screen
 
 from pneumoscreen import db
@@ -66,16 +66,17 @@ def test_the_default_models_predictions_show(seeded: dict[str, str]) -> None:
     assert [(r["study_id"], r["model"]) for r in rows] == [
         (2, DEFAULT_LABEL), (4, DEFAULT_LABEL), (3, DEFAULT_LABEL)]  # 3: outside, last
     table = run_screen(seeded, "flagged", timeout=120).stdout
-    assert table.count(DEFAULT_VERSION) == 3 and "1.1.0" not in table  # the model in every row
+    # the model in every row
+    assert table.count(DEFAULT_VERSION) == 3 and CNN_S_VERSION not in table
     status = json.loads(run_screen(seeded, "status", "--format", "json", timeout=120).stdout)
     assert status["counts"]["flagged"] == 2 and status["counts"]["outside_scope"] == 1
 
 
-@pytest.mark.parametrize("name", ["pneumoscreen-cnn:1.1.0", "1.1.0", "2", "bundled:cnn-s"])
+@pytest.mark.parametrize("name", [CNN_S_LABEL, CNN_S_VERSION, "2", "bundled:cnn-s"])
 def test_every_printed_name_of_a_model_works(seeded: dict[str, str], name: str) -> None:
     rows = _flagged(seeded, "--model", name)
     assert [r["study_id"] for r in rows] == [1, 3, 2]
-    assert {r["model"] for r in rows} == {"pneumoscreen-cnn:1.1.0"}
+    assert {r["model"] for r in rows} == {CNN_S_LABEL}
 
 
 @pytest.mark.parametrize("name", ["nonsense", "bundled:v9", "3.0.0"])
@@ -84,7 +85,7 @@ def test_any_other_name_lists_the_choices(seeded: dict[str, str], name: str) -> 
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip().splitlines() == [
         f"error: --model {name!r} is no model version that screened here; choose an id or "
-        f"label: 1 ({DEFAULT_LABEL}), 2 (pneumoscreen-cnn:1.1.0) (or a model file, or "
+        f"label: 1 ({DEFAULT_LABEL}), 2 ({CNN_S_LABEL}) (or a model file, or "
         "bundled:NAME)"]
 
 
