@@ -175,6 +175,38 @@ def test_ship_copies_a_loadable_bundle(trained: tuple[Path, Path], tmp_path: Pat
     assert load_model(target).spec.sha256 == load_model(run / "model.keras").spec.sha256
 
 
+def test_a_moved_threshold_is_a_new_version_with_the_same_outputs(
+        trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """``python -m pneumoscreen.model.reference MODEL DATA RECALL VERSION``: the threshold moves
+    to the rule's, off every validation score, as a new file (a new sha256) that scores as the
+    old one did, with the old version and threshold on record."""
+    import shutil
+
+    import numpy as np
+
+    from pneumoscreen.model import reference
+    from pneumoscreen.model.bundle import load_model, read_spec
+
+    data, run = trained
+    for name in ("model.keras", "model.json", MANIFEST_NAME):
+        shutil.copy(run / name, tmp_path / name)
+    model = tmp_path / "model.keras"
+    before = read_spec(model)
+    old_scores = reference.split_scores(model, data)
+    reference.retarget(model, data, 0.9, n_boot=50, version="9.9.9")
+    after = load_model(model).spec
+    assert after.version == "9.9.9" and after.sha256 != before.sha256
+    assert after.extra["earlier_versions"][-1]["version"] == before.version
+    assert after.extra["earlier_versions"][-1]["threshold"] == before.threshold
+    new_scores = reference.split_scores(model, data)
+    for part in ("validation", "internal-test"):
+        np.testing.assert_array_equal(new_scores[part][1], old_scores[part][1])
+    y, s = new_scores["validation"]
+    assert after.target_recall == 0.9 and (s[y == 1] >= after.threshold).mean() >= 0.9
+    assert not np.isclose(s, after.threshold, rtol=0, atol=1e-6).any()
+    assert after.extra["metrics"]["validation"]["threshold"] == after.threshold
+
+
 def test_bundled_model_is_trained_and_small() -> None:
     """The worker's default model is the trained CNN, not the placeholder, and under 20 MiB."""
     from pneumoscreen.model.bundle import bundled_model_path, read_spec, sidecar_path
