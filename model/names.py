@@ -12,7 +12,7 @@ from pathlib import Path
 # file is asked for (``SCREEN_MODEL_PATH=bundled:cnn-s``).
 BUNDLED = {"v2": "pneumoscreen-v2.keras", "v3": "pneumoscreen-v3.keras",
            "cnn-s": "pneumoscreen-cnn.keras"}
-DEFAULT_BUNDLED = "v2"
+DEFAULT_BUNDLED = "v3"
 BUNDLED_PREFIX = "bundled:"
 
 

@@ -91,5 +91,7 @@ def test_the_guard_passes_the_internal_test_and_stops_made_films(shared_dir: Pat
     assert groups["made: inverted (negative)"]["rate_by_inversion"] >= 0.95
     assert groups["internal test split (in distribution)"]["rate_by_inversion"] <= 0.005
     assert groups["non-chest DICOMs, decoded anyway"]["rate"] >= 0.5
-    # The middle block sees what the features miss: 4 of the 5 adult films (features alone: 2).
-    assert groups["adult chest DICOMs, age blanked"]["marked_out_of_scope"] >= 4
+    # By the image alone the default v3 marks 2 of the 5 adult films (v2 4: its middle block
+    # sees what its features miss); MODEL_CARD_v3.md states the cost. Adults with an age are
+    # turned away by age.
+    assert groups["adult chest DICOMs, age blanked"]["marked_out_of_scope"] >= 2

@@ -16,7 +16,9 @@ from bundled_default import CNN_S_LABEL, CNN_S_VERSION, DEFAULT_LABEL, DEFAULT_V
 from live import run_screen
 
 from pneumoscreen import db
-from pneumoscreen.model.names import bundled_dir
+from pneumoscreen.model.names import BUNDLED, DEFAULT_BUNDLED, bundled_dir
+
+DEFAULT_FILE = Path(BUNDLED[DEFAULT_BUNDLED]).stem
 
 
 def _sidecar(name: str) -> dict:
@@ -25,12 +27,12 @@ def _sidecar(name: str) -> dict:
 
 @pytest.fixture
 def seeded(tmp_path: Path) -> dict[str, str]:
-    """v2 (the default) and cnn-s both read four images. cnn-s flags 1, 2 and 3; v2 flags 2
-    and 4 and finds 3 outside its scope."""
+    """The default model and cnn-s both read four images. cnn-s flags 1, 2 and 3; the default
+    flags 2 and 4 and finds 3 outside its scope."""
     url = f"sqlite:///{tmp_path / 'x.sqlite3'}"
     now = dt.datetime.now(dt.timezone.utc)
-    verdicts = {"pneumoscreen-v2": [(0.2, False, True), (0.9, True, True), (0.5, False, False),
-                                    (0.8, True, True)],
+    verdicts = {DEFAULT_FILE: [(0.2, False, True), (0.9, True, True), (0.5, False, False),
+                               (0.8, True, True)],
                 "pneumoscreen-cnn": [(0.99, True, True), (0.95, True, True), (0.99, True, True),
                                      (0.1, False, True)]}
     with db.session_scope(url) as session:

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pneumoscreen.model.bundle import bundled_model_path, model_file, read_spec
+from pneumoscreen.model.names import DEFAULT_BUNDLED
 from pneumoscreen.worker.cli import app
 from pneumoscreen.worker.settings import get_settings
 
@@ -16,16 +17,16 @@ runner = CliRunner()
 
 
 def test_list_marks_the_default_and_shows_the_sidecars_figures() -> None:
-    for name in ("cnn-s", "v2"):
+    for name in ("cnn-s", DEFAULT_BUNDLED):
         res = runner.invoke(app, ["models", "register", str(bundled_model_path(name))])
         assert res.exit_code == 0, res.output
         assert "registered" in res.stdout
     out = json.loads(runner.invoke(app, ["models", "--format", "json"]).stdout)
     rows = {r["version"]: r for r in out["models"]}
-    v2, cnn = read_spec(bundled_model_path("v2")), read_spec(bundled_model_path("cnn-s"))
-    assert rows[v2.version]["default"] and not rows[cnn.version]["default"]
-    assert rows[v2.version]["architecture"] == v2.extra["architecture"]["name"]
-    assert rows[v2.version]["auc"] == v2.extra["metrics"]["internal-test"]["auc"]
+    default, cnn = read_spec(bundled_model_path()), read_spec(bundled_model_path("cnn-s"))
+    assert rows[default.version]["default"] and not rows[cnn.version]["default"]
+    assert rows[default.version]["architecture"] == default.extra["architecture"]["name"]
+    assert rows[default.version]["auc"] == default.extra["metrics"]["internal-test"]["auc"]
     assert rows[cnn.version]["input_size"] == cnn.input_size
     table = runner.invoke(app, ["models"]).stdout
     assert "Model versions" in table and "yes" in table
