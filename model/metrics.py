@@ -30,9 +30,10 @@ def select_threshold(y_true: np.ndarray, scores: np.ndarray, target_recall: floa
     recall only falls as the cut rises, so the cut is the largest candidate with
     ``tpr >= target``. The threshold is not that score itself but the midpoint below it: the
     film at the cut is then flagged even when another machine, batch size or float32 graph
-    scores it a few ulps lower (seen: a shipped threshold 4e-7 above its film's score on another
-    CPU, one validation miss), and the counts are the same, since no score lies between.
-    Call it with validation labels and scores only.
+    scores it a few ulps lower, up to half the gap to the next lower score (seen: a shipped
+    threshold 4e-7 above its film's score on another CPU, one validation miss), and the counts
+    are the same, since no score lies between. Where the two scores are adjacent in float32
+    there is no room: the threshold is the cut. Call it with validation labels and scores only.
     """
     y_true = np.asarray(y_true).astype(int)
     scores = np.asarray(scores, dtype=np.float64)
@@ -44,7 +45,14 @@ def select_threshold(y_true: np.ndarray, scores: np.ndarray, target_recall: floa
     ok = (tpr >= target_recall - 1e-12) & np.isfinite(thresholds)
     cut = float(np.max(thresholds[ok]))
     below = scores[scores < cut]
-    return (cut + (float(below.max()) if below.size else min(cut, 0.0))) / 2.0
+    low = float(below.max()) if below.size else min(cut, 0.0)
+    mid = (cut + low) / 2.0
+    # Serving compares float32 scores with the threshold rounded to float32: the midpoint must
+    # lie strictly between the two scores there as well, or nothing lies between them and the
+    # cut itself is the threshold.
+    if low < mid < cut and np.float32(low) < np.float32(mid) < np.float32(cut):
+        return mid
+    return cut
 
 
 def _safe_div(a: float, b: float) -> float:

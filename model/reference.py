@@ -89,15 +89,23 @@ def split_scores(model_path: Path, data_dir: Path, *, chunk_size: int = 64
     return scores
 
 
-def annotate(model_path: Path, data_dir: Path) -> dict[str, Any]:
-    """Score the validation and internal-test splits of the model's own patient split and add
-    :func:`sidecar_record` to its sidecar. Returns what was added."""
+def annotate(model_path: Path, data_dir: Path,
+             scores: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, Any]:
+    """Score the validation and internal-test splits of the model's own patient split (or take
+    ``scores``) and add :func:`sidecar_record` to its sidecar, with the validation flag rate at
+    the sidecar's threshold; an out-of-scope rate already there is kept (the guard is not
+    touched here). Returns what was added."""
     from pneumoscreen.model.bundle import sidecar_path
 
-    scores = split_scores(model_path, data_dir)
+    scores = scores or split_scores(model_path, data_dir)
     record = sidecar_record(*scores["validation"], *scores["internal-test"])
     side = sidecar_path(Path(model_path))
     data = json.loads(side.read_text())
+    old = data.get(HISTOGRAM_KEY) or {}
+    hist = record[HISTOGRAM_KEY]
+    hist["flag_rate"] = round(float((scores["validation"][1] >= data["threshold"]).mean()), 6)
+    if "out_of_scope_rate" in old:
+        hist["out_of_scope_rate"] = old["out_of_scope_rate"]
     data.update(record)
     side.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return record
@@ -130,14 +138,21 @@ def retarget(model_path: Path, data_dir: Path, target_recall: float, *, n_boot: 
     for part, summary in figures.items():
         if "subtype" in (old.get(part) or {}):
             summary["subtype"] = old[part]["subtype"]
+    if threshold != spec.threshold and (version is None or version == spec.version):
+        raise ValueError(f"the threshold moves ({spec.threshold:.6g} -> {threshold:.6g}): give "
+                         "a new version; a database refuses a registered file whose threshold "
+                         "changed")
     if version is not None and version != spec.version:
         from pneumoscreen.model.architectures import load_keras
 
-        load_keras(model_path).save(model_path)
+        # Saved beside it and moved over it: the old file stays whole until the new one is.
+        fresh = model_path.with_name(f".{model_path.stem}.new.keras")
+        load_keras(model_path).save(fresh)
         spec.extra["earlier_versions"] = [*spec.extra.get("earlier_versions", []), {
-            "version": spec.version, "threshold": spec.threshold,
+            "version": spec.version, "threshold": spec.threshold, "sha256": spec.sha256,
             "became": version, "why": f"threshold moved to the rule: {M.THRESHOLD_RULE}"}]
         spec.version = version
+        fresh.replace(model_path)
     spec.threshold, spec.target_recall = threshold, target_recall
     selection = dict(spec.extra.get("threshold_selection") or {})
     selection.update(target_recall=target_recall, validation=headline(figures["validation"]),
@@ -145,6 +160,7 @@ def retarget(model_path: Path, data_dir: Path, target_recall: float, *, n_boot: 
     spec.extra["threshold_selection"] = selection
     spec.extra["metrics"] = {k: headline(v) for k, v in figures.items()}
     write_sidecar(model_path, spec)
+    annotate(model_path, data_dir, scores)  # the operating points and histogram follow
     return spec.extra["metrics"]
 
 
@@ -156,5 +172,5 @@ if __name__ == "__main__":
         print(json.dumps(retarget(Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]),
                                   version=sys.argv[4] if len(sys.argv) > 4 else None),
                          indent=1, default=float))
-    added = annotate(Path(sys.argv[1]), Path(sys.argv[2]))
-    print(json.dumps(added, indent=1))
+    else:
+        print(json.dumps(annotate(Path(sys.argv[1]), Path(sys.argv[2])), indent=1))

@@ -61,6 +61,17 @@ class TestSelectThreshold:
             cut = s[(s >= t)].min()
             assert M.metrics_at(y, s, t) == {**M.metrics_at(y, s, cut), "threshold": t}
 
+    def test_no_room_between_two_adjacent_float32_scores_keeps_the_cut(self) -> None:
+        # Serving rounds the threshold to float32: a midpoint that rounds onto the negative's
+        # score would flag it. With no room between the two scores, the cut is the threshold.
+        cut = np.float32(0.3)
+        below = np.nextafter(cut, np.float32(0))
+        y, s = np.array([1, 0]), np.array([cut, below], np.float64)
+        t = M.select_threshold(y, s, 1.0)
+        assert t == float(cut)
+        assert M.metrics_at(y, s, t)["fp"] == 0
+        assert (np.array([cut, below], np.float32) >= t).tolist() == [True, False]
+
     def test_needs_positives(self) -> None:
         with pytest.raises(ValueError, match="no positive cases"):
             M.select_threshold(np.zeros(4), np.linspace(0, 1, 4), 0.95)

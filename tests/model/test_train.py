@@ -210,6 +210,13 @@ def test_a_moved_threshold_is_a_new_version_with_the_same_outputs(
         assert after.threshold == pytest.approx(
             (float(s[flagged].min()) + float(s[~flagged].max())) / 2, rel=0, abs=1e-12)
     assert after.extra["metrics"]["validation"]["threshold"] == after.threshold
+    assert after.extra["earlier_versions"][-1]["sha256"] == before.sha256
+    point = next(p for p in after.extra["operating_points"] if p["target_recall"] == 0.9)
+    assert point["threshold"] == after.threshold  # the reference record follows
+    assert not list(tmp_path.glob(".*.keras"))  # nothing left of the save beside it
+    with pytest.raises(ValueError, match="give a new version"):  # never moved in place
+        reference.retarget(model, data, 0.5, n_boot=50)
+    assert load_model(model).spec.threshold == after.threshold
 
 
 def test_bundled_model_is_trained_and_small() -> None:

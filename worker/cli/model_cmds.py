@@ -97,8 +97,9 @@ def train_cmd(
                                          "loss (pneumonia images only) beside the pneumonia "
                                          "loss."),
     patience: int = typer.Option(6, min=1, help="Early-stopping patience on validation AUC."),
-    target_recall: float = typer.Option(0.95, min=0.5, max=1.0, help="The threshold is the "
-                                        "highest one reaching this recall on validation."),
+    target_recall: float = typer.Option(0.95, min=0.5, max=1.0, help="The threshold reaches "
+                                        "this recall on validation: midway between the highest "
+                                        "score cut that does and the next lower score."),
     seed: int = typer.Option(42, help="Seed of the weights, the shuffling and augmentation."),
     split_seed: int = typer.Option(42, help="Seed of the patient split (keep it for every "
                                    "member of an ensemble)."),

@@ -109,9 +109,8 @@ def test_predict_shows_the_subtype_for_flagged_films_only(tmp_path: Path,
     import json
     from concurrent.futures import ThreadPoolExecutor
 
-    # The one-network bundled model: any model with a subtype head makes the point, and it
-    # loads in a third of the ensemble's time.
-    env = {**_env(tmp_path), "COLUMNS": "200", "SCREEN_MODEL_PATH": "bundled:v3"}
+    # The one-network default: any model with a subtype head makes the point.
+    env = {**_env(tmp_path), "COLUMNS": "200"}
     film = str(shared_dir / "data/chest_xray/train/NORMAL/IM-0115-0001.jpeg")
     with ThreadPoolExecutor(max_workers=2) as pool:  # two processes, side by side
         as_json = pool.submit(run_screen, env, "predict", film, "--format", "json", timeout=600)
