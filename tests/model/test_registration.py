@@ -150,3 +150,45 @@ def test_a_sidecar_describes_the_registration() -> None:
     d = R.describe()
     assert d["grid"] == R.GRID and d["scales"][0] < 1 < d["scales"][-1]
     assert d["max_shift"] == pytest.approx(R.MAX_SHIFT / R.GRID, abs=1e-3)
+
+
+def _masked_ncc_by_hand(film: np.ndarray, template: np.ndarray) -> tuple[float, float, float]:
+    """The match written out window by window (no FFT, no summed-area table, nothing computed
+    ahead): the reference the fast :func:`R.estimate` must agree with."""
+    import tensorflow as tf
+    from numpy.lib.stride_tricks import sliding_window_view as windows
+
+    small = np.asarray(tf.image.resize(film[None, ..., None], (R.GRID, R.GRID),
+                                       method="area"))[0, ..., 0].astype(np.float64)
+    pad = R.MAX_SHIFT + (max(R.SIZES) - R.GRID) // 2
+    p = np.pad(small, pad)
+    on = np.pad(np.ones((R.GRID, R.GRID)), pad)
+    best, arg = -np.inf, (0.0, 0.0, 0.0)
+    for m in R.SIZES:
+        t = np.asarray(tf.image.resize(template[None, ..., None], (m, m), method="bilinear",
+                                       antialias=True))[0, ..., 0].astype(np.float64)
+        t = t - t.mean()
+        start = pad + (R.GRID - m) // 2 - R.MAX_SHIFT
+        span = slice(start, start + 2 * R.MAX_SHIFT + 1)
+        w, k = windows(p, (m, m))[span, span], windows(on, (m, m))[span, span]
+        n = np.maximum(k.sum(axis=(2, 3)), 1.0)
+        s_f, s_ff = w.sum(axis=(2, 3)), (w * w).sum(axis=(2, 3))
+        s_t, s_tt = (k * t).sum(axis=(2, 3)), (k * t * t).sum(axis=(2, 3))
+        num = (w * t).sum(axis=(2, 3)) - s_f * s_t / n
+        var = np.maximum(s_ff - s_f ** 2 / n, 1e-6) * np.maximum(s_tt - s_t ** 2 / n, 1e-6)
+        ncc = num / np.sqrt(var) * (n / m ** 2) ** R.OVERLAP_POWER
+        i, j = np.unravel_index(np.argmax(ncc), ncc.shape)
+        if ncc[i, j] > best:
+            best, arg = ncc[i, j], ((i - R.MAX_SHIFT) / R.GRID, (j - R.MAX_SHIFT) / R.GRID,
+                                    m / R.GRID)
+    return arg
+
+
+@pytest.mark.parametrize(("scale", "dy", "dx"), [(1.0, 0.0, 0.0), (0.9, 0.1, -0.05),
+                                                 (1.12, -0.06, 0.04)])
+def test_the_fast_match_is_the_match_written_out(template: np.ndarray, scale: float, dy: float,
+                                                 dx: float) -> None:
+    film = _moved(_chest(), scale, dy, dx).astype(np.float32)
+    layer = R.layer(template)  # the template's terms computed once, as a model file's layer
+    fast = np.asarray(layer.transforms(film[None, ..., None]))[0]
+    assert tuple(fast) == pytest.approx(_masked_ncc_by_hand(film, template), abs=1e-6)
