@@ -116,7 +116,6 @@ def _window(a: Any, m: int) -> Any:
     return a[..., start:start + 2 * MAX_SHIFT + 1, start:start + 2 * MAX_SHIFT + 1]
 
 
-
 def template_terms(template: Any) -> tuple[dict[str, np.ndarray], ...]:
     """What the match needs of the template alone, one entry per size of :data:`SIZES`: its
     conjugate FFT, and at each match position the template cells on the film (``n``), their
@@ -260,4 +259,5 @@ def register_layer(net: Any) -> Any | None:
 
 
 __all__ = ["GRID", "MAX_SHIFT", "REGISTER_LAYER", "SIZES", "affine", "checked_template",
-           "describe", "estimate", "layer", "layer_class", "mean_chest", "register_layer"]
+           "describe", "estimate", "layer", "layer_class", "mean_chest", "register_layer",
+           "template_terms"]
