@@ -71,6 +71,15 @@ def _has_layer(model: Any, name: str) -> bool:
     return any(layer.name == name for layer in model.layers)
 
 
+def _member_record(spec: ModelSpec) -> dict[str, Any]:
+    """What an ensemble's sidecar says of one member (its box and registration, if any)."""
+    arch = spec.extra.get("architecture") or {}
+    return {"version": spec.version, "sha256": spec.sha256, "architecture": arch.get("name"),
+            "params": arch.get("params"), "last_conv": arch.get("last_conv"),
+            **{k: arch[k] for k in ("crop", "register_chest") if k in arch},
+            "internal-test": (spec.extra.get("metrics") or {}).get("internal-test")}
+
+
 def build_ensemble(members: list[Any], input_size: int,
                    guards: list[A.Guard] | None = None) -> Any:
     """The uncalibrated ensemble: ``pneumonia_logit`` (the mean member logit), ``pneumonia``
@@ -161,15 +170,7 @@ def make_ensemble(paths: list[Path], out_dir: Path, data_dir: Path, *, target_re
         extra={
             "architecture": {
                 "name": ENSEMBLE_ARCH, "params": int(final.count_params()),
-                "members": [{"version": s.version, "sha256": s.sha256,
-                             "architecture": (s.extra.get("architecture") or {}).get("name"),
-                             "params": (s.extra.get("architecture") or {}).get("params"),
-                             "last_conv": (s.extra.get("architecture") or {}).get("last_conv"),
-                             **{k: (s.extra.get("architecture") or {})[k]
-                                for k in ("crop", "register_chest")
-                                if k in (s.extra.get("architecture") or {})},
-                             "internal-test": (s.extra.get("metrics") or {}).get("internal-test")}
-                            for s in specs],
+                "members": [_member_record(s) for s in specs],
                 "combination": "mean of the members' calibrated logits, then a temperature",
             },
             "outputs": OUTPUT_MEANINGS,

@@ -23,20 +23,10 @@ from typing import Any
 import numpy as np
 
 from pneumoscreen.model import metrics as M
+from pneumoscreen.model.drift import score_histogram
 
-HISTOGRAM_BINS = 20
 HISTOGRAM_KEY = "score_histogram"
 OPERATING_KEY = "operating_points"
-
-
-def score_histogram(scores: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict[str, Any]:
-    """``{"bins": edges (bins + 1 values over [0, 1]), "counts": [...], ...}``."""
-    scores = np.clip(np.asarray(scores, np.float64).reshape(-1), 0.0, 1.0)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    counts, _ = np.histogram(scores, bins=edges)
-    return {"bins": [round(float(e), 6) for e in edges], "counts": [int(c) for c in counts],
-            "n": int(scores.size), "split": "validation",
-            "of": "calibrated pneumonia probability"}
 
 
 def operating_points(y_val: np.ndarray, s_val: np.ndarray, y_test: np.ndarray | None = None,
@@ -56,8 +46,9 @@ def operating_points(y_val: np.ndarray, s_val: np.ndarray, y_test: np.ndarray | 
 
 
 def sidecar_record(y_val: np.ndarray, s_val: np.ndarray, y_test: np.ndarray | None = None,
-                   s_test: np.ndarray | None = None) -> dict[str, Any]:
-    return {HISTOGRAM_KEY: score_histogram(s_val),
+                   s_test: np.ndarray | None = None, *, threshold: float) -> dict[str, Any]:
+    """The validation histogram (with its flag rate at ``threshold``) and operating points."""
+    return {HISTOGRAM_KEY: score_histogram(np.asarray(s_val).reshape(-1), threshold=threshold),
             OPERATING_KEY: operating_points(y_val, s_val, y_test, s_test)}
 
 
@@ -98,14 +89,13 @@ def annotate(model_path: Path, data_dir: Path,
     from pneumoscreen.model.bundle import sidecar_path
 
     scores = scores or split_scores(model_path, data_dir)
-    record = sidecar_record(*scores["validation"], *scores["internal-test"])
     side = sidecar_path(Path(model_path))
     data = json.loads(side.read_text())
+    record = sidecar_record(*scores["validation"], *scores["internal-test"],
+                            threshold=data["threshold"])
     old = data.get(HISTOGRAM_KEY) or {}
-    hist = record[HISTOGRAM_KEY]
-    hist["flag_rate"] = round(float((scores["validation"][1] >= data["threshold"]).mean()), 6)
     if "out_of_scope_rate" in old:
-        hist["out_of_scope_rate"] = old["out_of_scope_rate"]
+        record[HISTOGRAM_KEY]["out_of_scope_rate"] = old["out_of_scope_rate"]
     data.update(record)
     side.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return record

@@ -132,10 +132,11 @@ def template_terms(template: Any) -> tuple[dict[str, np.ndarray], ...]:
                                 (m, m), method="bilinear", antialias=True)[0, ..., 0]
             t = t - tf.reduce_mean(t)  # better conditioned; NCC does not change with an offset
             n = tf.maximum(_box_sums(cm, m), 1.0)  # template cells on the film, per position
-            s_t = _correlate(fm, _conj_fft(t, _SIDE), _SIDE, m)
+            conj_ft = _conj_fft(t, _SIDE)
+            s_t = _correlate(fm, conj_ft, _SIDE, m)
             s_tt = _correlate(fm, _conj_fft(t * t, _SIDE), _SIDE, m)
             var_t = tf.maximum(s_tt - s_t * s_t / n, 1e-6)
-            terms.append({"m": m, "conj_ft": _conj_fft(t, _SIDE).numpy(),
+            terms.append({"m": m, "conj_ft": conj_ft.numpy(),
                           **{k: _window(v, m).numpy() for k, v in (
                               ("n", n), ("s_t", s_t), ("var_t", var_t),
                               ("overlap", (n / float(m * m)) ** OVERLAP_POWER))}})

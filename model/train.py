@@ -509,7 +509,8 @@ def tune(model: Any, arrays: dict[str, Arrays], progress: Progress, *, target_re
         internal = M.summarize(te.y, test_scores, threshold, n_boot=n_boot, seed=seed)
         internal["subtype"] = subtype_summary(te.samples, test_viral, n_boot=n_boot,
                                               seed=seed)
-    reference = R.sidecar_record(va.y, val_scores, te.y if len(te.y) else None, test_scores)
+    reference = R.sidecar_record(va.y, val_scores, te.y if len(te.y) else None, test_scores,
+                                 threshold=threshold)
     return Tuned(temperature, threshold, validation, internal, calib, reference)
 
 
