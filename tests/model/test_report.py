@@ -145,6 +145,7 @@ def test_evaluate_the_16_validation_images(shared_dir: Path, tmp_path: Path) -> 
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCREEN_")}
     env.update(SCREEN_DATA_DIR=str(tmp_path / "d"), SCREEN_CONFIG=str(tmp_path / "none.toml"))
+    spawned = time.time()  # the wall clock, as the report file's mtime is
     started = time.monotonic()
     result = subprocess.run(screen_cmd(
         "evaluate", str(shared_dir / "data" / "chest_xray" / "val"), "--out",
@@ -158,13 +159,18 @@ def test_evaluate_the_16_validation_images(shared_dir: Path, tmp_path: Path) -> 
     assert out["n"] == 16 and out["small_sample"]
     assert len(out["operating_points"]) == 4
     assert out["run"]["version"]
-    # The command's own figure counts from its process start to the report written: all of
-    # the wall time but the interpreter's exit (which took 2 s on a loaded machine).
-    assert wall - max(0.15 * wall, 3.0) <= out["run"]["seconds"] <= wall, (
-        out["run"]["seconds"], wall)
-    html = (tmp_path / "r" / "report.html").read_text()
-    took = float(re.search(r"took ([0-9.]+) s", html).group(1))
-    assert wall - max(0.15 * wall, 3.0) <= took <= out["run"]["seconds"]  # same margin
+    # The command's own figures count from its process start to the report written. Measured
+    # from outside up to the page's mtime, not to the process's exit: TensorFlow's teardown
+    # (1-3 s, with the machine's load) is no part of them, and was what a bound on the whole
+    # wall time kept missing by.
+    report = tmp_path / "r" / "report.html"
+    written = report.stat().st_mtime - spawned
+    html = report.read_text()
+    took = float(re.search(r"took ([0-9.]+) s", html).group(1))  # one decimal
+    assert written - max(0.05 * written, 0.5) <= took <= written + 0.05, (took, written)
+    assert took - 0.05 <= out["run"]["seconds"] <= wall, (out["run"]["seconds"], took, wall)
+    assert written - max(0.05 * written, 0.5) <= out["run"]["seconds"], (
+        out["run"]["seconds"], written)
     assert "Small sample:" in html and "Operating points" in html
     auc_ci = re.search(r"<td>AUC</td><td>[0-9.]+</td><td>([0-9.]+) to", html)
     assert auc_ci and float(auc_ci.group(1)) < 0.9
