@@ -44,7 +44,8 @@ def _sample(grey: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
 def levels_and_spread(grey: np.ndarray) -> tuple[int, float]:
     """Distinct 8-bit levels of a [0, 1] image and its 1st-99th percentile spread."""
     values = _sample(grey)
-    levels = int(np.unique(np.rint(np.clip(values, 0.0, 1.0) * 255).astype(np.uint8)).size)
+    quantised = np.rint(np.clip(values, 0.0, 1.0) * 255).astype(np.uint8)
+    levels = int(np.count_nonzero(np.bincount(quantised, minlength=256)))  # np.unique sorts
     lo, hi = np.percentile(values, (1.0, 99.0))
     return levels, float(hi - lo)
 

@@ -20,6 +20,7 @@ from pydicom.uid import (
 
 from pneumoscreen.model.preprocess import preprocess
 from pneumoscreen.worker.ingest import load_grey
+from pneumoscreen.worker.ingest.dicom_decode import block_mean
 from pneumoscreen.worker.settings import Settings
 
 BASE = chest_like(600, 520, maximum=4095)
@@ -86,6 +87,27 @@ def test_full_resolution_decodes_shrink_by_block_means(tmp_path: Path) -> None:
     assert "block mean 1/4 of the stored values: 600 x 520 -> 150 x 130" in red.steps
     full = load_grey(path, FULL)
     assert np.abs(preprocess(red.grey, 96) - preprocess(full.grey, 96)).mean() < 0.02
+
+
+@pytest.mark.parametrize("dtype, low, high", [
+    (np.uint8, 0, 256), (np.uint16, 0, 65536), (np.int16, -32768, 32768),
+    (np.int32, -2**17, 2**17)])
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_block_means_are_the_rounded_float_means(dtype: type, low: int, high: int,
+                                                 k: int) -> None:
+    """Integer sums give what a float mean over blocks, rounded half to even, gives: random
+    values and values made of exact halves (0, 2, 4 averaged give .5 often), odd edges dropped."""
+    rng = np.random.default_rng(k)
+    for shape in [(203, 190), (37, 21)]:
+        noisy = rng.integers(low, high, shape).astype(dtype)
+        halves = (rng.integers(-1 if low < 0 else 0, 3, shape) * 2).astype(dtype)
+        for arr in (noisy, halves):
+            rows, cols = shape[0] // k * k, shape[1] // k * k
+            blocks = arr[:rows, :cols].reshape(rows // k, k, cols // k, k)
+            want = np.rint(blocks.astype(np.float64).mean(axis=(1, 3))).astype(dtype)
+            got = block_mean(arr, k)
+            assert got.dtype == arr.dtype
+            np.testing.assert_array_equal(got, want)
 
 
 def test_padding_keeps_full_resolution(tmp_path: Path) -> None:
