@@ -113,6 +113,7 @@ def heatmap_sanity(model: LoadedModel, data_dir: Path, *, n: int = 64,
         groups[name] = {"n": int(mask.sum()),
                         "border_mass_mean": _mean(mass["border"][mask]),
                         "top_corner_mass_mean": _mean(mass["top_corners"][mask])}
+    groups["score_matched_true_positives"] = score_matched(mass, prob[flagged], y)
     pick = arrays.x[:n]
     trained = _maps(model, pick)
     # A cropping network's maps are zero outside its box in both models: those shared zeros
@@ -126,7 +127,44 @@ def heatmap_sanity(model: LoadedModel, data_dir: Path, *, n: int = 64,
             "randomisation": {"n": len(pick), "spearman_mean": _mean(rho),
                               "spearman_median": float(np.median(rho)),
                               "reinitialised": "the last 25% of convolution and dense layers"},
-            "shortcut": groups, "uniform_map": {"border": 0.36, "top_corners": 0.08}}
+            "shortcut": groups,
+            "corner_mass_test": corner_mass_test(mass["top_corners"][y == 1],
+                                                 mass["top_corners"][y == 0]),
+            "uniform_map": {"border": 0.36, "top_corners": 0.08}}
+
+
+#: true positives nearest in score (logit) to each false positive, for the matched comparison
+MATCHED = 10
+
+
+def score_matched(mass: dict[str, np.ndarray], prob: np.ndarray, y: np.ndarray,
+                  k: int = MATCHED) -> dict[str, Any]:
+    """Border and corner mass of the ``k`` true positives nearest in score to each false
+    positive, averaged over the false positives. A film's map depends on how sure the network
+    is (a barely flagged film's map is spread thin, its corners get more), and false positives
+    sit lower than most true positives: this compares like with like."""
+    logit = np.log(np.clip(prob, 1e-7, 1 - 1e-7) / np.clip(1 - prob, 1e-7, 1))
+    tp, fp = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    if not len(tp) or not len(fp):
+        return {"n": 0, "per_false_positive": k, "border_mass_mean": None,
+                "top_corner_mass_mean": None}
+    near = [tp[np.argsort(np.abs(logit[tp] - logit[i]), kind="stable")[:k]] for i in fp]
+    return {"n": len(np.unique(np.concatenate(near))), "per_false_positive": k,
+            "border_mass_mean": _mean(np.array([mass["border"][j].mean() for j in near])),
+            "top_corner_mass_mean": _mean(np.array([mass["top_corners"][j].mean()
+                                                    for j in near]))}
+
+
+def corner_mass_test(tp: np.ndarray, fp: np.ndarray, draws: int = 20_000,
+                     seed: int = 0) -> dict[str, Any]:
+    """One-sided permutation test: the share of random draws of ``len(fp)`` true positives
+    whose mean corner mass is at least the false positives' (small: the false positives'
+    corners are heavier than chance would make them)."""
+    if not len(tp) or not len(fp) or len(fp) > len(tp):
+        return {"p_value": None, "draws": 0}
+    rng = np.random.default_rng(seed)
+    means = np.array([rng.choice(tp, len(fp), replace=False).mean() for _ in range(draws)])
+    return {"p_value": float((np.sum(means >= fp.mean()) + 1) / (draws + 1)), "draws": draws}
 
 
 def erase_markers(x: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -151,8 +189,12 @@ def markers_erased(model: LoadedModel, x: np.ndarray, y: np.ndarray,
     erased, _ = _predict_all(model, erase_markers(x))
     t = model.spec.threshold
     turned = (prob >= t) != (erased >= t)
+    false_pos = (prob >= t) & (y == 0)
     return {"as_is": figures_at(y, prob, t), "erased": figures_at(y, erased, t),
             "decisions_turned": int(turned.sum()),
+            # A false alarm raised by a marker would fall below the threshold once it is gone.
+            "false_positives_still_flagged": int((false_pos & (erased >= t)).sum()),
+            "false_positives_mean_change": _mean(erased[false_pos] - prob[false_pos]),
             "normal_newly_flagged": int(((erased >= t) & (prob < t) & (y == 0)).sum()),
             "pneumonia_newly_missed": int(((erased < t) & (prob >= t) & (y == 1)).sum()),
             "mean_abs_change": float(np.mean(np.abs(erased - prob))) if len(prob) else None}

@@ -98,12 +98,20 @@ def bench_heatmaps(
     console.print(plain(f"{data['model']}: randomisation check on {r['n']} internal-test images "
                         f"({r['reinitialised']} re-initialised): Spearman mean "
                         f"{r['spearman_mean']:.3f}, median {r['spearman_median']:.3f}"))
-    rows = [(name, g["n"], _f(g["border_mass_mean"]), _f(g["top_corner_mass_mean"]))
-            for name, g in data["shortcut"].items()]
+    rows = [(name.replace("_", " "), g["n"], _f(g["border_mass_mean"]),
+             _f(g["top_corner_mass_mean"])) for name, g in data["shortcut"].items()]
     rows.append(("a uniform map", "", "0.360", "0.080"))
     console.print(make_table("Map mass on the internal test split (flagged images)",
                              ["group", "n", "outer 10% border", "top corners"], rows))
-    m = data["markers_erased"]
+    test, m = data["corner_mass_test"], data["markers_erased"]
+    matched = data["shortcut"]["score_matched_true_positives"]["per_false_positive"]
+    console.print(plain(
+        f"score-matched: the {matched} true positives nearest in score to each false positive; "
+        f"false positives' corner mass above true positives' by chance: p = {_f(test['p_value'])} "
+        f"(permutation, {test['draws']} draws); with markers erased "
+        f"{m['false_positives_still_flagged']} of {data['shortcut']['false_positives']['n']} "
+        f"false positives stay flagged (mean score change "
+        f"{_f(m['false_positives_mean_change'])})"))
     rows = [(name, _f(m[key]["auc"]), _f(m[key]["recall"]), _f(m[key]["specificity"]))
             for name, key in (("as stored", "as_is"), ("corners and markers erased", "erased"))]
     console.print(make_table("The same internal test films with their markers erased",

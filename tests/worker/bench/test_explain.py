@@ -77,6 +77,27 @@ def test_maps_do_not_survive_randomisation(shared_dir: Path) -> None:
     assert 0 <= erased["decisions_turned"] <= out["internal_test_images"]
     assert erased["normal_newly_flagged"] + erased["pneumonia_newly_missed"] \
         <= erased["decisions_turned"]
+    fp = out["shortcut"]["false_positives"]["n"]
+    assert 0 <= erased["false_positives_still_flagged"] <= fp
+    matched = out["shortcut"]["score_matched_true_positives"]
+    assert matched["n"] <= out["shortcut"]["true_positives"]["n"]
+    assert (matched["top_corner_mass_mean"] is None) == (fp == 0)
+
+
+def test_score_matching_takes_the_true_positives_nearest_in_score() -> None:
+    from pneumoscreen.worker.bench.explain import corner_mass_test, score_matched
+
+    prob = np.array([0.99, 0.98, 0.55, 0.50, 0.45, 0.52])
+    y = np.array([1, 1, 1, 1, 1, 0])
+    corners = np.array([0.0, 0.0, 0.3, 0.3, 0.3, 0.9])
+    mass = {"border": corners, "top_corners": corners}
+    got = score_matched(mass, prob, y, k=3)
+    assert got["n"] == 3 and got["top_corner_mass_mean"] == pytest.approx(0.3)
+    assert score_matched(mass, prob, np.ones(6, int), k=3)["top_corner_mass_mean"] is None
+    # Ten light true positives and two heavy false positives: far beyond chance; the reverse not.
+    light, heavy = np.full(10, 0.01), np.full(2, 0.5)
+    assert corner_mass_test(light, heavy, draws=500)["p_value"] < 0.01
+    assert corner_mass_test(np.r_[light, heavy], light[:2], draws=500)["p_value"] > 0.5
 
 
 @pytest.mark.shared
