@@ -55,6 +55,21 @@ def select_threshold(y_true: np.ndarray, scores: np.ndarray, target_recall: floa
     return cut
 
 
+def threshold_room(scores: np.ndarray, threshold: float) -> dict[str, float | None]:
+    """How far the scores nearest a threshold lie from it, as served (float32): the lowest
+    score it flags and the highest it does not, and the room each leaves. A film whose score
+    moves by more than its room on another CPU or batch size changes side; a sidecar records
+    this so a thin margin is seen, not found by a missed film."""
+    s = np.asarray(scores, np.float32).reshape(-1)
+    t = np.float32(threshold)
+    above, below = s[s >= t], s[s < t]
+    low = float(above.min()) if above.size else None
+    high = float(below.max()) if below.size else None
+    return {"lowest_flagged": low, "highest_not_flagged": high,
+            "room_above": None if low is None else float(low - t),
+            "room_below": None if high is None else float(t - high)}
+
+
 def _safe_div(a: float, b: float) -> float:
     return float(a / b) if b else float("nan")
 

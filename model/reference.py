@@ -5,8 +5,10 @@
 - ``operating_points``: for each target recall (0.90, 0.95, 0.98, 0.99) the threshold
   :func:`~pneumoscreen.model.metrics.select_threshold` chooses on validation, what it gives
   there, and the same threshold on the internal test.
+- ``threshold_room``: the validation scores nearest the threshold, as served (float32), and the
+  room each leaves: how far a film's score may move on another machine before it changes side.
 
-Training and ``screen models ensemble`` write both. For models shipped before they existed,
+Training and ``screen models ensemble`` write all three. For models shipped before they existed,
 ``python -m pneumoscreen.model.reference MODEL DATA_DIR`` computes them from the model and the
 bundled patient split and adds them to the sidecar (the model file, and so its sha256, is
 unchanged). ``… MODEL DATA_DIR 0.98`` first moves the threshold to the validation recall-0.98
@@ -27,6 +29,7 @@ from pneumoscreen.model.drift import score_histogram
 
 HISTOGRAM_KEY = "score_histogram"
 OPERATING_KEY = "operating_points"
+ROOM_KEY = "threshold_room"
 
 
 def operating_points(y_val: np.ndarray, s_val: np.ndarray, y_test: np.ndarray | None = None,
@@ -47,9 +50,11 @@ def operating_points(y_val: np.ndarray, s_val: np.ndarray, y_test: np.ndarray | 
 
 def sidecar_record(y_val: np.ndarray, s_val: np.ndarray, y_test: np.ndarray | None = None,
                    s_test: np.ndarray | None = None, *, threshold: float) -> dict[str, Any]:
-    """The validation histogram (with its flag rate at ``threshold``) and operating points."""
+    """The validation histogram (with its flag rate at ``threshold``), operating points and the
+    threshold's room to the nearest validation scores (:func:`M.threshold_room`)."""
     return {HISTOGRAM_KEY: score_histogram(np.asarray(s_val).reshape(-1), threshold=threshold),
-            OPERATING_KEY: operating_points(y_val, s_val, y_test, s_test)}
+            OPERATING_KEY: operating_points(y_val, s_val, y_test, s_test),
+            ROOM_KEY: M.threshold_room(s_val, threshold)}
 
 
 def split_scores(model_path: Path, data_dir: Path, *, chunk_size: int = 64

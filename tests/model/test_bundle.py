@@ -57,6 +57,11 @@ def test_every_bundled_model_carries_its_validation_score_histogram() -> None:
         assert {0.95, 0.98} <= set(points)
         assert points[spec.target_recall]["threshold"] == pytest.approx(spec.threshold, abs=1e-4)
         assert points[spec.target_recall]["validation"]["recall"] >= spec.target_recall
+        # No shipped threshold sits on a validation film's score (a few ulps on another CPU
+        # would move that film across it): both neighbours lie well away, as served.
+        room = spec.extra["threshold_room"]
+        assert room["lowest_flagged"] > spec.threshold > room["highest_not_flagged"], name
+        assert min(room["room_above"], room["room_below"]) > 1e-3, name
 
 
 def test_score_histogram_is_none_when_absent_or_malformed() -> None:

@@ -41,6 +41,19 @@ class TestSelectThreshold:
             if len(higher) > 1:
                 assert skm.recall_score(y, s >= higher[1]) < target
 
+    def test_the_room_is_the_float32_distance_to_the_nearest_scores(self) -> None:
+        s = np.array([0.1, 0.3, 0.35, 0.9])
+        room = M.threshold_room(s, M.select_threshold(np.array([0, 0, 1, 1]), s, 1.0))
+        assert room["lowest_flagged"] == pytest.approx(0.35)
+        assert room["highest_not_flagged"] == pytest.approx(0.3)
+        assert room["room_above"] == pytest.approx(0.025) == room["room_below"]
+        # a threshold on a score: no room above (the score is flagged, as serving flags it)
+        assert M.threshold_room(s, 0.3)["room_above"] == 0.0
+        assert M.threshold_room(s, 0.05) == {"lowest_flagged": pytest.approx(0.1),
+                                             "highest_not_flagged": None,
+                                             "room_above": pytest.approx(0.05),
+                                             "room_below": None}
+
     def test_ties_count_as_flagged(self) -> None:
         y = np.array([1, 1, 0, 0])
         s = np.array([0.7, 0.7, 0.7, 0.1])

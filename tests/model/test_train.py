@@ -64,6 +64,8 @@ class TestTrain:
         assert spec.extra["architecture"]["params"] == loaded.keras_model.count_params()
         assert len(spec.extra["history"]["loss"]) == 1
         assert spec.extra["threshold_selection"]["split"] == "validation"
+        room = spec.extra["threshold_room"]
+        assert room["room_below"] is None or room["highest_not_flagged"] < spec.threshold
         test = spec.extra["metrics"]["internal-test"]
         assert {"auc", "recall", "specificity", "ci95"} <= test.keys()
 
