@@ -143,11 +143,9 @@ def template_terms(template: Any) -> tuple[dict[str, np.ndarray], ...]:
     return tuple(terms)
 
 
-def estimate(x: Any, template: Any, terms: tuple[dict[str, np.ndarray], ...] | None = None
-             ) -> Any:
+def estimate(x: Any, terms: tuple[dict[str, np.ndarray], ...]) -> Any:
     """``(n, 3)``: the shift (rows, columns, fractions of the side) and scale at which each film
-    of ``(n, s, s, 1)`` best matches ``template`` (``terms``: its :func:`template_terms`, if
-    already computed).
+    of ``(n, s, s, 1)`` best matches the template whose :func:`template_terms` are ``terms``.
 
     The similarity is the normalised cross-correlation over the part of the template that lies
     on the film (masked NCC, Padfield 2012): a chest moved down, or larger than the film, is
@@ -156,8 +154,6 @@ def estimate(x: Any, template: Any, terms: tuple[dict[str, np.ndarray], ...] | N
     first candidate wins, an extreme move of nothing; the guard turns such films away."""
     import tensorflow as tf
 
-    if terms is None:
-        terms = template_terms(template)
     small = tf.image.resize(tf.cast(x, tf.float32), (GRID, GRID), method="area")
     p = tf.pad(small[..., 0], [[0, 0], [_PAD, _PAD], [_PAD, _PAD]])
     fp = tf.signal.rfft2d(p)
@@ -209,7 +205,7 @@ def layer_class() -> Any:
 
         def transforms(self, x: Any) -> Any:
             """``(n, 3)`` (dy, dx, scale) for films ``x``."""
-            return estimate(x, self.template, self.terms)
+            return estimate(x, self.terms)
 
         def call(self, x: Any) -> Any:
             t = self.transforms(x)

@@ -30,7 +30,7 @@ def template() -> np.ndarray:
 def test_the_shift_and_scale_of_a_moved_chest_are_found(template: np.ndarray, scale: float,
                                                        dy: float, dx: float) -> None:
     film = _moved(_chest(), scale, dy, dx)
-    est = np.asarray(R.estimate(film[None, ..., None], template))[0]
+    est = np.asarray(R.estimate(film[None, ..., None], R.template_terms(template)))[0]
     cell = 1 / R.GRID
     assert est[0] == pytest.approx(dy, abs=1.5 * cell)
     assert est[1] == pytest.approx(dx, abs=1.5 * cell)
