@@ -37,11 +37,13 @@ from pneumoscreen.worker.ingest import (
 from pneumoscreen.worker.screening import scope
 
 
-def internal_test(model: LoadedModel, data_dir: Path, limit: int | None = None) -> Any:
-    """The model's internal-test arrays (its own saved patient split); with ``limit``, about
-    that many spread evenly over the split (both classes, in their proportion)."""
+def internal_test(model: LoadedModel, data_dir: Path, limit: int | None = None,
+                  part_name: str = "internal-test") -> Any:
+    """The model's internal-test arrays (or those of ``part_name`` of its own saved patient
+    split); with ``limit``, about that many spread evenly over the split (both classes, in
+    their proportion)."""
     manifest = json.loads(manifest_for(model).read_text())
-    part = split_from_manifest(manifest, training_root(data_dir)).parts()["internal-test"]
+    part = split_from_manifest(manifest, training_root(data_dir)).parts()[part_name]
     if limit is not None and len(part) > limit:
         part = part[::math.ceil(len(part) / limit)]
     return load_arrays(part, model.spec.input_size)

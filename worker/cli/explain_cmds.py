@@ -1,5 +1,5 @@
-"""``screen heatmap IMAGE``, ``screen bench heatmaps``, ``screen bench scope`` and ``screen bench
-shift``."""
+"""``screen heatmap IMAGE``, ``screen bench heatmaps``, ``screen bench scope``, ``screen bench
+shift`` and ``screen bench tta``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     bench_app.command("heatmaps")(bench_heatmaps)
     bench_app.command("scope")(bench_scope)
     bench_app.command("shift")(bench_shift)
+    bench_app.command("tta")(bench_tta)
 
 
 def heatmap(
@@ -169,3 +170,36 @@ def bench_shift(
         ["films", "AUC", "recall", "specificity", "false positives"],
         [(name, _f(r["auc"]), _f(r["recall"]), _f(r["specificity"]), r["false_positives"])
          for name, r in data["shifts"].items()]))
+
+
+def bench_tta(
+    data_dir: Annotated[Path, typer.Argument(help="The training images (Kaggle layout).",
+                                             exists=True, file_okay=False)],
+    limit: Annotated[int | None, typer.Option(
+        min=20, help="About this many films of each split, spread over it [default: all].")
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+) -> None:
+    """Test-time augmentation (no flips), measured: the model scored once and as five mildly
+    changed copies of each film (farther, nearer, two exposures) averaged, each at its own
+    threshold chosen on validation at the model's target recall: validation, internal test,
+    false positives under 'screen bench shift''s changes, and the time it costs."""
+    from pneumoscreen.worker.bench.tta import tta_check
+
+    data = _measured(lambda model: tta_check(model, data_dir, limit), fmt)
+    if data is None:
+        return
+    rows = []
+    for name, key in (("one view", "one_view"), (f"{len(data['tta']['views'])} views", "tta")):
+        r = data[key]
+        v, t = r["validation"], r["internal_test"]
+        rows.append((name, f"{r['threshold']:.4f}", _f(v["auc"]), v["false_positives"],
+                     _f(t["auc"]), _f(t["recall"]), _f(t["specificity"]), t["false_positives"],
+                     r["shift_false_positives"], f"{r['ms_per_film']:.2f}"))
+    console.print(make_table(
+        f"{data['model']}: test-time augmentation ({data['validation_films']} validation, "
+        f"{data['internal_test_films']} internal-test films; target recall "
+        f"{data['target_recall']})",
+        ["scoring", "threshold", "val AUC", "val FP", "test AUC", "test recall",
+         "test specificity", "test FP", "FP under shifts", "ms a film"], rows))
+    console.print(plain(f"cost: {data['cost']} times the model time of one view"))
