@@ -115,7 +115,8 @@ def heatmap_sanity(model: LoadedModel, data_dir: Path, *, n: int = 64,
         groups[name] = {"n": int(mask.sum()),
                         "border_mass_mean": _mean(mass["border"][mask]),
                         "top_corner_mass_mean": _mean(mass["top_corners"][mask])}
-    groups["score_matched_true_positives"] = score_matched(mass, prob[flagged], y)
+    near = nearest_true_positives(prob[flagged], y)
+    groups["score_matched_true_positives"] = score_matched(mass, near)
     pick = arrays.x[:n]
     trained = _maps(model, pick)
     # A cropping network's maps are zero outside its box in both models: those shared zeros
@@ -130,8 +131,7 @@ def heatmap_sanity(model: LoadedModel, data_dir: Path, *, n: int = 64,
                               "spearman_median": float(np.median(rho)),
                               "reinitialised": "the last 25% of convolution and dense layers"},
             "shortcut": groups,
-            "corner_mass_test": corner_mass_test(mass["top_corners"][y == 1],
-                                                 mass["top_corners"][y == 0]),
+            "corner_mass_test": corner_mass_test(mass["top_corners"], y, near),
             "uniform_map": {"border": 0.36, "top_corners": 0.08}}
 
 
@@ -139,34 +139,52 @@ def heatmap_sanity(model: LoadedModel, data_dir: Path, *, n: int = 64,
 MATCHED = 10
 
 
-def score_matched(mass: dict[str, np.ndarray], prob: np.ndarray, y: np.ndarray,
-                  k: int = MATCHED) -> dict[str, Any]:
-    """Border and corner mass of the ``k`` true positives nearest in score to each false
-    positive, averaged over the false positives. A film's map depends on how sure the network
-    is (a barely flagged film's map is spread thin, its corners get more), and false positives
-    sit lower than most true positives: this compares like with like."""
+def nearest_true_positives(prob: np.ndarray, y: np.ndarray, k: int = MATCHED) -> np.ndarray:
+    """``(false positives, k)``: for each false positive (``y == 0`` among flagged films) the
+    indices of the ``k`` true positives nearest to it in score (logit); fewer columns where
+    there are fewer true positives, no rows where there is no false positive."""
     logit = np.log(np.clip(prob, 1e-7, 1 - 1e-7) / np.clip(1 - prob, 1e-7, 1))
     tp, fp = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    if not len(tp) or not len(fp):
-        return {"n": 0, "per_false_positive": k, "border_mass_mean": None,
+    k = min(k, len(tp))
+    if not k or not len(fp):
+        return np.zeros((0, k), int)
+    return np.stack([tp[np.argsort(np.abs(logit[tp] - logit[i]), kind="stable")[:k]]
+                     for i in fp])
+
+
+def score_matched(mass: dict[str, np.ndarray], near: np.ndarray) -> dict[str, Any]:
+    """Border and corner mass of the true positives nearest in score to each false positive
+    (``near``, from :func:`nearest_true_positives`), averaged over the false positives. A
+    film's map depends on how sure the network is (a barely flagged film's map is spread thin,
+    its corners get more), and false positives sit lower than most true positives: this
+    compares like with like."""
+    if not near.size:
+        return {"n": 0, "per_false_positive": near.shape[1], "border_mass_mean": None,
                 "top_corner_mass_mean": None}
-    near = [tp[np.argsort(np.abs(logit[tp] - logit[i]), kind="stable")[:k]] for i in fp]
-    return {"n": len(np.unique(np.concatenate(near))), "per_false_positive": k,
-            "border_mass_mean": _mean(np.array([mass["border"][j].mean() for j in near])),
-            "top_corner_mass_mean": _mean(np.array([mass["top_corners"][j].mean()
-                                                    for j in near]))}
+    return {"n": len(np.unique(near)), "per_false_positive": near.shape[1],
+            "border_mass_mean": _mean(mass["border"][near].mean(axis=1)),
+            "top_corner_mass_mean": _mean(mass["top_corners"][near].mean(axis=1))}
 
 
-def corner_mass_test(tp: np.ndarray, fp: np.ndarray, draws: int = 20_000,
-                     seed: int = 0) -> dict[str, Any]:
-    """One-sided permutation test: the share of random draws of ``len(fp)`` true positives
-    whose mean corner mass is at least the false positives' (small: the false positives'
-    corners are heavier than chance would make them)."""
-    if not len(tp) or not len(fp) or len(fp) > len(tp):
-        return {"p_value": None, "draws": 0}
+def corner_mass_test(corners: np.ndarray, y: np.ndarray, near: np.ndarray,
+                     draws: int = 20_000, seed: int = 0) -> dict[str, Any]:
+    """Is the false positives' mean corner mass heavier than chance would make it? Two
+    one-sided resampling tests, each the share of draws whose mean is at least theirs (with
+    the usual +1): against any true positives (``len(fp)`` of them drawn without replacement)
+    and against score-matched ones (one of each false positive's ``near`` drawn per draw)."""
+    tp, fp = corners[y == 1], corners[y == 0]
+    out: dict[str, Any] = {"p_value_all": None, "p_value_matched": None, "draws": 0}
+    if not len(fp) or len(fp) > len(tp):
+        return out
     rng = np.random.default_rng(seed)
-    means = np.array([rng.choice(tp, len(fp), replace=False).mean() for _ in range(draws)])
-    return {"p_value": float((np.sum(means >= fp.mean()) + 1) / (draws + 1)), "draws": draws}
+    observed = fp.mean()
+    anyone = np.array([rng.choice(tp, len(fp), replace=False).mean() for _ in range(draws)])
+    out.update(p_value_all=float((np.sum(anyone >= observed) + 1) / (draws + 1)), draws=draws)
+    if near.size:
+        pick = rng.integers(0, near.shape[1], size=(draws, len(near)))
+        matched = corners[near[np.arange(len(near)), pick]].mean(axis=1)
+        out["p_value_matched"] = float((np.sum(matched >= observed) + 1) / (draws + 1))
+    return out
 
 
 def erase_markers(x: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -203,7 +221,8 @@ def markers_erased(model: LoadedModel, x: np.ndarray, y: np.ndarray,
 
 
 def figures_at(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:
-    """AUC, and recall, specificity and false positives at ``threshold`` (serving's flag rule,
+    """AUC, and recall, specificity, false positives and negatives at ``threshold`` (serving's
+    flag rule,
     :func:`pneumoscreen.model.metrics.metrics_at`); None where a class is missing."""
     from sklearn.metrics import roc_auc_score
 
@@ -214,7 +233,7 @@ def figures_at(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]
     return {"auc": float(roc_auc_score(y, p)) if both else None,
             "recall": at["recall"] if (at["tp"] + at["fn"]) else None,
             "specificity": at["specificity"] if (at["tn"] + at["fp"]) else None,
-            "false_positives": at["fp"]}
+            "false_positives": at["fp"], "false_negatives": at["fn"]}
 
 
 def _mean(values: np.ndarray) -> float | None:

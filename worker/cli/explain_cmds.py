@@ -107,9 +107,10 @@ def bench_heatmaps(
     test, m = data["corner_mass_test"], data["markers_erased"]
     matched = data["shortcut"]["score_matched_true_positives"]["per_false_positive"]
     console.print(plain(
-        f"score-matched: the {matched} true positives nearest in score to each false positive; "
-        f"false positives' corner mass above true positives' by chance: p = {_f(test['p_value'])} "
-        f"(permutation, {test['draws']} draws); with markers erased "
+        f"score-matched: the {matched} true positives nearest in score to each false positive. "
+        f"False positives' corner mass as heavy by chance (one-sided, {test['draws']} draws): "
+        f"p = {_p(test['p_value_all'])} against any true positives, "
+        f"{_p(test['p_value_matched'])} against score-matched ones. With markers erased "
         f"{m['false_positives_still_flagged']} of {data['shortcut']['false_positives']['n']} "
         f"false positives stay flagged (mean score change "
         f"{_f(m['false_positives_mean_change'])})"))
@@ -125,6 +126,11 @@ def bench_heatmaps(
 
 def _f(value: Any) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+def _p(value: float | None) -> str:
+    """A p-value with two significant digits (1/20001 is not 0.000)."""
+    return "n/a" if value is None else f"{value:.2g}"
 
 
 def bench_scope(
@@ -195,11 +201,14 @@ def bench_tta(
         v, t = r["validation"], r["internal_test"]
         rows.append((name, f"{r['threshold']:.4f}", _f(v["auc"]), v["false_positives"],
                      _f(t["auc"]), _f(t["recall"]), _f(t["specificity"]), t["false_positives"],
-                     r["shift_false_positives"], f"{r['ms_per_film']:.2f}"))
+                     r["shift_false_positives"], r["shift_false_negatives"],
+                     f"{r['ms_per_film']:.2f}"))
     console.print(make_table(
         f"{data['model']}: test-time augmentation ({data['validation_films']} validation, "
         f"{data['internal_test_films']} internal-test films; target recall "
         f"{data['target_recall']})",
         ["scoring", "threshold", "val AUC", "val FP", "test AUC", "test recall",
-         "test specificity", "test FP", "FP under shifts", "ms a film"], rows))
-    console.print(plain(f"cost: {data['cost']} times the model time of one view"))
+         "test specificity", "test FP", "FP under shifts", "missed under shifts", "ms a film"],
+        rows))
+    if data["cost"] is not None:
+        console.print(plain(f"cost: {data['cost']} times the scoring time of one view"))

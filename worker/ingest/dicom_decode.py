@@ -429,7 +429,11 @@ def block_mean(arr: np.ndarray, k: int) -> np.ndarray:
     frame, k = 2 / 4 / 8: 6.5 / 2.7 / 1.7 ms against 25.6 / 13.9 / 7.9), the same values (tested).
     """
     rows, cols = arr.shape[0] // k * k, arr.shape[1] // k * k
-    wide = np.int64 if arr.dtype.itemsize >= 4 else np.int32  # 64 x 65535 fits in int32
+    info = np.iinfo(arr.dtype)
+    # int32 is faster where k * k values of the dtype cannot overflow it (65535 x 64 for 16
+    # bits at 1/8); otherwise int64, exact for any k * k up to 2**31 of 32-bit values.
+    fits = k * k * max(abs(int(info.min)), int(info.max)) < 2**31
+    wide = np.int32 if fits else np.int64
     sums = arr[:rows:k, :cols].astype(wide)
     for i in range(1, k):
         sums += arr[i:rows:k, :cols]

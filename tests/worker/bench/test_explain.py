@@ -84,22 +84,6 @@ def test_maps_do_not_survive_randomisation(shared_dir: Path) -> None:
     assert (matched["top_corner_mass_mean"] is None) == (fp == 0)
 
 
-def test_score_matching_takes_the_true_positives_nearest_in_score() -> None:
-    from pneumoscreen.worker.bench.explain import corner_mass_test, score_matched
-
-    prob = np.array([0.99, 0.98, 0.55, 0.50, 0.45, 0.52])
-    y = np.array([1, 1, 1, 1, 1, 0])
-    corners = np.array([0.0, 0.0, 0.3, 0.3, 0.3, 0.9])
-    mass = {"border": corners, "top_corners": corners}
-    got = score_matched(mass, prob, y, k=3)
-    assert got["n"] == 3 and got["top_corner_mass_mean"] == pytest.approx(0.3)
-    assert score_matched(mass, prob, np.ones(6, int), k=3)["top_corner_mass_mean"] is None
-    # Ten light true positives and two heavy false positives: far beyond chance; the reverse not.
-    light, heavy = np.full(10, 0.01), np.full(2, 0.5)
-    assert corner_mass_test(light, heavy, draws=500)["p_value"] < 0.01
-    assert corner_mass_test(np.r_[light, heavy], light[:2], draws=500)["p_value"] > 0.5
-
-
 @pytest.mark.shared
 @pytest.mark.slow
 def test_the_guard_passes_the_internal_test_and_stops_made_films(shared_dir: Path) -> None:
@@ -116,3 +100,31 @@ def test_the_guard_passes_the_internal_test_and_stops_made_films(shared_dir: Pat
     # sees what its features miss); MODEL_CARD_v3.md states the cost. Adults with an age are
     # turned away by age.
     assert groups["adult chest DICOMs, age blanked"]["marked_out_of_scope"] >= 2
+
+
+def test_score_matching_takes_the_true_positives_nearest_in_score() -> None:
+    from pneumoscreen.worker.bench.explain import (
+        corner_mass_test,
+        nearest_true_positives,
+        score_matched,
+    )
+
+    prob = np.array([0.99, 0.98, 0.55, 0.50, 0.45, 0.52])
+    y = np.array([1, 1, 1, 1, 1, 0])
+    corners = np.array([0.0, 0.0, 0.3, 0.3, 0.3, 0.9])
+    mass = {"border": corners, "top_corners": corners}
+    near = nearest_true_positives(prob, y, k=3)
+    assert sorted(near[0]) == [2, 3, 4]
+    got = score_matched(mass, near)
+    assert got["n"] == 3 and got["top_corner_mass_mean"] == pytest.approx(0.3)
+    none = nearest_true_positives(prob, np.ones(6, int), k=3)
+    assert none.shape == (0, 3) and score_matched(mass, none)["top_corner_mass_mean"] is None
+    assert nearest_true_positives(prob, np.zeros(6, int)).shape == (0, 0)
+    # Light true positives far from the false positives in score, heavy ones near them: the
+    # false positives are heavier than true positives at large, not than matched ones.
+    corners = np.r_[np.full(20, 0.01), np.full(4, 0.5), np.full(2, 0.5)]
+    prob = np.r_[np.full(20, 0.99), np.full(4, 0.4), np.full(2, 0.4)]
+    y = np.r_[np.ones(24, int), np.zeros(2, int)]
+    test = corner_mass_test(corners, y, nearest_true_positives(prob, y, k=4), draws=500)
+    assert test["p_value_all"] < 0.05 and test["p_value_matched"] > 0.5
+    assert corner_mass_test(corners, np.ones(26, int), np.zeros((0, 4), int))["draws"] == 0

@@ -91,7 +91,7 @@ def test_full_resolution_decodes_shrink_by_block_means(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("dtype, low, high", [
     (np.uint8, 0, 256), (np.uint16, 0, 65536), (np.int16, -32768, 32768),
-    (np.int32, -2**17, 2**17)])
+    (np.int32, -2**17, 2**17), (np.int8, -128, 128)])
 @pytest.mark.parametrize("k", [2, 4, 8])
 def test_block_means_are_the_rounded_float_means(dtype: type, low: int, high: int,
                                                  k: int) -> None:
@@ -108,6 +108,16 @@ def test_block_means_are_the_rounded_float_means(dtype: type, low: int, high: in
             got = block_mean(arr, k)
             assert got.dtype == arr.dtype
             np.testing.assert_array_equal(got, want)
+
+
+def test_block_means_do_not_overflow_at_extreme_values_or_large_blocks() -> None:
+    """The accumulator is wide enough for k * k of the dtype's largest value: 16-bit frames at
+    k = 256 (a 16384-px film reduced to 64 px) and 32-bit values near their limits."""
+    for dtype, k in ((np.uint16, 256), (np.uint32, 4), (np.int32, 4), (np.int16, 256)):
+        info = np.iinfo(dtype)
+        for value in (info.max, info.min):
+            arr = np.full((2 * k, k), value, dtype)
+            np.testing.assert_array_equal(block_mean(arr, k), np.full((2, 1), value, dtype))
 
 
 def test_padding_keeps_full_resolution(tmp_path: Path) -> None:
