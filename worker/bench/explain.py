@@ -222,8 +222,7 @@ def markers_erased(model: LoadedModel, x: np.ndarray, y: np.ndarray,
 
 def figures_at(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:
     """AUC, and recall, specificity, false positives and negatives at ``threshold`` (serving's
-    flag rule,
-    :func:`pneumoscreen.model.metrics.metrics_at`); None where a class is missing."""
+    flag rule, :func:`pneumoscreen.model.metrics.metrics_at`); None where a class is missing."""
     from sklearn.metrics import roc_auc_score
 
     from pneumoscreen.model.metrics import metrics_at
