@@ -34,9 +34,14 @@ PixelCrop = tuple[int, int, int, int, int]
 
 @dataclass(frozen=True)
 class CamTarget:
-    """One network whose map is computed: its input, the conv block and the scalar to explain."""
+    """One network whose map is computed: its input, the conv block and the scalar to explain.
 
-    model: Any  # keras.Model: input -> [activations, score]
+    For a registering network ``model`` starts after the registration layer (it takes the
+    registered film): :func:`compute` registers each film once, with the transforms it then
+    uses to move the map back, instead of the model finding them and the map finding them
+    again."""
+
+    model: Any  # keras.Model: input (registered, if ``register``) -> [activations, score]
     #: what the network cuts off its input (its crop layer's); None: it sees all of it
     crop: PixelCrop | None = None
     #: the network's registration layer (``--register-chest``), or None
@@ -98,14 +103,23 @@ def targets(keras_model: Any, spec_extra: dict[str, Any]) -> list[CamTarget]:
     for i, net in enumerate(nets):
         hint = hints[i] if i < len(hints) else None
         conv = net.get_layer(last_conv_name(net, hint)).output
-        out.append(CamTarget(keras.Model(net.input, [conv, _score_tensor(net)]), crop_of(net),
-                             registration.register_layer(net)))
+        register = registration.register_layer(net)
+        start = net.input if register is None else register.output
+        out.append(CamTarget(keras.Model(start, [conv, _score_tensor(net)]), crop_of(net),
+                             register))
     return out
 
 
-def on_film(maps: np.ndarray, register: Any, inputs: np.ndarray) -> np.ndarray:
-    """``(n, h, w)`` maps drawn on the registered films moved back onto ``inputs`` as sent."""
-    t = np.asarray(register.transforms(inputs))
+def registered(register: Any, inputs: np.ndarray) -> tuple[Any, np.ndarray]:
+    """The films as ``register`` moves them, and its ``(n, 3)`` transforms (dy, dx, scale)."""
+    t = register.transforms(inputs)
+    return registration.affine(inputs, t[:, 2], t[:, 0], t[:, 1]), np.asarray(t)
+
+
+def on_film(maps: np.ndarray, transforms: np.ndarray) -> np.ndarray:
+    """``(n, h, w)`` maps drawn on the registered films moved back onto the films as sent
+    (``transforms``: the registration's, from :func:`registered`)."""
+    t = np.asarray(transforms)
     moved = registration.affine(maps[..., None], t[:, 2], t[:, 0], t[:, 1], inverse=True)
     return np.asarray(moved)[..., 0]
 
@@ -134,7 +148,8 @@ def seen_region(keras_model: Any, shape: tuple[int, int],
             if inputs is None:
                 raise ValueError("a registering network's box moves with the film: pass inputs")
             tiled = np.repeat(mask[None].astype(np.float32), len(inputs), axis=0)
-            mask = on_film(tiled, register, inputs) >= 0.5
+            _, t = registered(register, inputs)
+            mask = on_film(tiled, t) >= 0.5
         masks.append(mask)
     out = np.logical_or.reduce(np.broadcast_arrays(*masks))
     return np.array(out)
@@ -171,16 +186,17 @@ def compute(cam_targets: list[CamTarget], inputs: np.ndarray) -> np.ndarray:
     x = tf.convert_to_tensor(np.asarray(inputs, np.float32))
     maps = []
     for target in cam_targets:
+        seen, t = (x, None) if target.register is None else registered(target.register, x)
         with tf.GradientTape() as tape:
-            conv, score = target.model(x, training=False)
+            conv, score = target.model(seen, training=False)
             total = tf.reduce_sum(score)
         grads = tape.gradient(total, conv)
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(conv * weights, axis=-1)).numpy().astype(np.float32)
         if target.crop is not None:
             cam = in_frame(cam, target.crop)
-        if target.register is not None:
-            cam = on_film(cam, target.register, inputs)
+        if t is not None:
+            cam = on_film(cam, t)
         maps.append(_normalise(cam))
     shapes = {m.shape for m in maps}
     if len(shapes) > 1:  # members with different grids: bring them to the finest one

@@ -112,6 +112,8 @@ def test_a_registering_networks_map_moves_with_the_chest() -> None:
                                    template=template), 1.0)
     targets = gradcam.targets(model, {"architecture": {"last_conv": "out_relu"}})
     assert targets[0].register is not None
+    # The map's model starts at the registered film: each film is registered once per map.
+    assert registration.REGISTER_LAYER not in {lay.name for lay in targets[0].model.layers}
     x = np.stack([film, moved(film, 1.0, 0.125, 0.0)])[..., None]
     maps = gradcam.compute(targets, x)
     region = gradcam.seen_region(model, (g, g), x)
