@@ -148,8 +148,7 @@ def seen_region(keras_model: Any, shape: tuple[int, int],
             if inputs is None:
                 raise ValueError("a registering network's box moves with the film: pass inputs")
             tiled = np.repeat(mask[None].astype(np.float32), len(inputs), axis=0)
-            _, t = registered(register, inputs)
-            mask = on_film(tiled, t) >= 0.5
+            mask = on_film(tiled, np.asarray(register.transforms(inputs))) >= 0.5
         masks.append(mask)
     out = np.logical_or.reduce(np.broadcast_arrays(*masks))
     return np.array(out)

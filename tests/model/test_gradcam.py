@@ -100,6 +100,7 @@ def test_a_registering_networks_map_moves_with_the_chest() -> None:
     """``--register-chest``: the box follows the chest, and so do the map and the cells counted
     as seen. The same film moved down: its map and region move down with it, and the map is
     (all but the bilinear edge) zero outside the film's own region."""
+    import keras
     from made_chest import chest, moved
 
     from pneumoscreen.model import registration
@@ -112,9 +113,15 @@ def test_a_registering_networks_map_moves_with_the_chest() -> None:
                                    template=template), 1.0)
     targets = gradcam.targets(model, {"architecture": {"last_conv": "out_relu"}})
     assert targets[0].register is not None
-    # The map's model starts at the registered film: each film is registered once per map.
+    # The map's model starts at the registered film: each film is registered once per map, and
+    # it gives what the whole network gives from the film as sent.
     assert registration.REGISTER_LAYER not in {lay.name for lay in targets[0].model.layers}
     x = np.stack([film, moved(film, 1.0, 0.125, 0.0)])[..., None]
+    whole = keras.Model(model.input, [model.get_layer("out_relu").output,
+                                      gradcam._score_tensor(model)])
+    seen, _ = gradcam.registered(targets[0].register, x)
+    for got, want in zip(targets[0].model(seen), whole(x), strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
     maps = gradcam.compute(targets, x)
     region = gradcam.seen_region(model, (g, g), x)
     assert region.shape == (2, g, g)
@@ -128,6 +135,28 @@ def test_a_registering_networks_map_moves_with_the_chest() -> None:
     assert centre(maps[1]) - centre(maps[0]) == pytest.approx(0.125 * g, abs=2)
     with pytest.raises(ValueError, match="pass inputs"):
         gradcam.seen_region(model, (g, g))
+
+
+def test_an_ensemble_of_a_registering_and_a_plain_member_gives_one_map_per_film() -> None:
+    from made_chest import chest, moved
+
+    from pneumoscreen.model import registration
+    from pneumoscreen.model.architectures import LUNG_CROP
+    from pneumoscreen.model.ensemble import build_ensemble
+
+    size = 96
+    film = chest(size)
+    template = registration.mean_chest(film[None, ..., None])
+    registering = calibrated_model(build("mobilenetv2", size, "none", crop=LUNG_CROP,
+                                         template=template), 1.0)
+    plain = calibrated_model(build("mobilenetv2", size, "none"), 1.0)
+    ensemble = build_ensemble([registering, plain], size)
+    targets = gradcam.targets(ensemble, {})
+    assert [t.register is not None for t in targets] == [True, False]
+    x = np.stack([film, moved(film, 1.0, 0.125, 0.0)])[..., None]
+    maps = gradcam.compute(targets, x)
+    assert maps.shape[0] == 2 and np.isfinite(maps).all()
+    assert maps.min() >= 0 and maps.max() == pytest.approx(1.0)
 
 
 def test_in_frame_puts_each_cell_over_the_pixels_it_covers() -> None:

@@ -174,12 +174,14 @@ def corner_mass_test(corners: np.ndarray, y: np.ndarray, near: np.ndarray,
     and against score-matched ones (one of each false positive's ``near`` drawn per draw)."""
     tp, fp = corners[y == 1], corners[y == 0]
     out: dict[str, Any] = {"p_value_all": None, "p_value_matched": None, "draws": 0}
-    if not len(fp) or len(fp) > len(tp):
+    if not len(fp) or not len(tp):
         return out
     rng = np.random.default_rng(seed)
     observed = fp.mean()
-    anyone = np.array([rng.choice(tp, len(fp), replace=False).mean() for _ in range(draws)])
-    out.update(p_value_all=float((np.sum(anyone >= observed) + 1) / (draws + 1)), draws=draws)
+    out["draws"] = draws
+    if len(fp) <= len(tp):  # drawn without replacement: needs as many true positives
+        anyone = np.array([rng.choice(tp, len(fp), replace=False).mean() for _ in range(draws)])
+        out["p_value_all"] = float((np.sum(anyone >= observed) + 1) / (draws + 1))
     if near.size:
         pick = rng.integers(0, near.shape[1], size=(draws, len(near)))
         matched = corners[near[np.arange(len(near)), pick]].mean(axis=1)

@@ -128,3 +128,7 @@ def test_score_matching_takes_the_true_positives_nearest_in_score() -> None:
     test = corner_mass_test(corners, y, nearest_true_positives(prob, y, k=4), draws=500)
     assert test["p_value_all"] < 0.05 and test["p_value_matched"] > 0.5
     assert corner_mass_test(corners, np.ones(26, int), np.zeros((0, 4), int))["draws"] == 0
+    # More false positives than true positives: only the matched test (with replacement) runs.
+    y = np.r_[np.ones(2, int), np.zeros(24, int)]
+    few = corner_mass_test(corners, y, nearest_true_positives(prob, y, k=4), draws=100)
+    assert few["p_value_all"] is None and few["p_value_matched"] is not None
