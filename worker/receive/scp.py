@@ -193,8 +193,12 @@ class Receiver:
     def _on_rejected(self, event: Any) -> None:
         with self._lock:
             self._bytes.pop(id(event.assoc), None)
-        log.warning("association from %r refused: calling AE title not recognised",
-                    self._calling(event))
+        # pynetdicom does not say why: a title on the list was refused for the slots.
+        calling = self._calling(event)
+        why = ("calling AE title not recognised" if calling not in self.allowed else
+               f"every association slot is taken (max_associations "
+               f"{self.config.max_associations})")
+        log.warning("association from %r refused: %s", calling, why)
 
     def _on_closed(self, event: Any) -> None:
         _drop_partial(event.assoc)

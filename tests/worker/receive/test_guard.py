@@ -40,7 +40,7 @@ def plain(tmp_path: Path) -> Iterator[Receiver]:
     made.stop()
 
 
-def _echo(port: int, *, tls: ssl.SSLContext | None = None, timeout: float = 15.0) -> float:
+def _echo(port: int, *, tls: ssl.SSLContext | None = None, timeout: float = 30.0) -> float:
     """Seconds until a C-ECHO succeeded (retrying a refused association), or AssertionError."""
     from pynetdicom import AE
 
@@ -102,7 +102,10 @@ def test_eight_trickling_sockets_leave_a_plain_caller_untouched(plain: Receiver)
         time.sleep(0.5)
         took = _echo(plain.port)
         print(f"echo beside 8 trickling sockets after {took:.2f} s")
-        assert took < 15
+        # 0.02-0.05 s here, quiet or beside four busy loops; 30 s allows a loaded machine (a
+        # full suite on a slowed machine once saw the slots taken for over 15 s) and is still
+        # half of what the tricklers would hold without the guard (the 60 s timeout).
+        assert took < 30
         # The cap kept half of them out at once; the rest are closed by the listener within
         # the request deadline (by the guard's cut, or by pynetdicom's own read of the short
         # PDU, whichever comes first on this machine).

@@ -8,6 +8,7 @@ import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from live import free_port
@@ -65,3 +66,29 @@ def test_connections_beyond_the_per_address_cap_are_refused(receiver: Receiver) 
     finally:
         for sock in held:
             sock.close()
+
+
+def test_a_refusal_log_names_its_cause(receiver: Receiver,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    """pynetdicom's rejection event carries no reason: a title on the list refused because
+    the one slot is taken is not logged as an unknown title."""
+    from pynetdicom import AE
+
+    def associate(title: str) -> Any:
+        ae = AE(ae_title=title)
+        ae.add_requested_context("1.2.840.10008.1.1")
+        ae.acse_timeout = ae.network_timeout = ae.connection_timeout = 5
+        return ae.associate("127.0.0.1", receiver.port, ae_title="PNEUMOSCREEN")
+
+    held = associate("ORTHANC")
+    assert held.is_established
+    try:
+        with caplog.at_level("WARNING", logger="pneumoscreen.worker.receive.scp"):
+            assert not associate("ORTHANC").is_established  # max_associations is 1
+            assert not associate("EVIL").is_established
+            time.sleep(0.5)  # the handler runs in the listener's thread
+    finally:
+        held.release()
+    text = caplog.text
+    assert "'ORTHANC' refused: every association slot is taken (max_associations 1)" in text
+    assert "'EVIL' refused: calling AE title not recognised" in text
