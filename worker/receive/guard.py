@@ -30,7 +30,12 @@ from pynetdicom import AE
 from pynetdicom.transport import ThreadedAssociationServer
 
 log = logging.getLogger(__name__)
-AWAITING_REQUEST = "Sta2"  # pynetdicom's state: connection open, awaiting A-ASSOCIATE-RQ
+# pynetdicom's states of an acceptor before its A-ASSOCIATE-RQ: connection open, awaiting it
+# (Sta2), and idle (Sta1): the state before its reactor has taken the connection in. A reactor
+# reads the socket before its event queue, so a peer whose first bytes come at once (a PDU
+# header, then a trickle) can hold it in Sta1, blocked in that read, for the whole deadline:
+# seen on a loaded machine, where four such peers filled every slot of a 4-slot listener.
+AWAITING_REQUEST = frozenset({"Sta1", "Sta2"})
 # pynetdicom's states once a whole A-ASSOCIATE-RQ has arrived (PS3.8 9.2): answering it (Sta3),
 # associated (Sta6) and releasing (Sta7 to Sta12). Sta13 (awaiting the close, e.g. after a
 # malformed or short PDU) is not among them: such a connection is still cut at the deadline.
@@ -120,7 +125,7 @@ class Guard:
     def awaiting_request(self, assoc: Any) -> bool:
         """Still waiting for its A-ASSOCIATE-RQ: it takes no association slot."""
         machine = getattr(getattr(assoc, "dul", None), "state_machine", None)
-        return getattr(machine, "current_state", None) == AWAITING_REQUEST
+        return getattr(machine, "current_state", None) in AWAITING_REQUEST
 
     def past_request(self, assoc: Any) -> bool:
         """Its whole A-ASSOCIATE-RQ has arrived: the request deadline no longer applies."""
