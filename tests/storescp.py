@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -11,7 +12,18 @@ from pathlib import Path
 import pydicom
 import pytest
 
-STORESCP = shutil.which("storescp")
+
+def _dcmtk_storescp() -> str | None:
+    """dcmtk's ``storescp`` on PATH, passing over pynetdicom's Python app of the same name (in
+    an activated venv it comes first, and takes other options: "invalid int value: '+xa'")."""
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        found = shutil.which("storescp", path=folder) if folder else None
+        if found is not None and not Path(found).read_bytes()[:64].startswith(b"#!"):
+            return found
+    return None
+
+
+STORESCP = _dcmtk_storescp()
 
 
 def storescp_or_skip() -> str:
