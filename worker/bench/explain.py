@@ -143,12 +143,14 @@ def nearest_true_positives(prob: np.ndarray, y: np.ndarray, k: int = MATCHED) ->
     """``(false positives, k)``: for each false positive (``y == 0`` among flagged films) the
     indices of the ``k`` true positives nearest to it in score (logit); fewer columns where
     there are fewer true positives, no rows where there is no false positive."""
-    logit = np.log(np.clip(prob, 1e-7, 1 - 1e-7) / np.clip(1 - prob, 1e-7, 1))
+    from pneumoscreen.model.calibration import logit
+
+    score = logit(prob)
     tp, fp = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     k = min(k, len(tp))
     if not k or not len(fp):
         return np.zeros((0, k), int)
-    return np.stack([tp[np.argsort(np.abs(logit[tp] - logit[i]), kind="stable")[:k]]
+    return np.stack([tp[np.argsort(np.abs(score[tp] - score[i]), kind="stable")[:k]]
                      for i in fp])
 
 

@@ -56,6 +56,11 @@ def blur(x: np.ndarray) -> np.ndarray:
     return sum(p[:, i:i + s, j:j + s] for i in range(3) for j in range(3)) / 9.0
 
 
+def changed(x: np.ndarray, change: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``change`` applied to a copy of the films, kept in the network's [0, 1] float32."""
+    return np.clip(change(x.copy()), 0.0, 1.0).astype(np.float32)
+
+
 SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "as stored": lambda x: x,
     "gamma 0.7 (brighter mid-tones)": lambda x: x ** 0.7,
@@ -75,8 +80,7 @@ def shift_check(model: LoadedModel, data_dir: Path, limit: int | None = None) ->
     y, t = arrays.y, model.spec.threshold
     rows = {}
     for name, change in SHIFTS.items():
-        x = np.clip(change(arrays.x.copy()), 0.0, 1.0).astype(np.float32)
-        p, _ = _predict_all(model, x)
+        p, _ = _predict_all(model, changed(arrays.x, change))
         rows[name] = figures_at(y, p, t)
     return {"model": model.spec.label, "threshold": t, "n": len(y),
             "normal": int((y == 0).sum()), "shifts": rows}

@@ -23,8 +23,9 @@ import numpy as np
 
 from pneumoscreen.model import metrics as M
 from pneumoscreen.model.bundle import LoadedModel
+from pneumoscreen.model.calibration import logit
 from pneumoscreen.worker.bench.explain import _predict_all, figures_at, internal_test
-from pneumoscreen.worker.bench.shift import SHIFTS, zoom
+from pneumoscreen.worker.bench.shift import SHIFTS, changed, zoom
 
 View = Callable[[np.ndarray], np.ndarray]
 
@@ -37,15 +38,9 @@ VIEWS: dict[str, View] = {
 }
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))
-
-
 def averaged(model: LoadedModel, x: np.ndarray, views: dict[str, View]) -> np.ndarray:
     """The calibrated pneumonia probability of each film, its views' logits averaged."""
-    logits = [_logit(_predict_all(model, np.clip(view(x.copy()), 0.0, 1.0)
-                                  .astype(np.float32))[0]) for view in views.values()]
+    logits = [logit(_predict_all(model, changed(x, view))[0]) for view in views.values()]
     return 1.0 / (1.0 + np.exp(-np.mean(logits, axis=0)))
 
 
@@ -57,9 +52,9 @@ def scored(model: LoadedModel, val: Any, test: Any, views: dict[str, View]) -> d
     start = time.perf_counter()
     s_test = averaged(model, test.x, views)
     per_film = (time.perf_counter() - start) / max(len(test.x), 1)
-    shifted = {name: figures_at(test.y, averaged(
-        model, np.clip(change(test.x.copy()), 0.0, 1.0).astype(np.float32), views), threshold)
-        for name, change in SHIFTS.items() if name != "as stored"}
+    shifted = {name: figures_at(test.y, averaged(model, changed(test.x, change), views),
+                                threshold)
+               for name, change in SHIFTS.items() if name != "as stored"}
     return {"views": list(views), "threshold": threshold,
             "validation": figures_at(val.y, s_val, threshold),
             "internal_test": figures_at(test.y, s_test, threshold),
